@@ -1,0 +1,30 @@
+# pixgen: `make demo` and `make test` each install first when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pixgen-installed
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,video]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/pixgen "a red circle on a blue background" --preset shapes
+
+test: install
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not gpu and not slow"
+
+lint: install
+	$(BIN)/ruff check pixgen tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

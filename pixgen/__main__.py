@@ -1,0 +1,5 @@
+import sys
+
+from pixgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""The library API: ``generate(settings) -> Result``, the one orchestrator of a run."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pixgen._version import __version__
+from pixgen.errors import PixgenError
+from pixgen.settings import Settings
+
+log = logging.getLogger("pixgen")
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    image: Path
+    seed: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
+    """Round the size down to a multiple of the VQGAN factor, warning when it changes."""
+    w, h = settings.size
+    fw, fh = w - w % factor, h - h % factor
+    if fw == 0 or fh == 0:
+        raise PixgenError(f"setting 'size': {w}x{h} is smaller than this VQGAN's factor {factor}")
+    if (fw, fh) != (w, h):
+        log.warning("size %dx%d is not a multiple of %d; using %dx%d", w, h, factor, fw, fh)
+    return fw, fh
+
+
+def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
+    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout."""
+    arch = models.decoder.arch
+    dd = arch.ddconfig
+    levels = len(dd["ch_mult"])
+    latent_px = (width // arch.factor) * (height // arch.factor)
+    floats = 0
+    for i, mult in enumerate(dd["ch_mult"]):
+        px = latent_px * 4 ** (levels - 1 - i)
+        floats += (dd["num_res_blocks"] + 1) * 8 * dd["ch"] * mult * px  # tensors kept for backward
+    visual = models.scorer.model.visual
+    width_v = getattr(visual, "width", None) or 768
+    layers = len(getattr(getattr(visual, "transformer", None), "resblocks", [])) or 12
+    patch = getattr(visual, "patch_size", (32, 32))
+    patch = patch[0] if isinstance(patch, tuple | list) else patch
+    tokens = (models.scorer.input_size // patch) ** 2 + 1
+    floats += cutn * tokens * width_v * layers * 24
+    params = sum(p.numel() for p in models.decoder.parameters()) + sum(
+        p.numel() for p in models.scorer.parameters())
+    return 4 * (floats + params)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(models, width: int, height: int, cutn: int, device: torch.device) -> None:
+    need, have = estimate_bytes(models, width, height, cutn), available_bytes(device)
+    if have is None or need <= have:
+        return
+    side = max(width, height)
+    while side > models.decoder.factor and estimate_bytes(models, side, side, cutn) > have:
+        side = int(side * 0.8)
+    raise PixgenError(
+        f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
+        f"only {have / 2**30:.1f} GiB is free; about {side}x{side} would fit"
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def generate(settings: Settings, models=None, on_step: Callable | None = None) -> Result:
+    """Run one generation and save its outputs; returns where they are.
+
+    `models` (pixgen.models.Models) can be passed to reuse loaded models across runs.
+    `on_step(step, total)` is called after every step, for progress display.
+    """
+    from pixgen.cutouts import Cutouts
+    from pixgen.device import resolve_device, resolve_seed, seed_everything
+    from pixgen.models import load_models
+    from pixgen.optimise import Targets, init_latent, optimise, render
+    from pixgen.outputs import RunWriter, make_run_dir
+    from pixgen.prompts import parse_prompts
+
+    t_start = time.perf_counter()
+    prompts = parse_prompts(settings.prompt)
+    device = resolve_device(settings.device)
+    seed = resolve_seed(settings.seed)
+    if models is None:
+        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config,
+                             settings.vqgan_ckpt)
+    width, height = fit_size(settings, models.decoder.factor)
+    check_memory(models, width, height, settings.cutn, device)
+
+    resolved = dict(settings.to_dict(), size=[width, height], seed=seed,
+                    prompts=[p.to_dict() for p in prompts], pixgen_version=__version__)
+    writer = RunWriter(make_run_dir(settings.output_dir, settings.prompt), resolved)
+
+    generator = seed_everything(seed)
+    z = init_latent(models.decoder, width, height, generator, settings.init)
+    targets = Targets.from_prompts(models.scorer, prompts)
+    cutouts = Cutouts(models.scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min,
+                      settings.augment, settings.noise)
+    losses, step_seconds, interrupted = [], [], False
+    t_loop = time.perf_counter()
+    try:
+        for step in optimise(models.decoder, models.scorer, targets, z, cutouts, generator,
+                             settings.iterations, settings.lr, settings.tv_weight):
+            losses.append(step.loss)
+            step_seconds.append(step.seconds)
+            if settings.save_every and step.i % settings.save_every == 0:
+                writer.frame(step.i, step.image)
+            if on_step:
+                on_step(step, settings.iterations)
+    except KeyboardInterrupt:
+        interrupted = True
+    with torch.no_grad():
+        final = render(models.decoder, z.detach())
+    record = {
+        "losses": losses,
+        "seconds_per_step": step_seconds,
+        "startup_seconds": t_loop - t_start,
+        "seconds": time.perf_counter() - t_start,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+    }
+    image = writer.finish(final, record, settings.gif, interrupted)
+    result = Result(writer.run_dir, image, seed, record["seconds"], losses, interrupted)
+    if interrupted:
+        raise KeyboardInterrupt(result)
+    return result

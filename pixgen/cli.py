@@ -1,0 +1,153 @@
+"""The command line: parses arguments, builds Settings, calls the library. No torch at import."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixgen._version import __version__
+from pixgen.errors import PixgenError
+
+app = typer.Typer(
+    name="pixgen",
+    help="Turn a text prompt into an image with VQGAN+CLIP.\n\n"
+    "Examples:\n\n"
+    "  pixgen \"a watercolor portrait of a teacher\"\n\n"
+    "  pixgen generate \"a red house | a lake:0.5\" -s 256x256 -i 300 --seed 7 -o outputs/\n\n"
+    "  pixgen \"a red circle on a blue background\" --preset shapes   (offline demo models)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+COMMANDS = {"generate", "presets"}
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"pixgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+):
+    """Turn a text prompt into an image with VQGAN+CLIP."""
+
+
+@app.command(
+    epilog="Prompt syntax: \"text:weight:stop | other text\". A negative weight pushes away; "
+    "stop ends a prompt's pull once its distance falls below it. Colons inside text (\"4:3\", "
+    "URLs) stay text.\n\nLayering: defaults, then --preset, then --config, then flags, then --set.",
+)
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. \"a red house | a lake:0.5\".")],
+    size: Annotated[str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT in pixels, e.g. 256x256.")] = None,
+    iterations: Annotated[int | None, typer.Option("-i", "--iterations", help="Optimisation steps.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate on the latent.")] = None,
+    cutn: Annotated[int | None, typer.Option("--cutn", help="Cutouts scored by CLIP per step.")] = None,
+    cut_pow: Annotated[float | None, typer.Option("--cut-pow", help="Cutout size exponent; >1 favours small cutouts.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (random when not given; recorded).")] = None,
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Save a progress frame every N steps (0: never).")] = None,
+    gif: Annotated[bool | None, typer.Option("--gif/--no-gif", help="Write progress.gif from the frames.")] = None,
+    output_dir: Annotated[str | None, typer.Option("-o", "--output-dir", help="Folder that receives the run folder.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    vqgan_config: Annotated[str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")] = None,
+    vqgan_ckpt: Annotated[str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")] = None,
+    clip: Annotated[str | None, typer.Option("--clip", help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for any setting; repeatable.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")] = False,
+):
+    """Generate an image from a prompt (the default command)."""
+    from pixgen.settings import load_settings, parse_size
+
+    overrides = dict(
+        prompt=prompt, size=parse_size(size) if size is not None else None, iterations=iterations,
+        lr=lr, cutn=cutn, cut_pow=cut_pow, seed=seed, save_every=save_every, gif=gif,
+        output_dir=output_dir, device=device, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt,
+        clip=clip,
+    )
+    settings = load_settings(preset, config, overrides, set_ or [])
+    result = _run_with_progress(settings, quiet=json_out)
+    if json_out:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "image": str(result.image),
+                               "seed": result.seed, "seconds": round(result.seconds, 3)}))
+    else:
+        typer.echo(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)", err=True)
+
+
+def _run_with_progress(settings, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pixgen.api import generate as run
+
+    console = Console(stderr=True)
+    columns = [TextColumn("[bold]pixgen"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task("generate", total=settings.iterations, loss=float("nan"), rate=0.0)
+
+        def on_step(step, total):
+            progress.update(task, completed=step.i, loss=step.loss,
+                            rate=1.0 / step.seconds if step.seconds > 0 else 0.0)
+
+        return run(settings, on_step=on_step)
+
+
+@app.command()
+def presets():
+    """List the presets, with a one-line description each."""
+    from pixgen.settings import list_presets
+
+    for name, desc in list_presets().items():
+        typer.echo(f"{name:12s} {desc}")
+
+
+def _route(argv: list[str]) -> list[str]:
+    """`pixgen PROMPT ...` is `pixgen generate PROMPT ...`."""
+    if not argv or argv[0] in COMMANDS or argv[0] in ("--help", "-h", "--version"):
+        return argv
+    return ["generate", *argv]
+
+
+class _OneLine(logging.Handler):
+    def emit(self, record):
+        print(f"pixgen: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    import click
+
+    argv = _route(list(sys.argv[1:] if argv is None else argv))
+    logger = logging.getLogger("pixgen")
+    if not any(isinstance(h, _OneLine) for h in logger.handlers):
+        logger.addHandler(_OneLine())
+        logger.propagate = False
+    try:
+        app(args=argv, prog_name="pixgen", standalone_mode=False)
+    except PixgenError as e:
+        print(f"pixgen: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show(file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, click.exceptions.Abort) as e:
+        result = e.args[0] if e.args else None
+        where = f"; partial result in {result.run_dir}" if getattr(result, "run_dir", None) else ""
+        print(f"pixgen: interrupted{where}", file=sys.stderr)
+        return 130
+    return 0

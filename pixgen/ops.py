@@ -1,0 +1,49 @@
+"""Differentiable helpers for the latent: straight-through quantisation and clamping."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def nearest_codes(z: Tensor, codebook: Tensor) -> Tensor:
+    """Index of the nearest codebook row for each latent vector. z: (B, C, H, W) -> (B, H, W)."""
+    flat = z.movedim(1, -1).reshape(-1, z.shape[1])  # (B*H*W, C)
+    d = (
+        flat.pow(2).sum(1, keepdim=True)
+        - 2 * flat @ codebook.T
+        + codebook.pow(2).sum(1)[None]
+    )  # (B*H*W, n_codes) squared distances
+    return d.argmin(1).view(z.shape[0], *z.shape[2:])
+
+
+def codes_to_latent(codes: Tensor, codebook: Tensor) -> Tensor:
+    """Codebook rows for integer codes. codes: (B, H, W) -> (B, C, H, W)."""
+    return codebook[codes].movedim(-1, 1)
+
+
+def quantize_st(z: Tensor, codebook: Tensor) -> Tensor:
+    """Snap z to its nearest codebook vectors; the gradient passes straight through to z."""
+    zq = codes_to_latent(nearest_codes(z, codebook), codebook)
+    return z + (zq - z).detach()
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, lo: float, hi: float) -> Tensor:
+        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(x)
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        # Pass the gradient unless it would push an out-of-range value further out.
+        outside = x - x.clamp(ctx.lo, ctx.hi)
+        keep = (grad * outside) >= 0
+        return grad * keep, None, None
+
+
+def clamp_with_grad(x: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+    """Clamp to [lo, hi]; out-of-range values still get the gradient that brings them back."""
+    return _ClampWithGrad.apply(x, lo, hi)

@@ -1,0 +1,146 @@
+"""Run folders and files: PNGs carrying their settings, frames, GIF, run.json.
+
+Every file is written atomically (a temporary file in the same folder, then a rename), so an
+interrupted write never leaves a truncated file. Run folders are never reused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from pixgen.errors import PixgenError
+
+METADATA_KEY = "pixgen"
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A safe, bounded folder-name fragment: ascii letters, digits and dashes only."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "untitled"
+
+
+def make_run_dir(output_dir: str | Path, prompt: str, now: datetime | None = None) -> Path:
+    """Create ``<output_dir>/<YYYYmmdd-HHMMSS>-<slug>``, adding -2, -3... rather than reuse one."""
+    root = Path(output_dir)
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{slugify(prompt)}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = root / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise PixgenError(f"cannot create a run folder in {root}: {e.strerror or e}") from None
+    raise PixgenError(f"too many runs named {base!r} in {root}")
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and a rename; never a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise PixgenError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def to_pil(image) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> 8-bit RGB PIL image."""
+    arr = image.detach().float().cpu()
+    if arr.dim() == 4:
+        arr = arr[0]
+    arr = (arr.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def save_png(path: str | Path, image, metadata: dict | None = None) -> None:
+    """Save a PNG, with `metadata` as JSON in a text chunk named "pixgen"."""
+    info = PngImagePlugin.PngInfo()
+    if metadata is not None:
+        info.add_itxt(METADATA_KEY, json.dumps(metadata, default=str))
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG", pnginfo=info)
+    atomic_write(path, buf.getvalue())
+
+
+def read_png_metadata(path: str | Path) -> dict:
+    """The settings JSON stored in a pixgen PNG. A PNG without it is a PixgenError."""
+    try:
+        with Image.open(path) as im:
+            text = im.info.get(METADATA_KEY) if hasattr(im, "info") else None
+    except FileNotFoundError:
+        raise PixgenError(f"image not found: {path}") from None
+    except (OSError, Image.UnidentifiedImageError, ValueError) as e:
+        raise PixgenError(f"cannot read image {path}: {e}") from None
+    if not text:
+        raise PixgenError(f"{path} carries no pixgen settings (was it made by pixgen?)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise PixgenError(f"{path}: its pixgen settings are not valid JSON") from None
+
+
+def save_gif(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> None:
+    """Assemble the saved frames into a looping GIF."""
+    import imageio.v3 as iio
+
+    if not frame_paths:
+        return
+    frames = [iio.imread(p) for p in frame_paths]
+    buf = io.BytesIO()
+    iio.imwrite(buf, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    atomic_write(path, buf.getvalue())
+
+
+class RunWriter:
+    """The output stage of one run: frames as they come, then final.png, the GIF and run.json."""
+
+    def __init__(self, run_dir: Path, settings: dict):
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.frames: list[Path] = []
+
+    def frame(self, i: int, image) -> None:
+        frames_dir = self.run_dir / "frames"
+        frames_dir.mkdir(exist_ok=True)
+        path = frames_dir / f"{i:06d}.png"
+        save_png(path, image)
+        self.frames.append(path)
+
+    def finish(self, image, record: dict, gif: bool, interrupted: bool = False) -> Path:
+        meta = dict(self.settings, interrupted=interrupted) if interrupted else self.settings
+        final = self.run_dir / "final.png"
+        save_png(final, image, meta)
+        if gif:
+            save_gif(self.run_dir / "progress.gif", self.frames)
+        write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
+        return final

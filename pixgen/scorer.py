@@ -1,0 +1,154 @@
+"""The CLIP scorer: an adapter over open_clip.
+
+The input size and normalisation come from the model itself. Text targets are encoded once,
+without gradients. Weights come from open_clip's pretrained tags, a local file, or (for the
+offline "tiny" and "shapes" models) pixgen's own configs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pixgen.errors import PixgenError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+class ClipScorer(nn.Module):
+    """Frozen CLIP: images in [0, 1] and texts -> unit-norm embeddings."""
+
+    def __init__(self, model: nn.Module, tokenizer, name: str):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        size = model.visual.image_size
+        self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))  # open_clip's defaults
+        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """(N, 3, s, s) in [0, 1] at s = input_size -> (N, D) unit vectors."""
+        return F.normalize(self.model.encode_image((images - self.mean) / self.std), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> Tensor:
+        tokens = self.tokenizer(texts).to(self.mean.device)
+        return F.normalize(self.model.encode_text(tokens), dim=-1)
+
+
+def _register_configs() -> None:
+    import open_clip
+
+    if "pixgen-tiny" not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def build_clip(arch: str, seed: int | None = 0) -> ClipScorer:
+    """An open_clip model of architecture `arch` with random weights (seeded)."""
+    import open_clip
+
+    _register_configs()
+    if arch not in open_clip.list_models():
+        raise PixgenError(f"unknown CLIP architecture {arch!r} (see open_clip.list_models())")
+    quiet = logging.getLogger()  # open_clip warns on the root logger about random weights
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = open_clip.create_model(arch, pretrained=None)
+    finally:
+        quiet.setLevel(level)
+    return ClipScorer(model, open_clip.get_tokenizer(arch), arch)
+
+
+def read_clip_weights(path: str | Path) -> dict:
+    """A CLIP state dict from .safetensors or a torch file, never unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixgenError(f"CLIP weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except Exception as e:
+            raise PixgenError(f"CLIP weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    else:
+        from pixgen.checkpoints import load_torch_file
+
+        sd = load_torch_file(path, "CLIP checkpoint")
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict):
+        raise PixgenError(f"CLIP weights {path} hold no state dict")
+    if "pixgen.token_ids" in sd:  # compact form: only the token rows that were trained
+        ids, rows = sd.pop("pixgen.token_ids").long(), sd.pop("pixgen.token_rows")
+        vocab = int(sd.pop("pixgen.vocab_size").item())
+        full = torch.zeros(vocab, rows.shape[1], dtype=rows.dtype)
+        full[ids] = rows
+        sd["token_embedding.weight"] = full
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def load_clip_file(arch: str, path: str | Path) -> ClipScorer:
+    """open_clip architecture `arch` with weights from a local file, loaded strictly."""
+    from pixgen.vqgan import load_strict
+
+    scorer = build_clip(arch, seed=None)
+    sd = read_clip_weights(path)
+    own = scorer.model.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+    load_strict(scorer.model, sd, f"CLIP weights {path}")
+    return scorer
+
+
+def parse_clip_spec(spec: str) -> tuple[str, str | None]:
+    """``"ViT-B-32:openai"`` -> ("ViT-B-32", "openai"); a path after the colon stays whole."""
+    name, _, rest = spec.partition(":")
+    return name.strip(), (rest.strip() or None)
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.endswith(WEIGHT_SUFFIXES) or "/" in ref or "\\" in ref or Path(ref).exists()
+
+
+def load_clip(spec: str, cache_dir: str | Path | None = None) -> ClipScorer:
+    """Load CLIP from ``NAME:TAG`` (open_clip pretrained), ``NAME:PATH`` or ``tiny``."""
+    if spec == "tiny":
+        return build_clip("pixgen-tiny", seed=0)
+    name, ref = parse_clip_spec(spec)
+    if ref is None:
+        raise PixgenError(f"CLIP {spec!r}: give a pretrained tag or a file, e.g. {name}:openai")
+    if looks_like_path(ref):
+        return load_clip_file(name, ref)
+    return load_pretrained_clip(name, ref, cache_dir)
+
+
+def load_pretrained_clip(name: str, tag: str, cache_dir: str | Path | None) -> ClipScorer:
+    """open_clip's hash-checked pretrained weights, downloaded into `cache_dir` if needed."""
+    import open_clip
+
+    if (name, tag) not in set(open_clip.list_pretrained()):
+        raise PixgenError(
+            f"unknown CLIP {name}:{tag}; see `python -c \"import open_clip; "
+            "print(open_clip.list_pretrained())\"` or give NAME:/path/to/weights"
+        )
+    try:
+        model = open_clip.create_model(name, pretrained=tag, cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as e:
+        raise PixgenError(
+            f"could not get CLIP weights {name}:{tag} ({str(e).splitlines()[0][:150]}); "
+            f"without network, fetch them elsewhere and pass --clip {name}:/path/to/weights"
+        ) from None
+    return ClipScorer(model, open_clip.get_tokenizer(name), f"{name}:{tag}")

@@ -1,0 +1,199 @@
+"""One typed settings object, layered: defaults, then a preset YAML, then a config YAML,
+then CLI flags and ``--set key=value``. Unknown keys and bad values raise PixgenError naming
+the key. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pixgen.errors import PixgenError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = PACKAGE_DIR / "configs" / "presets"
+
+AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
+INITS = ("tokens", "flat")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_SIDE = 8192
+
+
+@dataclass
+class Settings:
+    """Everything a run needs. Saved, resolved, beside every output."""
+
+    prompt: str = ""
+    size: list[int] = field(default_factory=lambda: [256, 256])  # width, height in pixels
+    iterations: int = 300
+    lr: float = 0.1
+    cutn: int = 32
+    cut_pow: float = 1.0
+    cut_min: float = 0.0  # smallest cutout side as a fraction of the shorter image side
+    augment: list[str] = field(default_factory=lambda: ["flip", "affine", "perspective", "jitter", "noise"])
+    noise: float = 0.1  # the largest std of the per-cutout gaussian noise (augment "noise")
+    tv_weight: float = 0.0  # total-variation smoothness on the image
+    init: str = "tokens"  # tokens: random codebook entries; flat: one random colour everywhere
+    seed: int | None = None  # None: a random seed, recorded in the outputs
+    save_every: int = 50  # 0: no progress frames
+    gif: bool = True
+    output_dir: str = "outputs"
+    device: str = "auto"
+    vqgan: str = "vqgan_imagenet_f16_16384"  # a registry name, "tiny" or "shapes"
+    vqgan_config: str | None = None
+    vqgan_ckpt: str | None = None
+    clip: str = "ViT-B-32:openai"  # NAME:TAG, NAME:PATH, "tiny" or "shapes"
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+
+def parse_size(text: str) -> list[int]:
+    """``"256x192"`` -> [256, 192]; ``"256"`` -> [256, 256]."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX,]\s*(-?\d+))?\s*", str(text))
+    if not m:
+        raise PixgenError(f"size: expected WIDTHxHEIGHT such as 256x256, got {text!r}")
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) is not None else w
+    return [w, h]
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its one-line description (the YAML's first comment line)."""
+    out = {}
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        out[path.stem] = desc
+    return out
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PixgenError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PixgenError(f"cannot read {what} {path}: {e}") from None
+    try:
+        data = OmegaConf.to_container(OmegaConf.create(text or "{}"))
+    except Exception as e:  # yaml errors come in several types
+        msg = str(e).splitlines()[0]
+        raise PixgenError(f"{what} {path} is not valid YAML: {msg}") from None
+    if not isinstance(data, dict):
+        raise PixgenError(f"{what} {path} must be a mapping of setting: value")
+    return data
+
+
+def _merge(base, layer: dict, source: str):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(base, layer)
+    except ConfigKeyError as e:
+        key = e.full_key or e.key
+        known = ", ".join(f.name for f in dataclasses.fields(Settings))
+        raise PixgenError(f"unknown setting {key!r} in {source} (known: {known})") from None
+    except OmegaConfBaseException as e:
+        key = e.full_key or e.key
+        msg = str(e).splitlines()[0]
+        raise PixgenError(f"bad value for setting {key!r} in {source}: {msg}") from None
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["lr=0.05", "size=[64,64]"]`` -> {"lr": 0.05, "size": [64, 64]} (values read as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise PixgenError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        if key == "size" and isinstance(parsed, str | int):
+            parsed = parse_size(str(parsed))
+        out[key] = parsed
+    return out
+
+
+def load_settings(
+    preset: str | None = None,
+    config: str | Path | None = None,
+    overrides: dict | None = None,
+    sets: list[str] | None = None,
+) -> Settings:
+    """Resolve settings: defaults, then `preset`, then `config`, then `overrides`, then `sets`."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(Settings)
+    if preset:
+        path = PRESETS_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            names = ", ".join(list_presets()) or "none"
+            raise PixgenError(f"unknown preset {preset!r} (available: {names})")
+        cfg = _merge(cfg, _read_yaml(path, "preset"), f"preset {preset!r}")
+        cfg = _merge(cfg, {"preset": preset}, "preset")
+    if config:
+        data = _read_yaml(Path(config), "config file")
+        if isinstance(data.get("size"), str | int):
+            data["size"] = parse_size(data["size"])
+        cfg = _merge(cfg, data, f"config {config}")
+    if overrides:
+        cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None}, "options")
+    if sets:
+        cfg = _merge(cfg, parse_set(sets), "--set")
+    settings = OmegaConf.to_object(cfg)
+    validate(settings)
+    return settings
+
+
+def settings_from_dict(data: dict) -> Settings:
+    """Rebuild Settings from a saved dict (run.json or PNG metadata), with the same checks."""
+    return load_settings(overrides={k: v for k, v in data.items()})
+
+
+def validate(s: Settings) -> None:
+    """Range checks that types alone cannot express. Raises PixgenError naming the key."""
+    from pixgen.prompts import parse_prompts
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise PixgenError(f"setting {key!r}: {msg}")
+
+    parse_prompts(s.prompt)
+    need(len(s.size) == 2, "size", f"expected [width, height], got {s.size}")
+    need(all(v > 0 for v in s.size), "size", f"width and height must be positive, got {s.size}")
+    need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
+    need(s.iterations >= 1, "iterations", f"must be at least 1, got {s.iterations}")
+    need(s.lr > 0, "lr", f"must be positive, got {s.lr}")
+    need(1 <= s.cutn <= 1024, "cutn", f"must be between 1 and 1024, got {s.cutn}")
+    need(s.cut_pow > 0, "cut_pow", f"must be positive, got {s.cut_pow}")
+    need(0 <= s.cut_min <= 1, "cut_min", f"must be between 0 and 1, got {s.cut_min}")
+    need(s.noise >= 0, "noise", f"must be non-negative, got {s.noise}")
+    need(s.tv_weight >= 0, "tv_weight", f"must be non-negative, got {s.tv_weight}")
+    need(s.save_every >= 0, "save_every", f"must be 0 (off) or more, got {s.save_every}")
+    need(s.seed is None or 0 <= s.seed < 2**63, "seed", f"must be between 0 and 2**63-1, got {s.seed}")
+    need(bool(DEVICE_RE.match(s.device)), "device", f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)")
+    need(s.init in INITS, "init", f"unknown init {s.init!r} (choose from {', '.join(INITS)})")
+    bad = [a for a in s.augment if a not in AUGMENTS]
+    need(not bad, "augment", f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "")
+    need(bool(s.clip.strip()), "clip", "must name a CLIP model, e.g. ViT-B-32:openai")

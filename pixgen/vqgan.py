@@ -1,0 +1,240 @@
+"""The VQGAN decoder (and optional encoder), built from taming.modules only.
+
+A taming checkpoint holds the whole VQGAN (and, for Net2Net projects, a GPT beside it). We keep
+the codebook, ``post_quant_conv`` and the decoder, filter the state dict to exactly those keys and
+load it strictly. pytorch-lightning, the discriminator and LPIPS are never imported or built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pixgen.errors import PixgenError
+
+TARGETS = {
+    "taming.models.vqgan.VQModel": "vq",
+    "taming.models.vqgan.GumbelVQ": "gumbel",
+}
+NET2NET = "taming.models.cond_transformer.Net2NetTransformer"
+
+
+@dataclass
+class VQGANArch:
+    """Architecture of a taming VQGAN: enough to build it and to check a state dict."""
+
+    kind: str  # "vq" (VectorQuantizer2) or "gumbel" (GumbelQuantize)
+    embed_dim: int
+    n_embed: int
+    ddconfig: dict = field(default_factory=dict)
+    prefix: str = ""  # "first_stage_model." for Net2Net checkpoints
+
+    @property
+    def factor(self) -> int:
+        """How many pixels one latent cell covers along each side."""
+        return 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+
+    @property
+    def codebook_key(self) -> str:
+        return "quantize.embed.weight" if self.kind == "gumbel" else "quantize.embedding.weight"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VQGANArch:
+        return cls(**json.loads(text))
+
+
+def read_config(path: str | Path) -> VQGANArch:
+    """Parse a taming YAML (VQModel, GumbelVQ, or a Net2Net project's first stage)."""
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        raise PixgenError(f"VQGAN config not found: {path}")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:
+        raise PixgenError(f"VQGAN config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    try:
+        model = cfg["model"]
+        prefix = ""
+        if model["target"] == NET2NET:
+            model = model["params"]["first_stage_config"]
+            prefix = "first_stage_model."
+        kind = TARGETS.get(model["target"])
+        if kind is None:
+            raise PixgenError(f"VQGAN config {path}: unsupported model target {model['target']!r}")
+        params = model["params"]
+        dd = dict(params["ddconfig"])
+        return VQGANArch(kind, int(params["embed_dim"]), int(params["n_embed"]), dd, prefix)
+    except (KeyError, TypeError) as e:
+        raise PixgenError(f"VQGAN config {path} lacks model.params key {e}") from None
+
+
+def _quiet():
+    # taming's Decoder prints "Working with z of shape ..." when built.
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+class VQGANDecoder(nn.Module):
+    """Latent (B, embed_dim, h, w) -> image (B, 3, h*f, w*f) in about [-1, 1]."""
+
+    def __init__(self, arch: VQGANArch):
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Decoder
+
+        self.arch = arch
+        self.register_buffer("codebook", torch.zeros(arch.n_embed, arch.embed_dim))
+        self.post_quant_conv = nn.Conv2d(arch.embed_dim, arch.ddconfig["z_channels"], 1)
+        with _quiet():
+            self.decoder = Decoder(**arch.ddconfig)
+
+    @property
+    def factor(self) -> int:
+        return self.arch.factor
+
+    def forward(self, zq: Tensor) -> Tensor:
+        return self.decoder(self.post_quant_conv(zq))
+
+
+class VQGANEncoder(nn.Module):
+    """Image in [-1, 1] -> continuous latent (B, embed_dim, h, w) in codebook space."""
+
+    def __init__(self, arch: VQGANArch):
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Encoder
+
+        self.arch = arch
+        with _quiet():
+            self.encoder = Encoder(**arch.ddconfig)
+        self.quant_conv = nn.Conv2d(arch.ddconfig["z_channels"], arch.embed_dim, 1)
+        if arch.kind == "gumbel":  # GumbelQuantize: 1x1 conv to code logits, then an embedding
+            self.proj = nn.Conv2d(arch.ddconfig["z_channels"], arch.n_embed, 1)
+            self.register_buffer("codebook", torch.zeros(arch.n_embed, arch.embed_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.quant_conv(self.encoder(x))
+        if self.arch.kind == "gumbel":  # the expected code vector under the code logits
+            return torch.einsum("bnhw,nd->bdhw", self.proj(h).softmax(1), self.codebook)
+        return h
+
+
+def split_state_dict(sd: dict, arch: VQGANArch) -> tuple[dict, dict]:
+    """Taming state dict -> (decoder-side keys, encoder-side keys), renamed for our modules.
+
+    Only the keys our modules own are taken; losses, discriminators and any GPT are dropped.
+    """
+    p = arch.prefix
+    dec, enc = {}, {}
+    for key, value in sd.items():
+        if not key.startswith(p):
+            continue
+        k = key[len(p):]
+        if k == arch.codebook_key:
+            dec["codebook"] = value
+            if arch.kind == "gumbel":
+                enc["codebook"] = value
+        elif k.startswith(("decoder.", "post_quant_conv.")):
+            dec[k] = value
+        elif k.startswith(("encoder.", "quant_conv.")):
+            enc[k] = value
+        elif arch.kind == "gumbel" and k.startswith("quantize.proj."):
+            enc[k[len("quantize."):]] = value
+    return dec, enc
+
+
+def load_strict(module: nn.Module, sd: dict, source: str) -> nn.Module:
+    """Load `sd` into `module`; any missing, unexpected or mis-shaped key is a PixgenError."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]!r})")
+        raise PixgenError(f"{source} does not match its architecture: {', '.join(parts)} keys")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise PixgenError(
+                f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+            )
+    module.load_state_dict(sd, strict=True, assign=True)
+    return module
+
+
+def _state_dict_of(ckpt: dict, source: str) -> dict:
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not any(isinstance(v, Tensor) for v in sd.values()):
+        raise PixgenError(f"{source} holds no state_dict of tensors")
+    return sd
+
+
+def load_vqgan(config: str | Path, ckpt: str | Path) -> VQGANDecoder:
+    """Build the decoder from a taming YAML and ``.ckpt``, loading only what it needs."""
+    from pixgen.checkpoints import load_torch_file
+
+    arch = read_config(config)
+    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
+    dec, _ = split_state_dict(sd, arch)
+    return load_strict(VQGANDecoder(arch), dec, f"VQGAN checkpoint {ckpt}").eval()
+
+
+def save_safetensors(path: str | Path, module: nn.Module, arch: VQGANArch, dtype=None) -> None:
+    """Write a module's weights with the architecture in the file's metadata."""
+    from safetensors.torch import save_file
+
+    sd = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in module.state_dict().items()}
+    save_file(sd, str(path), metadata={"pixgen_vqgan_arch": arch.to_json()})
+
+
+def load_safetensors_arch(path: str | Path) -> VQGANArch:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "pixgen_vqgan_arch" not in meta:
+        raise PixgenError(f"{path} is not a pixgen VQGAN file (no architecture metadata)")
+    return VQGANArch.from_json(meta["pixgen_vqgan_arch"])
+
+
+def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
+    """Load a decoder written by `save_safetensors` (memory-mapped, no pickle)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise PixgenError(f"VQGAN weights not found: {path}")
+    try:
+        arch = load_safetensors_arch(path)
+        sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    except PixgenError:
+        raise
+    except Exception as e:
+        raise PixgenError(f"VQGAN weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    return load_strict(VQGANDecoder(arch), sd, f"VQGAN weights {path}").eval()
+
+
+TINY_ARCH = VQGANArch(
+    kind="vq", embed_dim=32, n_embed=64,
+    ddconfig=dict(double_z=False, z_channels=32, resolution=64, in_channels=3, out_ch=3, ch=32,
+                  ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0),
+)
+
+
+def tiny_decoder(seed: int = 0) -> VQGANDecoder:
+    """A small randomly initialised decoder of the real class (f2), for smoke runs and tests."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        dec = VQGANDecoder(TINY_ARCH)
+        dec.codebook.normal_()
+    return dec.eval()
