@@ -57,7 +57,8 @@ def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
     tokens = (models.scorer.input_size // patch) ** 2 + 1
     floats += cutn * tokens * width_v * layers * 24
     params = sum(p.numel() for p in models.decoder.parameters()) + sum(
-        p.numel() for p in models.scorer.parameters())
+        p.numel() for p in models.scorer.parameters()
+    )
     return 4 * (floats + params)
 
 
@@ -111,25 +112,46 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None) -
     device = resolve_device(settings.device)
     seed = resolve_seed(settings.seed)
     if models is None:
-        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config,
-                             settings.vqgan_ckpt)
+        models = load_models(
+            settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt
+        )
     width, height = fit_size(settings, models.decoder.factor)
     check_memory(models, width, height, settings.cutn, device)
 
-    resolved = dict(settings.to_dict(), size=[width, height], seed=seed,
-                    prompts=[p.to_dict() for p in prompts], pixgen_version=__version__)
+    resolved = dict(
+        settings.to_dict(),
+        size=[width, height],
+        seed=seed,
+        prompts=[p.to_dict() for p in prompts],
+        pixgen_version=__version__,
+    )
     writer = RunWriter(make_run_dir(settings.output_dir, settings.prompt), resolved)
 
     generator = seed_everything(seed)
     z = init_latent(models.decoder, width, height, generator, settings.init)
     targets = Targets.from_prompts(models.scorer, prompts)
-    cutouts = Cutouts(models.scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min,
-                      settings.augment, settings.noise)
+    cutouts = Cutouts(
+        models.scorer.input_size,
+        settings.cutn,
+        settings.cut_pow,
+        settings.cut_min,
+        settings.augment,
+        settings.noise,
+    )
     losses, step_seconds, interrupted = [], [], False
     t_loop = time.perf_counter()
     try:
-        for step in optimise(models.decoder, models.scorer, targets, z, cutouts, generator,
-                             settings.iterations, settings.lr, settings.tv_weight):
+        for step in optimise(
+            models.decoder,
+            models.scorer,
+            targets,
+            z,
+            cutouts,
+            generator,
+            settings.iterations,
+            settings.lr,
+            settings.tv_weight,
+        ):
             losses.append(step.loss)
             step_seconds.append(step.seconds)
             if settings.save_every and step.i % settings.save_every == 0:

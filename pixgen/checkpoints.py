@@ -20,12 +20,28 @@ from pixgen.errors import PixgenError
 # Modules whose pickled objects appear in real training checkpoints. Their names become inert
 # placeholders; the real code is never imported or called.
 _BENIGN_PREFIXES = (
-    "pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "taming.",
-    "main.", "numpy.", "collections.", "argparse.", "pathlib.", "typing.", "enum.",
+    "pytorch_lightning.",
+    "lightning.",
+    "lightning_fabric.",
+    "omegaconf.",
+    "taming.",
+    "main.",
+    "numpy.",
+    "collections.",
+    "argparse.",
+    "pathlib.",
+    "typing.",
+    "enum.",
     "torch.",
 )
-_BENIGN_BUILTINS = {"builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex",
-                    "builtins.bytearray", "builtins.object"}
+_BENIGN_BUILTINS = {
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.slice",
+    "builtins.complex",
+    "builtins.bytearray",
+    "builtins.object",
+}
 
 
 class _Inert:

@@ -17,9 +17,9 @@ app = typer.Typer(
     name="pixgen",
     help="Turn a text prompt into an image with VQGAN+CLIP.\n\n"
     "Examples:\n\n"
-    "  pixgen \"a watercolor portrait of a teacher\"\n\n"
-    "  pixgen generate \"a red house | a lake:0.5\" -s 256x256 -i 300 --seed 7 -o outputs/\n\n"
-    "  pixgen \"a red circle on a blue background\" --preset shapes   (offline demo models)",
+    '  pixgen "a watercolor portrait of a teacher"\n\n'
+    '  pixgen generate "a red house | a lake:0.5" -s 256x256 -i 300 --seed 7 -o outputs/\n\n'
+    '  pixgen "a red circle on a blue background" --preset shapes   (offline demo models)',
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,73 +36,135 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ):
     """Turn a text prompt into an image with VQGAN+CLIP."""
 
 
 @app.command(
-    epilog="Prompt syntax: \"text:weight:stop | other text\". A negative weight pushes away; "
-    "stop ends a prompt's pull once its distance falls below it. Colons inside text (\"4:3\", "
+    epilog='Prompt syntax: "text:weight:stop | other text". A negative weight pushes away; '
+    'stop ends a prompt\'s pull once its distance falls below it. Colons inside text ("4:3", '
     "URLs) stay text.\n\nLayering: defaults, then --preset, then --config, then flags, then --set.",
 )
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. \"a red house | a lake:0.5\".")],
-    size: Annotated[str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT in pixels, e.g. 256x256.")] = None,
+    prompt: Annotated[str, typer.Argument(help='What to draw, e.g. "a red house | a lake:0.5".')],
+    size: Annotated[
+        str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT in pixels, e.g. 256x256.")
+    ] = None,
     iterations: Annotated[int | None, typer.Option("-i", "--iterations", help="Optimisation steps.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate on the latent.")] = None,
     cutn: Annotated[int | None, typer.Option("--cutn", help="Cutouts scored by CLIP per step.")] = None,
-    cut_pow: Annotated[float | None, typer.Option("--cut-pow", help="Cutout size exponent; >1 favours small cutouts.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (random when not given; recorded).")] = None,
-    save_every: Annotated[int | None, typer.Option("--save-every", help="Save a progress frame every N steps (0: never).")] = None,
-    gif: Annotated[bool | None, typer.Option("--gif/--no-gif", help="Write progress.gif from the frames.")] = None,
-    output_dir: Annotated[str | None, typer.Option("-o", "--output-dir", help="Folder that receives the run folder.")] = None,
+    cut_pow: Annotated[
+        float | None, typer.Option("--cut-pow", help="Cutout size exponent; >1 favours small cutouts.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed (random when not given; recorded).")
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", help="Save a progress frame every N steps (0: never).")
+    ] = None,
+    gif: Annotated[
+        bool | None, typer.Option("--gif/--no-gif", help="Write progress.gif from the frames.")
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("-o", "--output-dir", help="Folder that receives the run folder.")
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    vqgan_config: Annotated[str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")] = None,
-    vqgan_ckpt: Annotated[str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")] = None,
-    clip: Annotated[str | None, typer.Option("--clip", help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")] = None,
+    vqgan_config: Annotated[
+        str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")
+    ] = None,
+    vqgan_ckpt: Annotated[
+        str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")
+    ] = None,
+    clip: Annotated[
+        str | None, typer.Option("--clip", help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for any setting; repeatable.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value for any setting; repeatable.")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
+    ] = False,
 ):
     """Generate an image from a prompt (the default command)."""
     from pixgen.settings import load_settings, parse_size
 
     overrides = dict(
-        prompt=prompt, size=parse_size(size) if size is not None else None, iterations=iterations,
-        lr=lr, cutn=cutn, cut_pow=cut_pow, seed=seed, save_every=save_every, gif=gif,
-        output_dir=output_dir, device=device, vqgan_config=vqgan_config, vqgan_ckpt=vqgan_ckpt,
+        prompt=prompt,
+        size=parse_size(size) if size is not None else None,
+        iterations=iterations,
+        lr=lr,
+        cutn=cutn,
+        cut_pow=cut_pow,
+        seed=seed,
+        save_every=save_every,
+        gif=gif,
+        output_dir=output_dir,
+        device=device,
+        vqgan_config=vqgan_config,
+        vqgan_ckpt=vqgan_ckpt,
         clip=clip,
     )
     settings = load_settings(preset, config, overrides, set_ or [])
     result = _run_with_progress(settings, quiet=json_out)
     if json_out:
-        typer.echo(json.dumps({"run_dir": str(result.run_dir), "image": str(result.image),
-                               "seed": result.seed, "seconds": round(result.seconds, 3)}))
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "image": str(result.image),
+                    "seed": result.seed,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
     else:
         typer.echo(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)", err=True)
 
 
 def _run_with_progress(settings, quiet: bool):
+    """Run generate() with a rich progress bar on stderr, shown from the first step on."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from pixgen.api import generate as run
 
-    console = Console(stderr=True)
-    columns = [TextColumn("[bold]pixgen"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        task = progress.add_task("generate", total=settings.iterations, loss=float("nan"), rate=0.0)
+    columns = [
+        TextColumn("[bold]pixgen"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.2f} it/s"),
+        TimeRemainingColumn(),
+    ]
+    progress = Progress(*columns, console=Console(stderr=True), disable=quiet)
+    task = None
 
-        def on_step(step, total):
-            progress.update(task, completed=step.i, loss=step.loss,
-                            rate=1.0 / step.seconds if step.seconds > 0 else 0.0)
+    def on_step(step, total):
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task("generate", total=total, loss=step.loss, rate=0.0)
+        progress.update(
+            task, completed=step.i, loss=step.loss, rate=1.0 / step.seconds if step.seconds > 0 else 0.0
+        )
 
+    try:
         return run(settings, on_step=on_step)
+    finally:
+        progress.stop()
 
 
 @app.command()

@@ -30,8 +30,15 @@ class Cutouts(nn.Module):
     several samples per output pixel when shrinking (no aliasing) and is differentiable.
     """
 
-    def __init__(self, size: int, cutn: int, cut_pow: float = 1.0, cut_min: float = 0.0,
-                 augment: list[str] = (), noise: float = 0.1):
+    def __init__(
+        self,
+        size: int,
+        cutn: int,
+        cut_pow: float = 1.0,
+        cut_min: float = 0.0,
+        augment: list[str] = (),
+        noise: float = 0.1,
+    ):
         super().__init__()
         self.size, self.cutn, self.cut_pow, self.cut_min = size, cutn, cut_pow, cut_min
         self.augment = nn.Sequential(*[_augmentation(a, noise) for a in augment])
@@ -49,6 +56,7 @@ class Cutouts(nn.Module):
     def forward(self, image: Tensor, generator: torch.Generator) -> Tensor:
         boxes = self.boxes(image.shape[2], image.shape[3], generator).to(image)
         rois = torch.cat([boxes.new_zeros(self.cutn, 1), boxes], 1)  # batch index 0
-        cuts = roi_align(image, rois, output_size=self.size, spatial_scale=1.0,
-                         sampling_ratio=-1, aligned=True)
+        cuts = roi_align(
+            image, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+        )
         return self.augment(cuts) if len(self.augment) else cuts

@@ -10,7 +10,7 @@ from pixgen.errors import PixgenError
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda, then mps, then cpu. An unavailable device is a PixgenError."""
+    """ "auto" -> cuda, then mps, then cpu. An unavailable device is a PixgenError."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -70,6 +70,11 @@ def load_scorer(spec: str) -> ClipScorer:
     return load_clip(spec, cache_dir() / "clip")
 
 
-def load_models(vqgan: str, clip: str, device: torch.device, vqgan_config: str | None = None,
-                vqgan_ckpt: str | None = None) -> Models:
+def load_models(
+    vqgan: str,
+    clip: str,
+    device: torch.device,
+    vqgan_config: str | None = None,
+    vqgan_ckpt: str | None = None,
+) -> Models:
     return Models(load_decoder(vqgan, vqgan_config, vqgan_ckpt), load_scorer(clip)).to(device)

@@ -10,9 +10,7 @@ def nearest_codes(z: Tensor, codebook: Tensor) -> Tensor:
     """Index of the nearest codebook row for each latent vector. z: (B, C, H, W) -> (B, H, W)."""
     flat = z.movedim(1, -1).reshape(-1, z.shape[1])  # (B*H*W, C)
     d = (
-        flat.pow(2).sum(1, keepdim=True)
-        - 2 * flat @ codebook.T
-        + codebook.pow(2).sum(1)[None]
+        flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)[None]
     )  # (B*H*W, n_codes) squared distances
     return d.argmin(1).view(z.shape[0], *z.shape[2:])
 

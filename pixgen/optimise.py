@@ -45,8 +45,9 @@ class Targets:
         )
 
 
-def init_latent(decoder: VQGANDecoder, width: int, height: int, generator: torch.Generator,
-                mode: str = "tokens") -> Tensor:
+def init_latent(
+    decoder: VQGANDecoder, width: int, height: int, generator: torch.Generator, mode: str = "tokens"
+) -> Tensor:
     """A latent of random codebook entries (tokens) or one random entry everywhere (flat).
 
     Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
@@ -66,9 +67,17 @@ def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:
     return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
 
 
-def optimise(decoder: VQGANDecoder, scorer: ClipScorer, targets: Targets, z: Tensor,
-             cutouts: Cutouts, generator: torch.Generator, iterations: int, lr: float,
-             tv_weight: float = 0.0) -> Iterator[Step]:
+def optimise(
+    decoder: VQGANDecoder,
+    scorer: ClipScorer,
+    targets: Targets,
+    z: Tensor,
+    cutouts: Cutouts,
+    generator: torch.Generator,
+    iterations: int,
+    lr: float,
+    tv_weight: float = 0.0,
+) -> Iterator[Step]:
     """Adam on the latent z (in place) toward the targets; yields after every step."""
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)

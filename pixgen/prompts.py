@@ -40,19 +40,20 @@ def parse_prompt(spec: str) -> Prompt:
 
     Trailing numeric fields are taken as weight then stop, at most two. A numeric field is
     left in the text when the text before it would end in a digit ("a 4:3 photo", "16:9"),
-    so ratios and times survive. Three trailing numeric fields ("cat:1:2:3") are an error.
+    so ratios and times survive; write "a photo in 4:3 :2" to weight such text. Three
+    trailing numeric fields ("cat:1:2:3") are an error.
     """
     parts = spec.split(":")
     n = 0
     while n < len(parts) - 1 and _is_number(parts[len(parts) - 1 - n]):
         n += 1
     if n > 2:
-        raise PixgenError(
-            f"prompt {spec.strip()!r} has {n} ':number' fields; expected text[:weight[:stop]]"
-        )
+        raise PixgenError(f"prompt {spec.strip()!r} has {n} ':number' fields; expected text[:weight[:stop]]")
     while n > 0:
         text = ":".join(parts[: len(parts) - n])
-        if text.strip() and not text.rstrip()[-1].isdigit():
+        if not text.strip():
+            raise PixgenError(f"empty prompt in {spec!r}")
+        if not text[-1].isdigit():
             break
         n -= 1  # "4:3" or "at 10:30": the colon belongs to the text
     text = ":".join(parts[: len(parts) - n]).strip()
@@ -69,7 +70,7 @@ def parse_prompt(spec: str) -> Prompt:
 def parse_prompts(spec: str) -> list[Prompt]:
     """Parse ``"a | b:0.5 | c:-1"`` into prompts. An empty item or an empty spec is an error."""
     if spec is None or not spec.strip():
-        raise PixgenError("empty prompt: give some text, e.g. pixgen \"a red house\"")
+        raise PixgenError('empty prompt: give some text, e.g. pixgen "a red house"')
     if "\x00" in spec:
         raise PixgenError("prompt contains a NUL byte")
     return [parse_prompt(item) for item in spec.split("|")]

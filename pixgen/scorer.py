@@ -141,8 +141,8 @@ def load_pretrained_clip(name: str, tag: str, cache_dir: str | Path | None) -> C
 
     if (name, tag) not in set(open_clip.list_pretrained()):
         raise PixgenError(
-            f"unknown CLIP {name}:{tag}; see `python -c \"import open_clip; "
-            "print(open_clip.list_pretrained())\"` or give NAME:/path/to/weights"
+            f'unknown CLIP {name}:{tag}; see `python -c "import open_clip; '
+            'print(open_clip.list_pretrained())"` or give NAME:/path/to/weights'
         )
     try:
         model = open_clip.create_model(name, pretrained=tag, cache_dir=str(cache_dir) if cache_dir else None)

@@ -192,8 +192,16 @@ def validate(s: Settings) -> None:
     need(s.tv_weight >= 0, "tv_weight", f"must be non-negative, got {s.tv_weight}")
     need(s.save_every >= 0, "save_every", f"must be 0 (off) or more, got {s.save_every}")
     need(s.seed is None or 0 <= s.seed < 2**63, "seed", f"must be between 0 and 2**63-1, got {s.seed}")
-    need(bool(DEVICE_RE.match(s.device)), "device", f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)")
+    need(
+        bool(DEVICE_RE.match(s.device)),
+        "device",
+        f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)",
+    )
     need(s.init in INITS, "init", f"unknown init {s.init!r} (choose from {', '.join(INITS)})")
     bad = [a for a in s.augment if a not in AUGMENTS]
-    need(not bad, "augment", f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "")
+    need(
+        not bad,
+        "augment",
+        f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "",
+    )
     need(bool(s.clip.strip()), "clip", "must name a CLIP model, e.g. ViT-B-32:openai")

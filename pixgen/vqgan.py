@@ -137,7 +137,7 @@ def split_state_dict(sd: dict, arch: VQGANArch) -> tuple[dict, dict]:
     for key, value in sd.items():
         if not key.startswith(p):
             continue
-        k = key[len(p):]
+        k = key[len(p) :]
         if k == arch.codebook_key:
             dec["codebook"] = value
             if arch.kind == "gumbel":
@@ -147,7 +147,7 @@ def split_state_dict(sd: dict, arch: VQGANArch) -> tuple[dict, dict]:
         elif k.startswith(("encoder.", "quant_conv.")):
             enc[k] = value
         elif arch.kind == "gumbel" and k.startswith("quantize.proj."):
-            enc[k[len("quantize."):]] = value
+            enc[k[len("quantize.") :]] = value
     return dec, enc
 
 
@@ -225,9 +225,21 @@ def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
 
 
 TINY_ARCH = VQGANArch(
-    kind="vq", embed_dim=32, n_embed=64,
-    ddconfig=dict(double_z=False, z_channels=32, resolution=64, in_channels=3, out_ch=3, ch=32,
-                  ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0),
+    kind="vq",
+    embed_dim=32,
+    n_embed=64,
+    ddconfig=dict(
+        double_z=False,
+        z_channels=32,
+        resolution=64,
+        in_channels=3,
+        out_ch=3,
+        ch=32,
+        ch_mult=[1, 2],
+        num_res_blocks=1,
+        attn_resolutions=[],
+        dropout=0.0,
+    ),
 )
 
 

@@ -1,0 +1,45 @@
+"""The shipped shapes models: architectures and loaders (the same loaders as real models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pixgen.vqgan import VQGANArch
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"
+ENCODER_FILE = WEIGHTS_DIR / "vqgan_encoder.safetensors"
+CLIP_FILE = WEIGHTS_DIR / "clip.safetensors"
+CLIP_ARCH = "pixgen-shapes"
+
+VQGAN_ARCH = VQGANArch(
+    kind="vq",
+    embed_dim=32,
+    n_embed=128,
+    ddconfig=dict(
+        double_z=False,
+        z_channels=64,
+        resolution=64,
+        in_channels=3,
+        out_ch=3,
+        ch=32,
+        ch_mult=[1, 1, 2, 2],
+        num_res_blocks=1,
+        attn_resolutions=[],
+        dropout=0.0,
+    ),
+)
+
+
+def shapes_decoder(path: Path = VQGAN_FILE):
+    from pixgen.vqgan import load_decoder_safetensors
+
+    return load_decoder_safetensors(path)
+
+
+def shapes_clip(path: Path = CLIP_FILE):
+    from pixgen.scorer import load_clip_file
+
+    scorer = load_clip_file(CLIP_ARCH, path)
+    scorer.name = "shapes"
+    return scorer

@@ -1,0 +1,191 @@
+"""End to end through the CLI on the smoke models, and every bad input from the core issue."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixgen.outputs import read_png_metadata
+from pixgen.vqgan import TINY_ARCH
+from tests.conftest import SMOKE, taming_state_dict, write_taming
+
+
+def _run_dir(out_dir):
+    (run,) = [p for p in out_dir.iterdir() if p.is_dir()]
+    return run
+
+
+def test_generate_end_to_end(cli, tmp_path):
+    code, out, err = cli(
+        "a red house | a lake:0.5",
+        *SMOKE,
+        "-o",
+        tmp_path,
+        "--seed",
+        "7",
+        "-i",
+        "6",
+        "--save-every",
+        "2",
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    run = _run_dir(tmp_path)
+    assert result["run_dir"] == str(run) and result["seed"] == 7
+    assert run.name.endswith("-a-red-house-a-lake-0-5")
+    assert sorted(p.name for p in (run / "frames").iterdir()) == ["000002.png", "000004.png", "000006.png"]
+    assert (run / "progress.gif").stat().st_size > 0
+    meta = read_png_metadata(run / "final.png")
+    assert meta["seed"] == 7 and meta["iterations"] == 6 and meta["size"] == [64, 64]
+    assert meta["prompts"][1] == {"text": "a lake", "weight": 0.5, "stop": float("-inf")}
+    assert meta["vqgan"] == "tiny" and meta["pixgen_version"]
+    record = json.loads((run / "run.json").read_text())
+    assert len(record["losses"]) == 6 and record["settings"]["seed"] == 7
+    assert record["peak_memory_mb"] > 0
+
+
+def test_generate_is_the_default_command(cli, tmp_path):
+    code, _, err = cli("generate", "a cat", *SMOKE, "-o", tmp_path, "-i", "2", "--no-gif")
+    assert code == 0, err
+    assert not (_run_dir(tmp_path) / "progress.gif").exists()
+
+
+def _pixels(cli, tmp_path, seed, name):
+    out = tmp_path / name
+    code, res, err = cli("a cat", *SMOKE, "-o", out, "--seed", seed, "-i", "4", "--json")
+    assert code == 0, err
+    return np.asarray(Image.open(json.loads(res)["image"]))
+
+
+def test_same_seed_same_pixels_other_seed_differs(cli, tmp_path):
+    a = _pixels(cli, tmp_path, 3, "a")
+    b = _pixels(cli, tmp_path, 3, "b")
+    c = _pixels(cli, tmp_path, 4, "c")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_runs_never_reuse_a_folder(cli, tmp_path):
+    for _ in range(2):
+        assert cli("a cat", *SMOKE, "-o", tmp_path, "-i", "1")[0] == 0
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_layering_flags_beat_config_beat_preset(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("iterations: 3\ncutn: 2\nlr: 0.3\n")
+    out = tmp_path / "o"
+    code, _, err = cli("a cat", *SMOKE, "--config", cfg, "-i", "2", "--set", "lr=0.05", "-o", out)
+    assert code == 0, err
+    meta = read_png_metadata(_run_dir(out) / "final.png")
+    assert (meta["iterations"], meta["cutn"], meta["lr"], meta["vqgan"]) == (2, 2, 0.05, "tiny")
+
+
+def test_size_rounded_down_to_factor_with_warning(cli, tmp_path):
+    code, _, err = cli("a cat", *SMOKE, "-o", tmp_path, "-s", "65x63", "-i", "1")
+    assert code == 0
+    assert "warning" in err and "64x62" in err
+    assert Image.open(_run_dir(tmp_path) / "final.png").size == (64, 62)
+
+
+def _bad(cli, tmp_path, *args):
+    out = tmp_path / "out"
+    code, stdout, err = cli(*args, "-o", out)
+    assert code == 2, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("",), "empty prompt"),
+        (("   | a",), "empty prompt"),
+        (("cat:1:2:3",), "':number' fields"),
+        (("a cat", "-s", "0x64"), "positive"),
+        (("a cat", "--size=-8x64"), "positive"),
+        (("a cat", "-s", "9000x64"), "too large"),
+        (("a cat", "--set", "size=[7000,7000]", "--set", "cutn=64"), "would fit"),
+        (("a cat", "-s", "1x1"), "smaller than"),
+        (("a cat", "-s", "big"), "WIDTHxHEIGHT"),
+        (("a cat", "--preset", "nope"), "unknown preset"),
+        (("a cat", "--set", "colour=red"), "unknown setting 'colour'"),
+        (("a cat", "--set", "iterations=lots"), "'iterations'"),
+        (("a cat", "--device", "tpu"), "unknown device"),
+        (("a cat", "--device", "cuda"), "CUDA is not available"),
+        (("a cat", "--set", "augment=[flip,wobble]"), "wobble"),
+        (
+            (
+                "a cat",
+                "--clip",
+                "tiny",
+                "--vqgan-config",
+                "/nope/model.yaml",
+                "--vqgan-ckpt",
+                "/nope/last.ckpt",
+            ),
+            "/nope/model.yaml",
+        ),
+        (("a cat", "--clip", "ViT-B-32:/nope/clip.pt", "--set", "vqgan=tiny"), "/nope/clip.pt"),
+        (("a cat", "--config", "/nope/c.yaml"), "/nope/c.yaml"),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, tmp_path, args, needle):
+    extra = () if "--preset" in args or "--vqgan-config" in args or "--clip" in args else SMOKE
+    assert needle in _bad(cli, tmp_path, *args, *extra)
+
+
+def test_missing_real_model_says_what_to_fetch(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    err = _bad(cli, tmp_path, "a cat", "--clip", "tiny")
+    assert "vqgan_imagenet_f16_16384" in err and "--vqgan-ckpt" in err
+
+
+def test_checkpoint_with_unexpected_keys_is_refused(cli, tmp_path):
+    sd = taming_state_dict(TINY_ARCH)
+    sd["decoder.bogus.weight"] = sd["decoder.conv_out.weight"]
+    cfg, ckpt = write_taming(tmp_path, sd=sd)
+    err = _bad(cli, tmp_path, "a cat", "--clip", "tiny", "--vqgan-config", cfg, "--vqgan-ckpt", ckpt)
+    assert "decoder.bogus.weight" in err
+
+
+def test_real_taming_files_through_the_cli(cli, tmp_path, tiny_files):
+    cfg, ckpt = tiny_files
+    code, _, err = cli(
+        "a cat",
+        "--clip",
+        "tiny",
+        "--vqgan-config",
+        cfg,
+        "--vqgan-ckpt",
+        ckpt,
+        "-s",
+        "32x32",
+        "-i",
+        "2",
+        "--cutn",
+        "2",
+        "-o",
+        tmp_path / "o",
+    )
+    assert code == 0, err
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = (
+        "import sys; from pixgen.cli import main; main(['--help']); main(['generate', '--help']);"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--iterations" in proc.stdout and "--vqgan-ckpt" in proc.stdout
+
+
+def test_presets_listed(cli):
+    code, out, _ = cli("presets")
+    assert code == 0 and "smoke" in out

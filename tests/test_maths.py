@@ -1,0 +1,75 @@
+import math
+
+import torch
+
+from pixgen.losses import prompt_loss, spherical_distance, total_variation
+from pixgen.ops import clamp_with_grad, nearest_codes, quantize_st
+
+
+def test_spherical_distance_known_angles():
+    a = torch.tensor([[1.0, 0.0]])
+    assert spherical_distance(a, a).item() == 0
+    assert math.isclose(
+        spherical_distance(a, torch.tensor([[0.0, 3.0]])).item(), math.pi**2 / 8, rel_tol=1e-5
+    )
+    assert math.isclose(spherical_distance(a, -a).item(), math.pi**2 / 2, rel_tol=1e-5)
+
+
+def test_spherical_distance_broadcasts():
+    a, b = torch.randn(5, 1, 8), torch.randn(1, 3, 8)
+    assert spherical_distance(a, b).shape == (5, 3)
+
+
+def _grad_toward(weight: float, stop: float = -math.inf):
+    target = torch.tensor([[1.0, 0.0]])
+    x = torch.tensor([[0.6, 0.8]], requires_grad=True)
+    prompt_loss(x, target, torch.tensor([weight]), torch.tensor([stop])).backward()
+    return x.grad
+
+
+def test_prompt_loss_positive_weight_pulls_and_negative_pushes():
+    g_pos, g_neg = _grad_toward(1.0), _grad_toward(-1.0)
+    # gradient descent moves x by -grad: toward the target's x axis for +1, away for -1
+    assert g_pos[0, 0] < 0 < g_neg[0, 0]
+    assert torch.allclose(g_pos, -g_neg)
+
+
+def test_prompt_loss_weight_scales_and_stop_cuts_gradient():
+    assert torch.allclose(_grad_toward(2.0), 2 * _grad_toward(1.0))
+    assert torch.count_nonzero(_grad_toward(1.0, stop=10.0)) == 0  # already below the stop
+    assert torch.count_nonzero(_grad_toward(1.0, stop=0.0)) > 0
+
+
+def test_prompt_loss_value_unchanged_by_stop():
+    x, t = torch.randn(4, 8), torch.randn(2, 8)
+    w = torch.tensor([1.0, 0.5])
+    a = prompt_loss(x, t, w, torch.tensor([-math.inf, -math.inf]))
+    b = prompt_loss(x, t, w, torch.tensor([10.0, 10.0]))
+    assert torch.allclose(a, b)
+
+
+def test_clamp_with_grad_passes_gradient_back_into_range():
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = clamp_with_grad(x)
+    assert torch.equal(y, torch.tensor([0.0, 0.5, 1.0]))
+    # loss that wants all values larger: grad -1 everywhere
+    (-y.sum()).backward()
+    assert x.grad.tolist() == [-1.0, -1.0, 0.0]  # 1.5 would be pushed further out: blocked
+
+
+def test_quantize_straight_through():
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]])
+    z = torch.tensor([[[[0.9]], [[0.8]]]], requires_grad=True)  # (1, 2, 1, 1) near code 1
+    assert nearest_codes(z, codebook).item() == 1
+    zq = quantize_st(z, codebook)
+    assert torch.equal(zq.detach().flatten(), torch.tensor([1.0, 1.0]))
+    (zq * torch.tensor([2.0, 3.0]).view(1, 2, 1, 1)).sum().backward()
+    assert z.grad.flatten().tolist() == [2.0, 3.0]
+
+
+def test_total_variation_zero_for_flat_positive_for_edges():
+    flat = torch.ones(1, 3, 8, 8)
+    assert total_variation(flat).item() == 0
+    edge = flat.clone()
+    edge[..., 4:] = 0
+    assert total_variation(edge).item() > 0

@@ -1,0 +1,128 @@
+import argparse
+import os
+
+import pytest
+import torch
+import yaml
+
+from pixgen.checkpoints import load_torch_file
+from pixgen.errors import PixgenError
+from pixgen.vqgan import (
+    TINY_ARCH,
+    VQGANArch,
+    load_decoder_safetensors,
+    load_vqgan,
+    read_config,
+    save_safetensors,
+)
+from tests.conftest import taming_state_dict, write_taming
+
+GUMBEL_ARCH = VQGANArch(kind="gumbel", embed_dim=32, n_embed=48, ddconfig=dict(TINY_ARCH.ddconfig))
+
+
+def test_loads_taming_checkpoint_and_decodes(tiny_files):
+    cfg, ckpt = tiny_files
+    dec = load_vqgan(cfg, ckpt)
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert torch.equal(dec.codebook, sd["quantize.embedding.weight"])
+    assert torch.equal(dec.decoder.conv_out.weight, sd["decoder.conv_out.weight"])
+    assert not hasattr(dec, "encoder")  # decoder only
+    out = dec(torch.randn(1, 32, 4, 6))
+    assert out.shape == (1, 3, 8, 12)
+
+
+def test_read_config_factor_and_kind(tiny_files):
+    arch = read_config(tiny_files[0])
+    assert (arch.kind, arch.factor, arch.n_embed) == ("vq", 2, 64)
+
+
+@pytest.mark.parametrize("arch, net2net", [(GUMBEL_ARCH, False), (TINY_ARCH, True)])
+def test_gumbel_and_net2net_layouts_load(tmp_path, arch, net2net):
+    cfg, ckpt = write_taming(tmp_path, arch, net2net=net2net)
+    dec = load_vqgan(cfg, ckpt)
+    assert dec.codebook.shape == (arch.n_embed, arch.embed_dim)
+    assert dec(torch.randn(1, 32, 2, 2)).shape == (1, 3, 4, 4)
+
+
+def test_missing_decoder_key_is_refused(tmp_path):
+    sd = taming_state_dict(TINY_ARCH)
+    del sd["decoder.conv_out.bias"]
+    cfg, ckpt = write_taming(tmp_path, sd=sd)
+    with pytest.raises(PixgenError, match="missing.*decoder.conv_out.bias"):
+        load_vqgan(cfg, ckpt)
+
+
+def test_extra_decoder_key_is_refused(tmp_path):
+    sd = taming_state_dict(TINY_ARCH)
+    sd["decoder.extra.weight"] = torch.zeros(1)
+    cfg, ckpt = write_taming(tmp_path, sd=sd)
+    with pytest.raises(PixgenError, match="unexpected.*decoder.extra.weight"):
+        load_vqgan(cfg, ckpt)
+
+
+def test_wrong_shape_is_refused(tmp_path):
+    sd = taming_state_dict(TINY_ARCH)
+    sd["quantize.embedding.weight"] = torch.zeros(10, 32)
+    cfg, ckpt = write_taming(tmp_path, sd=sd)
+    with pytest.raises(PixgenError, match="shape"):
+        load_vqgan(cfg, ckpt)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    cfg, _ = write_taming(tmp_path)
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": taming_state_dict(TINY_ARCH), "callbacks": _Payload(marker)}, ckpt)
+    with pytest.raises(PixgenError, match="refusing to load.*system"):
+        load_vqgan(cfg, ckpt)
+    assert not marker.exists()
+
+
+def test_lightning_style_pickled_objects_become_inert(tmp_path):
+    """Real taming checkpoints pickle hyper-parameters and callbacks; they load as placeholders."""
+    cfg, _ = write_taming(tmp_path)
+    ckpt = tmp_path / "lightning.ckpt"
+    hparams = argparse.Namespace(lr=4.5e-6, base="configs/custom.yaml")
+    torch.save({"state_dict": taming_state_dict(TINY_ARCH), "hyper_parameters": hparams}, ckpt)
+    data = load_torch_file(ckpt)
+    assert not isinstance(data["hyper_parameters"], argparse.Namespace)  # a placeholder
+    assert load_vqgan(cfg, ckpt).codebook.shape == (64, 32)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken"])
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
+    cfg, _ = write_taming(tmp_path)
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(PixgenError):
+        load_vqgan(cfg, bad)
+
+
+def test_missing_files_name_the_path(tmp_path, tiny_files):
+    with pytest.raises(PixgenError, match="nope.ckpt"):
+        load_vqgan(tiny_files[0], tmp_path / "nope.ckpt")
+    with pytest.raises(PixgenError, match="nope.yaml"):
+        load_vqgan(tmp_path / "nope.yaml", tiny_files[1])
+
+
+def test_unsupported_target_is_refused(tmp_path, tiny_files):
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"target": "some.Other", "params": {}}}))
+    with pytest.raises(PixgenError, match="unsupported model target"):
+        load_vqgan(cfg, tiny_files[1])
+
+
+def test_safetensors_round_trip(tmp_path, tiny_files):
+    dec = load_vqgan(*tiny_files)
+    save_safetensors(tmp_path / "d.safetensors", dec, dec.arch)
+    again = load_decoder_safetensors(tmp_path / "d.safetensors")
+    z = torch.randn(1, 32, 3, 3)
+    assert torch.equal(dec(z), again(z))
