@@ -56,9 +56,7 @@ def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
     patch = patch[0] if isinstance(patch, tuple | list) else patch
     tokens = (models.scorer.input_size // patch) ** 2 + 1
     floats += cutn * tokens * width_v * layers * 24
-    params = sum(p.numel() for p in models.decoder.parameters()) + sum(
-        p.numel() for p in models.scorer.parameters()
-    )
+    params = sum(p.numel() for p in models.decoder.parameters()) + sum(p.numel() for p in models.scorer.parameters())
     return 4 * (floats + params)
 
 
@@ -112,9 +110,7 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None) -
     device = resolve_device(settings.device)
     seed = resolve_seed(settings.seed)
     if models is None:
-        models = load_models(
-            settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt
-        )
+        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
     width, height = fit_size(settings, models.decoder.factor)
     check_memory(models, width, height, settings.cutn, device)
 

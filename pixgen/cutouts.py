@@ -56,7 +56,5 @@ class Cutouts(nn.Module):
     def forward(self, image: Tensor, generator: torch.Generator) -> Tensor:
         boxes = self.boxes(image.shape[2], image.shape[3], generator).to(image)
         rois = torch.cat([boxes.new_zeros(self.cutn, 1), boxes], 1)  # batch index 0
-        cuts = roi_align(
-            image, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
-        )
+        cuts = roi_align(image, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         return self.augment(cuts) if len(self.augment) else cuts

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from pixgen.errors import PixgenError
 from pixgen.scorer import ClipScorer
 from pixgen.vqgan import VQGANDecoder
-
-
-def cache_dir() -> Path:
-    """Where models live: $PIXGEN_CACHE, else the platform's user cache dir."""
-    env = os.environ.get("PIXGEN_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("pixgen"))
 
 
 @dataclass
@@ -48,16 +36,9 @@ def load_decoder(name: str, config: str | None = None, ckpt: str | None = None) 
         from pixgen.shapes.models import shapes_decoder
 
         return shapes_decoder()
-    folder = cache_dir() / "vqgan" / name
-    yaml_path, ckpt_path = folder / "model.yaml", folder / "last.ckpt"
-    if not (yaml_path.is_file() and ckpt_path.is_file()):
-        missing = ckpt_path if yaml_path.is_file() else yaml_path
-        raise PixgenError(
-            f"VQGAN {name!r} is not available: missing {missing}. Put the taming model.yaml and "
-            f"last.ckpt there, or pass --vqgan-config PATH --vqgan-ckpt PATH "
-            "(or try offline: --preset shapes)"
-        )
-    return vqgan.load_vqgan(yaml_path, ckpt_path)
+    from pixgen.weights import ensure_vqgan
+
+    return vqgan.load_decoder_safetensors(ensure_vqgan(name))
 
 
 def load_scorer(spec: str) -> ClipScorer:
@@ -67,7 +48,7 @@ def load_scorer(spec: str) -> ClipScorer:
         from pixgen.shapes.models import shapes_clip
 
         return shapes_clip()
-    return load_clip(spec, cache_dir() / "clip")
+    return load_clip(spec)
 
 
 def load_models(

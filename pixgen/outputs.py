@@ -142,7 +142,5 @@ class RunWriter:
         save_png(final, image, meta)
         if gif:
             save_gif(self.run_dir / "progress.gif", self.frames)
-        write_json(
-            self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record}
-        )
+        write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
         return final

@@ -123,8 +123,8 @@ def looks_like_path(ref: str) -> bool:
     return ref.endswith(WEIGHT_SUFFIXES) or "/" in ref or "\\" in ref or Path(ref).exists()
 
 
-def load_clip(spec: str, cache_dir: str | Path | None = None) -> ClipScorer:
-    """Load CLIP from ``NAME:TAG`` (open_clip pretrained), ``NAME:PATH`` or ``tiny``."""
+def load_clip(spec: str) -> ClipScorer:
+    """Load CLIP from ``NAME:TAG`` (open_clip pretrained, cached), ``NAME:PATH`` or ``tiny``."""
     if spec == "tiny":
         return build_clip("pixgen-tiny", seed=0)
     name, ref = parse_clip_spec(spec)
@@ -132,23 +132,26 @@ def load_clip(spec: str, cache_dir: str | Path | None = None) -> ClipScorer:
         raise PixgenError(f"CLIP {spec!r}: give a pretrained tag or a file, e.g. {name}:openai")
     if looks_like_path(ref):
         return load_clip_file(name, ref)
-    return load_pretrained_clip(name, ref, cache_dir)
+    return load_pretrained_clip(name, ref)
 
 
-def load_pretrained_clip(name: str, tag: str, cache_dir: str | Path | None) -> ClipScorer:
-    """open_clip's hash-checked pretrained weights, downloaded into `cache_dir` if needed."""
+def load_pretrained_clip(name: str, tag: str) -> ClipScorer:
+    """open_clip's pretrained `name:tag` from pixgen's cache (downloaded first if needed)."""
     import open_clip
 
+    from pixgen.weights import clip_weights_file
+
     if (name, tag) not in set(open_clip.list_pretrained()):
-        raise PixgenError(
-            f'unknown CLIP {name}:{tag}; see `python -c "import open_clip; '
-            'print(open_clip.list_pretrained())"` or give NAME:/path/to/weights'
-        )
+        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` shows the known tags")
+    path = clip_weights_file(name, tag)
+    cfg = open_clip.get_pretrained_cfg(name, tag)
     try:
-        model = open_clip.create_model(name, pretrained=tag, cache_dir=str(cache_dir) if cache_dir else None)
+        model = open_clip.create_model(
+            name,
+            pretrained=str(path),
+            force_quick_gelu=bool(cfg.get("quick_gelu")),
+            force_preprocess_cfg={k: cfg[k] for k in ("mean", "std") if k in cfg},
+        )
     except Exception as e:
-        raise PixgenError(
-            f"could not get CLIP weights {name}:{tag} ({str(e).splitlines()[0][:150]}); "
-            f"without network, fetch them elsewhere and pass --clip {name}:/path/to/weights"
-        ) from None
+        raise PixgenError(f"CLIP weights {path} could not be loaded: {str(e).splitlines()[0][:200]}") from None
     return ClipScorer(model, open_clip.get_tokenizer(name), f"{name}:{tag}")

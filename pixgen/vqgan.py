@@ -165,9 +165,7 @@ def load_strict(module: nn.Module, sd: dict, source: str) -> nn.Module:
         raise PixgenError(f"{source} does not match its architecture: {', '.join(parts)} keys")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise PixgenError(
-                f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
-            )
+            raise PixgenError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
     module.load_state_dict(sd, strict=True, assign=True)
     return module
 

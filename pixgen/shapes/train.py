@@ -31,9 +31,7 @@ def _cosine_lr(step: int, steps: int, base: float, warmup: int = 50, floor: floa
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_vqgan(
-    steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1e-3, log_every: int = 100
-) -> dict:
+def train_vqgan(steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1e-3, log_every: int = 100) -> dict:
     """An autoencoder of taming's Encoder/Decoder/VectorQuantizer2 on the world's images."""
     from taming.modules.vqvae.quantize import VectorQuantizer2
 
@@ -54,6 +52,9 @@ def train_vqgan(
         images, _, _ = world.batch(rng, batch)
         x = _to_tensor(images) * 2 - 1
         z = enc(x)
+        if step == 0:  # data-dependent init: codes start on real encoder outputs
+            flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
+            quant.embedding.weight.data.copy_(flat[torch.randperm(len(flat))[: arch.n_embed]])
         zq, vq_loss, (_, _, idx) = quant(z)
         rec = dec(zq)
         mse = F.mse_loss(rec, x)
@@ -62,7 +63,7 @@ def train_vqgan(
         loss.backward()
         opt.step()
         usage += torch.bincount(idx.flatten(), minlength=arch.n_embed).float()
-        if (step + 1) % 50 == 0 and step < 0.8 * steps:  # restart codes nobody used
+        if (step + 1) % 25 == 0 and step < 0.8 * steps:  # restart codes nobody used
             dead = (usage == 0).nonzero().flatten()
             if len(dead):
                 flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
@@ -70,9 +71,7 @@ def train_vqgan(
                 quant.embedding.weight.data[dead] = flat[pick]
             usage.zero_()
         if log_every and (step + 1) % log_every == 0:
-            print(
-                f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} ({time.time() - t0:.0f} s)", flush=True
-            )
+            print(f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
     dec.codebook.copy_(quant.embedding.weight.detach())
     enc_state = {"codebook": quant.embedding.weight.detach()} if arch.kind == "gumbel" else {}
     out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +91,7 @@ def _clip_augment():
     )
 
 
-def train_clip(
-    steps: int, seed: int, out: Path, batch: int = 64, lr: float = 5e-4, log_every: int = 100
-) -> dict:
+def train_clip(steps: int, seed: int, out: Path, batch: int = 64, lr: float = 5e-4, log_every: int = 100) -> dict:
     """Contrastive training of a small open_clip model on image/caption pairs.
 
     Each batch holds distinct combinations, so every image has negatives that differ from it
@@ -109,9 +106,7 @@ def train_clip(
     augment = _clip_augment()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr
-    )
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(steps):
         for g in opt.param_groups:
@@ -127,9 +122,7 @@ def train_clip(
         loss.backward()
         opt.step()
         if log_every and (step + 1) % log_every == 0:
-            print(
-                f"clip step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True
-            )
+            print(f"clip step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     save_clip(out / "clip.safetensors", scorer)
     return {"steps": steps, "seed": seed, "final_loss": loss.item(), "seconds": time.time() - t0}

@@ -1,0 +1,199 @@
+"""The model cache: verified, resumable, locked downloads from a local server, conversion to
+decoder-only safetensors, offline errors, and `pixgen models`."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+
+from pixgen import weights
+from pixgen.errors import PixgenError
+from pixgen.vqgan import TINY_ARCH, load_decoder_safetensors, load_vqgan
+from tests.conftest import write_taming
+
+
+class _Server:
+    """A loopback HTTP server for `files`, honouring Range; `cut` truncates one response."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.cut, self.hits = files, {}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.hits.append((self.path, self.headers.get("Range")))
+                data = outer.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if self.path in outer.cut:
+                    body = body[: outer.cut.pop(self.path)]
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    s = _Server({"/a.bin": bytes(range(256)) * 4000})
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PIXGEN_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+def test_download_falls_back_to_a_working_mirror(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    weights.download([server.url + "/missing", server.url + "/a.bin"], dest, show_progress=False)
+    assert dest.read_bytes() == server.files["/a.bin"]
+
+
+def test_interrupted_download_resumes_with_range(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    server.cut["/a.bin"] = 300_000
+    with pytest.raises(PixgenError, match="closed after 300000"):
+        weights.download([server.url + "/a.bin"], dest, show_progress=False)
+    assert not dest.exists() and (tmp_path / "a.bin.part").stat().st_size == 300_000
+    weights.download([server.url + "/a.bin"], dest, show_progress=False)
+    assert dest.read_bytes() == server.files["/a.bin"]
+    assert server.hits[-1] == ("/a.bin", "bytes=300000-")
+
+
+def test_hash_mismatch_is_refused_and_nothing_is_kept(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    with pytest.raises(PixgenError, match="sha256"):
+        weights.download([server.url + "/a.bin"], dest, sha256="0" * 64, show_progress=False)
+    assert not dest.exists() and not (tmp_path / "a.bin.part").exists()
+
+
+def test_size_mismatch_is_refused(server, tmp_path):
+    with pytest.raises(PixgenError, match="size"):
+        weights.download([server.url + "/a.bin"], tmp_path / "a.bin", size=5, show_progress=False)
+
+
+def test_trust_on_first_use_records_then_verifies(server, tmp_path):
+    good = server.files["/a.bin"]
+    weights.download([server.url + "/a.bin"], tmp_path / "1.bin", hash_key="k", show_progress=False)
+    assert weights._known_hashes()["k"] == hashlib.sha256(good).hexdigest()
+    server.files["/a.bin"] = good[::-1]  # the mirror now serves something else
+    with pytest.raises(PixgenError, match="sha256"):
+        weights.download([server.url + "/a.bin"], tmp_path / "2.bin", hash_key="k", show_progress=False)
+
+
+def test_two_concurrent_downloads_of_one_file_agree(server, tmp_path):
+    dest = tmp_path / "a.bin"
+    errors = []
+
+    def fetch():
+        try:
+            weights.download([server.url + "/a.bin"], dest, show_progress=False)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and dest.read_bytes() == server.files["/a.bin"]
+    assert len([h for h in server.hits if h[0] == "/a.bin"]) == 1  # the others found it done
+
+
+def _registry_for(server, name="tinygan"):
+    return {"vqgan": {name: {"target": "VQModel", "approx_size_mb": 1, "license": "MIT", "description": "t",
+                             "config": [server.url + "/model.yaml"], "ckpt": [server.url + "/last.ckpt"]}}}
+
+
+def test_registry_model_downloads_converts_and_is_reused(server, tmp_path, monkeypatch):
+    cfg, ckpt = write_taming(tmp_path)
+    server.files.update({"/model.yaml": cfg.read_bytes(), "/last.ckpt": ckpt.read_bytes()})
+    monkeypatch.setattr(weights, "registry", lambda: _registry_for(server))
+    path = weights.ensure_vqgan("tinygan", show_progress=False)
+    assert path.name == "decoder.safetensors"
+    folder = path.parent
+    assert (folder / "encoder.safetensors").is_file() and (folder / "arch.json").is_file()
+    reference = load_vqgan(cfg, ckpt)
+    (folder / "last.ckpt").unlink()  # later runs never need the checkpoint again
+    server.hits.clear()
+    again = load_decoder_safetensors(weights.ensure_vqgan("tinygan", offline=True))
+    z = torch.randn(1, 32, 2, 2)
+    assert torch.equal(reference(z), again(z)) and server.hits == []
+
+
+def test_offline_missing_model_names_file_and_command(monkeypatch, server):
+    monkeypatch.setattr(weights, "registry", lambda: _registry_for(server))
+    monkeypatch.setenv("PIXGEN_OFFLINE", "1")
+    with pytest.raises(PixgenError) as e:
+        weights.ensure_vqgan("tinygan")
+    msg = str(e.value)
+    assert "model.yaml" in msg and "pixgen models download tinygan" in msg and "--vqgan-ckpt" in msg
+    assert server.hits == []
+
+
+def test_unreachable_mirror_fails_fast_with_the_same_advice(monkeypatch):
+    reg = {"vqgan": {"g": {"config": ["http://127.0.0.1:9/x.yaml"], "ckpt": ["http://127.0.0.1:9/x.ckpt"]}}}
+    monkeypatch.setattr(weights, "registry", lambda: reg)
+    with pytest.raises(PixgenError, match="no mirror is reachable.*pixgen models download g"):
+        weights.ensure_vqgan("g")
+
+
+def test_offline_clip_tag_fails_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PixgenError, match="ViT-B-32:openai is not cached.*offline"):
+        weights.clip_weights_file("ViT-B-32", "openai")
+
+
+def test_cli_models_import_info_and_generate(cli, tmp_path):
+    cfg, ckpt = write_taming(tmp_path)
+    code, out, err = cli("models", "import", "mine", "--config", cfg, "--ckpt", ckpt)
+    assert code == 0, err
+    code, out, _ = cli("models", "info", "mine")
+    assert code == 0 and "codebook: 64 x 32" in out and "factor: 2" in out
+    code, _, err = cli("a cat", "--set", "vqgan=mine", "--clip", "tiny", "-s", "16x16", "-i", "2",
+                       "--cutn", "2", "-o", tmp_path / "o", "--offline")
+    assert code == 0, err
+
+
+def test_cli_offline_generate_without_model_exits_2(cli, tmp_path):
+    code, _, err = cli("a cat", "--clip", "tiny", "--offline", "-o", tmp_path / "o")
+    assert code == 2 and "vqgan_imagenet_f16_16384" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_model_names_are_refused():
+    for name in ("../etc", "a/b", ".hidden", ""):
+        with pytest.raises(PixgenError):
+            weights.vqgan_dir(name)
+
+
+def test_tiny_arch_is_what_the_fixture_writes():
+    assert TINY_ARCH.factor == 2
