@@ -92,11 +92,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def generate(settings: Settings, models=None, on_step: Callable | None = None) -> Result:
+def generate(settings: Settings, models=None, on_step: Callable | None = None, run_dir: Path | None = None) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
     `models` (pixgen.models.Models) can be passed to reuse loaded models across runs.
     `on_step(step, total)` is called after every step, for progress display.
+    `run_dir` names the run folder (it must not exist yet); by default a new dated folder.
     """
     from pixgen.cutouts import Cutouts
     from pixgen.device import resolve_device, resolve_seed, seed_everything
@@ -121,7 +122,14 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None) -
         prompts=[p.to_dict() for p in prompts],
         pixgen_version=__version__,
     )
-    writer = RunWriter(make_run_dir(settings.output_dir, settings.prompt), resolved)
+    if run_dir is None:
+        run_dir = make_run_dir(settings.output_dir, settings.prompt)
+    else:
+        try:
+            Path(run_dir).mkdir(parents=True)
+        except OSError as e:
+            raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
+    writer = RunWriter(run_dir, resolved)
 
     generator = seed_everything(seed)
     z = init_latent(models.decoder, width, height, generator, settings.init)
@@ -171,3 +179,31 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None) -
     if interrupted:
         raise KeyboardInterrupt(result)
     return result
+
+
+def clip_score(scorer, image_path: Path, prompt: str) -> float:
+    """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts."""
+    from pixgen.clip_tools import embed_images
+    from pixgen.images import open_rgb
+    from pixgen.prompts import parse_prompts
+
+    prompts = parse_prompts(prompt)
+    sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
+    weights = torch.tensor([p.weight for p in prompts])
+    return float((sims[0] * weights).sum() / weights.abs().sum())
+
+
+def settings_from_png(path: Path, **overrides) -> Settings:
+    """The settings a pixgen PNG was made with, ready to run again."""
+    import dataclasses
+
+    from pixgen.outputs import read_png_metadata
+    from pixgen.settings import load_settings
+
+    meta = read_png_metadata(path)
+    known = {f.name for f in dataclasses.fields(Settings)}
+    data = {k: v for k, v in meta.items() if k in known}
+    if "prompt" not in data:
+        raise PixgenError(f"{path}: its pixgen settings lack a prompt")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return load_settings(overrides=data)

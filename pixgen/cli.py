@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-COMMANDS = {"generate", "presets", "models"}
+COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce"}
 
 
 def _version(value: bool):
@@ -78,6 +78,12 @@ def generate(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
     ] = False,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Generate N images (seeds seed..seed+N-1), rank them by CLIP score.")
+    ] = 1,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Candidate seeds, e.g. 1,2,3 (implies --candidates).")
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
     ] = False,
@@ -103,6 +109,9 @@ def generate(
         clip=clip,
     )
     settings = load_settings(preset, config, overrides, set_ or [])
+    if seeds or candidates != 1:
+        _generate_candidates(settings, candidates, seeds, json_out)
+        return
     result = _run_with_progress(settings, quiet=json_out)
     if json_out:
         typer.echo(
@@ -119,41 +128,93 @@ def generate(
         typer.echo(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)", err=True)
 
 
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PixgenError(f"--seeds expects integers separated by commas, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise PixgenError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def _generate_candidates(settings, candidates: int, seeds: str | None, json_out: bool) -> None:
+    from pixgen.batch import run_candidates
+    from pixgen.device import resolve_device, resolve_seed
+    from pixgen.models import load_models
+    from pixgen.outputs import make_run_dir
+
+    if candidates < 1:
+        raise PixgenError("--candidates must be at least 1")
+    seed_list = _parse_seeds(seeds) if seeds else [resolve_seed(settings.seed) + i for i in range(candidates)]
+    models = load_models(
+        settings.vqgan, settings.clip, resolve_device(settings.device), settings.vqgan_config, settings.vqgan_ckpt
+    )
+    job_dir = make_run_dir(settings.output_dir, settings.prompt)
+    job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
+    with _progress(quiet=json_out) as on_step:
+        info = run_candidates(settings, models, job_dir, seed_list, on_step)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(job_dir),
+                    "image": str(info["image"]),
+                    "seed": info["seed"],
+                    "seconds": round(info["seconds"], 3),
+                    "ranking": info["candidates"],
+                },
+                default=str,
+            )
+        )
+    else:
+        for c in info["candidates"]:
+            typer.echo(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}", err=True)
+        typer.echo(f"best: {info['image']} (seed {info['seed']})", err=True)
+
+
+class _progress:
+    """A context giving an on_step callback that drives a rich bar, started at the first step."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = [
+            TextColumn("[bold]pixgen"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.2f} it/s"),
+            TimeRemainingColumn(),
+        ]
+        self.progress = Progress(*columns, console=Console(stderr=True), disable=quiet)
+        self.task = None
+
+    def __call__(self, step, total):
+        if self.task is None or step.i == 1:
+            if self.task is None:
+                self.progress.start()
+            else:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("generate", total=total, loss=step.loss, rate=0.0)
+        self.progress.update(
+            self.task, completed=step.i, loss=step.loss, rate=1.0 / step.seconds if step.seconds > 0 else 0.0
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
 def _run_with_progress(settings, quiet: bool):
     """Run generate() with a rich progress bar on stderr, shown from the first step on."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from pixgen.api import generate as run
 
-    columns = [
-        TextColumn("[bold]pixgen"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.2f} it/s"),
-        TimeRemainingColumn(),
-    ]
-    progress = Progress(*columns, console=Console(stderr=True), disable=quiet)
-    task = None
-
-    def on_step(step, total):
-        nonlocal task
-        if task is None:
-            progress.start()
-            task = progress.add_task("generate", total=total, loss=step.loss, rate=0.0)
-        progress.update(task, completed=step.i, loss=step.loss, rate=1.0 / step.seconds if step.seconds > 0 else 0.0)
-
-    try:
+    with _progress(quiet) as on_step:
         return run(settings, on_step=on_step)
-    finally:
-        progress.stop()
 
 
 @app.command()
@@ -262,6 +323,195 @@ def models_import(
     typer.echo(f"{name}: {import_vqgan(name, config, ckpt)}")
 
 
+ClipOpt = Annotated[str, typer.Option("--clip", help="CLIP as NAME:TAG, NAME:PATH, or shapes (offline).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _scorer(clip: str, device: str, offline: bool = False):
+    from pixgen.device import resolve_device
+    from pixgen.models import load_scorer
+
+    _set_offline(offline)
+    dev = resolve_device(device)
+    return load_scorer(clip).to(dev).eval().requires_grad_(False)
+
+
+def _table(headers: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(table)
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text to compare with; repeatable.")],
+    clip: ClipOpt = "ViT-B-32:openai",
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+):
+    """CLIP similarity of each image to each prompt."""
+    from pixgen.clip_tools import score as run
+
+    sims = run(_scorer(clip, device), images, prompt)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                [
+                    {"image": str(im), "scores": dict(zip(prompt, row.tolist(), strict=True))}
+                    for im, row in zip(images, sims, strict=True)
+                ]
+            )
+        )
+    else:
+        _table(["image", *prompt], [[str(im), *row.tolist()] for im, row in zip(images, sims, strict=True)])
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    labels: Annotated[str | None, typer.Option("--labels", help='Comma-separated labels, e.g. "cat,dog".')] = None,
+    labels_file: Annotated[Path | None, typer.Option("--labels-file", help="One label per line.")] = None,
+    template: Annotated[str, typer.Option("--template", help="Prompt template; {} is the label.")] = "a photo of a {}",
+    clip: ClipOpt = "ViT-B-32:openai",
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+):
+    """Zero-shot classification: the probability of each label for each image."""
+    from pixgen.clip_tools import classify as run
+
+    if labels_file is not None:
+        try:
+            names = [x.strip() for x in labels_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise PixgenError(f"cannot read labels file {labels_file}: {e}") from None
+    elif labels:
+        names = [x.strip() for x in labels.split(",") if x.strip()]
+    else:
+        raise PixgenError('give --labels "a,b,c" or --labels-file FILE')
+    probs = run(_scorer(clip, device), images, names, template)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "image": str(im),
+                        "label": names[int(row.argmax())],
+                        "probabilities": dict(zip(names, row.tolist(), strict=True)),
+                    }
+                    for im, row in zip(images, probs, strict=True)
+                ]
+            )
+        )
+    else:
+        _table(
+            ["image", "best", *names],
+            [[str(im), names[int(row.argmax())], *row.tolist()] for im, row in zip(images, probs, strict=True)],
+        )
+
+
+@app.command()
+def search(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    text: Annotated[str, typer.Argument(help="What to look for.")],
+    top: Annotated[int, typer.Option("--top", help="How many results.")] = 10,
+    clip: ClipOpt = "ViT-B-32:openai",
+    device: DeviceOpt = "auto",
+    json_out: JsonOpt = False,
+):
+    """Rank a folder's images by similarity to text (embeddings cached in the folder)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pixgen.clip_tools import search as run
+
+    if top < 1:
+        raise PixgenError("--top must be at least 1")
+    scorer = _scorer(clip, device)
+    with Progress(console=Console(stderr=True), transient=True, disable=json_out) as bar:
+        task = bar.add_task("indexing", total=None)
+        hits = run(scorer, folder, text, top, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if json_out:
+        typer.echo(json.dumps([{"image": str(h.path), "score": h.score} for h in hits]))
+    else:
+        _table(["rank", "score", "image"], [[i + 1, h.score, str(h.path)] for i, h in enumerate(hits)])
+
+
+@app.command()
+def reproduce(
+    image: Annotated[Path, typer.Argument(help="A final.png written by pixgen.")],
+    output_dir: Annotated[str | None, typer.Option("-o", "--output-dir", help="Where the new run goes.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Override the device.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Run again with the settings stored in a pixgen PNG (same device and precision: same pixels)."""
+    from pixgen.api import settings_from_png
+
+    settings = settings_from_png(image, output_dir=output_dir, device=device)
+    result = _run_with_progress(settings, quiet=json_out)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "image": str(result.image),
+                    "seed": result.seed,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
+    else:
+        typer.echo(f"saved {result.image} (seed {result.seed})", err=True)
+
+
+@app.command(
+    epilog="Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
+    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir."
+)
+def batch(
+    file: Annotated[Path, typer.Argument(help="Prompts: .txt (one per line, # comments), .yaml list or .jsonl.")],
+    output_dir: Annotated[
+        str, typer.Option("-o", "--output-dir", help="Folder for the job folders.")
+    ] = "outputs/batch",
+    resume: Annotated[bool, typer.Option("--resume", help="Skip finished jobs; redo unfinished ones.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="K/N: run jobs K, K+N, K+2N... (0-based).")] = None,
+    candidates: Annotated[int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.")] = 1,
+    preset: Annotated[str | None, typer.Option("--preset", help="A preset for every job.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings for every job.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for every job; repeatable.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
+):
+    """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
+    from pixgen.batch import run_batch
+    from pixgen.settings import load_settings
+
+    _set_offline(offline)
+
+    def make_settings(job: dict):
+        job = dict(job)
+        return load_settings(job.pop("preset", preset), config, job, set_ or [])
+
+    def on_job(r, total):
+        where = f" -> {r.image}" if r.image else ""
+        msg = f"[{r.job.index + 1}] {r.status}: {r.job.prompt[:60]!r}{where}"
+        typer.echo(msg + (f" ({r.error})" if r.error else ""), err=True)
+
+    with _progress(quiet=False) as on_step:
+        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step)
+    failed = [r for r in results if r.status == "failed"]
+    typer.echo(
+        f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}",
+        err=True,
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
 def _route(argv: list[str]) -> list[str]:
     """`pixgen PROMPT ...` is `pixgen generate PROMPT ...`."""
     if not argv or argv[0] in COMMANDS or argv[0] in ("--help", "-h", "--version"):
@@ -284,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.addHandler(_OneLine())
         logger.propagate = False
     try:
-        app(args=argv, prog_name="pixgen", standalone_mode=False)
+        code = app(args=argv, prog_name="pixgen", standalone_mode=False)
     except PixgenError as e:
         print(f"pixgen: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -298,4 +548,4 @@ def main(argv: list[str] | None = None) -> int:
         where = f"; partial result in {result.run_dir}" if getattr(result, "run_dir", None) else ""
         print(f"pixgen: interrupted{where}", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # click returns typer.Exit's code here

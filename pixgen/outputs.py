@@ -144,3 +144,53 @@ class RunWriter:
             save_gif(self.run_dir / "progress.gif", self.frames)
         write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
         return final
+
+
+def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
+    """index.html (self-contained: images inline) and contact_sheet.png for finished jobs."""
+    import base64
+    import html
+
+    from PIL import ImageDraw
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cards, tiles = [], []
+    for r in results:
+        try:
+            with Image.open(r.image) as im:
+                im = im.convert("RGB")
+                im.thumbnail((thumb, thumb))
+        except OSError:
+            continue
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        score = "n/a" if r.score is None else f"{r.score:.3f}"
+        cards.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(r.job.prompt, quote=True)}">'
+            f"<figcaption><b>{html.escape(r.job.prompt)}</b><br>seed {r.seed} &middot; CLIP {score} &middot; "
+            f"{r.seconds:.1f} s<br><small>{html.escape(str(Path(r.image).relative_to(out_dir)))}</small>"
+            "</figcaption></figure>"
+        )
+        tiles.append((im, r))
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>pixgen batch</title>"
+        "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;width:"
+        f"{thumb + 16}px;vertical-align:top;margin:.5em}}img{{width:{thumb}px}}figcaption{{font-size:.8em;"
+        "overflow-wrap:anywhere}</style></head><body><h1>pixgen batch</h1>" + "".join(cards) + "</body></html>\n"
+    )
+    atomic_write(out_dir / "index.html", page.encode("utf-8"))
+    if tiles:
+        cols = min(len(tiles), 6)
+        rows = (len(tiles) + cols - 1) // cols
+        sheet = Image.new("RGB", (cols * (thumb + 8), rows * (thumb + 24)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, (tile, r) in enumerate(tiles):
+            x, y = (i % cols) * (thumb + 8) + 4, (i // cols) * (thumb + 24) + 4
+            sheet.paste(tile, (x, y))
+            label = r.job.prompt.encode("ascii", "replace").decode("ascii")[:30]
+            draw.text((x, y + tile.height + 2), label, fill="black")
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG")
+        atomic_write(out_dir / "contact_sheet.png", buf.getvalue())

@@ -1,0 +1,299 @@
+"""Batch runs: a prompt file in, one deterministic folder per job out, resumable and shardable,
+with best-of-N candidates ranked by CLIP and an offline HTML gallery at the end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixgen.errors import PixgenError
+from pixgen.outputs import slugify, write_json
+
+log = logging.getLogger("pixgen")
+
+
+@dataclass
+class Job:
+    index: int  # 0-based position among the file's jobs
+    line: int  # 1-based line in the file, for messages
+    overrides: dict
+
+    @property
+    def prompt(self) -> str:
+        return str(self.overrides.get("prompt", ""))
+
+    @property
+    def name(self) -> str:
+        return f"{self.index + 1:04d}-{slugify(self.prompt, 40)}"
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str  # done, skipped (already finished), failed
+    image: Path | None = None
+    seed: int | None = None
+    score: float | None = None
+    seconds: float = 0.0
+    error: str = ""
+    candidates: list = field(default_factory=list)
+
+
+def read_jobs(path: str | Path) -> list[Job]:
+    """Parse a prompt file: plain text (a prompt per line), YAML (a list) or JSONL."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PixgenError(f"batch file not found: {path}") from None
+    except OSError as e:
+        raise PixgenError(f"cannot read batch file {path}: {e.strerror or e}") from None
+    if b"\x00" in raw:
+        raise PixgenError(f"batch file {path} is binary, not text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PixgenError(f"batch file {path} is not UTF-8 text") from None
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        jobs = _yaml_jobs(text, path)
+    elif suffix == ".jsonl":
+        jobs = _jsonl_jobs(text, path)
+    else:
+        jobs = [
+            Job(0, n, {"prompt": line.strip()})
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not jobs:
+        raise PixgenError(f"batch file {path} holds no jobs")
+    for i, job in enumerate(jobs):
+        job.index = i
+    return jobs
+
+
+def _job_from(data, line: int, path: Path) -> Job:
+    if isinstance(data, str):
+        data = {"prompt": data}
+    if not isinstance(data, dict):
+        return Job(0, line, {"__error__": f"expected a prompt or a mapping of settings, got {type(data).__name__}"})
+    return Job(0, line, {str(k).replace("-", "_"): v for k, v in data.items()})
+
+
+def _yaml_jobs(text: str, path: Path) -> list[Job]:
+    import yaml
+
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return []
+            if not isinstance(node, yaml.SequenceNode):
+                raise PixgenError(f"batch file {path}: expected a YAML list of jobs")
+            return [
+                _job_from(loader.construct_object(item, deep=True), item.start_mark.line + 1, path)
+                for item in node.value
+            ]
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise PixgenError(f"batch file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def _jsonl_jobs(text: str, path: Path) -> list[Job]:
+    jobs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            jobs.append(_job_from(json.loads(line), n, path))
+        except json.JSONDecodeError as e:
+            jobs.append(Job(0, n, {"__error__": f"not valid JSON ({e.msg})"}))
+    return jobs
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N): run the jobs whose 0-based index is K modulo N."""
+    if not text:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise PixgenError(f"--shard expects K/N such as 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise PixgenError(f"--shard {text}: K must be in 0..N-1 and N at least 1")
+    return k, n
+
+
+def job_seed(settings_seed: int | None, job: Job) -> int:
+    """The job's seed, or one derived from its prompt and position (stable across resumes)."""
+    if settings_seed is not None:
+        return settings_seed
+    digest = hashlib.sha256(f"{job.index}:{job.prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def run_candidates(settings, models, job_dir: Path, seeds: list[int], on_step: Callable | None = None) -> dict:
+    """Generate one image per seed into job_dir, rank them by CLIP score, link the best.
+
+    With one seed the job folder is the run folder itself.
+    """
+    from dataclasses import replace
+
+    from pixgen.api import clip_score, generate
+
+    t0 = time.perf_counter()
+    if len(seeds) == 1:
+        r = generate(replace(settings, seed=seeds[0]), models=models, on_step=on_step, run_dir=job_dir)
+        score = clip_score(models.scorer, r.image, settings.prompt)
+        record = json.loads((job_dir / "run.json").read_text())
+        write_json(job_dir / "run.json", dict(record, clip_score=score))
+        return {"image": r.image, "seed": r.seed, "score": score, "seconds": time.perf_counter() - t0, "candidates": []}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    ranked = []
+    for seed in seeds:
+        r = generate(
+            replace(settings, seed=seed),
+            models=models,
+            on_step=on_step,
+            run_dir=job_dir / "candidates" / f"seed-{seed}",
+        )
+        ranked.append({"seed": seed, "image": r.image, "score": clip_score(models.scorer, r.image, settings.prompt)})
+    ranked.sort(key=lambda c: -c["score"])
+    best = job_dir / "best.png"
+    tmp = job_dir / ".best.png.tmp"
+    shutil.copyfile(ranked[0]["image"], tmp)
+    tmp.replace(best)
+    record = {
+        "prompt": settings.prompt,
+        "best": str(best),
+        "ranking": [
+            {"rank": i + 1, "seed": c["seed"], "clip_score": c["score"], "image": str(c["image"])}
+            for i, c in enumerate(ranked)
+        ],
+    }
+    write_json(job_dir / "run.json", record)
+    return {
+        "image": best,
+        "seed": ranked[0]["seed"],
+        "score": ranked[0]["score"],
+        "seconds": time.perf_counter() - t0,
+        "candidates": record["ranking"],
+    }
+
+
+def job_finished(job_dir: Path) -> bool:
+    """A job is finished when its run.json exists and says it was not interrupted."""
+    try:
+        record = json.loads((job_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return not record.get("interrupted", False)
+
+
+def run_batch(
+    path: str | Path,
+    output_dir: str | Path,
+    make_settings: Callable[[dict], object],
+    resume: bool = False,
+    shard: str | None = None,
+    candidates: int = 1,
+    on_job: Callable | None = None,
+    on_step: Callable | None = None,
+) -> list[JobResult]:
+    """Run every job of a prompt file (this shard's share), loading each model pair once.
+
+    `make_settings(job_overrides)` layers a job's own settings over the batch's. A bad job is
+    reported with its line and skipped; Ctrl-C stops after writing what is finished.
+    """
+    import torch
+
+    from pixgen.device import resolve_device
+    from pixgen.models import load_models
+
+    jobs = read_jobs(path)
+    k, n = parse_shard(shard)
+    if k >= len(jobs):
+        raise PixgenError(f"--shard {k}/{n}: the file has only {len(jobs)} job(s), none for shard {k}")
+    if candidates < 1:
+        raise PixgenError("--candidates must be at least 1")
+    out = Path(output_dir)
+    mine = [j for j in jobs if j.index % n == k]
+    if not resume:
+        existing = [j.name for j in mine if (out / j.name).exists()]
+        if existing:
+            raise PixgenError(
+                f"{out / existing[0]} already exists; pass --resume to skip finished jobs "
+                "and redo unfinished ones, or choose another --output-dir"
+            )
+    loaded: dict[tuple, object] = {}
+    results: list[JobResult] = []
+    try:
+        for job in mine:
+            job_dir = out / job.name
+            if "__error__" in job.overrides:
+                results.append(JobResult(job, "failed", error=f"line {job.line}: {job.overrides['__error__']}"))
+            elif resume and job_finished(job_dir):
+                results.append(_finished_result(job, job_dir))
+            else:
+                results.append(
+                    _run_job(
+                        job, job_dir, make_settings, loaded, candidates, on_step, resolve_device, load_models, torch
+                    )
+                )
+            if on_job:
+                on_job(results[-1], len(mine))
+    finally:
+        if results:
+            from pixgen.outputs import write_gallery
+
+            write_gallery(out, [r for r in results if r.image is not None])
+    return results
+
+
+def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, resolve_device, load_models, torch):
+    try:
+        settings = make_settings(job.overrides)
+    except PixgenError as e:
+        return JobResult(job, "failed", error=f"line {job.line}: {e}")
+    if job_dir.exists():  # an unfinished earlier attempt at this very job: start it again
+        shutil.rmtree(job_dir)
+    key = (settings.vqgan, settings.clip, settings.vqgan_config, settings.vqgan_ckpt, settings.device)
+    try:
+        if key not in loaded:
+            loaded[key] = load_models(
+                settings.vqgan,
+                settings.clip,
+                resolve_device(settings.device),
+                settings.vqgan_config,
+                settings.vqgan_ckpt,
+            )
+        seed = job_seed(settings.seed, job)
+        info = run_candidates(settings, loaded[key], job_dir, [seed + i for i in range(candidates)], on_step)
+    except PixgenError as e:
+        return JobResult(job, "failed", error=f"line {job.line}: {e}")
+    return JobResult(
+        job, "done", info["image"], info["seed"], info["score"], info["seconds"], candidates=info["candidates"]
+    )
+
+
+def _finished_result(job: Job, job_dir: Path) -> JobResult:
+    record = json.loads((job_dir / "run.json").read_text())
+    if "ranking" in record:
+        best = record["ranking"][0]
+        return JobResult(job, "skipped", job_dir / "best.png", best["seed"], best["clip_score"])
+    return JobResult(
+        job,
+        "skipped",
+        job_dir / "final.png",
+        record["settings"]["seed"],
+        record.get("clip_score"),
+        record.get("seconds", 0.0),
+    )

@@ -1,0 +1,147 @@
+"""CLIP's other jobs with the models pixgen already loads: score, classify, search."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pixgen.errors import PixgenError
+from pixgen.images import open_rgb, to_clip_tensor
+from pixgen.scorer import ClipScorer
+
+log = logging.getLogger("pixgen")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+INDEX_NAME = ".pixgen-index.safetensors"
+
+
+@torch.no_grad()
+def embed_images(scorer: ClipScorer, images, batch: int = 32) -> torch.Tensor:
+    """PIL images -> (N, D) unit CLIP embeddings."""
+    out = []
+    device = scorer.mean.device
+    for i in range(0, len(images), batch):
+        x = torch.stack([to_clip_tensor(im, scorer.input_size) for im in images[i : i + batch]]).to(device)
+        out.append(scorer.encode_image(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+def score(scorer: ClipScorer, paths: list[Path], prompts: list[str]) -> torch.Tensor:
+    """(images, prompts) cosine similarities."""
+    if not prompts or any(not p.strip() for p in prompts):
+        raise PixgenError("give at least one non-empty --prompt")
+    embeds = embed_images(scorer, [open_rgb(p) for p in paths])
+    return embeds @ scorer.encode_text(prompts).float().cpu().T
+
+
+def classify(scorer: ClipScorer, paths: list[Path], labels: list[str], template: str = "a photo of a {}"):
+    """Zero-shot classification: (images, labels) probabilities from CLIP's scaled similarities."""
+    labels = [label.strip() for label in labels if label.strip()]
+    if len(labels) < 2:
+        raise PixgenError('give at least two labels, e.g. --labels "cat,dog"')
+    if "{}" not in template:
+        raise PixgenError(f"the template must contain {{}} where the label goes, got {template!r}")
+    sims = score(scorer, paths, [template.format(label) for label in labels])
+    scale = scorer.model.logit_scale.exp().item() if hasattr(scorer.model, "logit_scale") else 100.0
+    return (sims * scale).softmax(-1)
+
+
+@dataclass
+class Hit:
+    path: Path
+    score: float
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_index(path: Path, model: str) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
+    """(content hash -> embedding, relative path -> [size, mtime_ns, hash]); empty if stale."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return {}, {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("model") != model:
+                return {}, {}
+            embeds = f.get_tensor("embeds")
+        hashes = json.loads(meta["hashes"])
+        return dict(zip(hashes, embeds, strict=True)), json.loads(meta.get("stats", "{}"))
+    except Exception:
+        log.warning("search index %s is unreadable; rebuilding it", path)
+        return {}, {}
+
+
+def _save_index(path: Path, model: str, index: dict[str, torch.Tensor], stats: dict) -> None:
+    from safetensors.torch import save
+
+    from pixgen.outputs import atomic_write
+
+    if not index:
+        return
+    hashes = sorted(index)
+    data = save(
+        {"embeds": torch.stack([index[h] for h in hashes]).contiguous()},
+        metadata={"model": model, "hashes": json.dumps(hashes), "stats": json.dumps(stats)},
+    )
+    try:
+        atomic_write(path, data)
+    except PixgenError as e:
+        log.warning("could not save the search index: %s", e)
+
+
+def search(
+    scorer: ClipScorer, folder: Path, text: str, top: int = 10, progress: Callable[[int, int], None] | None = None
+) -> list[Hit]:
+    """Rank the images in `folder` (recursively) by similarity to `text`.
+
+    Embeddings are cached in an index file in the folder, keyed by file content hash, so only
+    new or changed files are embedded again. Non-image files are skipped with a warning.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PixgenError(f"not a folder: {folder}")
+    if not text.strip():
+        raise PixgenError("empty search text")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    index_path = folder / INDEX_NAME
+    index, stats = _load_index(index_path, scorer.name)
+    keys, fresh, new_stats = [], {}, {}
+    for i, path in enumerate(files):
+        rel, st = str(path.relative_to(folder)), path.stat()
+        known = stats.get(rel)
+        if known and known[:2] == [st.st_size, st.st_mtime_ns] and known[2] in index:
+            key = known[2]  # unchanged since the last search: no need to read it again
+        else:
+            key = _file_hash(path)
+        new_stats[rel] = [st.st_size, st.st_mtime_ns, key]
+        if key not in index and key not in fresh:
+            try:
+                fresh[key] = embed_images(scorer, [open_rgb(path)])[0]
+            except PixgenError as e:
+                log.warning("skipping %s", e)
+                key = None
+        keys.append(key)
+        if progress:
+            progress(i + 1, len(files))
+    if fresh or new_stats != stats:
+        index.update(fresh)
+        _save_index(index_path, scorer.name, index, new_stats)
+    ok = [(p, k) for p, k in zip(files, keys, strict=True) if k is not None]
+    if not ok:
+        return []
+    sims = torch.stack([index[k] for _, k in ok]) @ scorer.encode_text([text]).float().cpu()[0]
+    order = sims.argsort(descending=True)[:top]
+    return [Hit(ok[i][0], float(sims[i])) for i in order]

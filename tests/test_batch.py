@@ -1,0 +1,127 @@
+"""Batch files, shards, resume after a kill, best-of-N, the gallery, and reproduce."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixgen.batch import parse_shard, read_jobs
+from pixgen.errors import PixgenError
+from tests.conftest import SMOKE
+
+FAST = (*SMOKE, "--set", "iterations=2", "--set", "save_every=0")
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_text_yaml_and_jsonl_files(tmp_path):
+    txt = read_jobs(_write(tmp_path, "a.txt", "# c\na cat\n\n  a dog  \n"))
+    assert [(j.prompt, j.line) for j in txt] == [("a cat", 2), ("a dog", 4)]
+    yml = read_jobs(_write(tmp_path, "b.yaml", "- a cat\n- prompt: a dog\n  seed: 3\n  cut-pow: 2\n"))
+    assert yml[1].overrides == {"prompt": "a dog", "seed": 3, "cut_pow": 2} and yml[1].line == 2
+    jl = read_jobs(_write(tmp_path, "c.jsonl", '{"prompt": "a cat", "iterations": 3}\n{bad\n'))
+    assert jl[0].overrides["iterations"] == 3 and "__error__" in jl[1].overrides and jl[1].line == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"# only a comment\n\n", b"\x00\x01\x02binary", b"\xff\xfe\xfa"])
+def test_empty_or_binary_batch_file_is_refused(tmp_path, content):
+    p = tmp_path / "p.txt"
+    p.write_bytes(content)
+    with pytest.raises(PixgenError):
+        read_jobs(p)
+
+
+def test_shard_parsing():
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) == (0, 1)
+    for bad in ("4/4", "-1/2", "a/b", "1", "0/0"):
+        with pytest.raises(PixgenError):
+            parse_shard(bad)
+
+
+def test_batch_runs_reports_bad_lines_and_exits_1(cli, tmp_path):
+    f = _write(tmp_path, "p.yaml", "- a cat\n- prompt: a dog\n  colour: red\n- prompt: a <script>alert(1)</script>\n")
+    code, _, err = cli("batch", f, "-o", tmp_path / "out", *FAST)
+    assert code == 1
+    assert "line 2" in err and "'colour'" in err
+    out = tmp_path / "out"
+    assert (out / "0001-a-cat" / "final.png").is_file() and not (out / "0002-a-dog").exists()
+    page = (out / "index.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "data:image/png;base64," in page and (out / "contact_sheet.png").is_file()
+    record = json.loads((out / "0001-a-cat" / "run.json").read_text())
+    assert isinstance(record["clip_score"], float)
+
+
+def test_existing_output_needs_resume(cli, tmp_path):
+    f = _write(tmp_path, "p.txt", "a cat\n")
+    assert cli("batch", f, "-o", tmp_path / "o", *FAST)[0] == 0
+    code, _, err = cli("batch", f, "-o", tmp_path / "o", *FAST)
+    assert code == 2 and "--resume" in err
+
+
+def test_shards_split_the_file(cli, tmp_path):
+    f = _write(tmp_path, "p.txt", "a\nb\nc\nd\ne\n")
+    assert cli("batch", f, "-o", tmp_path / "o", "--shard", "1/2", *FAST)[0] == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.is_dir()) == ["0002-b", "0004-d"]
+    code, _, err = cli("batch", f, "-o", tmp_path / "o2", "--shard", "7/9", *FAST)
+    assert code == 2 and "shard" in err
+
+
+def test_kill_halfway_then_resume_completes(tmp_path):
+    f = _write(tmp_path, "p.txt", "\n".join(f"prompt number {i}" for i in range(8)) + "\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pixgen", "batch", str(f), "-o", str(out), *SMOKE, "--set", "iterations=6"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/run.json"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+    assert 3 <= len(done_before) < 8
+    subprocess.run([*cmd, "--resume"], check=True, capture_output=True, timeout=300)
+    finished = sorted(p.parent.name for p in out.glob("*/final.png"))
+    assert len(finished) == 8 and (out / "index.html").is_file()
+    for name, mtime in done_before.items():  # finished jobs were skipped, not redone
+        assert (out / name / "run.json").stat().st_mtime_ns == mtime
+
+
+def test_candidates_are_ranked_and_best_is_linked(cli, tmp_path):
+    code, out, err = cli("a cat", *FAST, "--seeds", "5,6,7", "-o", tmp_path, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    ranking = res["ranking"]
+    assert [c["seed"] for c in ranking] != [] and sorted(c["seed"] for c in ranking) == [5, 6, 7]
+    scores = [c["clip_score"] for c in ranking]
+    assert scores == sorted(scores, reverse=True)
+    best = np.asarray(Image.open(res["image"]))
+    assert np.array_equal(best, np.asarray(Image.open(ranking[0]["image"])))
+
+
+def test_reproduce_gives_the_same_pixels(cli, tmp_path):
+    code, out, err = cli("a red house | fog:-0.5", *FAST, "--seed", "11", "-o", tmp_path / "a", "--json")
+    assert code == 0, err
+    first = json.loads(out)["image"]
+    code, out, err = cli("reproduce", first, "-o", tmp_path / "b", "--json")
+    assert code == 0, err
+    again = json.loads(out)["image"]
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+
+
+def test_reproduce_refuses_a_png_without_settings(cli, tmp_path):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    code, _, err = cli("reproduce", plain)
+    assert code == 2 and "no pixgen settings" in err

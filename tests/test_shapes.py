@@ -1,0 +1,78 @@
+"""The shapes world, its judge, the training scripts, and the shipped models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixgen.models import load_decoder, load_scorer
+from pixgen.shapes import world
+from pixgen.shapes.judge import judge
+from pixgen.shapes.models import CLIP_ARCH
+from pixgen.shapes.train import train_clip, train_vqgan
+
+
+def test_world_is_deterministic_and_holds_out_combos():
+    a = world.batch(np.random.default_rng(5), 8)
+    b = world.batch(np.random.default_rng(5), 8)
+    assert np.array_equal(a[0], b[0]) and a[2] == b[2]
+    assert not set(world.HELD_OUT) & set(world.TRAIN_COMBOS)
+    assert len(world.HELD_OUT) == 10 and all(c.colour != c.background for c in world.ALL_COMBOS)
+    assert world.Combo("circle", "red", "blue").caption(1) == "a blue background with a red circle"
+
+
+def test_judge_reads_rendered_images_right():
+    rng = np.random.default_rng(0)
+    combos = [world.ALL_COMBOS[i] for i in rng.integers(len(world.ALL_COMBOS), size=300)]
+    right = sum(judge(world.sample(rng, c)) == c for c in combos)
+    assert right / len(combos) >= 0.99
+
+
+def test_judge_says_none_for_a_flat_image():
+    flat = np.full((64, 64, 3), world.COLOURS["blue"], np.uint8)
+    got = judge(flat)
+    assert got.background == "blue" and got.shape == "none"
+
+
+def test_training_scripts_run_and_write_loadable_weights(tmp_path):
+    v = train_vqgan(2, 0, tmp_path, batch=2, log_every=0)
+    c = train_clip(2, 0, tmp_path, batch=4, log_every=0)
+    assert np.isfinite(v["final_mse"]) and np.isfinite(c["final_loss"])
+    from pixgen.scorer import load_clip_file
+    from pixgen.vqgan import load_decoder_safetensors
+
+    dec = load_decoder_safetensors(tmp_path / "vqgan.safetensors")
+    assert dec(torch.randn(1, 32, 8, 8)).shape == (1, 3, 64, 64)
+    scorer = load_clip_file(CLIP_ARCH, tmp_path / "clip.safetensors")
+    assert scorer.encode_text(["a red circle"]).shape == (1, 64)
+
+
+def test_shipped_models_load_through_the_real_loaders():
+    dec, scorer = load_decoder("shapes"), load_scorer("shapes")
+    assert dec.factor == 8 and scorer.input_size == 64
+    assert sum(p.numel() for p in scorer.parameters()) > 1_000_000
+
+
+def test_shipped_clip_knows_the_world():
+    scorer = load_scorer("shapes")
+    rng = np.random.default_rng(1)
+    labels = [c.caption(0) for c in world.ALL_COMBOS]
+    text = scorer.encode_text(labels)
+    combos = [world.ALL_COMBOS[i] for i in rng.integers(len(world.ALL_COMBOS), size=60)]
+    images = torch.from_numpy(np.stack([world.sample(rng, c) for c in combos])).permute(0, 3, 1, 2) / 255
+    with torch.no_grad():
+        pred = (scorer.encode_image(images) @ text.T).argmax(1)
+    right = sum(world.ALL_COMBOS[int(i)] == c for i, c in zip(pred, combos, strict=True))
+    assert right / len(combos) >= 0.7
+
+
+@pytest.mark.parametrize("combo", world.HELD_OUT[:3])
+def test_generation_follows_held_out_colour_prompts(cli, tmp_path, combo):
+    """The semantic end-to-end test: held-out prompts, graded by the independent judge."""
+    code, _, err = cli(combo.caption(0), "--preset", "shapes", "--seed", "0", "-o", tmp_path, "--no-gif")
+    assert code == 0, err
+    (run,) = tmp_path.iterdir()
+    got = judge(np.asarray(Image.open(run / "final.png").convert("RGB")))
+    assert (got.background, got.colour) == (combo.background, combo.colour)
