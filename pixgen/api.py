@@ -92,17 +92,23 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def generate(settings: Settings, models=None, on_step: Callable | None = None, run_dir: Path | None = None) -> Result:
+def generate(
+    settings: Settings,
+    models=None,
+    on_step: Callable | None = None,
+    run_dir: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
     `models` (pixgen.models.Models) can be passed to reuse loaded models across runs.
     `on_step(step, total)` is called after every step, for progress display.
     `run_dir` names the run folder (it must not exist yet); by default a new dated folder.
+    `should_stop()` is asked after every step; when it says yes the run saves what it has
+    (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
     """
-    from pixgen.cutouts import Cutouts
-    from pixgen.device import resolve_device, resolve_seed, seed_everything
+    from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
-    from pixgen.optimise import Targets, init_latent, optimise, render
     from pixgen.outputs import RunWriter, make_run_dir
     from pixgen.prompts import parse_prompts
 
@@ -114,7 +120,6 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None, r
         models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
     width, height = fit_size(settings, models.decoder.factor)
     check_memory(models, width, height, settings.cutn, device)
-
     resolved = dict(
         settings.to_dict(),
         size=[width, height],
@@ -129,44 +134,111 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None, r
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
-    writer = RunWriter(run_dir, resolved)
+    loop = _make_loop(settings_from_record(resolved), models, prompts)
+    return _drive(
+        loop,
+        RunWriter(run_dir, resolved),
+        settings_from_record(resolved),
+        models,
+        device,
+        on_step,
+        should_stop,
+        t_start,
+        {},
+    )
 
-    generator = seed_everything(seed)
-    z = init_latent(models.decoder, width, height, generator, settings.init)
+
+def resume(
+    run_dir: str | Path, models=None, on_step: Callable | None = None, should_stop: Callable[[], bool] | None = None
+) -> Result:
+    """Continue an interrupted run in its own folder to its planned number of steps.
+
+    On the same device and precision the result is bit-identical to an uninterrupted run.
+    """
+    import json
+
+    from pixgen.device import resolve_device
+    from pixgen.models import load_models
+    from pixgen.outputs import RunWriter
+    from pixgen.prompts import parse_prompts
+    from pixgen.state import load_state
+
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+        resolved = record["settings"]
+    except FileNotFoundError:
+        raise PixgenError(f"{run_dir} is not a pixgen run folder (no run.json)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PixgenError(f"{run_dir / 'run.json'} is unreadable: {e}") from None
+    state = load_state(run_dir / "state.safetensors")
+    settings = settings_from_record(resolved)
+    if int(state["step"]) >= settings.iterations:
+        raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
+    device = resolve_device(settings.device)
+    if models is None:
+        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
+    loop = _make_loop(settings, models, parse_prompts(settings.prompt))
+    loop.load_state_dict(state)
+    writer = RunWriter(run_dir, resolved)
+    writer.frames = sorted(p for p in (run_dir / "frames").glob("*.png") if int(p.stem) <= loop.step)
+    done = loop.step
+    previous = {k: record.get(k, [])[:done] for k in ("losses", "seconds_per_step")}
+    return _drive(loop, writer, settings, models, device, on_step, should_stop, t_start, previous)
+
+
+def _make_loop(settings: Settings, models, prompts):
+    from pixgen.cutouts import Cutouts
+    from pixgen.device import seed_everything
+    from pixgen.optimise import Loop, Targets, init_latent
+
+    generator = seed_everything(settings.seed)
+    z = init_latent(models.decoder, settings.size[0], settings.size[1], generator, settings.init)
     targets = Targets.from_prompts(models.scorer, prompts)
     cutouts = Cutouts(
-        models.scorer.input_size,
-        settings.cutn,
-        settings.cut_pow,
-        settings.cut_min,
-        settings.augment,
-        settings.noise,
+        models.scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min, settings.augment, settings.noise
     )
-    losses, step_seconds, interrupted = [], [], False
+    return Loop(models.decoder, models.scorer, targets, cutouts, z, generator, settings.lr, settings.tv_weight)
+
+
+class Interrupted(Exception):
+    """A run stopped on request after saving its work; args[0] is the Result (exit code 130)."""
+
+
+def _drive(
+    loop, writer, settings: Settings, models, device, on_step, should_stop, t_start: float, previous: dict
+) -> Result:
+    """Run the loop to the planned step count, saving frames and state; finish the outputs."""
+    from pixgen.optimise import NumericalFailure, render
+    from pixgen.state import save_state
+
+    losses = list(previous.get("losses", []))
+    step_seconds = list(previous.get("seconds_per_step", []))
+    interrupted, failure = False, None
     t_loop = time.perf_counter()
     try:
-        for step in optimise(
-            models.decoder,
-            models.scorer,
-            targets,
-            z,
-            cutouts,
-            generator,
-            settings.iterations,
-            settings.lr,
-            settings.tv_weight,
-        ):
+        for step in loop.run(settings.iterations):
             losses.append(step.loss)
             step_seconds.append(step.seconds)
             if settings.save_every and step.i % settings.save_every == 0:
                 writer.frame(step.i, step.image)
+                save_state(writer.run_dir / "state.safetensors", loop.state_dict(), settings.iterations)
             if on_step:
                 on_step(step, settings.iterations)
-    except KeyboardInterrupt:
+            if should_stop and should_stop() and step.i < settings.iterations:
+                interrupted = True
+                break
+    except KeyboardInterrupt:  # no signal handler installed (library use): keep what we have
         interrupted = True
+    except NumericalFailure as e:
+        failure = e
     with torch.no_grad():
-        final = render(models.decoder, z.detach())
+        final = render(models.decoder, loop.good if failure else loop.z.detach())
+    if interrupted:
+        save_state(writer.run_dir / "state.safetensors", loop.state_dict(), settings.iterations)
     record = {
+        "steps_done": loop.step,
         "losses": losses,
         "seconds_per_step": step_seconds,
         "startup_seconds": t_loop - t_start,
@@ -174,11 +246,25 @@ def generate(settings: Settings, models=None, on_step: Callable | None = None, r
         "peak_memory_mb": peak_memory_mb(device),
         "device": str(device),
     }
+    if failure:
+        record["error"] = str(failure)
     image = writer.finish(final, record, settings.gif, interrupted)
-    result = Result(writer.run_dir, image, seed, record["seconds"], losses, interrupted)
+    result = Result(writer.run_dir, image, settings.seed, record["seconds"], losses, interrupted)
+    if failure:
+        raise failure
     if interrupted:
-        raise KeyboardInterrupt(result)
+        raise Interrupted(result)
     return result
+
+
+def settings_from_record(data: dict) -> Settings:
+    """Settings from a saved dict (run.json, PNG metadata), ignoring the extra recorded keys."""
+    import dataclasses
+
+    from pixgen.settings import load_settings
+
+    known = {f.name for f in dataclasses.fields(Settings)}
+    return load_settings(overrides={k: v for k, v in data.items() if k in known})
 
 
 def clip_score(scorer, image_path: Path, prompt: str) -> float:
@@ -195,15 +281,9 @@ def clip_score(scorer, image_path: Path, prompt: str) -> float:
 
 def settings_from_png(path: Path, **overrides) -> Settings:
     """The settings a pixgen PNG was made with, ready to run again."""
-    import dataclasses
-
     from pixgen.outputs import read_png_metadata
-    from pixgen.settings import load_settings
 
     meta = read_png_metadata(path)
-    known = {f.name for f in dataclasses.fields(Settings)}
-    data = {k: v for k, v in meta.items() if k in known}
-    if "prompt" not in data:
+    if "prompt" not in meta:
         raise PixgenError(f"{path}: its pixgen settings lack a prompt")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return load_settings(overrides=data)
+    return settings_from_record(dict(meta, **{k: v for k, v in overrides.items() if v is not None}))

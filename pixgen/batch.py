@@ -140,7 +140,14 @@ def job_seed(settings_seed: int | None, job: Job) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def run_candidates(settings, models, job_dir: Path, seeds: list[int], on_step: Callable | None = None) -> dict:
+def run_candidates(
+    settings,
+    models,
+    job_dir: Path,
+    seeds: list[int],
+    on_step: Callable | None = None,
+    should_stop: Callable | None = None,
+) -> dict:
     """Generate one image per seed into job_dir, rank them by CLIP score, link the best.
 
     With one seed the job folder is the run folder itself.
@@ -151,7 +158,9 @@ def run_candidates(settings, models, job_dir: Path, seeds: list[int], on_step: C
 
     t0 = time.perf_counter()
     if len(seeds) == 1:
-        r = generate(replace(settings, seed=seeds[0]), models=models, on_step=on_step, run_dir=job_dir)
+        r = generate(
+            replace(settings, seed=seeds[0]), models=models, on_step=on_step, run_dir=job_dir, should_stop=should_stop
+        )
         score = clip_score(models.scorer, r.image, settings.prompt)
         record = json.loads((job_dir / "run.json").read_text())
         write_json(job_dir / "run.json", dict(record, clip_score=score))
@@ -164,6 +173,7 @@ def run_candidates(settings, models, job_dir: Path, seeds: list[int], on_step: C
             models=models,
             on_step=on_step,
             run_dir=job_dir / "candidates" / f"seed-{seed}",
+            should_stop=should_stop,
         )
         ranked.append({"seed": seed, "image": r.image, "score": clip_score(models.scorer, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
@@ -207,14 +217,13 @@ def run_batch(
     candidates: int = 1,
     on_job: Callable | None = None,
     on_step: Callable | None = None,
+    should_stop: Callable | None = None,
 ) -> list[JobResult]:
     """Run every job of a prompt file (this shard's share), loading each model pair once.
 
     `make_settings(job_overrides)` layers a job's own settings over the batch's. A bad job is
     reported with its line and skipped; Ctrl-C stops after writing what is finished.
     """
-    import torch
-
     from pixgen.device import resolve_device
     from pixgen.models import load_models
 
@@ -245,7 +254,15 @@ def run_batch(
             else:
                 results.append(
                     _run_job(
-                        job, job_dir, make_settings, loaded, candidates, on_step, resolve_device, load_models, torch
+                        job,
+                        job_dir,
+                        make_settings,
+                        loaded,
+                        candidates,
+                        on_step,
+                        should_stop,
+                        resolve_device,
+                        load_models,
                     )
                 )
             if on_job:
@@ -258,7 +275,7 @@ def run_batch(
     return results
 
 
-def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, resolve_device, load_models, torch):
+def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, resolve_device, load_models):
     try:
         settings = make_settings(job.overrides)
     except PixgenError as e:
@@ -276,7 +293,9 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, resolve_d
                 settings.vqgan_ckpt,
             )
         seed = job_seed(settings.seed, job)
-        info = run_candidates(settings, loaded[key], job_dir, [seed + i for i in range(candidates)], on_step)
+        info = run_candidates(
+            settings, loaded[key], job_dir, [seed + i for i in range(candidates)], on_step, should_stop
+        )
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     return JobResult(

@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce"}
+COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume"}
 
 
 def _version(value: bool):
@@ -152,8 +152,8 @@ def _generate_candidates(settings, candidates: int, seeds: str | None, json_out:
     )
     job_dir = make_run_dir(settings.output_dir, settings.prompt)
     job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
-    with _progress(quiet=json_out) as on_step:
-        info = run_candidates(settings, models, job_dir, seed_list, on_step)
+    with _progress(quiet=json_out) as on_step, _StopOnSignal() as stop:
+        info = run_candidates(settings, models, job_dir, seed_list, on_step, stop)
     if json_out:
         typer.echo(
             json.dumps(
@@ -209,12 +209,42 @@ class _progress:
         self.progress.stop()
 
 
-def _run_with_progress(settings, quiet: bool):
-    """Run generate() with a rich progress bar on stderr, shown from the first step on."""
-    from pixgen.api import generate as run
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the run to stop after the current step; a second one stops at once."""
 
-    with _progress(quiet) as on_step:
-        return run(settings, on_step=on_step)
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\npixgen: stopping after this step (again to abort)...", file=sys.stderr)
+
+    def __enter__(self):
+        import signal
+
+        self.saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, h in self.saved.items():
+            signal.signal(s, h)
+
+
+def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None):
+    """Run generate() (or resume()) with a rich progress bar and graceful Ctrl-C."""
+    from pixgen import api
+
+    with _progress(quiet) as on_step, _StopOnSignal() as stop:
+        if resume_dir is not None:
+            return api.resume(resume_dir, on_step=on_step, should_stop=stop)
+        return api.generate(settings, on_step=on_step, should_stop=stop)
 
 
 @app.command()
@@ -469,6 +499,28 @@ def reproduce(
         typer.echo(f"saved {result.image} (seed {result.seed})", err=True)
 
 
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder left by an interrupted run.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Continue an interrupted run to its planned number of steps, in its own folder."""
+    result = _run_with_progress(None, quiet=json_out, resume_dir=run_dir)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "image": str(result.image),
+                    "seed": result.seed,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
+    else:
+        typer.echo(f"saved {result.image} (seed {result.seed})", err=True)
+
+
 @app.command(
     epilog="Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
     "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir."
@@ -501,8 +553,8 @@ def batch(
         msg = f"[{r.job.index + 1}] {r.status}: {r.job.prompt[:60]!r}{where}"
         typer.echo(msg + (f" ({r.error})" if r.error else ""), err=True)
 
-    with _progress(quiet=False) as on_step:
-        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step)
+    with _progress(quiet=False) as on_step, _StopOnSignal() as stop:
+        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop)
     failed = [r for r in results if r.status == "failed"]
     typer.echo(
         f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}",
@@ -524,28 +576,37 @@ class _OneLine(logging.Handler):
         print(f"pixgen: warning: {record.getMessage()}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
-    import click
+def _interrupted(exc: BaseException | None) -> int:
+    result = exc.args[0] if exc is not None and exc.args else None
+    where = ""
+    if getattr(result, "run_dir", None):
+        where = f"; saved {result.image}; continue with: pixgen resume {result.run_dir}"
+    print(f"pixgen: interrupted{where}", file=sys.stderr)
+    return 130
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 some batch jobs failed, 2 bad input, 130 interrupted)."""
     argv = _route(list(sys.argv[1:] if argv is None else argv))
     logger = logging.getLogger("pixgen")
     if not any(isinstance(h, _OneLine) for h in logger.handlers):
         logger.addHandler(_OneLine())
         logger.propagate = False
     try:
-        code = app(args=argv, prog_name="pixgen", standalone_mode=False)
+        # standalone mode: usage errors print their usage and exit 2, typer.Exit gives its code
+        app(args=argv, prog_name="pixgen", standalone_mode=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except PixgenError as e:
         print(f"pixgen: error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show(file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, click.exceptions.Abort) as e:
-        result = e.args[0] if e.args else None
-        where = f"; partial result in {result.run_dir}" if getattr(result, "run_dir", None) else ""
-        print(f"pixgen: interrupted{where}", file=sys.stderr)
-        return 130
-    return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
+    except KeyboardInterrupt:
+        return _interrupted(None)
+    except Exception as e:
+        if type(e).__name__ == "Interrupted":  # pixgen.api.Interrupted, without importing torch here
+            return _interrupted(e)
+        raise
+    if code == 130:  # a second Ctrl-C: typer turned KeyboardInterrupt into exit code 130
+        return _interrupted(None)
+    return code

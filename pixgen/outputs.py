@@ -78,7 +78,7 @@ def to_pil(image) -> Image.Image:
     arr = image.detach().float().cpu()
     if arr.dim() == 4:
         arr = arr[0]
-    arr = (arr.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    arr = (arr.nan_to_num(0.0).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr, "RGB")
 
 
