@@ -100,19 +100,20 @@ def _read_yaml(path: Path, what: str) -> dict:
 
 
 def _merge(base, layer: dict, source: str):
+    """Merge one layer into the config, key by key, so that any error names its key."""
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    try:
-        return OmegaConf.merge(base, layer)
-    except ConfigKeyError as e:
-        key = e.full_key or e.key
-        known = ", ".join(f.name for f in dataclasses.fields(Settings))
-        raise PixgenError(f"unknown setting {key!r} in {source} (known: {known})") from None
-    except OmegaConfBaseException as e:
-        key = e.full_key or e.key
-        msg = str(e).splitlines()[0]
-        raise PixgenError(f"bad value for setting {key!r} in {source}: {msg}") from None
+    for key, value in layer.items():
+        try:
+            base = OmegaConf.merge(base, {key: value})
+        except ConfigKeyError:
+            known = ", ".join(f.name for f in dataclasses.fields(Settings))
+            raise PixgenError(f"unknown setting {str(key)!r} in {source} (known: {known})") from None
+        except (OmegaConfBaseException, TypeError, ValueError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise PixgenError(f"bad value for setting {str(key)!r} in {source}: {msg}") from None
+    return base
 
 
 def parse_set(items: list[str]) -> dict:
@@ -180,7 +181,12 @@ def validate(s: Settings) -> None:
             raise PixgenError(f"setting {key!r}: {msg}")
 
     parse_prompts(s.prompt)
-    need(len(s.size) == 2, "size", f"expected [width, height], got {s.size}")
+    need(
+        len(s.size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in s.size),
+        "size",
+        f"expected [width, height] in pixels, got {s.size}",
+    )
+    need(all(isinstance(a, str) for a in s.augment), "augment", f"expected a list of names, got {s.augment}")
     need(all(v > 0 for v in s.size), "size", f"width and height must be positive, got {s.size}")
     need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
     need(s.iterations >= 1, "iterations", f"must be at least 1, got {s.iterations}")
