@@ -64,9 +64,17 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="pixgen-adherence-"))
     for combo in world.HELD_OUT:
         for seed in range(a.seeds):
-            s = load_settings(preset="shapes", overrides={"prompt": combo.caption(a.template), "seed": seed,
-                                                          "output_dir": str(out), "gif": False, "save_every": 0},
-                              sets=a.sets)
+            s = load_settings(
+                preset="shapes",
+                overrides={
+                    "prompt": combo.caption(a.template),
+                    "seed": seed,
+                    "output_dir": str(out),
+                    "gif": False,
+                    "save_every": 0,
+                },
+                sets=a.sets,
+            )
             t0 = time.perf_counter()
             result = generate(s, models=models)
             seconds.append(time.perf_counter() - t0)
@@ -80,11 +88,16 @@ def main() -> None:
     print(f"settings: preset shapes {' '.join(a.sets)}; {len(world.HELD_OUT)} held-out prompts x {a.seeds} seeds")
     print("| images | background | shape colour | both colours | shape | all three |")
     print("|---|---|---|---|---|---|")
-    for label, marks in (("judge on rendered world images", judge_marks), ("generated (held-out prompts)", gen_marks),
-                         ("initial image, no optimisation", init_marks)):
+    for label, marks in (
+        ("judge on rendered world images", judge_marks),
+        ("generated (held-out prompts)", gen_marks),
+        ("initial image, no optimisation", init_marks),
+    ):
         r = rates(marks)
-        print(f"| {label} (n={len(marks)}) | {r['background']:.0f}% | {r['colour']:.0f}% | {r['colours']:.0f}% | "
-              f"{r['shape']:.0f}% | {r['all']:.0f}% |")
+        print(
+            f"| {label} (n={len(marks)}) | {r['background']:.0f}% | {r['colour']:.0f}% | {r['colours']:.0f}% | "
+            f"{r['shape']:.0f}% | {r['all']:.0f}% |"
+        )
     print(f"median seconds per image: {statistics.median(seconds):.2f} (torch threads {torch.get_num_threads()})")
     print(f"images in {out}")
 

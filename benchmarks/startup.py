@@ -27,8 +27,18 @@ from pixgen.scorer import build_clip  # noqa: E402
 from pixgen.vqgan import VQGANArch  # noqa: E402
 from tests.conftest import taming_state_dict, taming_yaml  # noqa: E402
 
-F16 = dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
-           ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0)
+F16 = dict(
+    double_z=False,
+    z_channels=256,
+    resolution=256,
+    in_channels=3,
+    out_ch=3,
+    ch=128,
+    ch_mult=[1, 1, 2, 2, 4],
+    num_res_blocks=2,
+    attn_resolutions=[16],
+    dropout=0.0,
+)
 
 
 def run(cmd: list[str], env: dict, out: Path) -> tuple[float, float]:
@@ -58,18 +68,40 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in build_clip("ViT-B-32").model.state_dict().items()}, str(clip))
     env = dict(os.environ, PIXGEN_CACHE=str(tmp / "cache"), PIXGEN_OFFLINE="1")
     pixgen = [sys.executable, "-m", "pixgen"]
-    subprocess.run([*pixgen, "models", "import", "replica", "--config", cfg, "--ckpt", ckpt], env=env, check=True,
-                   capture_output=True)
-    common = ["a cat", "--clip", f"ViT-B-32:{clip}", "-s", "256x256", "-i", "1", "--cutn", "8",
-              "--save-every", "0", "--no-gif", "--device", "cpu"]
+    subprocess.run(
+        [*pixgen, "models", "import", "replica", "--config", cfg, "--ckpt", ckpt],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    common = [
+        "a cat",
+        "--clip",
+        f"ViT-B-32:{clip}",
+        "-s",
+        "256x256",
+        "-i",
+        "1",
+        "--cutn",
+        "8",
+        "--save-every",
+        "0",
+        "--no-gif",
+        "--device",
+        "cpu",
+    ]
     rows = {"full .ckpt": [], "cached safetensors": []}
     for i in range(a.repeats):
-        for label, extra in (("full .ckpt", ["--vqgan-config", str(cfg), "--vqgan-ckpt", str(ckpt)]),
-                             ("cached safetensors", ["--set", "vqgan=replica"])):
+        for label, extra in (
+            ("full .ckpt", ["--vqgan-config", str(cfg), "--vqgan-ckpt", str(ckpt)]),
+            ("cached safetensors", ["--set", "vqgan=replica"]),
+        ):
             out = tmp / f"out-{label[:4]}-{i}"
             rows[label].append(run([*pixgen, *common, *extra, "-o", str(out)], env, out))
-    print(f"checkpoint {ckpt.stat().st_size / 2**20:.0f} MB; decoder.safetensors "
-          f"{(tmp / 'cache/vqgan/replica/decoder.safetensors').stat().st_size / 2**20:.0f} MB")
+    print(
+        f"checkpoint {ckpt.stat().st_size / 2**20:.0f} MB; decoder.safetensors "
+        f"{(tmp / 'cache/vqgan/replica/decoder.safetensors').stat().st_size / 2**20:.0f} MB"
+    )
     print("| load path | start-up to first step (s, median) | peak RSS (MB, max) |")
     print("|---|---|---|")
     for label, vals in rows.items():

@@ -115,6 +115,8 @@ def generate(
     t_start = time.perf_counter()
     prompts = parse_prompts(settings.prompt)
     device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:
         models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
@@ -134,7 +136,7 @@ def generate(
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
-    loop = _make_loop(settings_from_record(resolved), models, prompts)
+    loop = _make_loop(settings_from_record(resolved), models)
     return _drive(
         loop,
         RunWriter(run_dir, resolved),
@@ -160,7 +162,6 @@ def resume(
     from pixgen.device import resolve_device
     from pixgen.models import load_models
     from pixgen.outputs import RunWriter
-    from pixgen.prompts import parse_prompts
     from pixgen.state import load_state
 
     t_start = time.perf_counter()
@@ -179,7 +180,7 @@ def resume(
     device = resolve_device(settings.device)
     if models is None:
         models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
-    loop = _make_loop(settings, models, parse_prompts(settings.prompt))
+    loop = _make_loop(settings, models)
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)
     writer.frames = sorted(p for p in (run_dir / "frames").glob("*.png") if int(p.stem) <= loop.step)
@@ -188,18 +189,70 @@ def resume(
     return _drive(loop, writer, settings, models, device, on_step, should_stop, t_start, previous)
 
 
-def _make_loop(settings: Settings, models, prompts):
+def _make_loop(settings: Settings, models, prompts=None):
+    """Build the run's Loop: initial latent, targets (story phases), cutouts, regularisers."""
     from pixgen.cutouts import Cutouts
     from pixgen.device import seed_everything
-    from pixgen.optimise import Loop, Targets, init_latent
+    from pixgen.init import encode, initial_image, load_encoder_for
+    from pixgen.optimise import Loop, init_latent
+    from pixgen.targets import build_schedule
 
+    width, height = settings.size
     generator = seed_everything(settings.seed)
-    z = init_latent(models.decoder, settings.size[0], settings.size[1], generator, settings.init)
-    targets = Targets.from_prompts(models.scorer, prompts)
+    z = init_latent(models.decoder, width, height, generator, settings.init)
+    init_image = initial_image(settings, width, height, generator)
+    if init_image is not None:
+        device = models.decoder.codebook.device
+        encoder = load_encoder_for(settings).to(device)
+        init_image = init_image.to(device)
+        z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
+        del encoder
+    schedule = build_schedule(settings, models.scorer)
     cutouts = Cutouts(
         models.scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min, settings.augment, settings.noise
     )
-    return Loop(models.decoder, models.scorer, targets, cutouts, z, generator, settings.lr, settings.tv_weight)
+    extra = regulariser(settings, z.detach().clone(), init_image)
+    from pixgen.device import resolve_precision
+
+    clip_dtype = resolve_precision(settings.precision, models.decoder.codebook.device)
+    return Loop(
+        models.decoder,
+        models.scorer,
+        schedule,
+        cutouts,
+        z,
+        generator,
+        settings.lr,
+        extra,
+        settings.optimizer,
+        settings.lr_schedule,
+        settings.iterations,
+        clip_dtype=clip_dtype,
+    )
+
+
+def regulariser(settings: Settings, z0, init_image):
+    """The weighted sum of the enabled regularisers, as one function of (image, z), or None."""
+    from pixgen import losses
+    from pixgen.settings import parse_palette
+
+    terms = []
+    if settings.tv_weight:
+        terms.append(lambda image, z: settings.tv_weight * losses.total_variation(image))
+    if settings.saturation_weight:
+        terms.append(lambda image, z: settings.saturation_weight * losses.saturation(image))
+    if settings.symmetry != "none" and settings.symmetry_weight:
+        terms.append(lambda image, z: settings.symmetry_weight * losses.symmetry(image, settings.symmetry))
+    if settings.palette and settings.palette_weight:
+        colours = torch.tensor(parse_palette(settings.palette))
+        terms.append(lambda image, z: settings.palette_weight * losses.palette_distance(image, colours))
+    if settings.init_weight:
+        terms.append(lambda image, z: settings.init_weight * losses.latent_anchor(z, z0))
+    if settings.init_pixel_weight and init_image is not None:
+        terms.append(lambda image, z: settings.init_pixel_weight * (image - init_image).abs().mean())
+    if not terms:
+        return None
+    return lambda image, z: sum(term(image, z) for term in terms)
 
 
 class Interrupted(Exception):
@@ -245,10 +298,12 @@ def _drive(
         "seconds": time.perf_counter() - t_start,
         "peak_memory_mb": peak_memory_mb(device),
         "device": str(device),
+        "clip_dtype": str(loop.clip_dtype or torch.float32).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
     }
     if failure:
         record["error"] = str(failure)
-    image = writer.finish(final, record, settings.gif, interrupted)
+    image = writer.finish(final, record, settings.gif, interrupted, settings.video, settings.fps)
     result = Result(writer.run_dir, image, settings.seed, record["seconds"], losses, interrupted)
     if failure:
         raise failure

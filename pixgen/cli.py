@@ -84,6 +84,46 @@ def generate(
     seeds: Annotated[
         str | None, typer.Option("--seeds", help="Candidate seeds, e.g. 1,2,3 (implies --candidates).")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CLIP's autocast dtype).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
+    negative: Annotated[
+        list[str] | None, typer.Option("--negative", help="Text to push away from; repeatable.")
+    ] = None,
+    image_prompt: Annotated[
+        list[str] | None, typer.Option("--image-prompt", help="PATH[:weight]: steer toward an image; repeatable.")
+    ] = None,
+    noise_prompt: Annotated[
+        list[str] | None, typer.Option("--noise-prompt", help="SEED[:weight]: a random CLIP direction; repeatable.")
+    ] = None,
+    change_prompt_every: Annotated[
+        int | None, typer.Option("--change-prompt-every", help='Story mode ("a ^ b"): steps per phrase.')
+    ] = None,
+    init_image: Annotated[str | None, typer.Option("--init-image", help="Start from this image.")] = None,
+    init_fit: Annotated[str | None, typer.Option("--init-fit", help="cover, contain or stretch.")] = None,
+    init_noise: Annotated[
+        str | None, typer.Option("--init-noise", help="Start from pixels, gradient or perlin noise.")
+    ] = None,
+    init_weight: Annotated[float | None, typer.Option("--init-weight", help="Keep the latent near its start.")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option("--optimizer", help="adam, adamw, adagrad, rmsprop or radam.")
+    ] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option("--lr-schedule", help="constant, step (x0.1 at 75%), cosine or plateau.")
+    ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option("--augment", help="Comma list: flip,affine,perspective,jitter,noise,erasing,sharpness."),
+    ] = None,
+    tv_weight: Annotated[float | None, typer.Option("--tv-weight", help="Smoothness (total variation).")] = None,
+    saturation_weight: Annotated[float | None, typer.Option("--saturation-weight", help=">0 desaturates.")] = None,
+    symmetry: Annotated[str | None, typer.Option("--symmetry", help="none, horizontal, vertical or both.")] = None,
+    symmetry_weight: Annotated[float | None, typer.Option("--symmetry-weight", help="How strongly.")] = None,
+    palette: Annotated[str | None, typer.Option("--palette", help='Colours to pull toward: "#ff0000,#00ff00".')] = None,
+    palette_weight: Annotated[float | None, typer.Option("--palette-weight", help="How strongly.")] = None,
+    video: Annotated[bool | None, typer.Option("--video/--no-video", help="Also write progress.mp4.")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Frames per second of the GIF and MP4.")] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
     ] = False,
@@ -107,6 +147,27 @@ def generate(
         vqgan_config=vqgan_config,
         vqgan_ckpt=vqgan_ckpt,
         clip=clip,
+        precision=precision,
+        threads=threads,
+        negative=negative or None,
+        image_prompts=image_prompt or None,
+        noise_prompts=noise_prompt or None,
+        change_prompt_every=change_prompt_every,
+        init_image=init_image,
+        init_fit=init_fit,
+        init_noise=init_noise,
+        init_weight=init_weight,
+        optimizer=optimizer,
+        lr_schedule=lr_schedule,
+        augment=[a.strip() for a in augment.split(",") if a.strip()] if augment is not None else None,
+        tv_weight=tv_weight,
+        saturation_weight=saturation_weight,
+        symmetry=symmetry,
+        symmetry_weight=symmetry_weight,
+        palette=[c.strip() for c in palette.split(",") if c.strip()] if palette is not None else None,
+        palette_weight=palette_weight,
+        video=video,
+        fps=fps,
     )
     settings = load_settings(preset, config, overrides, set_ or [])
     if seeds or candidates != 1:

@@ -36,3 +36,30 @@ def total_variation(image: Tensor) -> Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def saturation(image: Tensor) -> Tensor:
+    """Mean colourfulness: the spread between the largest and smallest channel of each pixel."""
+    return (image.max(1).values - image.min(1).values).mean()
+
+
+def symmetry(image: Tensor, axis: str = "horizontal") -> Tensor:
+    """Mean absolute difference to the mirror image: left-right (horizontal), top-bottom
+    (vertical) or both."""
+    terms = []
+    if axis in ("horizontal", "both"):
+        terms.append((image - image.flip(-1)).abs().mean())
+    if axis in ("vertical", "both"):
+        terms.append((image - image.flip(-2)).abs().mean())
+    return sum(terms) / len(terms)
+
+
+def palette_distance(image: Tensor, colours: Tensor) -> Tensor:
+    """Mean squared distance of each pixel to its nearest palette colour. colours: (K, 3) in [0, 1]."""
+    pixels = image.movedim(1, -1).reshape(-1, 3)  # (N, 3)
+    return torch.cdist(pixels, colours.to(pixels)).min(1).values.pow(2).mean()
+
+
+def latent_anchor(z: Tensor, z0: Tensor) -> Tensor:
+    """Mean squared distance from the initial latent z0 (keeps the run near its init, not near 0)."""
+    return (z - z0).pow(2).mean()

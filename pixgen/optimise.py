@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -14,8 +15,8 @@ from pixgen.cutouts import Cutouts
 from pixgen.errors import PixgenError
 from pixgen.losses import prompt_loss, total_variation
 from pixgen.ops import clamp_with_grad, codes_to_latent, quantize_st
-from pixgen.prompts import Prompt
 from pixgen.scorer import ClipScorer
+from pixgen.targets import Targets
 from pixgen.vqgan import VQGANDecoder
 
 log = logging.getLogger("pixgen")
@@ -29,24 +30,6 @@ class Step:
     loss: float
     image: Tensor  # (1, 3, H, W) in [0, 1], detached
     seconds: float
-
-
-@dataclass
-class Targets:
-    """Prompt embeddings and their weights and stops, encoded once."""
-
-    embeds: Tensor  # (P, D)
-    weights: Tensor  # (P,)
-    stops: Tensor  # (P,)
-
-    @classmethod
-    def from_prompts(cls, scorer: ClipScorer, prompts: list[Prompt]) -> Targets:
-        device = scorer.mean.device
-        return cls(
-            scorer.encode_text([p.text for p in prompts]),
-            torch.tensor([p.weight for p in prompts], device=device),
-            torch.tensor([p.stop for p in prompts], device=device),
-        )
 
 
 def init_latent(
@@ -75,55 +58,101 @@ class NumericalFailure(PixgenError):
     """The loss or the latent kept going non-finite despite rollbacks."""
 
 
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+    "radam": torch.optim.RAdam,
+}
+
+
+def lr_factor(schedule: str, step: int, iterations: int) -> float:
+    """The learning-rate multiplier at 0-based `step` of a fixed schedule."""
+    if schedule == "step":
+        return 0.1 if step >= 0.75 * iterations else 1.0
+    if schedule == "cosine":
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(iterations, 1)))
+    return 1.0
+
+
 class Loop:
-    """The optimisation of one latent: Adam on z toward the targets, resumable.
+    """The optimisation of one latent toward CLIP targets, resumable.
 
     `run(until)` yields a Step after each iteration and does no I/O. `state_dict()` captures
-    everything needed to continue bit-identically: z, Adam's moments, both random streams.
-    A non-finite loss or latent rolls z back to the last good value and halves the learning
-    rate; after `max_failures` failures in a row it raises NumericalFailure.
+    everything needed to continue bit-identically: z, the optimiser's moments, the learning-rate
+    state and both random streams. A non-finite loss or latent rolls z back to the last good
+    value and halves the learning rate; after `max_failures` failures in a row it raises
+    NumericalFailure. `targets(step)` may change over the run (story mode); `extra_loss(image, z)`
+    adds regularisers.
     """
 
     def __init__(
         self,
         decoder: VQGANDecoder,
         scorer: ClipScorer,
-        targets: Targets,
+        targets: Callable[[int], Targets] | Targets,
         cutouts: Cutouts,
         z: Tensor,
         generator: torch.Generator,
         lr: float,
-        tv_weight: float = 0.0,
+        extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        optimizer: str = "adam",
+        lr_schedule: str = "constant",
+        iterations: int = 0,
         max_failures: int = 5,
+        clip_dtype: torch.dtype | None = None,
     ):
-        self.decoder, self.scorer, self.targets, self.cutouts = decoder, scorer, targets, cutouts
+        self.decoder, self.scorer, self.cutouts = decoder, scorer, cutouts
+        self.targets = targets if callable(targets) else (lambda step: targets)
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
-        self.generator, self.tv_weight, self.max_failures = generator, tv_weight, max_failures
-        self.opt = torch.optim.Adam([self.z], lr=lr)
+        self.generator, self.extra_loss, self.max_failures = generator, extra_loss, max_failures
+        self.base_lr, self.lr_schedule, self.iterations = lr, lr_schedule, iterations
+        self.opt = OPTIMIZERS[optimizer]([self.z], lr=lr)
         self.lo = decoder.codebook.min(0).values.view(1, -1, 1, 1)  # per-channel codebook range
         self.hi = decoder.codebook.max(0).values.view(1, -1, 1, 1)
         self.step = 0
         self.failures = 0
         self.warned = False
+        self.scale = 1.0  # halved on each numerical failure, and by the plateau schedule
+        self.best, self.stale = math.inf, 0  # plateau schedule state
+        self.clip_dtype = clip_dtype  # autocast dtype for CLIP only; None: fp32
 
     @property
     def lr(self) -> float:
         return self.opt.param_groups[0]["lr"]
 
-    def loss(self, image: Tensor) -> Tensor:
-        embeds = self.scorer.encode_image(self.cutouts(image, self.generator))
-        loss = prompt_loss(embeds, self.targets.embeds, self.targets.weights, self.targets.stops)
-        if self.tv_weight:
-            loss = loss + self.tv_weight * total_variation(image)
+    def loss(self, image: Tensor, step: int) -> Tensor:
+        targets = self.targets(step)
+        cuts = self.cutouts(image, self.generator)  # augmentations stay in fp32
+        with torch.autocast(
+            cuts.device.type, dtype=self.clip_dtype or torch.float32, enabled=self.clip_dtype is not None
+        ):
+            embeds = self.scorer.encode_image(cuts)
+        embeds = embeds.float()
+        loss = prompt_loss(embeds, targets.embeds, targets.weights, targets.stops)
+        if self.extra_loss is not None:
+            loss = loss + self.extra_loss(image, self.z)
         return loss
+
+    def _plateau(self, loss: float) -> None:
+        if loss < self.best - 1e-4:
+            self.best, self.stale = loss, 0
+        else:
+            self.stale += 1
+            if self.stale >= 20:
+                self.scale *= 0.5
+                self.stale = 0
 
     def run(self, until: int) -> Iterator[Step]:
         while self.step < until:
             t0 = time.perf_counter()
+            for group in self.opt.param_groups:
+                group["lr"] = self.base_lr * self.scale * lr_factor(self.lr_schedule, self.step, self.iterations)
             self.opt.zero_grad(set_to_none=True)
             image = render(self.decoder, self.z)
-            loss = self.loss(image)
+            loss = self.loss(image, self.step + 1)
             ok = bool(torch.isfinite(loss))
             if ok:
                 loss.backward()
@@ -135,6 +164,8 @@ class Loop:
             if ok:
                 self.failures = 0
                 self.good.copy_(self.z.detach())
+                if self.lr_schedule == "plateau":
+                    self._plateau(loss.item())
             else:
                 self._recover()
             yield Step(self.step, loss.item(), image.detach(), time.perf_counter() - t0)
@@ -148,29 +179,23 @@ class Loop:
             )
         with torch.no_grad():
             self.z.copy_(self.good)
-        self.opt.state.clear()  # Adam's moments may hold the bad numbers
-        for group in self.opt.param_groups:
-            group["lr"] *= 0.5
+        self.opt.state.clear()  # the optimiser's moments may hold the bad numbers
+        self.scale *= 0.5
         if not self.warned:
-            log.warning(
-                "non-finite loss at step %d: rolled back and halved the learning rate to %.3g", self.step, self.lr
-            )
+            log.warning("non-finite loss at step %d: rolled back and halved the learning rate", self.step)
             self.warned = True
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Tensors only (safetensors-friendly): z, Adam, step, lr, and the random streams."""
+        """Tensors only (safetensors-friendly): z, optimiser state, lr state, random streams."""
         state = {
             "z": self.z.detach().cpu(),
             "step": torch.tensor(self.step),
-            "lr": torch.tensor(self.lr, dtype=torch.float64),
+            "lr_state": torch.tensor([self.scale, self.best, self.stale], dtype=torch.float64),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
-        adam = self.opt.state.get(self.z)
-        if adam:
-            state.update(
-                {f"adam.{k}": v.detach().cpu() if torch.is_tensor(v) else torch.tensor(v) for k, v in adam.items()}
-            )
+        for k, v in self.opt.state.get(self.z, {}).items():
+            state[f"opt.{k}"] = v.detach().cpu() if torch.is_tensor(v) else torch.tensor(v)
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
@@ -180,12 +205,11 @@ class Loop:
             self.z.copy_(state["z"].to(self.z))
             self.good.copy_(self.z)
         self.step = int(state["step"])
-        for group in self.opt.param_groups:
-            group["lr"] = float(state["lr"])
-        adam = {k.removeprefix("adam."): v.to(self.z.device) for k, v in state.items() if k.startswith("adam.")}
-        if adam:
-            adam["step"] = adam["step"].cpu()
-            self.opt.state[self.z] = adam
+        self.scale, self.best, stale = state["lr_state"].tolist()
+        self.stale = int(stale)
+        opt = {k.removeprefix("opt."): v for k, v in state.items() if k.startswith("opt.")}
+        if opt:
+            self.opt.state[self.z] = {k: v if k == "step" else v.to(self.z.device) for k, v in opt.items()}
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
@@ -203,8 +227,12 @@ def optimise(
     lr: float,
     tv_weight: float = 0.0,
 ) -> Iterator[Step]:
-    """Adam on the latent z (updated in place) toward the targets; yields after every step."""
-    loop = Loop(decoder, scorer, targets, cutouts, z, generator, lr, tv_weight)
+    """Adam on the latent z (updated in place) toward the targets; yields after every step.
+
+    The plain form of `Loop`, for library users who want only the maths.
+    """
+    extra = (lambda image, _z: tv_weight * total_variation(image)) if tv_weight else None
+    loop = Loop(decoder, scorer, targets, cutouts, z, generator, lr, extra, iterations=iterations)
     for step in loop.run(iterations):
         with torch.no_grad():
             z.copy_(loop.z)

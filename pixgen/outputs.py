@@ -6,6 +6,7 @@ interrupted write never leaves a truncated file. Run folders are never reused.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -49,11 +50,20 @@ def make_run_dir(output_dir: str | Path, prompt: str, now: datetime | None = Non
     raise PixgenError(f"too many runs named {base!r} in {root}")
 
 
+@functools.cache
+def _file_mode() -> int:
+    """0o666 less the process umask: what an ordinary open() would have created."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file and a rename; never a partial file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -121,6 +131,26 @@ def save_gif(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> No
     atomic_write(path, buf.getvalue())
 
 
+def save_mp4(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> None:
+    """Encode the saved frames as an H.264 MP4 with imageio-ffmpeg (an optional dependency)."""
+    import imageio.v2 as imageio
+
+    if not frame_paths:
+        return
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        with imageio.get_writer(
+            tmp, fps=fps, codec="libx264", quality=8, macro_block_size=8, ffmpeg_log_level="error"
+        ) as writer:
+            for p in frame_paths:
+                writer.append_data(imageio.imread(p))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class RunWriter:
     """The output stage of one run: frames as they come, then final.png, the GIF and run.json."""
 
@@ -136,12 +166,23 @@ class RunWriter:
         save_png(path, image)
         self.frames.append(path)
 
-    def finish(self, image, record: dict, gif: bool, interrupted: bool = False) -> Path:
+    def finish(
+        self, image, record: dict, gif: bool, interrupted: bool = False, video: bool = False, fps: float = 10.0
+    ) -> Path:
+        """Write final.png first, then the renders: a failing encoder never loses the images."""
+        import logging
+
         meta = dict(self.settings, interrupted=interrupted) if interrupted else self.settings
         final = self.run_dir / "final.png"
         save_png(final, image, meta)
         if gif:
-            save_gif(self.run_dir / "progress.gif", self.frames)
+            save_gif(self.run_dir / "progress.gif", self.frames, fps)
+        if video:
+            try:
+                save_mp4(self.run_dir / "progress.mp4", self.frames, fps)
+            except Exception as e:  # ffmpeg missing or failing: the PNGs are already safe
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                logging.getLogger("pixgen").warning("no progress.mp4 (%s); the PNG frames are kept", msg[:200])
         write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
         return final
 

@@ -18,6 +18,12 @@ PRESETS_DIR = PACKAGE_DIR / "configs" / "presets"
 
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
 INITS = ("tokens", "flat")
+INIT_FITS = ("cover", "contain", "stretch")
+INIT_NOISES = ("pixels", "gradient", "perlin")
+OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "radam")
+LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
+SYMMETRIES = ("none", "horizontal", "vertical", "both")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
 
@@ -35,13 +41,33 @@ class Settings:
     cut_min: float = 0.0  # smallest cutout side as a fraction of the shorter image side
     augment: list[str] = field(default_factory=lambda: ["flip", "affine", "perspective", "jitter", "noise"])
     noise: float = 0.1  # the largest std of the per-cutout gaussian noise (augment "noise")
-    tv_weight: float = 0.0  # total-variation smoothness on the image
+    negative: list[str] = field(default_factory=list)  # texts to push away from (weight -1 each)
+    image_prompts: list[str] = field(default_factory=list)  # PATH[:weight]
+    noise_prompts: list[str] = field(default_factory=list)  # SEED[:weight]
+    change_prompt_every: int = 0  # story mode "a ^ b": steps per phrase; 0 spreads them evenly
     init: str = "tokens"  # tokens: random codebook entries; flat: one random colour everywhere
+    init_image: str | None = None
+    init_fit: str = "cover"  # how the init image fits the size: cover, contain, stretch
+    init_noise: str | None = None  # pixels, gradient or perlin noise, encoded as the init
+    init_weight: float = 0.0  # pull the latent toward its initial value
+    init_pixel_weight: float = 0.0  # L1 between the image and the init image
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"  # constant, step (x0.1 at 75%), cosine, plateau
+    tv_weight: float = 0.0  # total-variation smoothness on the image
+    saturation_weight: float = 0.0  # >0 desaturates, <0 saturates
+    symmetry: str = "none"  # none, horizontal, vertical, both
+    symmetry_weight: float = 0.0
+    palette: list[str] = field(default_factory=list)  # "#rrggbb" colours to pull pixels toward
+    palette_weight: float = 0.0
+    video: bool = False  # also write progress.mp4 (needs imageio-ffmpeg)
+    fps: float = 10.0
     seed: int | None = None  # None: a random seed, recorded in the outputs
     save_every: int = 50  # 0: no progress frames
     gif: bool = True
     output_dir: str = "outputs"
     device: str = "auto"
+    precision: str = "auto"  # auto, fp32, bf16 or fp16: autocast dtype for CLIP (see BENCHMARKS.md)
+    threads: int = 0  # CPU threads; 0 leaves torch's default (all cores, or OMP_NUM_THREADS)
     vqgan: str = "vqgan_imagenet_f16_16384"  # a registry name, "tiny" or "shapes"
     vqgan_config: str | None = None
     vqgan_ckpt: str | None = None
@@ -58,6 +84,34 @@ class Settings:
     @property
     def height(self) -> int:
         return self.size[1]
+
+
+def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
+    """``["#ff0000", "00f"]`` -> RGB triples in [0, 1]; a bad colour is a PixgenError."""
+    out = []
+    for c in colours:
+        h = str(c).strip().lstrip("#")
+        if len(h) == 3:
+            h = "".join(ch * 2 for ch in h)
+        if not re.fullmatch(r"[0-9a-fA-F]{6}", h):
+            raise PixgenError(f"setting 'palette': bad colour {c!r} (use #rrggbb or #rgb)")
+        out.append(tuple(int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)))
+    return out
+
+
+def split_weight(item: str, key: str) -> tuple[str, float]:
+    """``"path/to.png:0.5"`` -> ("path/to.png", 0.5); no numeric suffix means weight 1."""
+    head, sep, tail = str(item).rpartition(":")
+    if sep and re.fullmatch(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*", tail):
+        if not head.strip():
+            raise PixgenError(f"setting {key!r}: {item!r} has a weight but nothing to weigh")
+        weight = float(tail)
+        if weight == 0:
+            raise PixgenError(f"setting {key!r}: weight 0 in {item!r} has no effect")
+        return head, weight
+    if not str(item).strip():
+        raise PixgenError(f"setting {key!r}: empty entry")
+    return str(item), 1.0
 
 
 def parse_size(text: str) -> list[int]:
@@ -211,3 +265,30 @@ def validate(s: Settings) -> None:
         f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "",
     )
     need(bool(s.clip.strip()), "clip", "must name a CLIP model, e.g. ViT-B-32:openai")
+    choices = (
+        ("init_fit", INIT_FITS),
+        ("optimizer", OPTIMIZERS),
+        ("lr_schedule", LR_SCHEDULES),
+        ("symmetry", SYMMETRIES),
+    )
+    for key, allowed in choices:
+        need(getattr(s, key) in allowed, key, f"unknown value {getattr(s, key)!r} (choose from {', '.join(allowed)})")
+    need(
+        s.init_noise is None or s.init_noise in INIT_NOISES,
+        "init_noise",
+        f"unknown value {s.init_noise!r} (choose from {', '.join(INIT_NOISES)})",
+    )
+    need(s.change_prompt_every >= 0, "change_prompt_every", f"must be 0 or more, got {s.change_prompt_every}")
+    need(0 < s.fps <= 120, "fps", f"must be between 0 and 120, got {s.fps}")
+    for key in ("init_weight", "init_pixel_weight", "symmetry_weight", "palette_weight"):
+        need(getattr(s, key) >= 0, key, f"must be non-negative, got {getattr(s, key)}")
+    for text in s.negative:
+        need(bool(str(text).strip()), "negative", "a negative prompt is empty")
+    parse_palette(s.palette)
+    for item in s.image_prompts:
+        split_weight(item, "image_prompts")
+    for item in s.noise_prompts:
+        seed, _ = split_weight(item, "noise_prompts")
+        need(seed.isdigit(), "noise_prompts", f"expected SEED[:weight] with an integer seed, got {item!r}")
+    for phrase in s.prompt.split("^"):
+        parse_prompts(phrase)

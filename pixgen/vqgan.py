@@ -205,21 +205,42 @@ def load_safetensors_arch(path: str | Path) -> VQGANArch:
     return VQGANArch.from_json(meta["pixgen_vqgan_arch"])
 
 
-def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
-    """Load a decoder written by `save_safetensors` (memory-mapped, no pickle)."""
+def _load_safetensors(cls, path: str | Path, what: str) -> nn.Module:
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise PixgenError(f"VQGAN weights not found: {path}")
+        raise PixgenError(f"VQGAN {what} weights not found: {path}")
     try:
         arch = load_safetensors_arch(path)
         sd = {k: v.float() for k, v in load_file(str(path)).items()}
     except PixgenError:
         raise
     except Exception as e:
-        raise PixgenError(f"VQGAN weights {path} are unreadable: {str(e).splitlines()[0]}") from None
-    return load_strict(VQGANDecoder(arch), sd, f"VQGAN weights {path}").eval()
+        raise PixgenError(f"VQGAN {what} weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    return load_strict(cls(arch), sd, f"VQGAN {what} weights {path}").eval()
+
+
+def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
+    """Load a decoder written by `save_safetensors` (no pickle)."""
+    return _load_safetensors(VQGANDecoder, path, "decoder")
+
+
+def load_encoder_safetensors(path: str | Path) -> VQGANEncoder:
+    """Load an encoder written by `save_safetensors` (no pickle)."""
+    return _load_safetensors(VQGANEncoder, path, "encoder")
+
+
+def load_encoder(config: str | Path, ckpt: str | Path) -> VQGANEncoder:
+    """The encoder half of a taming checkpoint (for init images)."""
+    from pixgen.checkpoints import load_torch_file
+
+    arch = read_config(config)
+    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
+    _, enc = split_state_dict(sd, arch)
+    if arch.kind == "gumbel":
+        enc.setdefault("codebook", sd.get(arch.prefix + arch.codebook_key))
+    return load_strict(VQGANEncoder(arch), enc, f"VQGAN checkpoint {ckpt} (encoder)").eval()
 
 
 TINY_ARCH = VQGANArch(
@@ -248,3 +269,10 @@ def tiny_decoder(seed: int = 0) -> VQGANDecoder:
         dec = VQGANDecoder(TINY_ARCH)
         dec.codebook.normal_()
     return dec.eval()
+
+
+def tiny_encoder(seed: int = 0) -> VQGANEncoder:
+    """The random encoder matching `tiny_decoder`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        return VQGANEncoder(TINY_ARCH).eval()

@@ -4,7 +4,8 @@ import torch
 
 from pixgen.cutouts import Cutouts
 from pixgen.models import Models
-from pixgen.optimise import Targets, init_latent, optimise
+from pixgen.optimise import init_latent, optimise
+from pixgen.targets import Targets
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
 from pixgen.vqgan import tiny_decoder

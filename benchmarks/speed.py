@@ -1,0 +1,238 @@
+"""Seconds per step of the real generation loop on the real architectures (random weights).
+
+The imagenet f16 16384 decoder and ViT-B/32 (and ViT-B/16) have the same shapes and compute as
+the pretrained models. Each configuration runs in its own process (for a clean peak RSS): one
+warm-up step, then the median of --steps timed steps. Every row is paired with plain fp32 in
+the same run; ratios are what to compare, absolute times are noisy on shared machines.
+
+    .venv/bin/python benchmarks/speed.py            # the table in BENCHMARKS.md
+    .venv/bin/python benchmarks/speed.py --quick    # 256x256, cutn 32 only
+    .venv/bin/python benchmarks/speed.py --device cuda --sizes 512 --cutns 64 --paths fp32,bf16,fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+F16 = dict(
+    double_z=False,
+    z_channels=256,
+    resolution=256,
+    in_channels=3,
+    out_ch=3,
+    ch=128,
+    ch_mult=[1, 1, 2, 2, 4],
+    num_res_blocks=2,
+    attn_resolutions=[16],
+    dropout=0.0,
+)
+
+
+def matmul_peak(dtype, device, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of a large square matmul: the practical ceiling for this dtype here."""
+    import torch
+
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def one(args) -> dict:
+    """Run one configuration in this process and return its figures."""
+    import torch
+
+    from pixgen.cutouts import Cutouts
+    from pixgen.device import resolve_device, resolve_precision
+    from pixgen.optimise import Loop, init_latent
+    from pixgen.prompts import parse_prompts
+    from pixgen.scorer import build_clip
+    from pixgen.settings import Settings
+    from pixgen.targets import Targets
+    from pixgen.vqgan import VQGANArch, VQGANDecoder
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    decoder = VQGANDecoder(VQGANArch("vq", 256, 16384, F16))
+    decoder.codebook.normal_()
+    scorer = build_clip(args.clip)
+    for m in (decoder, scorer):
+        m.to(device).eval().requires_grad_(False)
+    if args.channels_last:
+        decoder.to(memory_format=torch.channels_last)
+    clip_dtype = resolve_precision(args.path if args.path != "default" else "auto", device)
+    g = torch.Generator().manual_seed(0)
+    z = init_latent(decoder, args.size, args.size, g)
+    if args.channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    targets = Targets.from_prompts(scorer, parse_prompts("a watercolor portrait of a teacher"))
+    cut = Cutouts(scorer.input_size, args.cutn, 1.0, 0.0, Settings().augment, 0.1)
+    loop = Loop(decoder, scorer, targets, cut, z, g, 0.1, clip_dtype=clip_dtype)
+    print("READY", flush=True)
+    times = []
+    for step in loop.run(args.steps + 1):
+        sync(device)
+        times.append(step.seconds)
+    out = {"seconds_per_step": statistics.median(times[1:]), "clip_dtype": str(clip_dtype)}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        next(loop.run(loop.step + 1))
+    out["gflop"] = counter.get_total_flops() / 1e9
+    out["peak_fp32"] = matmul_peak(torch.float32, device)
+    out["peak_bf16"] = matmul_peak(torch.bfloat16, device)
+    if args.fidelity and clip_dtype is not None:
+        out["grad_cosine"] = grad_cosine(loop, clip_dtype)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def grad_cosine(loop, dtype) -> float:
+    """Cosine between the latent's gradient with CLIP in `dtype` and in fp32, same cutouts."""
+    import torch
+
+    from pixgen.optimise import render
+
+    grads = []
+    for d in (None, dtype):
+        state = (loop.generator.get_state(), torch.get_rng_state())
+        loop.generator.set_state(state[0])
+        torch.set_rng_state(state[1])
+        loop.clip_dtype = d
+        loop.z.grad = None
+        loop.loss(render(loop.decoder, loop.z), 1).backward()
+        grads.append(loop.z.grad.flatten().clone())
+        loop.generator.set_state(state[0])
+        torch.set_rng_state(state[1])
+    return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
+
+
+def spawn(size, cutn, path, clip, device, steps, env_extra=None, channels_last=False, fidelity=False) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        "--size",
+        str(size),
+        "--cutn",
+        str(cutn),
+        "--path",
+        path,
+        "--clip",
+        clip,
+        "--device",
+        device,
+        "--steps",
+        str(steps),
+    ]
+    if channels_last:
+        cmd.append("--channels-last")
+    if fidelity:
+        cmd.append("--fidelity")
+    env = dict(os.environ, **(env_extra or {}))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    startup = None
+    lines = []
+    for line in proc.stdout:
+        if line.startswith("READY") and startup is None:
+            startup = time.perf_counter() - t0
+        lines.append(line)
+    proc.wait()
+    if proc.returncode:
+        raise SystemExit(f"configuration failed: {' '.join(cmd)}")
+    result = json.loads(lines[-1])
+    result["startup_s"] = startup
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--cutn", type=int, default=32)
+    p.add_argument("--path", default="fp32")
+    p.add_argument("--clip", default="ViT-B-32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--fidelity", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--sizes", default="128,256,384")
+    p.add_argument("--cutns", default="8,16,32,64")
+    p.add_argument("--paths", default="fp32,bf16")
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one(a)))
+        return
+    sizes = [int(x) for x in a.sizes.split(",")]
+    cutns = [int(x) for x in a.cutns.split(",")]
+    grid = [(256, 32)] if a.quick else sorted({(256, c) for c in cutns} | {(s, 32) for s in sizes})
+    paths = a.paths.split(",")
+    print(f"device {a.device}; {a.steps} timed steps after 1 warm-up; each row in its own process")
+    print(
+        "| size | cutn | CLIP | path | s/step | vs fp32 | GFLOP/step | GFLOP/s | % of fp32 peak | % of bf16 peak "
+        "| start-up s | peak RSS MB | grad cos vs fp32 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = [(s, c, "ViT-B-32", {}) for s, c in grid]
+    if not a.quick:
+        rows.append((256, 32, "ViT-B-16", {}))
+    for size, cutn, clip, _ in rows:
+        base = None
+        for path in paths:
+            r = spawn(size, cutn, path, clip, a.device, a.steps, fidelity=(path != "fp32"))
+            base = base or r["seconds_per_step"]
+            rate = r["gflop"] / r["seconds_per_step"]
+            cos = f"{r['grad_cosine']:.4f}" if "grad_cosine" in r else "-"
+            print(
+                f"| {size} | {cutn} | {clip} | {path} | {r['seconds_per_step']:.2f} | "
+                f"{base / r['seconds_per_step']:.2f}x | {r['gflop']:.0f} | {rate:.0f} | "
+                f"{100 * rate / r['peak_fp32']:.0f}% | {100 * rate / r['peak_bf16']:.0f}% | {r['startup_s']:.1f} | "
+                f"{r['peak_rss_mb']:.0f} | {cos} |",
+                flush=True,
+            )
+    if a.device == "cpu":
+        extra = [
+            ("fp32 + channels_last decoder", {}, True),
+            ("fp32 + glibc malloc tunables", {"GLIBC_TUNABLES": TUNABLES}, False),
+        ]
+        base = spawn(256, 32, "fp32", "ViT-B-32", a.device, a.steps)
+        print(
+            f"\nsame run, 256x256 cutn 32 ViT-B-32: plain fp32 {base['seconds_per_step']:.2f} s/step "
+            f"(matmul peak fp32 {base['peak_fp32']:.0f}, bf16 {base['peak_bf16']:.0f} GFLOP/s, "
+            f"{base['threads']} threads)"
+        )
+        for label, env, cl in extra:
+            r = spawn(256, 32, "fp32", "ViT-B-32", a.device, a.steps, env, channels_last=cl)
+            ratio = base["seconds_per_step"] / r["seconds_per_step"]
+            print(f"- {label}: {r['seconds_per_step']:.2f} s/step, {ratio:.2f}x")
+
+
+TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+
+if __name__ == "__main__":
+    main()

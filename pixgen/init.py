@@ -1,0 +1,109 @@
+"""Initial latents from images or noise, through the VQGAN encoder (loaded only for this)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from pixgen.errors import PixgenError
+from pixgen.settings import Settings
+from pixgen.vqgan import VQGANEncoder
+
+
+def load_encoder_for(settings: Settings) -> VQGANEncoder:
+    """The encoder that belongs to the run's VQGAN."""
+    from pixgen import vqgan
+
+    if settings.vqgan_config and settings.vqgan_ckpt:
+        return vqgan.load_encoder(settings.vqgan_config, settings.vqgan_ckpt)
+    if settings.vqgan == "tiny":
+        return vqgan.tiny_encoder()
+    if settings.vqgan == "shapes":
+        from pixgen.shapes.models import ENCODER_FILE
+
+        return vqgan.load_encoder_safetensors(ENCODER_FILE)
+    from pixgen.weights import ensure_vqgan
+
+    path = ensure_vqgan(settings.vqgan).with_name("encoder.safetensors")
+    if not path.is_file():
+        raise PixgenError(
+            f"VQGAN {settings.vqgan!r} has no encoder ({path} is missing), so it cannot "
+            "start from an image; re-import it from a checkpoint that includes the encoder"
+        )
+    return vqgan.load_encoder_safetensors(path)
+
+
+def fit_image(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """Resize to width x height: cover (fill, crop the centre), contain (fit, pad), stretch."""
+    if mode == "stretch":
+        return image.resize((width, height), Image.LANCZOS)
+    scale = (max if mode == "cover" else min)(width / image.width, height / image.height)
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    resized = image.resize((w, h), Image.LANCZOS)
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(resized, ((width - w) // 2, (height - h) // 2))
+    return canvas
+
+
+def _fade(t: Tensor) -> Tensor:
+    return t * t * t * (t * (t * 6 - 15) + 10)
+
+
+def _perlin_octave(height: int, width: int, size: int, generator: torch.Generator) -> Tensor:
+    """One octave of Perlin gradient noise with lattice spacing `size` pixels."""
+    gy, gx = math.ceil(height / size) + 1, math.ceil(width / size) + 1
+    angles = torch.rand(gy, gx, generator=generator) * 2 * math.pi
+    grads = torch.stack([angles.cos(), angles.sin()], -1)  # (gy, gx, 2) unit gradients
+    y, x = torch.arange(height) / size, torch.arange(width) / size
+    y0, x0 = y.floor().long(), x.floor().long()
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    dots = {}
+    for dy in (0, 1):
+        for dx in (0, 1):
+            g = grads[(y0 + dy)[:, None], (x0 + dx)[None, :]]  # (H, W, 2)
+            dots[dy, dx] = g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
+    u, v = _fade(fx), _fade(fy)
+    top = dots[0, 0] * (1 - u) + dots[0, 1] * u
+    bottom = dots[1, 0] * (1 - u) + dots[1, 1] * u
+    return top * (1 - v) + bottom * v
+
+
+def perlin(height: int, width: int, generator: torch.Generator, octaves: int = 4, cell: int = 32) -> Tensor:
+    """(height, width) fractal Perlin noise in about [-1, 1]: octaves halve in size and weight."""
+    out = sum(0.5**o * _perlin_octave(height, width, max(2, cell >> o), generator) for o in range(octaves))
+    return out / sum(0.5**o for o in range(octaves)) * 2
+
+
+def noise_image(kind: str, width: int, height: int, generator: torch.Generator) -> Tensor:
+    """(1, 3, height, width) in [0, 1]: uniform pixels, a random two-colour gradient, or Perlin."""
+    if kind == "pixels":
+        return torch.rand(1, 3, height, width, generator=generator)
+    if kind == "gradient":
+        a, b = torch.rand(2, 3, 1, 1, generator=generator)
+        angle = torch.rand((), generator=generator) * 2 * math.pi
+        y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        t = ((x * angle.cos() + y * angle.sin()) / 2 + 0.5).clamp(0, 1)
+        return (a * (1 - t) + b * t)[None]
+    return torch.stack([perlin(height, width, generator) for _ in range(3)])[None].mul(0.5).add(0.5).clamp(0, 1)
+
+
+@torch.no_grad()
+def encode(encoder: VQGANEncoder, image01: Tensor) -> Tensor:
+    """Image in [0, 1] -> continuous latent in codebook space."""
+    return encoder(image01 * 2 - 1)
+
+
+def initial_image(settings: Settings, width: int, height: int, generator: torch.Generator) -> Tensor | None:
+    """The init image or noise (1, 3, H, W) in [0, 1], or None for a codebook init."""
+    if settings.init_image:
+        from pixgen.images import open_rgb
+
+        img = fit_image(open_rgb(settings.init_image), width, height, settings.init_fit)
+        return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    if settings.init_noise:
+        return noise_image(settings.init_noise, width, height, generator)
+    return None

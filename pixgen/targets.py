@@ -1,0 +1,110 @@
+"""What CLIP steers toward: text, negative, image and noise prompts, and story-mode phases.
+Every target is encoded once, without gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pixgen.prompts import Prompt, parse_prompts
+from pixgen.scorer import ClipScorer
+from pixgen.settings import Settings, split_weight
+
+
+@dataclass
+class Targets:
+    """Prompt embeddings and their weights and stops."""
+
+    embeds: Tensor  # (P, D) unit vectors
+    weights: Tensor  # (P,)
+    stops: Tensor  # (P,)
+
+    @classmethod
+    def from_prompts(cls, scorer: ClipScorer, prompts: list[Prompt]) -> Targets:
+        device = scorer.mean.device
+        return cls(
+            scorer.encode_text([p.text for p in prompts]).float(),
+            torch.tensor([p.weight for p in prompts], device=device),
+            torch.tensor([p.stop for p in prompts], device=device),
+        )
+
+    def __add__(self, other: Targets) -> Targets:
+        return Targets(
+            torch.cat([self.embeds, other.embeds]),
+            torch.cat([self.weights, other.weights]),
+            torch.cat([self.stops, other.stops]),
+        )
+
+
+@dataclass
+class Schedule:
+    """Story mode: phase k of the prompt ("a ^ b ^ c") is the target during its share of steps."""
+
+    phases: list[Targets]
+    every: int  # steps per phase; 0 spreads the phases evenly over `iterations`
+    iterations: int
+
+    def phase(self, step: int) -> int:
+        """Phase index for 1-based `step`."""
+        n = len(self.phases)
+        if self.every:
+            return min((step - 1) // self.every, n - 1)
+        return min((step - 1) * n // max(self.iterations, 1), n - 1)
+
+    def __call__(self, step: int) -> Targets:
+        return self.phases[self.phase(step)]
+
+
+@torch.no_grad()
+def image_prompt(scorer: ClipScorer, path: str, seed: int, cutn: int = 16) -> Tensor:
+    """One unit embedding for an image: the mean over augmented cutouts of it."""
+    from pixgen.cutouts import Cutouts
+    from pixgen.images import open_rgb, to_clip_tensor
+
+    image = open_rgb(path)
+    side = max(scorer.input_size, min(image.size))
+    x = to_clip_tensor(image, side)[None].to(scorer.mean.device)
+    cuts = Cutouts(scorer.input_size, cutn, cut_min=0.5, augment=["flip", "affine"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        embeds = scorer.encode_image(cuts(x, torch.Generator().manual_seed(seed))).float()
+    return F.normalize(embeds.mean(0), dim=-1)
+
+
+def noise_prompt(dim: int, seed: int) -> Tensor:
+    """A random unit direction in CLIP space, reproducible from its seed."""
+    return F.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def build_schedule(settings: Settings, scorer: ClipScorer) -> Schedule:
+    """All targets of a run: each story phase plus the negatives, image and noise prompts."""
+    device = scorer.mean.device
+    extra = []
+    if settings.negative:
+        extra.append(Targets.from_prompts(scorer, [Prompt(t, -1.0) for t in settings.negative]))
+    side = []
+    for i, item in enumerate(settings.image_prompts):
+        path, w = split_weight(item, "image_prompts")
+        side.append((image_prompt(scorer, path, seed=settings.seed + i), w))
+    for item in settings.noise_prompts:
+        seed, w = split_weight(item, "noise_prompts")
+        dim = extra[0].embeds.shape[1] if extra else scorer.encode_text(["x"]).shape[1]
+        side.append((noise_prompt(dim, int(seed)).to(device), w))
+    if side:
+        extra.append(
+            Targets(
+                torch.stack([e for e, _ in side]).to(device),
+                torch.tensor([w for _, w in side], device=device),
+                torch.full((len(side),), float("-inf"), device=device),
+            )
+        )
+    phases = []
+    for phrase in settings.prompt.split("^"):
+        t = Targets.from_prompts(scorer, parse_prompts(phrase))
+        for e in extra:
+            t = t + e
+        phases.append(t)
+    return Schedule(phases, settings.change_prompt_every, settings.iterations)
