@@ -181,6 +181,7 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fidelity", action="store_true")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick-grid", action="store_true", help="only the --sizes x --cutns given")
     p.add_argument("--sizes", default="128,256,384")
     p.add_argument("--cutns", default="8,16,32,64")
     p.add_argument("--paths", default="fp32,bf16")
@@ -191,6 +192,8 @@ def main() -> None:
     sizes = [int(x) for x in a.sizes.split(",")]
     cutns = [int(x) for x in a.cutns.split(",")]
     grid = [(256, 32)] if a.quick else sorted({(256, c) for c in cutns} | {(s, 32) for s in sizes})
+    if a.quick_grid:
+        grid = [(s, c) for s in sizes for c in cutns]
     paths = a.paths.split(",")
     print(f"device {a.device}; {a.steps} timed steps after 1 warm-up; each row in its own process")
     print(
@@ -199,7 +202,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [(s, c, "ViT-B-32", {}) for s, c in grid]
-    if not a.quick:
+    if not (a.quick or a.quick_grid):
         rows.append((256, 32, "ViT-B-16", {}))
     for size, cutn, clip, _ in rows:
         base = None

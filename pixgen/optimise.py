@@ -35,13 +35,16 @@ class Step:
 def init_latent(
     decoder: VQGANDecoder, width: int, height: int, generator: torch.Generator, mode: str = "tokens"
 ) -> Tensor:
-    """A latent of random codebook entries (tokens) or one random entry everywhere (flat).
+    """The starting latent: random codebook entries (tokens), one random entry everywhere (flat),
+    or the codebook's mean everywhere (mean: a neutral start that favours no colour).
 
     Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
     """
     f = decoder.factor
     h, w = height // f, width // f
     n = decoder.codebook.shape[0]
+    if mode == "mean":
+        return decoder.codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
     if mode == "flat":
         codes = torch.randint(n, (1, 1, 1), generator=generator).expand(1, h, w)
     else:

@@ -17,7 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PRESETS_DIR = PACKAGE_DIR / "configs" / "presets"
 
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
-INITS = ("tokens", "flat")
+INITS = ("tokens", "flat", "mean")
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "radam")
@@ -45,7 +45,7 @@ class Settings:
     image_prompts: list[str] = field(default_factory=list)  # PATH[:weight]
     noise_prompts: list[str] = field(default_factory=list)  # SEED[:weight]
     change_prompt_every: int = 0  # story mode "a ^ b": steps per phrase; 0 spreads them evenly
-    init: str = "tokens"  # tokens: random codebook entries; flat: one random colour everywhere
+    init: str = "tokens"  # tokens: random codebook entries; flat: one random entry everywhere; mean
     init_image: str | None = None
     init_fit: str = "cover"  # how the init image fits the size: cover, contain, stretch
     init_noise: str | None = None  # pixels, gradient or perlin noise, encoded as the init

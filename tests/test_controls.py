@@ -26,7 +26,7 @@ def _run(tmp_path, preset="smoke", **kw):
 def test_symmetry_weight_makes_the_image_more_symmetric(tmp_path):
     kw = dict(preset="shapes", prompt="a yellow triangle on a black background", iterations=40)
     plain = _run(tmp_path / "a", **kw)
-    sym = _run(tmp_path / "b", symmetry="horizontal", symmetry_weight=5.0, **kw)
+    sym = _run(tmp_path / "b", symmetry="horizontal", symmetry_weight=50.0, **kw)
     assert symmetry(sym).item() < 0.7 * symmetry(plain).item()
 
 

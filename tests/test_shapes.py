@@ -76,3 +76,35 @@ def test_generation_follows_held_out_colour_prompts(cli, tmp_path, combo):
     (run,) = tmp_path.iterdir()
     got = judge(np.asarray(Image.open(run / "final.png").convert("RGB")))
     assert (got.background, got.colour) == (combo.background, combo.colour)
+
+
+def _gen(tmp_path, prompt, **kw):
+    from pixgen import api
+    from pixgen.settings import load_settings
+
+    s = load_settings(preset="shapes", overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp_path), gif=False,
+                                                      save_every=0, **kw))
+    return np.asarray(Image.open(api.generate(s).image).convert("RGB")).astype(np.float32)
+
+
+def test_image_prompt_moves_toward_a_green_square(tmp_path):
+    """An image prompt of a rendered green square pulls the image's colour toward green."""
+    square = world.render(world.Combo("square", "green", "white"), 32, 32, 36)
+    Image.fromarray(square).save(tmp_path / "sq.png")
+    plain = _gen(tmp_path / "a", "a shape")
+    steered = _gen(tmp_path / "b", "a shape", image_prompts=[f"{tmp_path / 'sq.png'}:2"])
+    green = np.array(world.COLOURS["green"], np.float32)
+    dist = lambda img: np.linalg.norm(img - green, axis=-1).min(axis=None)  # noqa: E731
+    share = lambda img: (np.linalg.norm(img - green, axis=-1) < 90).mean()  # noqa: E731
+    assert share(steered) > share(plain) and dist(steered) <= dist(plain)
+
+
+def test_negative_red_lowers_red_content(tmp_path):
+    prompt = "a circle on a white background"
+    plain = _gen(tmp_path / "a", prompt)
+    neg = _gen(tmp_path / "b", prompt, negative=["red"])
+    red = np.array(world.COLOURS["red"], np.float32)
+    share = lambda img: (np.linalg.norm(img - red, axis=-1) < 100).mean()  # noqa: E731
+    assert share(neg) <= share(plain)
+    redness = lambda img: (img[..., 0] - img[..., 1:].mean(-1)).mean()  # noqa: E731
+    assert redness(neg) < redness(plain)

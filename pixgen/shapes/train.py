@@ -54,7 +54,7 @@ def train_vqgan(steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1
         z = enc(x)
         if step == 0:  # data-dependent init: codes start on real encoder outputs
             flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-            quant.embedding.weight.data.copy_(flat[torch.randperm(len(flat))[: arch.n_embed]])
+            quant.embedding.weight.data.copy_(flat[torch.randint(len(flat), (arch.n_embed,))])
         zq, vq_loss, (_, _, idx) = quant(z)
         rec = dec(zq)
         mse = F.mse_loss(rec, x)
