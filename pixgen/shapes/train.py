@@ -54,7 +54,12 @@ def train_vqgan(steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1
         z = enc(x)
         if step == 0:  # data-dependent init: codes start on real encoder outputs
             flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-            quant.embedding.weight.data.copy_(flat[torch.randint(len(flat), (arch.n_embed,))])
+            pick = (
+                torch.randperm(len(flat))[: arch.n_embed]
+                if len(flat) >= arch.n_embed
+                else torch.randint(len(flat), (arch.n_embed,))
+            )  # tiny batches (tests) reuse vectors
+            quant.embedding.weight.data.copy_(flat[pick])
         zq, vq_loss, (_, _, idx) = quant(z)
         rec = dec(zq)
         mse = F.mse_loss(rec, x)
@@ -150,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     a = p.parse_args(argv)
     if a.model == "vqgan":
-        info = train_vqgan(a.steps or 2000, a.seed, a.out)
+        info = train_vqgan(a.steps or 2500, a.seed, a.out)
     else:
-        info = train_clip(a.steps or 3000, a.seed, a.out)
+        info = train_clip(a.steps or 2500, a.seed, a.out)
     print(info)
 
 

@@ -1,0 +1,64 @@
+"""Regenerate the README's gallery of controls on the offline shapes models.
+
+.venv/bin/python docs/make_gallery.py      # writes docs/gallery/*.png (each 64x64, shown at 128)
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pixgen import api  # noqa: E402
+from pixgen.settings import load_settings  # noqa: E402
+from pixgen.shapes import world  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "gallery"
+
+EXAMPLES = [
+    ("plain", "a red circle on a blue background", {}),
+    ("negative", "a circle on a white background", {"negative": ["red"]}),
+    ("story", "a yellow square on a black background ^ a red circle on a blue background", {}),
+    ("symmetry", "a green triangle on a white background", {"symmetry": "horizontal", "symmetry_weight": 50.0}),
+    ("palette", "a square on a background", {"palette": ["#e61e1e", "#fafafa"], "palette_weight": 5.0}),
+    ("image_prompt", "a shape", {"image_prompts": ["{square}:2"]}),
+    ("init_image", "a blue background with a red circle", {"init_image": "{square}", "init_weight": 5.0}),
+]
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pixgen-gallery-"))
+    square = tmp / "green_square.png"
+    Image.fromarray(world.render(world.Combo("square", "green", "white"), 32, 32, 36)).save(square)
+    shutil.copyfile(square, OUT / "input_green_square.png")
+    for name, prompt, extra in EXAMPLES:
+        extra = {
+            k: (
+                [v.format(square=square) for v in val]
+                if isinstance(val, list)
+                else val.format(square=square)
+                if isinstance(val, str)
+                else val
+            )
+            for k, val in extra.items()
+        }
+        s = load_settings(
+            preset="shapes",
+            overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp), gif=False, save_every=0, **extra),
+        )
+        image = Image.open(api.generate(s).image)
+        image.resize((128, 128), Image.NEAREST).save(OUT / f"{name}.png")
+        print(f"{name}: {prompt!r} {extra}")
+    sheet = np.concatenate([np.asarray(Image.open(OUT / f"{n}.png").convert("RGB")) for n, _, _ in EXAMPLES], 1)
+    Image.fromarray(sheet).save(OUT / "controls.png")
+
+
+if __name__ == "__main__":
+    main()
