@@ -102,7 +102,11 @@ def one(args) -> dict:
         next(loop.run(loop.step + 1))
     out["gflop"] = counter.get_total_flops() / 1e9
     out["peak_fp32"] = matmul_peak(torch.float32, device)
-    out["peak_bf16"] = matmul_peak(torch.bfloat16, device)
+    # without native bf16 (AVX2-only CPUs) a bf16 matmul is emulated and ~150x slower: keep it small
+    from pixgen.device import cpu_has_fast_bf16
+
+    small = device.type == "cpu" and not cpu_has_fast_bf16()
+    out["peak_bf16"] = matmul_peak(torch.bfloat16, device, n=512 if small else 2048, reps=2 if small else 10)
     if args.fidelity and clip_dtype is not None:
         out["grad_cosine"] = grad_cosine(loop, clip_dtype)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -184,7 +184,9 @@ def load_vqgan(config: str | Path, ckpt: str | Path) -> VQGANDecoder:
     arch = read_config(config)
     sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
     dec, _ = split_state_dict(sd, arch)
-    return load_strict(VQGANDecoder(arch), dec, f"VQGAN checkpoint {ckpt}").eval()
+    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        module = VQGANDecoder(arch)
+    return load_strict(module, dec, f"VQGAN checkpoint {ckpt}").eval()
 
 
 def save_safetensors(path: str | Path, module: nn.Module, arch: VQGANArch, dtype=None) -> None:
@@ -218,7 +220,9 @@ def _load_safetensors(cls, path: str | Path, what: str) -> nn.Module:
         raise
     except Exception as e:
         raise PixgenError(f"VQGAN {what} weights {path} are unreadable: {str(e).splitlines()[0]}") from None
-    return load_strict(cls(arch), sd, f"VQGAN {what} weights {path}").eval()
+    with torch.device("meta"):  # no random init: every tensor comes from the file (assign=True)
+        module = cls(arch)
+    return load_strict(module, sd, f"VQGAN {what} weights {path}").eval()
 
 
 def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
