@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/pixgen "a red circle on a blue background" --preset shapes
+	$(BIN)/pixgen "a red circle on a blue background" --preset shapes --seed 2
 
 test: install
 	$(BIN)/python -m pytest -q -m "not gpu"

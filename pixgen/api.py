@@ -82,7 +82,7 @@ def check_memory(models, width: int, height: int, cutn: int, device: torch.devic
         side = int(side * 0.8)
     raise PixgenError(
         f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
-        f"only {have / 2**30:.1f} GiB is free; about {side}x{side} would fit"
+        f"only {have / 2**30:.1f} GiB is free; about {side}x{side} would fit (--force runs it anyway)"
     )
 
 
@@ -98,6 +98,7 @@ def generate(
     on_step: Callable | None = None,
     run_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
+    force: bool = False,
 ) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
@@ -106,6 +107,7 @@ def generate(
     `run_dir` names the run folder (it must not exist yet); by default a new dated folder.
     `should_stop()` is asked after every step; when it says yes the run saves what it has
     (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
+    `force` skips the memory check that refuses runs estimated not to fit.
     """
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
@@ -121,7 +123,8 @@ def generate(
     if models is None:
         models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
     width, height = fit_size(settings, models.decoder.factor)
-    check_memory(models, width, height, settings.cutn, device)
+    if not force:
+        check_memory(models, width, height, settings.cutn, device)
     resolved = dict(
         settings.to_dict(),
         size=[width, height],

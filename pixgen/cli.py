@@ -78,6 +78,7 @@ def generate(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run even if the memory estimate says it won't fit.")] = False,
     candidates: Annotated[
         int, typer.Option("--candidates", help="Generate N images (seeds seed..seed+N-1), rank them by CLIP score.")
     ] = 1,
@@ -173,7 +174,7 @@ def generate(
     if seeds or candidates != 1:
         _generate_candidates(settings, candidates, seeds, json_out)
         return
-    result = _run_with_progress(settings, quiet=json_out)
+    result = _run_with_progress(settings, quiet=json_out, force=force)
     if json_out:
         typer.echo(
             json.dumps(
@@ -298,14 +299,14 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None):
+def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, force: bool = False):
     """Run generate() (or resume()) with a rich progress bar and graceful Ctrl-C."""
     from pixgen import api
 
     with _progress(quiet) as on_step, _StopOnSignal() as stop:
         if resume_dir is not None:
             return api.resume(resume_dir, on_step=on_step, should_stop=stop)
-        return api.generate(settings, on_step=on_step, should_stop=stop)
+        return api.generate(settings, on_step=on_step, should_stop=stop, force=force)
 
 
 @app.command()

@@ -189,3 +189,13 @@ def test_help_is_fast_and_does_not_import_torch():
 def test_presets_listed(cli):
     code, out, _ = cli("presets")
     assert code == 0 and "smoke" in out
+
+
+def test_force_overrides_the_memory_check(cli, tmp_path, monkeypatch):
+    import pixgen.api
+
+    monkeypatch.setattr(pixgen.api, "available_bytes", lambda device: 1)  # pretend memory is full
+    code, _, err = cli("a cat", *SMOKE, "-i", "1", "-o", tmp_path / "a")
+    assert code == 2 and "would fit" in err and "--force" in err
+    code, _, err = cli("a cat", *SMOKE, "-i", "1", "-o", tmp_path / "b", "--force")
+    assert code == 0, err

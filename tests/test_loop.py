@@ -5,9 +5,9 @@ import torch
 from pixgen.cutouts import Cutouts
 from pixgen.models import Models
 from pixgen.optimise import init_latent, optimise
-from pixgen.targets import Targets
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
+from pixgen.targets import Targets
 from pixgen.vqgan import tiny_decoder
 
 
