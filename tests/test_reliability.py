@@ -129,9 +129,12 @@ def test_kill_9_never_leaves_a_truncated_file(tmp_path):
     rng = random.Random(0)
     cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=60", "--save-every", "1",
            "-o", str(tmp_path)]
-    for _ in range(4):
+    for i in range(4):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 6.0))
+        deadline = time.time() + 180  # wait until this run is writing frames (slow machines too)
+        while time.time() < deadline and len(list(tmp_path.glob("*/frames/*.png"))) <= i:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))  # then kill at a random moment of the writing
         proc.kill()
         proc.wait()
     checked = 0
