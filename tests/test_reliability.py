@@ -67,7 +67,7 @@ def test_resume_refuses_finished_or_foreign_folders(tmp_path):
 
 
 def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
-    cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=400", "--save-every", "1",
+    cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=60", "--save-every", "1",
            "-o", str(tmp_path), "--seed", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -83,7 +83,7 @@ def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pixgen", "resume", str(run), "--json"], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads((run / "run.json").read_text())["steps_done"] == 400
+    assert json.loads((run / "run.json").read_text())["steps_done"] == 60
 
 
 class _Flaky(torch.nn.Module):
