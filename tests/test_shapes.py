@@ -100,11 +100,10 @@ def test_image_prompt_moves_toward_a_green_square(tmp_path):
 
 
 def test_negative_red_lowers_red_content(tmp_path):
-    prompt = "a circle on a white background"
+    """Against the same seed, a negative prompt "red" removes red pixels the prompt asked for."""
+    prompt = "a red square on a white background"
     plain = _gen(tmp_path / "a", prompt)
     neg = _gen(tmp_path / "b", prompt, negative=["red"])
     red = np.array(world.COLOURS["red"], np.float32)
     share = lambda img: (np.linalg.norm(img - red, axis=-1) < 100).mean()  # noqa: E731
-    assert share(neg) <= share(plain)
-    redness = lambda img: (img[..., 0] - img[..., 1:].mean(-1)).mean()  # noqa: E731
-    assert redness(neg) < redness(plain)
+    assert share(neg) < 0.5 * share(plain)
