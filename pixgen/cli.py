@@ -175,6 +175,11 @@ def generate(
         _generate_candidates(settings, candidates, seeds, json_out)
         return
     result = _run_with_progress(settings, quiet=json_out, force=force)
+    _report(result, json_out)
+
+
+def _report(result, json_out: bool) -> None:
+    """One JSON object on stdout for scripts, or one line on stderr for people."""
     if json_out:
         typer.echo(
             json.dumps(
@@ -546,19 +551,7 @@ def reproduce(
 
     settings = settings_from_png(image, output_dir=output_dir, device=device)
     result = _run_with_progress(settings, quiet=json_out)
-    if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": str(result.run_dir),
-                    "image": str(result.image),
-                    "seed": result.seed,
-                    "seconds": round(result.seconds, 3),
-                }
-            )
-        )
-    else:
-        typer.echo(f"saved {result.image} (seed {result.seed})", err=True)
+    _report(result, json_out)
 
 
 @app.command()
@@ -568,19 +561,7 @@ def resume(
 ):
     """Continue an interrupted run to its planned number of steps, in its own folder."""
     result = _run_with_progress(None, quiet=json_out, resume_dir=run_dir)
-    if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": str(result.run_dir),
-                    "image": str(result.image),
-                    "seed": result.seed,
-                    "seconds": round(result.seconds, 3),
-                }
-            )
-        )
-    else:
-        typer.echo(f"saved {result.image} (seed {result.seed})", err=True)
+    _report(result, json_out)
 
 
 @app.command(
