@@ -24,18 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-F16 = dict(
-    double_z=False,
-    z_channels=256,
-    resolution=256,
-    in_channels=3,
-    out_ch=3,
-    ch=128,
-    ch_mult=[1, 1, 2, 2, 4],
-    num_res_blocks=2,
-    attn_resolutions=[16],
-    dropout=0.0,
-)
+from pixgen.vqgan import IMAGENET_F16_DDCONFIG  # noqa: E402
+
+F16 = IMAGENET_F16_DDCONFIG
 
 
 def matmul_peak(dtype, device, n: int = 2048, reps: int = 10) -> float:

@@ -24,21 +24,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixgen.scorer import build_clip  # noqa: E402
-from pixgen.vqgan import VQGANArch  # noqa: E402
+from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch  # noqa: E402
 from tests.conftest import taming_state_dict, taming_yaml  # noqa: E402
 
-F16 = dict(
-    double_z=False,
-    z_channels=256,
-    resolution=256,
-    in_channels=3,
-    out_ch=3,
-    ch=128,
-    ch_mult=[1, 1, 2, 2, 4],
-    num_res_blocks=2,
-    attn_resolutions=[16],
-    dropout=0.0,
-)
+F16 = IMAGENET_F16_DDCONFIG
 
 
 def run(cmd: list[str], env: dict, out: Path) -> tuple[float, float]:

@@ -247,6 +247,20 @@ def load_encoder(config: str | Path, ckpt: str | Path) -> VQGANEncoder:
     return load_strict(VQGANEncoder(arch), enc, f"VQGAN checkpoint {ckpt} (encoder)").eval()
 
 
+# The decoder/encoder config of the taming f16 VQGANs (imagenet 1024/16384, wikiart, Net2Net first stages).
+IMAGENET_F16_DDCONFIG = dict(
+    double_z=False,
+    z_channels=256,
+    resolution=256,
+    in_channels=3,
+    out_ch=3,
+    ch=128,
+    ch_mult=[1, 1, 2, 2, 4],
+    num_res_blocks=2,
+    attn_resolutions=[16],
+    dropout=0.0,
+)
+
 TINY_ARCH = VQGANArch(
     kind="vq",
     embed_dim=32,

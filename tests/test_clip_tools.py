@@ -20,7 +20,8 @@ def gallery(tmp_path_factory):
     others = [c for c in world.TRAIN_COMBOS if c.colour != "red"][::7][:8]
     for i in range(4):
         Image.fromarray(world.sample(rng, world.Combo("circle", "red", ["blue", "white", "green", "black"][i]))).save(
-            root / f"red_circle_{i}.png")
+            root / f"red_circle_{i}.png"
+        )
     for i, c in enumerate(others):
         Image.fromarray(world.sample(rng, c)).save(root / f"other_{i}.png")
     (root / "notes.txt").write_text("not an image")
@@ -36,8 +37,9 @@ def test_classify_colours_of_rendered_shapes(cli, tmp_path):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(world.sample(rng, c)).save(paths[-1])
     labels = ",".join(world.COLOURS)
-    code, out, err = cli("classify", *paths, "--labels", labels, "--template", "a {} shape", "--clip", "shapes",
-                         "--json")
+    code, out, err = cli(
+        "classify", *paths, "--labels", labels, "--template", "a {} shape", "--clip", "shapes", "--json"
+    )
     assert code == 0, err
     rows = json.loads(out)
     right = sum(r["label"] == c.colour for r, c in zip(rows, combos, strict=True))
@@ -59,20 +61,33 @@ def test_search_ranks_red_circles_first_and_caches(cli, gallery):
 
 
 def test_score_table_and_json(cli, gallery):
-    code, out, err = cli("score", gallery / "red_circle_0.png", gallery / "other_0.png", "--prompt", "a red circle",
-                         "--prompt", "a green square", "--clip", "shapes", "--json")
+    code, out, err = cli(
+        "score",
+        gallery / "red_circle_0.png",
+        gallery / "other_0.png",
+        "--prompt",
+        "a red circle",
+        "--prompt",
+        "a green square",
+        "--clip",
+        "shapes",
+        "--json",
+    )
     assert code == 0, err
     rows = json.loads(out)
     assert rows[0]["scores"]["a red circle"] > rows[1]["scores"]["a red circle"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("classify", "x.png", "--labels", "cat"), "at least two labels"),
-    (("classify", "/nope.png", "--labels", "cat,dog"), "/nope.png"),
-    (("score", "/nope.png", "--prompt", "a cat"), "/nope.png"),
-    (("search", "/nope", "a cat"), "not a folder"),
-    (("classify", "x.png", "--labels", "a,b", "--template", "no slot"), "template"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("classify", "x.png", "--labels", "cat"), "at least two labels"),
+        (("classify", "/nope.png", "--labels", "cat,dog"), "/nope.png"),
+        (("score", "/nope.png", "--prompt", "a cat"), "/nope.png"),
+        (("search", "/nope", "a cat"), "not a folder"),
+        (("classify", "x.png", "--labels", "a,b", "--template", "no slot"), "template"),
+    ],
+)
 def test_clip_tool_bad_input(cli, args, needle):
     code, _, err = cli(*args, "--clip", "shapes")
     assert code == 2 and needle in err and "Traceback" not in err

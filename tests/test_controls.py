@@ -17,8 +17,7 @@ from tests.conftest import SMOKE
 
 
 def _run(tmp_path, preset="smoke", **kw):
-    base = dict(prompt="a red house", seed=2, iterations=30, save_every=0, gif=False, cutn=4,
-                output_dir=str(tmp_path))
+    base = dict(prompt="a red house", seed=2, iterations=30, save_every=0, gif=False, cutn=4, output_dir=str(tmp_path))
     r = api.generate(load_settings(preset=preset, overrides=dict(base, **kw)))
     return torch.from_numpy(np.asarray(Image.open(r.image), dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
@@ -71,9 +70,16 @@ def test_story_mode_switches_at_the_right_steps():
 def test_negative_image_and_noise_prompts_become_targets(tmp_path):
     Image.new("RGB", (40, 30), (0, 200, 0)).save(tmp_path / "green.png")
     scorer = load_clip("tiny")
-    s = load_settings(preset="smoke", overrides=dict(
-        prompt="a cat ^ a dog:2", seed=1, negative=["blurry"], image_prompts=[f"{tmp_path / 'green.png'}:0.5"],
-        noise_prompts=["7:0.25"]))
+    s = load_settings(
+        preset="smoke",
+        overrides=dict(
+            prompt="a cat ^ a dog:2",
+            seed=1,
+            negative=["blurry"],
+            image_prompts=[f"{tmp_path / 'green.png'}:0.5"],
+            noise_prompts=["7:0.25"],
+        ),
+    )
     sched = build_schedule(s, scorer)
     assert len(sched.phases) == 2
     t = sched.phases[1]

@@ -13,8 +13,16 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_run_is_finite_and_reproducible(tmp_path, precision):
-    s = load_settings(preset="shapes", overrides=dict(prompt="a red circle on a blue background", seed=1,
-                                                      device="cuda", precision=precision, output_dir=str(tmp_path)))
+    s = load_settings(
+        preset="shapes",
+        overrides=dict(
+            prompt="a red circle on a blue background",
+            seed=1,
+            device="cuda",
+            precision=precision,
+            output_dir=str(tmp_path),
+        ),
+    )
     a, b = api.generate(s), api.generate(s)
     assert all(np.isfinite(a.losses))
     pa, pb = np.asarray(Image.open(a.image)), np.asarray(Image.open(b.image))

@@ -9,9 +9,7 @@ from pixgen.ops import clamp_with_grad, nearest_codes, quantize_st
 def test_spherical_distance_known_angles():
     a = torch.tensor([[1.0, 0.0]])
     assert spherical_distance(a, a).item() == 0
-    assert math.isclose(
-        spherical_distance(a, torch.tensor([[0.0, 3.0]])).item(), math.pi**2 / 8, rel_tol=1e-5
-    )
+    assert math.isclose(spherical_distance(a, torch.tensor([[0.0, 3.0]])).item(), math.pi**2 / 8, rel_tol=1e-5)
     assert math.isclose(spherical_distance(a, -a).item(), math.pi**2 / 2, rel_tol=1e-5)
 
 

@@ -41,9 +41,7 @@ def test_multi_prompts_split_on_pipe():
     assert [p.weight for p in ps] == [1.0, 0.5, -1.0]
 
 
-@pytest.mark.parametrize(
-    "spec", ["", "   ", "a | ", " | b", ":2", "cat:1:2:3", "cat:0", "cat:1e999", "x\x00y"]
-)
+@pytest.mark.parametrize("spec", ["", "   ", "a | ", " | b", ":2", "cat:1:2:3", "cat:0", "cat:1e999", "x\x00y"])
 def test_bad_prompts_raise_pixgen_error(spec):
     with pytest.raises(PixgenError):
         parse_prompts(spec)

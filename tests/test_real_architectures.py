@@ -8,13 +8,12 @@ import torch
 
 from pixgen.models import load_decoder
 from pixgen.scorer import build_clip, load_clip
-from pixgen.vqgan import VQGANArch
+from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch
 from tests.conftest import taming_state_dict, write_taming
 
 pytestmark = pytest.mark.slow
 
-F16 = dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
-           ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0)
+F16 = IMAGENET_F16_DDCONFIG
 F8_GUMBEL = dict(F16, ch_mult=[1, 1, 2, 4], attn_resolutions=[32])
 
 REAL = {

@@ -67,8 +67,21 @@ def test_resume_refuses_finished_or_foreign_folders(tmp_path):
 
 
 def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
-    cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=60", "--save-every", "1",
-           "-o", str(tmp_path), "--seed", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixgen",
+        "a cat",
+        *SMOKE,
+        "--set",
+        "iterations=60",
+        "--save-every",
+        "1",
+        "-o",
+        str(tmp_path),
+        "--seed",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("*/frames/000002.png")):
@@ -80,8 +93,9 @@ def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
     (run,) = tmp_path.iterdir()
     assert read_png_metadata(run / "final.png")["interrupted"] is True
     assert (run / "progress.gif").is_file() and (run / "state.safetensors").is_file()
-    done = subprocess.run([sys.executable, "-m", "pixgen", "resume", str(run), "--json"], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pixgen", "resume", str(run), "--json"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "run.json").read_text())["steps_done"] == 60
 
@@ -127,8 +141,19 @@ def test_repeated_nan_stops_with_the_last_good_image(tmp_path):
 
 def test_kill_9_never_leaves_a_truncated_file(tmp_path):
     rng = random.Random(0)
-    cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=60", "--save-every", "1",
-           "-o", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixgen",
+        "a cat",
+        *SMOKE,
+        "--set",
+        "iterations=60",
+        "--save-every",
+        "1",
+        "-o",
+        str(tmp_path),
+    ]
     for i in range(4):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 180  # wait until this run is writing frames (slow machines too)

@@ -82,8 +82,9 @@ def _gen(tmp_path, prompt, **kw):
     from pixgen import api
     from pixgen.settings import load_settings
 
-    s = load_settings(preset="shapes", overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp_path), gif=False,
-                                                      save_every=0, **kw))
+    s = load_settings(
+        preset="shapes", overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp_path), gif=False, save_every=0, **kw)
+    )
     return np.asarray(Image.open(api.generate(s).image).convert("RGB")).astype(np.float32)
 
 

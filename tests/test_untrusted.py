@@ -43,14 +43,23 @@ def test_set_and_settings_loader_return_settings_or_pixgen_error(items):
         pass
 
 
-yaml_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                           max_leaves=6)
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["prompt", "size", "iterations", "lr", "seed", "augment", "cutn", "bogus",
-                                        "device", "init", "save_every"]), yaml_values, max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["prompt", "size", "iterations", "lr", "seed", "augment", "cutn", "bogus", "device", "init", "save_every"]
+        ),
+        yaml_values,
+        max_size=5,
+    )
+)
 def test_job_mappings_give_settings_or_pixgen_error(job):
     try:
         load_settings(overrides=dict({"prompt": "x"}, **job))
@@ -81,8 +90,9 @@ def test_slugs_are_safe_and_bounded(text):
     assert 0 < len(slug) <= 60
 
 
-@pytest.mark.parametrize("prompt", ["../../etc/x", "/etc/passwd", "a\x00b", "x" * 10_000, "🎨🖌️", "שלום עולם",
-                                    "..", "CON", ""])
+@pytest.mark.parametrize(
+    "prompt", ["../../etc/x", "/etc/passwd", "a\x00b", "x" * 10_000, "🎨🖌️", "שלום עולם", "..", "CON", ""]
+)
 def test_run_folders_stay_inside_the_output_dir(tmp_path, prompt):
     run = make_run_dir(tmp_path, prompt)
     assert run.parent == tmp_path and len(run.name) < 100

@@ -129,8 +129,18 @@ def test_two_concurrent_downloads_of_one_file_agree(server, tmp_path):
 
 
 def _registry_for(server, name="tinygan"):
-    return {"vqgan": {name: {"target": "VQModel", "approx_size_mb": 1, "license": "MIT", "description": "t",
-                             "config": [server.url + "/model.yaml"], "ckpt": [server.url + "/last.ckpt"]}}}
+    return {
+        "vqgan": {
+            name: {
+                "target": "VQModel",
+                "approx_size_mb": 1,
+                "license": "MIT",
+                "description": "t",
+                "config": [server.url + "/model.yaml"],
+                "ckpt": [server.url + "/last.ckpt"],
+            }
+        }
+    }
 
 
 def test_registry_model_downloads_converts_and_is_reused(server, tmp_path, monkeypatch):
@@ -178,8 +188,22 @@ def test_cli_models_import_info_and_generate(cli, tmp_path):
     assert code == 0, err
     code, out, _ = cli("models", "info", "mine")
     assert code == 0 and "codebook: 64 x 32" in out and "factor: 2" in out
-    code, _, err = cli("a cat", "--set", "vqgan=mine", "--clip", "tiny", "-s", "16x16", "-i", "2",
-                       "--cutn", "2", "-o", tmp_path / "o", "--offline")
+    code, _, err = cli(
+        "a cat",
+        "--set",
+        "vqgan=mine",
+        "--clip",
+        "tiny",
+        "-s",
+        "16x16",
+        "-i",
+        "2",
+        "--cutn",
+        "2",
+        "-o",
+        tmp_path / "o",
+        "--offline",
+    )
     assert code == 0, err
 
 
