@@ -57,7 +57,7 @@ def one(args) -> dict:
 
     from pixgen.cutouts import Cutouts
     from pixgen.device import resolve_device, resolve_precision
-    from pixgen.optimise import Loop, init_latent
+    from pixgen.optimise import ClipTerm, Loop, init_latent
     from pixgen.prompts import parse_prompts
     from pixgen.scorer import build_clip
     from pixgen.settings import Settings
@@ -80,7 +80,7 @@ def one(args) -> dict:
         z = z.contiguous(memory_format=torch.channels_last)
     targets = Targets.from_prompts(scorer, parse_prompts("a watercolor portrait of a teacher"))
     cut = Cutouts(scorer.input_size, args.cutn, 1.0, 0.0, Settings().augment, 0.1)
-    loop = Loop(decoder, scorer, targets, cut, z, g, 0.1, clip_dtype=clip_dtype)
+    loop = Loop(decoder, [ClipTerm(scorer, cut, targets)], z, g, 0.1, clip_dtype=clip_dtype)
     print("READY", flush=True)
     times = []
     for step in loop.run(args.steps + 1):

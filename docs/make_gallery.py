@@ -29,7 +29,11 @@ EXAMPLES = [
     ("palette", "a square on a background", {"palette": ["#e61e1e", "#fafafa"], "palette_weight": 5.0}),
     ("image_prompt", "a shape", {"image_prompts": ["{square}:2"]}),
     ("init_image", "a blue background with a red circle", {"init_image": "{square}", "init_weight": 5.0}),
+    ("perlin", "a yellow circle on a black background", {"init_noise": "perlin"}),
 ]
+# The zoom/pan video mode: every 15 steps zoom in by 1.25 and pan left; the strip shows the
+# frame at the end of each segment.
+ZOOM = ("a white circle on a red background", {"zoom_scale": 1.25, "zoom_shift": [-6, 0], "zoom_every": 15})
 
 
 def main() -> None:
@@ -58,6 +62,19 @@ def main() -> None:
         print(f"{name}: {prompt!r} {extra}")
     sheet = np.concatenate([np.asarray(Image.open(OUT / f"{n}.png").convert("RGB")) for n, _, _ in EXAMPLES], 1)
     Image.fromarray(sheet).save(OUT / "controls.png")
+    prompt, extra = ZOOM
+    s = load_settings(
+        preset="shapes",
+        overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp), iterations=90, save_every=15, fps=4, **extra),
+    )
+    run = api.generate(s).run_dir
+    frames = sorted((run / "frames").glob("*.png"))
+    strip = np.concatenate(
+        [np.asarray(Image.open(f).convert("RGB").resize((128, 128), Image.NEAREST)) for f in frames], 1
+    )
+    Image.fromarray(strip).save(OUT / "zoom.png")
+    shutil.copyfile(run / "progress.gif", OUT / "zoom.gif")
+    print(f"zoom: {prompt!r} {extra}, {len(frames)} frames")
 
 
 if __name__ == "__main__":

@@ -49,14 +49,15 @@ def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
     for i, mult in enumerate(dd["ch_mult"]):
         px = latent_px * 4 ** (levels - 1 - i)
         floats += (dd["num_res_blocks"] + 1) * 8 * dd["ch"] * mult * px  # tensors kept for backward
-    visual = models.scorer.model.visual
-    width_v = getattr(visual, "width", None) or 768
-    layers = len(getattr(getattr(visual, "transformer", None), "resblocks", [])) or 12
-    patch = getattr(visual, "patch_size", (32, 32))
-    patch = patch[0] if isinstance(patch, tuple | list) else patch
-    tokens = (models.scorer.input_size // patch) ** 2 + 1
-    floats += cutn * tokens * width_v * layers * 24
-    params = sum(p.numel() for p in models.decoder.parameters()) + sum(p.numel() for p in models.scorer.parameters())
+    for scorer in models.scorers:
+        visual = scorer.model.visual
+        width_v = getattr(visual, "width", None) or 768
+        layers = len(getattr(getattr(visual, "transformer", None), "resblocks", [])) or 12
+        patch = getattr(visual, "patch_size", (32, 32))
+        patch = patch[0] if isinstance(patch, tuple | list) else patch
+        tokens = (scorer.input_size // patch) ** 2 + 1
+        floats += cutn * tokens * width_v * layers * 24
+    params = sum(p.numel() for m in [models.decoder, *models.scorers] for p in m.parameters())
     return 4 * (floats + params)
 
 
@@ -192,46 +193,60 @@ def resume(
     return _drive(loop, writer, settings, models, device, on_step, should_stop, t_start, previous)
 
 
-def _make_loop(settings: Settings, models, prompts=None):
-    """Build the run's Loop: initial latent, targets (story phases), cutouts, regularisers."""
+def _make_loop(settings: Settings, models):
+    """Build the run's Loop: initial latent, one CLIP term per ensemble member (its targets and
+    cutouts), regularisers, and the zoom/pan step when the zoom video mode is on."""
     from pixgen.cutouts import Cutouts
-    from pixgen.device import seed_everything
+    from pixgen.device import resolve_precision, seed_everything
     from pixgen.init import encode, initial_image, load_encoder_for
-    from pixgen.optimise import Loop, init_latent
+    from pixgen.optimise import ClipTerm, Loop, init_latent
     from pixgen.targets import build_schedule
 
     width, height = settings.size
     generator = seed_everything(settings.seed)
     z = init_latent(models.decoder, width, height, generator, settings.init)
     init_image = initial_image(settings, width, height, generator)
+    device = models.decoder.codebook.device
+    zooming = zoom_active(settings)
+    encoder = load_encoder_for(settings).to(device) if init_image is not None or zooming else None
     if init_image is not None:
-        device = models.decoder.codebook.device
-        encoder = load_encoder_for(settings).to(device)
         init_image = init_image.to(device)
         z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
-        del encoder
-    schedule = build_schedule(settings, models.scorer)
-    cutouts = Cutouts(
-        models.scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min, settings.augment, settings.noise
-    )
-    extra = regulariser(settings, z.detach().clone(), init_image)
-    from pixgen.device import resolve_precision
+    terms = [
+        ClipTerm(
+            scorer,
+            Cutouts(
+                scorer.input_size, settings.cutn, settings.cut_pow, settings.cut_min, settings.augment, settings.noise
+            ),
+            build_schedule(settings, scorer),
+            weight,
+        )
+        for scorer, weight in zip(models.scorers, models.clip_weights, strict=True)
+    ]
+    zoom = None
+    if zooming:
+        from pixgen.zoom import Zoom
 
-    clip_dtype = resolve_precision(settings.precision, models.decoder.codebook.device)
+        zoom = Zoom(models.decoder, encoder, settings.zoom_scale, settings.zoom_shift, settings.zoom_rotate)
     return Loop(
         models.decoder,
-        models.scorer,
-        schedule,
-        cutouts,
+        terms,
         z,
         generator,
         settings.lr,
-        extra,
+        regulariser(settings, z.detach().clone(), init_image),
         settings.optimizer,
         settings.lr_schedule,
         settings.iterations,
-        clip_dtype=clip_dtype,
+        clip_dtype=resolve_precision(settings.precision, device),
+        zoom=zoom,
+        zoom_every=settings.zoom_every,
     )
+
+
+def zoom_active(settings: Settings) -> bool:
+    """The zoom/pan video mode is on when any of its movements is."""
+    return settings.zoom_scale != 1 or any(settings.zoom_shift) or settings.zoom_rotate != 0
 
 
 def regulariser(settings: Settings, z0, init_image):
@@ -335,6 +350,15 @@ def clip_score(scorer, image_path: Path, prompt: str) -> float:
     sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
     weights = torch.tensor([p.weight for p in prompts])
     return float((sims[0] * weights).sum() / weights.abs().sum())
+
+
+def ensemble_score(models, image_path: Path, prompt: str) -> float:
+    """`clip_score` averaged over the run's CLIP models by their ensemble weights."""
+    total = sum(models.clip_weights)
+    return sum(
+        w / total * clip_score(scorer, image_path, prompt)
+        for scorer, w in zip(models.scorers, models.clip_weights, strict=True)
+    )
 
 
 def settings_from_png(path: Path, **overrides) -> Settings:

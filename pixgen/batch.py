@@ -154,14 +154,14 @@ def run_candidates(
     """
     from dataclasses import replace
 
-    from pixgen.api import clip_score, generate
+    from pixgen.api import ensemble_score, generate
 
     t0 = time.perf_counter()
     if len(seeds) == 1:
         r = generate(
             replace(settings, seed=seeds[0]), models=models, on_step=on_step, run_dir=job_dir, should_stop=should_stop
         )
-        score = clip_score(models.scorer, r.image, settings.prompt)
+        score = ensemble_score(models, r.image, settings.prompt)
         record = json.loads((job_dir / "run.json").read_text())
         write_json(job_dir / "run.json", dict(record, clip_score=score))
         return {"image": r.image, "seed": r.seed, "score": score, "seconds": time.perf_counter() - t0, "candidates": []}
@@ -175,7 +175,7 @@ def run_candidates(
             run_dir=job_dir / "candidates" / f"seed-{seed}",
             should_stop=should_stop,
         )
-        ranked.append({"seed": seed, "image": r.image, "score": clip_score(models.scorer, r.image, settings.prompt)})
+        ranked.append({"seed": seed, "image": r.image, "score": ensemble_score(models, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
     best = job_dir / "best.png"
     tmp = job_dir / ".best.png.tmp"
@@ -282,7 +282,7 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     if job_dir.exists():  # an unfinished earlier attempt at this very job: start it again
         shutil.rmtree(job_dir)
-    key = (settings.vqgan, settings.clip, settings.vqgan_config, settings.vqgan_ckpt, settings.device)
+    key = (settings.vqgan, tuple(settings.clip), settings.vqgan_config, settings.vqgan_ckpt, settings.device)
     try:
         if key not in loaded:
             loaded[key] = load_models(

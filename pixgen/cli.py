@@ -69,7 +69,14 @@ def generate(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
     vqgan_config: Annotated[str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")] = None,
     vqgan_ckpt: Annotated[str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")] = None,
-    clip: Annotated[str | None, typer.Option("--clip", help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH.")] = None,
+    clip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clip",
+            help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH, with an optional :weight. Repeat it for an "
+            "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
+        ),
+    ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")
     ] = None,
@@ -124,6 +131,21 @@ def generate(
     palette: Annotated[str | None, typer.Option("--palette", help='Colours to pull toward: "#ff0000,#00ff00".')] = None,
     palette_weight: Annotated[float | None, typer.Option("--palette-weight", help="How strongly.")] = None,
     video: Annotated[bool | None, typer.Option("--video/--no-video", help="Also write progress.mp4.")] = None,
+    zoom_scale: Annotated[
+        float | None,
+        typer.Option("--zoom-scale", help="Zoom video mode: zoom by this factor after each segment (>1 zooms in)."),
+    ] = None,
+    zoom_shift: Annotated[
+        str | None,
+        typer.Option("--zoom-shift", help="Zoom video mode: move the image X,Y pixels after each segment, e.g. 2,-1."),
+    ] = None,
+    zoom_rotate: Annotated[
+        float | None, typer.Option("--zoom-rotate", help="Zoom video mode: rotate by degrees after each segment.")
+    ] = None,
+    zoom_every: Annotated[
+        int | None,
+        typer.Option("--zoom-every", help="Zoom video mode: steps per segment (pair with --save-every and --video)."),
+    ] = None,
     fps: Annotated[float | None, typer.Option("--fps", help="Frames per second of the GIF and MP4.")] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
@@ -147,7 +169,7 @@ def generate(
         device=device,
         vqgan_config=vqgan_config,
         vqgan_ckpt=vqgan_ckpt,
-        clip=clip,
+        clip=clip or None,
         precision=precision,
         threads=threads,
         negative=negative or None,
@@ -169,6 +191,10 @@ def generate(
         palette_weight=palette_weight,
         video=video,
         fps=fps,
+        zoom_scale=zoom_scale,
+        zoom_shift=_parse_pair(zoom_shift, "--zoom-shift") if zoom_shift is not None else None,
+        zoom_rotate=zoom_rotate,
+        zoom_every=zoom_every,
     )
     settings = load_settings(preset, config, overrides, set_ or [])
     if seeds or candidates != 1:
@@ -193,6 +219,17 @@ def _report(result, json_out: bool) -> None:
         )
     else:
         typer.echo(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)", err=True)
+
+
+def _parse_pair(text: str, flag: str) -> list[float]:
+    parts = text.split(",")
+    try:
+        pair = [float(p) for p in parts]
+    except ValueError:
+        pair = []
+    if len(pair) != 2:
+        raise PixgenError(f"{flag} expects X,Y numbers such as 2,-1, got {text!r}")
+    return pair
 
 
 def _parse_seeds(text: str) -> list[int]:

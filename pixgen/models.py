@@ -1,8 +1,9 @@
-"""Finding and loading the two models a run needs, by name, path or built-in preset."""
+"""Finding and loading the models a run needs, by name, path or built-in preset: one VQGAN
+decoder and one or more CLIP scorers (an ensemble, each with a weight)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,11 +15,26 @@ from pixgen.vqgan import VQGANDecoder
 @dataclass
 class Models:
     decoder: VQGANDecoder
-    scorer: ClipScorer
+    scorers: list[ClipScorer]
+    clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
+
+    def __post_init__(self):
+        if isinstance(self.scorers, ClipScorer):
+            self.scorers = [self.scorers]
+        if not self.clip_weights:
+            self.clip_weights = [1.0] * len(self.scorers)
+        if len(self.clip_weights) != len(self.scorers):
+            raise ValueError("one weight per CLIP scorer")
+
+    @property
+    def scorer(self) -> ClipScorer:
+        """The first (or only) CLIP model: the one the CLIP tools use."""
+        return self.scorers[0]
 
     def to(self, device: torch.device) -> Models:
         self.decoder.to(device).eval().requires_grad_(False)
-        self.scorer.to(device).eval().requires_grad_(False)
+        for scorer in self.scorers:
+            scorer.to(device).eval().requires_grad_(False)
         return self
 
 
@@ -53,9 +69,14 @@ def load_scorer(spec: str) -> ClipScorer:
 
 def load_models(
     vqgan: str,
-    clip: str,
+    clip: str | list[str],
     device: torch.device,
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
 ) -> Models:
-    return Models(load_decoder(vqgan, vqgan_config, vqgan_ckpt), load_scorer(clip)).to(device)
+    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]."""
+    from pixgen.settings import split_weight
+
+    specs = [split_weight(c, "clip") for c in ([clip] if isinstance(clip, str) else clip)]
+    decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt)
+    return Models(decoder, [load_scorer(spec) for spec, _ in specs], [w for _, w in specs]).to(device)

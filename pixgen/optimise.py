@@ -57,6 +57,24 @@ def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:
     return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
 
 
+@dataclass
+class ClipTerm:
+    """One CLIP model of the ensemble: its own cutouts (at its input size), its targets (in its
+    own embedding space; a callable of the step for story mode) and its weight."""
+
+    scorer: ClipScorer
+    cutouts: Cutouts
+    targets: Callable[[int], Targets] | Targets
+    weight: float = 1.0
+
+    def loss(self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None) -> Tensor:
+        targets = self.targets(step) if callable(self.targets) else self.targets
+        cuts = self.cutouts(image, generator)  # augmentations stay in fp32
+        with torch.autocast(cuts.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            embeds = self.scorer.encode_image(cuts)
+        return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops)
+
+
 class NumericalFailure(PixgenError):
     """The loss or the latent kept going non-finite despite rollbacks."""
 
@@ -86,16 +104,15 @@ class Loop:
     everything needed to continue bit-identically: z, the optimiser's moments, the learning-rate
     state and both random streams. A non-finite loss or latent rolls z back to the last good
     value and halves the learning rate; after `max_failures` failures in a row it raises
-    NumericalFailure. `targets(step)` may change over the run (story mode); `extra_loss(image, z)`
-    adds regularisers.
+    NumericalFailure. The CLIP loss is the weighted mean over `terms` (one per ensemble member);
+    `extra_loss(image, z)` adds regularisers. With `zoom`, every `zoom_every` steps the latent is
+    replaced by `zoom(z)` (the zoom/pan video mode) and the optimiser starts afresh.
     """
 
     def __init__(
         self,
         decoder: VQGANDecoder,
-        scorer: ClipScorer,
-        targets: Callable[[int], Targets] | Targets,
-        cutouts: Cutouts,
+        terms: list[ClipTerm],
         z: Tensor,
         generator: torch.Generator,
         lr: float,
@@ -105,9 +122,13 @@ class Loop:
         iterations: int = 0,
         max_failures: int = 5,
         clip_dtype: torch.dtype | None = None,
+        zoom: Callable[[Tensor], Tensor] | None = None,
+        zoom_every: int = 0,
     ):
-        self.decoder, self.scorer, self.cutouts = decoder, scorer, cutouts
-        self.targets = targets if callable(targets) else (lambda step: targets)
+        if not terms:
+            raise ValueError("the loop needs at least one CLIP term")
+        self.decoder, self.terms = decoder, list(terms)
+        self.zoom, self.zoom_every = zoom, zoom_every
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
         self.generator, self.extra_loss, self.max_failures = generator, extra_loss, max_failures
@@ -127,14 +148,8 @@ class Loop:
         return self.opt.param_groups[0]["lr"]
 
     def loss(self, image: Tensor, step: int) -> Tensor:
-        targets = self.targets(step)
-        cuts = self.cutouts(image, self.generator)  # augmentations stay in fp32
-        with torch.autocast(
-            cuts.device.type, dtype=self.clip_dtype or torch.float32, enabled=self.clip_dtype is not None
-        ):
-            embeds = self.scorer.encode_image(cuts)
-        embeds = embeds.float()
-        loss = prompt_loss(embeds, targets.embeds, targets.weights, targets.stops)
+        total = sum(t.weight for t in self.terms)
+        loss = sum(t.weight / total * t.loss(image, step, self.generator, self.clip_dtype) for t in self.terms)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(image, self.z)
         return loss
@@ -166,12 +181,21 @@ class Loop:
             self.step += 1
             if ok:
                 self.failures = 0
-                self.good.copy_(self.z.detach())
                 if self.lr_schedule == "plateau":
                     self._plateau(loss.item())
+                if self.zoom is not None and self.zoom_every and self.step % self.zoom_every == 0:
+                    if self.step < self.iterations:
+                        self.restart(self.zoom(self.z.detach()))
+                self.good.copy_(self.z.detach())
             else:
                 self._recover()
             yield Step(self.step, loss.item(), image.detach(), time.perf_counter() - t0)
+
+    def restart(self, z: Tensor) -> None:
+        """Continue from a new latent of the same shape, with fresh optimiser moments."""
+        with torch.no_grad():
+            self.z.copy_(z)
+        self.opt.state.clear()
 
     def _recover(self) -> None:
         self.failures += 1
@@ -235,7 +259,7 @@ def optimise(
     The plain form of `Loop`, for library users who want only the maths.
     """
     extra = (lambda image, _z: tv_weight * total_variation(image)) if tv_weight else None
-    loop = Loop(decoder, scorer, targets, cutouts, z, generator, lr, extra, iterations=iterations)
+    loop = Loop(decoder, [ClipTerm(scorer, cutouts, targets)], z, generator, lr, extra, iterations=iterations)
     for step in loop.run(iterations):
         with torch.no_grad():
             z.copy_(loop.z)

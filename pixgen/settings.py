@@ -26,6 +26,7 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
+LIST_KEYS = ("clip",)  # list settings that also accept one string
 
 
 @dataclass
@@ -60,6 +61,13 @@ class Settings:
     palette: list[str] = field(default_factory=list)  # "#rrggbb" colours to pull pixels toward
     palette_weight: float = 0.0
     video: bool = False  # also write progress.mp4 (needs imageio-ffmpeg)
+    # The zoom/pan video mode, on when any movement is set: every zoom_every steps the image is
+    # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
+    # about its centre, then re-encoded by the VQGAN encoder as the new latent.
+    zoom_every: int = 10
+    zoom_scale: float = 1.0
+    zoom_shift: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    zoom_rotate: float = 0.0
     fps: float = 10.0
     seed: int | None = None  # None: a random seed, recorded in the outputs
     save_every: int = 50  # 0: no progress frames
@@ -71,7 +79,10 @@ class Settings:
     vqgan: str = "vqgan_imagenet_f16_16384"  # a registry name, "tiny" or "shapes"
     vqgan_config: str | None = None
     vqgan_ckpt: str | None = None
-    clip: str = "ViT-B-32:openai"  # NAME:TAG, NAME:PATH, "tiny" or "shapes"
+    # CLIP models scoring the image, each NAME:TAG, NAME:PATH, "tiny" or "shapes", with an
+    # optional ":weight". Several make an ensemble: each scores its own cutouts at its own input
+    # size, and their losses are averaged by weight.
+    clip: list[str] = field(default_factory=lambda: ["ViT-B-32:openai"])
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +170,8 @@ def _merge(base, layer: dict, source: str):
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     for key, value in layer.items():
+        if key in LIST_KEYS and isinstance(value, str):
+            value = [value]  # a single CLIP model, as older files and flags write it
         try:
             base = OmegaConf.merge(base, {key: value})
         except ConfigKeyError:
@@ -264,7 +277,13 @@ def validate(s: Settings) -> None:
         "augment",
         f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "",
     )
-    need(bool(s.clip.strip()), "clip", "must name a CLIP model, e.g. ViT-B-32:openai")
+    need(
+        bool(s.clip) and all(isinstance(c, str) and c.strip() for c in s.clip),
+        "clip",
+        "must name at least one CLIP model, e.g. ViT-B-32:openai",
+    )
+    for item in s.clip:
+        need(split_weight(item, "clip")[1] > 0, "clip", f"an ensemble weight must be positive, got {item!r}")
     choices = (
         ("init_fit", INIT_FITS),
         ("optimizer", OPTIMIZERS),
@@ -280,6 +299,15 @@ def validate(s: Settings) -> None:
     )
     need(s.change_prompt_every >= 0, "change_prompt_every", f"must be 0 or more, got {s.change_prompt_every}")
     need(0 < s.fps <= 120, "fps", f"must be between 0 and 120, got {s.fps}")
+    need(s.zoom_every >= 1, "zoom_every", f"must be at least 1, got {s.zoom_every}")
+    need(0.25 <= s.zoom_scale <= 4, "zoom_scale", f"must be between 0.25 and 4, got {s.zoom_scale}")
+    need(len(s.zoom_shift) == 2, "zoom_shift", f"expected [x, y] in pixels, got {s.zoom_shift}")
+    need(
+        all(abs(v) <= max(s.size) for v in s.zoom_shift),
+        "zoom_shift",
+        f"a shift of {s.zoom_shift} pixels moves the image out of its {s.size[0]}x{s.size[1]} frame",
+    )
+    need(abs(s.zoom_rotate) <= 180, "zoom_rotate", f"must be between -180 and 180 degrees, got {s.zoom_rotate}")
     for key in ("init_weight", "init_pixel_weight", "symmetry_weight", "palette_weight"):
         need(getattr(s, key) >= 0, key, f"must be non-negative, got {getattr(s, key)}")
     for text in s.negative:

@@ -125,6 +125,10 @@ def test_missing_ffmpeg_keeps_the_pngs(cli, tmp_path, monkeypatch):
         (("--symmetry", "diagonal"), "symmetry"),
         (("--noise-prompt", "abc"), "noise_prompts"),
         (("--negative", " "), "negative"),
+        (("--clip", "tiny:-1"), "clip"),
+        (("--zoom-shift", "2"), "--zoom-shift"),
+        (("--zoom-scale", "0"), "zoom_scale"),
+        (("--zoom-scale", "1.1", "--zoom-every", "0"), "zoom_every"),
     ],
 )
 def test_bad_controls_one_line_exit_2(cli, tmp_path, args, needle):
@@ -136,3 +140,131 @@ def test_bad_controls_one_line_exit_2(cli, tmp_path, args, needle):
 def test_zero_length_story_phrase_is_refused(cli, tmp_path):
     code, _, err = cli("a forest ^  ^ a city", *SMOKE, "-o", tmp_path)
     assert code == 2 and "empty prompt" in err
+
+
+def _models(clip):
+    from pixgen.models import load_models
+
+    return load_models("shapes", clip, torch.device("cpu"))
+
+
+def test_clip_setting_accepts_one_string_or_an_ensemble():
+    assert load_settings(overrides=dict(prompt="x", clip="tiny")).clip == ["tiny"]
+    assert load_settings(preset="smoke", overrides=dict(prompt="x")).clip == ["tiny"]
+    s = load_settings(overrides=dict(prompt="x"), sets=["clip=[tiny, 'shapes:0.5']"])
+    assert s.clip == ["tiny", "shapes:0.5"]
+    models = _models(s.clip)
+    assert [m.input_size for m in models.scorers] == [32, 64] and models.clip_weights == [1.0, 0.5]
+
+
+def test_an_ensemble_calls_both_scorers_and_averages_by_weight(tmp_path):
+    from pixgen.device import seed_everything
+
+    models = _models(["shapes", "tiny:0.5"])
+    seen = []
+    for scorer in models.scorers:
+        original = scorer.encode_image
+
+        def spy(x, original=original, name=scorer.name):
+            seen.append((name, tuple(x.shape)))
+            return original(x)
+
+        scorer.encode_image = spy
+    s = load_settings(
+        preset="shapes",
+        overrides=dict(prompt="a red circle", seed=3, iterations=2, cutn=4, clip=["shapes", "tiny:0.5"]),
+    )
+    loop = api._make_loop(s, models)
+    list(loop.run(2))
+    # each step: the shapes CLIP sees its 4 cutouts at 64 px, the tiny CLIP its own 4 at 32 px
+    assert [shape for _, shape in seen] == [(4, 3, 64, 64), (4, 3, 32, 32)] * 2
+    image = torch.rand(1, 3, 64, 64)
+    seed_everything(9)
+    state = (loop.generator.get_state(), torch.get_rng_state())
+    total = loop.loss(image, 1)
+    loop.generator.set_state(state[0])
+    torch.set_rng_state(state[1])
+    a, b = (t.loss(image, 1, loop.generator, None) for t in loop.terms)
+    tv = loop.extra_loss(image, loop.z).item()  # the preset's smoothness term
+    assert total.item() == pytest.approx((a.item() + 0.5 * b.item()) / 1.5 + tv, rel=1e-5)
+    assert abs(a.item() - b.item()) > 1e-3  # the two models really disagree
+
+
+def test_ensemble_runs_end_to_end_and_is_recorded(cli, tmp_path):
+    import json
+
+    code, out, err = cli(
+        "a red circle", *SMOKE, "--clip", "tiny", "--clip", "shapes:0.5", "--set", "vqgan=shapes", "--json",
+        "-o", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    run = json.loads(out)
+    record = json.loads((tmp_path / run["run_dir"].split("/")[-1] / "run.json").read_text())
+    assert record["settings"]["clip"] == ["tiny", "shapes:0.5"]
+
+
+def test_warp_moves_scales_and_rotates_the_content():
+    from pixgen.zoom import warp
+
+    img = torch.zeros(1, 1, 33, 33)
+    img[..., 16, 16] = 1.0
+    moved = warp(img, shift=(4, -2))
+    assert divmod(int(moved.flatten().argmax()), 33) == (14, 20)  # (row, col): up 2, right 4
+    square = torch.zeros(1, 1, 33, 33)
+    square[..., 12:21, 12:21] = 1.0  # 9 px wide, centred
+    assert warp(square, scale=2.0).sum().item() == pytest.approx(4 * 81, rel=0.1)
+    small = warp(square, scale=0.5)  # about 5 px wide at the centre; reflections fill the edges
+    assert 15 < small[..., 10:23, 10:23].sum().item() < 40 and small[..., 16, 16] == 1
+    bar = torch.zeros(1, 1, 33, 33)
+    bar[..., 16, 4:29] = 1.0  # a horizontal bar becomes vertical after 90 degrees
+    turned = warp(bar, rotate=90)
+    assert turned[..., 4:29, 16].mean() > 0.9 and turned[..., 16, 4:12].mean() < 0.1
+
+
+def test_zoom_mode_re_encodes_the_zoomed_image_each_segment(tmp_path):
+    from pixgen.optimise import render
+    from pixgen.shapes import world
+    from pixgen.zoom import warp
+
+    Image.fromarray(world.render(world.Combo("circle", "red", "blue"), 32, 32, 20)).save(tmp_path / "c.png")
+    models = _models(["shapes"])
+    s = load_settings(
+        preset="shapes",
+        overrides=dict(
+            prompt="a red circle on a blue background",
+            seed=1,
+            iterations=10,
+            cutn=4,
+            init_image=str(tmp_path / "c.png"),
+            zoom_scale=2.0,
+            zoom_every=4,
+        ),
+    )
+    loop = api._make_loop(s, models)
+    calls = []
+    zoom = loop.zoom
+
+    def spy(z):
+        out = zoom(z)
+        calls.append((z.clone(), out.clone()))
+        return out
+
+    loop.zoom = spy
+    list(loop.run(10))
+    assert len(calls) == 2  # after steps 4 and 8, not after the last
+    with torch.no_grad():
+        before, after = (render(models.decoder, z) for z in calls[0])
+    wanted = warp(before, scale=2.0)
+    assert (after - wanted).abs().mean() < 0.5 * (after - before).abs().mean()
+
+
+def test_zoom_needs_the_encoder_and_says_so_before_running(cli, tmp_path, monkeypatch):
+    from pixgen import init
+
+    def missing(settings):
+        raise api.PixgenError("VQGAN 'x' has no encoder (encoder.safetensors is missing)")
+
+    monkeypatch.setattr(init, "load_encoder_for", missing)
+    code, _, err = cli("a cat", *SMOKE, "--zoom-scale", "1.1", "-o", tmp_path / "o")
+    assert code == 2 and "no encoder" in err
+    assert not list((tmp_path / "o").glob("*/final.png"))
