@@ -73,6 +73,7 @@ def generate(
         list[str] | None,
         typer.Option(
             "--clip",
+            metavar="SPEC",
             help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH, with an optional :weight. Repeat it for an "
             "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
         ),
@@ -81,7 +82,9 @@ def generate(
         str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for any setting; repeatable.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for any setting; repeatable.")
+    ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
     ] = False,
@@ -97,13 +100,15 @@ def generate(
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
     negative: Annotated[
-        list[str] | None, typer.Option("--negative", help="Text to push away from; repeatable.")
+        list[str] | None, typer.Option("--negative", metavar="TEXT", help="Text to push away from; repeatable.")
     ] = None,
     image_prompt: Annotated[
-        list[str] | None, typer.Option("--image-prompt", help="PATH[:weight]: steer toward an image; repeatable.")
+        list[str] | None,
+        typer.Option("--image-prompt", metavar="PATH[:W]", help="PATH[:weight]: steer toward an image; repeatable."),
     ] = None,
     noise_prompt: Annotated[
-        list[str] | None, typer.Option("--noise-prompt", help="SEED[:weight]: a random CLIP direction; repeatable.")
+        list[str] | None,
+        typer.Option("--noise-prompt", metavar="SEED[:W]", help="SEED[:weight]: a random CLIP direction; repeatable."),
     ] = None,
     change_prompt_every: Annotated[
         int | None, typer.Option("--change-prompt-every", help='Story mode ("a ^ b"): steps per phrase.')
@@ -484,7 +489,9 @@ def _table(headers: list[str], rows: list[list]) -> None:
 @app.command()
 def score(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text to compare with; repeatable.")],
+    prompt: Annotated[
+        list[str], typer.Option("--prompt", "-p", metavar="TEXT", help="Text to compare with; repeatable.")
+    ],
     clip: ClipOpt = "ViT-B-32:openai",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -615,7 +622,9 @@ def batch(
     candidates: Annotated[int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.")] = 1,
     preset: Annotated[str | None, typer.Option("--preset", help="A preset for every job.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings for every job.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for every job; repeatable.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for every job; repeatable.")
+    ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
 ):
     """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
