@@ -58,6 +58,12 @@ def generate(
     cut_pow: Annotated[
         float | None, typer.Option("--cut-pow", help="Cutout size exponent; >1 favours small cutouts.")
     ] = None,
+    cut_min: Annotated[
+        float | None, typer.Option("--cut-min", help="Smallest cutout side, as a fraction of the image's (0-1).")
+    ] = None,
+    noise: Annotated[
+        float | None, typer.Option("--noise", help='Largest std of the gaussian noise augmentation ("noise").')
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (random when not given; recorded).")] = None,
     save_every: Annotated[
         int | None, typer.Option("--save-every", help="Save a progress frame every N steps (0: never).")
@@ -67,6 +73,9 @@ def generate(
         str | None, typer.Option("-o", "--output-dir", help="Folder that receives the run folder.")
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    vqgan: Annotated[
+        str | None, typer.Option("--vqgan", help="VQGAN: a registry name (`pixgen models list`) or shapes/tiny.")
+    ] = None,
     vqgan_config: Annotated[str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")] = None,
     vqgan_ckpt: Annotated[str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")] = None,
     clip: Annotated[
@@ -113,12 +122,19 @@ def generate(
     change_prompt_every: Annotated[
         int | None, typer.Option("--change-prompt-every", help='Story mode ("a ^ b"): steps per phrase.')
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option("--init", help="Start latent without an init image: tokens (random codes), flat or mean."),
+    ] = None,
     init_image: Annotated[str | None, typer.Option("--init-image", help="Start from this image.")] = None,
     init_fit: Annotated[str | None, typer.Option("--init-fit", help="cover, contain or stretch.")] = None,
     init_noise: Annotated[
         str | None, typer.Option("--init-noise", help="Start from pixels, gradient or perlin noise.")
     ] = None,
     init_weight: Annotated[float | None, typer.Option("--init-weight", help="Keep the latent near its start.")] = None,
+    init_pixel_weight: Annotated[
+        float | None, typer.Option("--init-pixel-weight", help="Keep the pixels near the init image (L1).")
+    ] = None,
     optimizer: Annotated[
         str | None, typer.Option("--optimizer", help="adam, adamw, adagrad, rmsprop or radam.")
     ] = None,
@@ -167,11 +183,14 @@ def generate(
         lr=lr,
         cutn=cutn,
         cut_pow=cut_pow,
+        cut_min=cut_min,
+        noise=noise,
         seed=seed,
         save_every=save_every,
         gif=gif,
         output_dir=output_dir,
         device=device,
+        vqgan=vqgan,
         vqgan_config=vqgan_config,
         vqgan_ckpt=vqgan_ckpt,
         clip=clip or None,
@@ -181,10 +200,12 @@ def generate(
         image_prompts=image_prompt or None,
         noise_prompts=noise_prompt or None,
         change_prompt_every=change_prompt_every,
+        init=init,
         init_image=init_image,
         init_fit=init_fit,
         init_noise=init_noise,
         init_weight=init_weight,
+        init_pixel_weight=init_pixel_weight,
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         augment=[a.strip() for a in augment.split(",") if a.strip()] if augment is not None else None,

@@ -1,6 +1,7 @@
 """End to end through the CLI on the smoke models, and every bad input from the core issue."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -199,3 +200,21 @@ def test_force_overrides_the_memory_check(cli, tmp_path, monkeypatch):
     assert code == 2 and "would fit" in err and "--force" in err
     code, _, err = cli("a cat", *SMOKE, "-i", "1", "-o", tmp_path / "b", "--force")
     assert code == 0, err
+
+
+def test_generate_help_documents_a_flag_for_every_setting(cli):
+    import dataclasses
+
+    from pixgen.settings import Settings
+
+    code, out, _ = cli("generate", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    singular = {"image_prompts": "--image-prompt", "noise_prompts": "--noise-prompt"}
+    for f in dataclasses.fields(Settings):
+        if f.name in ("prompt",):
+            continue
+        flag = singular.get(f.name, "--" + f.name.replace("_", "-"))
+        assert re.search(re.escape(flag) + r"(?![\w-])", text), (
+            f"setting {f.name!r} has no flag in `pixgen generate --help`"
+        )
