@@ -73,7 +73,15 @@ def one(args) -> dict:
         m.to(device).eval().requires_grad_(False)
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
-    clip_dtype = resolve_precision(args.path if args.path != "default" else "auto", device)
+    from pixgen.api import compile_models, set_low_memory
+    from pixgen.models import Models
+
+    models = Models(decoder, [scorer])
+    set_low_memory(models, args.path == "low-memory")
+    if args.path == "compile":
+        compile_models(models)
+    precision = {"default": "auto", "low-memory": "fp32", "compile": "fp32"}.get(args.path, args.path)
+    clip_dtype = resolve_precision(precision, device)
     g = torch.Generator().manual_seed(0)
     z = init_latent(decoder, args.size, args.size, g)
     if args.channels_last:
@@ -86,7 +94,7 @@ def one(args) -> dict:
     for step in loop.run(args.steps + 1):
         sync(device)
         times.append(step.seconds)
-    out = {"seconds_per_step": statistics.median(times[1:]), "clip_dtype": str(clip_dtype)}
+    out = {"seconds_per_step": statistics.median(times[1:]), "first_step": times[0], "clip_dtype": str(clip_dtype)}
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -180,6 +188,7 @@ def main() -> None:
     p.add_argument("--sizes", default="128,256,384")
     p.add_argument("--cutns", default="8,16,32,64")
     p.add_argument("--paths", default="fp32,bf16")
+    p.add_argument("--extras", default="new", help="all: also rerun channels_last and the glibc tunables")
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a)))
@@ -224,10 +233,21 @@ def main() -> None:
             f"(matmul peak fp32 {base['peak_fp32']:.0f}, bf16 {base['peak_bf16']:.0f} GFLOP/s, "
             f"{base['threads']} threads)"
         )
-        for label, env, cl in extra:
-            r = spawn(256, 32, "fp32", "ViT-B-32", a.device, a.steps, env, channels_last=cl)
+        if a.extras == "all":
+            for label, env, cl in extra:
+                r = spawn(256, 32, "fp32", "ViT-B-32", a.device, a.steps, env, channels_last=cl)
+                ratio = base["seconds_per_step"] / r["seconds_per_step"]
+                print(f"- {label}: {r['seconds_per_step']:.2f} s/step, {ratio:.2f}x")
+        print(f"- plain fp32: first step {base['first_step']:.2f} s, peak RSS {base['peak_rss_mb']:.0f} MB")
+        for path in ("low-memory", "compile"):
+            r = spawn(256, 32, path, "ViT-B-32", a.device, a.steps)
             ratio = base["seconds_per_step"] / r["seconds_per_step"]
-            print(f"- {label}: {r['seconds_per_step']:.2f} s/step, {ratio:.2f}x")
+            print(
+                f"- {path}: {r['seconds_per_step']:.2f} s/step, {ratio:.2f}x; first step {r['first_step']:.2f} s "
+                f"(compile time ~ first step minus a step: {r['first_step'] - r['seconds_per_step']:.1f} s); "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
 
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"

@@ -39,8 +39,10 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
     return fw, fh
 
 
-def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
-    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout."""
+def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool = False) -> int:
+    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
+    `low_memory` (activation checkpointing) keeps about a quarter of the decoder's and a tenth of
+    CLIP's (measured at 256x256, cutn 32: BENCHMARKS.md)."""
     arch = models.decoder.arch
     dd = arch.ddconfig
     levels = len(dd["ch_mult"])
@@ -49,6 +51,9 @@ def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
     for i, mult in enumerate(dd["ch_mult"]):
         px = latent_px * 4 ** (levels - 1 - i)
         floats += (dd["num_res_blocks"] + 1) * 8 * dd["ch"] * mult * px  # tensors kept for backward
+    if low_memory:
+        floats //= 4
+    clip_floats = 0
     for scorer in models.scorers:
         visual = scorer.model.visual
         width_v = getattr(visual, "width", None) or 768
@@ -56,7 +61,8 @@ def estimate_bytes(models, width: int, height: int, cutn: int) -> int:
         patch = getattr(visual, "patch_size", (32, 32))
         patch = patch[0] if isinstance(patch, tuple | list) else patch
         tokens = (scorer.input_size // patch) ** 2 + 1
-        floats += cutn * tokens * width_v * layers * 24
+        clip_floats += cutn * tokens * width_v * layers * 24
+    floats += clip_floats // 10 if low_memory else clip_floats
     params = sum(p.numel() for m in [models.decoder, *models.scorers] for p in m.parameters())
     return 4 * (floats + params)
 
@@ -74,16 +80,20 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(models, width: int, height: int, cutn: int, device: torch.device) -> None:
-    need, have = estimate_bytes(models, width, height, cutn), available_bytes(device)
+def check_memory(models, width: int, height: int, cutn: int, device: torch.device, low_memory: bool = False) -> None:
+    """Refuse, naming what would fit, a run estimated not to fit in free memory."""
+    need, have = estimate_bytes(models, width, height, cutn, low_memory), available_bytes(device)
     if have is None or need <= have:
         return
     side = max(width, height)
-    while side > models.decoder.factor and estimate_bytes(models, side, side, cutn) > have:
+    while side > models.decoder.factor and estimate_bytes(models, side, side, cutn, low_memory) > have:
         side = int(side * 0.8)
+    hint = f"about {side}x{side} would fit"
+    if not low_memory and estimate_bytes(models, width, height, cutn, True) <= have:
+        hint = "--low-memory would fit it (slower), or " + hint
     raise PixgenError(
         f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
-        f"only {have / 2**30:.1f} GiB is free; about {side}x{side} would fit (--force runs it anyway)"
+        f"only {have / 2**30:.1f} GiB is free; {hint} (--force runs it anyway)"
     )
 
 
@@ -125,7 +135,7 @@ def generate(
         models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
     width, height = fit_size(settings, models.decoder.factor)
     if not force:
-        check_memory(models, width, height, settings.cutn, device)
+        check_memory(models, width, height, settings.cutn, device, settings.low_memory)
     resolved = dict(
         settings.to_dict(),
         size=[width, height],
@@ -203,6 +213,9 @@ def _make_loop(settings: Settings, models):
     from pixgen.targets import build_schedule
 
     width, height = settings.size
+    set_low_memory(models, settings.low_memory)
+    if settings.compile:
+        compile_models(models)
     generator = seed_everything(settings.seed)
     z = init_latent(models.decoder, width, height, generator, settings.init)
     init_image = initial_image(settings, width, height, generator)
@@ -242,6 +255,23 @@ def _make_loop(settings: Settings, models):
         zoom=zoom,
         zoom_every=settings.zoom_every,
     )
+
+
+def set_low_memory(models, on: bool) -> None:
+    """Activation checkpointing in the decoder's residual blocks and CLIP's transformer blocks:
+    about 1.5 GB less at 256x256, cutn 32, for about a quarter more time per step."""
+    models.decoder.checkpoint_levels = len(models.decoder.arch.ddconfig["ch_mult"]) if on else 0
+    for scorer in models.scorers:
+        if hasattr(scorer.model, "set_grad_checkpointing"):
+            scorer.model.set_grad_checkpointing(on)
+
+
+def compile_models(models) -> None:
+    """torch.compile the decoder and each CLIP image tower, in place (once). The first step then
+    pays the compile time (run.json: seconds_per_step[0]); see BENCHMARKS.md for when it pays off."""
+    for module in [models.decoder, *(s.model.visual for s in models.scorers)]:
+        if getattr(module, "_compiled_call_impl", None) is None:
+            module.compile()
 
 
 def zoom_active(settings: Settings) -> bool:

@@ -107,6 +107,16 @@ def generate(
     precision: Annotated[
         str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CLIP's autocast dtype).")
     ] = None,
+    compile_: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="torch.compile the models: slow first step, faster after (long runs)."
+        ),
+    ] = None,
+    low_memory: Annotated[
+        bool | None,
+        typer.Option("--low-memory/--no-low-memory", help="Recompute activations in backward: less memory, slower."),
+    ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
     negative: Annotated[
         list[str] | None, typer.Option("--negative", metavar="TEXT", help="Text to push away from; repeatable.")
@@ -196,6 +206,8 @@ def generate(
         clip=clip or None,
         precision=precision,
         threads=threads,
+        low_memory=low_memory,
+        compile=compile_,
         negative=negative or None,
         image_prompts=image_prompt or None,
         noise_prompts=noise_prompt or None,

@@ -53,8 +53,10 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def build_clip(arch: str, seed: int | None = 0) -> ClipScorer:
-    """An open_clip model of architecture `arch` with random weights (seeded)."""
+def _create(arch: str, seed: int | None, meta: bool, **kwargs) -> nn.Module:
+    """open_clip's `create_model` without weights, quietly: random (seeded) or on the meta device."""
+    import contextlib
+
     import open_clip
 
     _register_configs()
@@ -64,13 +66,47 @@ def build_clip(arch: str, seed: int | None = 0) -> ClipScorer:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.device("meta") if meta else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(seed)
-            model = open_clip.create_model(arch, pretrained=None)
+            return open_clip.create_model(arch, pretrained=None, device="meta" if meta else "cpu", **kwargs)
     finally:
         quiet.setLevel(level)
-    return ClipScorer(model, open_clip.get_tokenizer(arch), arch)
+
+
+def build_clip(arch: str, seed: int | None = 0) -> ClipScorer:
+    """An open_clip model of architecture `arch` with random weights (seeded)."""
+    import open_clip
+
+    return ClipScorer(_create(arch, seed, meta=False), open_clip.get_tokenizer(arch), arch)
+
+
+def _materialise_buffers(model: nn.Module) -> bool:
+    """Give the non-persistent buffers of a model built on the meta device their values.
+    Only open_clip's causal text mask is known; False if any other meta tensor is left."""
+    for module in model.modules():
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf is not None and buf.is_meta:
+                if name != "attn_mask" or buf.ndim != 2 or buf.shape[0] != buf.shape[1]:
+                    return False
+                module._buffers[name] = torch.full(tuple(buf.shape), float("-inf"), dtype=buf.dtype).triu_(1)
+    return not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+
+
+def clip_from_state_dict(arch: str, sd: dict, source: str, **kwargs) -> nn.Module:
+    """open_clip architecture `arch` holding `sd`, built on the meta device so no time is spent
+    on a random initialisation that the weights would overwrite. Strict: a mismatch is a
+    PixgenError naming `source`."""
+    from pixgen.vqgan import load_strict
+
+    model = _create(arch, None, meta=True, **kwargs)
+    own = model.state_dict()
+    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+    load_strict(model, sd, source)
+    if not _materialise_buffers(model):  # an architecture with other computed buffers: build it fully
+        model = _create(arch, None, meta=False, **kwargs)
+        load_strict(model, sd, source)
+    return model
 
 
 def read_clip_weights(path: str | Path) -> dict:
@@ -103,14 +139,10 @@ def read_clip_weights(path: str | Path) -> dict:
 
 def load_clip_file(arch: str, path: str | Path) -> ClipScorer:
     """open_clip architecture `arch` with weights from a local file, loaded strictly."""
-    from pixgen.vqgan import load_strict
+    import open_clip
 
-    scorer = build_clip(arch, seed=None)
-    sd = read_clip_weights(path)
-    own = scorer.model.state_dict()
-    sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-    load_strict(scorer.model, sd, f"CLIP weights {path}")
-    return scorer
+    model = clip_from_state_dict(arch, read_clip_weights(path), f"CLIP weights {path}")
+    return ClipScorer(model, open_clip.get_tokenizer(arch), arch)
 
 
 def parse_clip_spec(spec: str) -> tuple[str, str | None]:
@@ -145,13 +177,15 @@ def load_pretrained_clip(name: str, tag: str) -> ClipScorer:
         raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` shows the known tags")
     path = clip_weights_file(name, tag)
     cfg = open_clip.get_pretrained_cfg(name, tag)
+    kwargs = dict(
+        force_quick_gelu=bool(cfg.get("quick_gelu")),
+        force_preprocess_cfg={k: cfg[k] for k in ("mean", "std") if k in cfg},
+    )
     try:
-        model = open_clip.create_model(
-            name,
-            pretrained=str(path),
-            force_quick_gelu=bool(cfg.get("quick_gelu")),
-            force_preprocess_cfg={k: cfg[k] for k in ("mean", "std") if k in cfg},
-        )
-    except Exception as e:
-        raise PixgenError(f"CLIP weights {path} could not be loaded: {str(e).splitlines()[0][:200]}") from None
+        model = clip_from_state_dict(name, read_clip_weights(path), f"CLIP weights {path}", **kwargs)
+    except PixgenError:  # a layout that needs open_clip's own conversions (old or third-party files)
+        try:
+            model = open_clip.create_model(name, pretrained=str(path), **kwargs)
+        except Exception as e:
+            raise PixgenError(f"CLIP weights {path} could not be loaded: {str(e).splitlines()[0][:200]}") from None
     return ClipScorer(model, open_clip.get_tokenizer(name), f"{name}:{tag}")

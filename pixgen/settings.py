@@ -75,6 +75,8 @@ class Settings:
     output_dir: str = "outputs"
     device: str = "auto"
     precision: str = "auto"  # auto, fp32, bf16 or fp16: autocast dtype for CLIP (see BENCHMARKS.md)
+    compile: bool = False  # torch.compile the decoder and CLIP's image tower (pays off on long runs)
+    low_memory: bool = False  # activation checkpointing: much less memory, about 1.25x the time
     threads: int = 0  # CPU threads; 0 leaves torch's default (all cores, or OMP_NUM_THREADS)
     vqgan: str = "vqgan_imagenet_f16_16384"  # a registry name, "tiny" or "shapes"
     vqgan_config: str | None = None
@@ -169,9 +171,12 @@ def _merge(base, layer: dict, source: str):
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+    layer = {k: [v] if k in LIST_KEYS and isinstance(v, str) else v for k, v in layer.items()}
+    try:  # one merge when the layer is valid; key by key only to name the key that is not
+        return OmegaConf.merge(base, layer)
+    except (OmegaConfBaseException, TypeError, ValueError):
+        pass
     for key, value in layer.items():
-        if key in LIST_KEYS and isinstance(value, str):
-            value = [value]  # a single CLIP model, as older files and flags write it
         try:
             base = OmegaConf.merge(base, {key: value})
         except ConfigKeyError:

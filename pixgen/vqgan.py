@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pixgen.errors import PixgenError
@@ -101,8 +102,55 @@ class VQGANDecoder(nn.Module):
     def factor(self) -> int:
         return self.arch.factor
 
+    # low memory: the residual blocks of this many top-resolution levels keep only their input for
+    # backward and recompute the rest there
+    checkpoint_levels: int = 0
+
     def forward(self, zq: Tensor) -> Tensor:
-        return self.decoder(self.post_quant_conv(zq))
+        """taming's Decoder.forward, step for step over its own modules, with SiLU as one op (it
+        keeps one tensor for backward where ``x * sigmoid(x)`` keeps two) and attention through
+        ``scaled_dot_product_attention``. The same function, to float rounding."""
+        d = self.decoder
+        h = d.conv_in(self.post_quant_conv(zq))
+        h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h))
+        h = _resnet(d.mid.block_2, h)
+        for level in reversed(range(d.num_resolutions)):
+            up = d.up[level]
+            low_memory = level < self.checkpoint_levels and torch.is_grad_enabled()
+            for i, block in enumerate(up.block):
+                h = _checkpointed(_resnet, block, h) if low_memory else _resnet(block, h)
+                if len(up.attn) > 0:
+                    h = _attention(up.attn[i], h)
+            if level != 0:
+                h = up.upsample(h)
+        if d.give_pre_end:
+            return h
+        return d.conv_out(F.silu(d.norm_out(h)))
+
+
+def _checkpointed(fn, block: nn.Module, x: Tensor) -> Tensor:
+    """fn(block, x), keeping only x for backward and recomputing the rest there."""
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(fn, block, x, use_reentrant=False)
+
+
+def _resnet(block: nn.Module, x: Tensor) -> Tensor:
+    """taming's ResnetBlock without a timestep embedding (VQGAN has none)."""
+    h = block.conv1(F.silu(block.norm1(x)))
+    h = block.conv2(block.dropout(F.silu(block.norm2(h))))
+    if block.in_channels != block.out_channels:
+        x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
+    return x + h
+
+
+def _attention(block: nn.Module, x: Tensor) -> Tensor:
+    """taming's AttnBlock (one head over all positions) through scaled_dot_product_attention."""
+    b, c, hh, ww = x.shape
+    h = block.norm(x)
+    q, k, v = (conv(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for conv in (block.q, block.k, block.v))
+    out = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c), scaled by c ** -0.5 like taming
+    return x + block.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
 
 
 class VQGANEncoder(nn.Module):

@@ -55,3 +55,20 @@ def test_cutouts_shape_and_range():
     assert (boxes[:, 2] <= 60 + 1e-4).all() and (boxes[:, 3] <= 40 + 1e-4).all()
     img = torch.full((1, 3, 40, 60), 0.25)
     assert torch.allclose(cut(img, g), torch.full((6, 3, 16, 16), 0.25))
+
+
+def test_low_memory_gives_the_same_run(tmp_path):
+    """Activation checkpointing recomputes; it must not change a single step."""
+    from pixgen import api
+    from pixgen.models import load_models
+    from pixgen.settings import load_settings
+
+    models = load_models("shapes", "shapes", torch.device("cpu"))
+    zs = []
+    for low in (False, True):
+        s = load_settings(preset="shapes", overrides=dict(prompt="a red circle", seed=4, cutn=4, low_memory=low))
+        loop = api._make_loop(s, models)
+        list(loop.run(3))
+        zs.append(loop.z.detach().clone())
+    assert models.decoder.checkpoint_levels > 0 and models.scorer.model.visual.transformer.grad_checkpointing
+    assert torch.allclose(zs[0], zs[1], atol=1e-5)

@@ -221,3 +221,23 @@ def test_bad_model_names_are_refused():
 
 def test_tiny_arch_is_what_the_fixture_writes():
     assert TINY_ARCH.factor == 2
+
+
+def test_clip_from_a_file_is_built_on_meta_and_matches_the_model_it_came_from(tmp_path):
+    from safetensors.torch import save_file
+
+    from pixgen.scorer import build_clip, load_clip_file
+
+    source = build_clip("pixgen-tiny", seed=5)
+    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    loaded = load_clip_file("pixgen-tiny", tmp_path / "w.safetensors")
+    assert not any(t.is_meta for t in [*loaded.model.parameters(), *loaded.model.buffers()])
+    assert torch.equal(loaded.model.attn_mask, source.model.attn_mask)  # the computed causal mask
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.encode_image(images), source.encode_image(images))
+    assert torch.equal(loaded.encode_text(["a red circle", "b"]), source.encode_text(["a red circle", "b"]))
+    sd = source.model.state_dict()
+    sd.pop("logit_scale")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(PixgenError, match="1 missing"):
+        load_clip_file("pixgen-tiny", tmp_path / "bad.safetensors")
