@@ -254,6 +254,7 @@ def _make_loop(settings: Settings, models):
         clip_dtype=resolve_precision(settings.precision, device),
         zoom=zoom,
         zoom_every=settings.zoom_every,
+        coarse_until=settings.iterations // 2 if settings.schedule == "progressive" else 0,
     )
 
 
@@ -282,6 +283,7 @@ def zoom_active(settings: Settings) -> bool:
 def regulariser(settings: Settings, z0, init_image):
     """The weighted sum of the enabled regularisers, as one function of (image, z), or None."""
     from pixgen import losses
+    from pixgen.ops import resize_like
     from pixgen.settings import parse_palette
 
     terms = []
@@ -294,10 +296,13 @@ def regulariser(settings: Settings, z0, init_image):
     if settings.palette and settings.palette_weight:
         colours = torch.tensor(parse_palette(settings.palette))
         terms.append(lambda image, z: settings.palette_weight * losses.palette_distance(image, colours))
+    # resize_like: in the coarse part of the progressive schedule z and the image are half size
     if settings.init_weight:
-        terms.append(lambda image, z: settings.init_weight * losses.latent_anchor(z, z0))
+        terms.append(lambda image, z: settings.init_weight * losses.latent_anchor(z, resize_like(z0, z)))
     if settings.init_pixel_weight and init_image is not None:
-        terms.append(lambda image, z: settings.init_pixel_weight * (image - init_image).abs().mean())
+        terms.append(
+            lambda image, z: settings.init_pixel_weight * (image - resize_like(init_image, image)).abs().mean()
+        )
     if not terms:
         return None
     return lambda image, z: sum(term(image, z) for term in terms)

@@ -151,6 +151,12 @@ def generate(
     lr_schedule: Annotated[
         str | None, typer.Option("--lr-schedule", help="constant, step (x0.1 at 75%), cosine or plateau.")
     ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule", help="plain, or progressive: the first half of the steps at half size (coarse to fine)."
+        ),
+    ] = None,
     augment: Annotated[
         str | None,
         typer.Option("--augment", help="Comma list: flip,affine,perspective,jitter,noise,erasing,sharpness."),
@@ -220,6 +226,7 @@ def generate(
         init_pixel_weight=init_pixel_weight,
         optimizer=optimizer,
         lr_schedule=lr_schedule,
+        schedule=schedule,
         augment=[a.strip() for a in augment.split(",") if a.strip()] if augment is not None else None,
         tv_weight=tv_weight,
         saturation_weight=saturation_weight,

@@ -43,18 +43,20 @@ class Cutouts(nn.Module):
         self.size, self.cutn, self.cut_pow, self.cut_min = size, cutn, cut_pow, cut_min
         self.augment = nn.Sequential(*[_augmentation(a, noise) for a in augment])
 
-    def boxes(self, height: int, width: int, generator: torch.Generator) -> Tensor:
+    def boxes(self, height: int, width: int, generator: torch.Generator, cutn: int | None = None) -> Tensor:
         """(cutn, 4) boxes x1, y1, x2, y2 in pixels, drawn from `generator`."""
+        cutn = cutn or self.cutn
         side = min(height, width)
         lo = min(side, max(self.cut_min * side, min(self.size, side) * 0.5, 1.0))
-        u = torch.rand(self.cutn, 3, generator=generator)
+        u = torch.rand(cutn, 3, generator=generator)
         s = lo + (side - lo) * u[:, 0].pow(self.cut_pow)
         x1 = (width - s) * u[:, 1]
         y1 = (height - s) * u[:, 2]
         return torch.stack([x1, y1, x1 + s, y1 + s], 1)
 
-    def forward(self, image: Tensor, generator: torch.Generator) -> Tensor:
-        boxes = self.boxes(image.shape[2], image.shape[3], generator).to(image)
-        rois = torch.cat([boxes.new_zeros(self.cutn, 1), boxes], 1)  # batch index 0
+    def forward(self, image: Tensor, generator: torch.Generator, cutn: int | None = None) -> Tensor:
+        """`cutn` overrides the number of cutouts for this call."""
+        boxes = self.boxes(image.shape[2], image.shape[3], generator, cutn).to(image)
+        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], 1)  # batch index 0
         cuts = roi_align(image, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         return self.augment(cuts) if len(self.augment) else cuts

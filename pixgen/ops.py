@@ -45,3 +45,16 @@ class _ClampWithGrad(torch.autograd.Function):
 def clamp_with_grad(x: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
     """Clamp to [lo, hi]; out-of-range values still get the gradient that brings them back."""
     return _ClampWithGrad.apply(x, lo, hi)
+
+
+def resize_like(x: Tensor, like: Tensor) -> Tensor:
+    """`x` (N, C, h, w) area-resized to `like`'s height and width (itself when they match)."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return torch.nn.functional.interpolate(x, size=like.shape[-2:], mode="area")
+
+
+def halve_latent(z: Tensor) -> Tensor:
+    """A latent at half the height and width (rounded up): the mean of each 2x2 block of codes."""
+    h, w = z.shape[-2:]
+    return torch.nn.functional.adaptive_avg_pool2d(z, ((h + 1) // 2, (w + 1) // 2))

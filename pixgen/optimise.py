@@ -14,7 +14,7 @@ from torch import Tensor
 from pixgen.cutouts import Cutouts
 from pixgen.errors import PixgenError
 from pixgen.losses import prompt_loss, total_variation
-from pixgen.ops import clamp_with_grad, codes_to_latent, quantize_st
+from pixgen.ops import clamp_with_grad, codes_to_latent, halve_latent, quantize_st
 from pixgen.scorer import ClipScorer
 from pixgen.targets import Targets
 from pixgen.vqgan import VQGANDecoder
@@ -67,9 +67,11 @@ class ClipTerm:
     targets: Callable[[int], Targets] | Targets
     weight: float = 1.0
 
-    def loss(self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None) -> Tensor:
+    def loss(
+        self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
+    ) -> Tensor:
         targets = self.targets(step) if callable(self.targets) else self.targets
-        cuts = self.cutouts(image, generator)  # augmentations stay in fp32
+        cuts = self.cutouts(image, generator, cutn)  # augmentations stay in fp32
         with torch.autocast(cuts.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             embeds = self.scorer.encode_image(cuts)
         return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops)
@@ -107,6 +109,11 @@ class Loop:
     NumericalFailure. The CLIP loss is the weighted mean over `terms` (one per ensemble member);
     `extra_loss(image, z)` adds regularisers. With `zoom`, every `zoom_every` steps the latent is
     replaced by `zoom(z)` (the zoom/pan video mode) and the optimiser starts afresh.
+
+    With `coarse_until` > 0 (the progressive schedule) the steps before it optimise a latent at
+    half the height and width, scored with half the cutouts; the latent is then upsampled to
+    full size (nearest: the same codes) and optimised on with fresh moments. Steps always carry
+    the image at full size.
     """
 
     def __init__(
@@ -124,11 +131,17 @@ class Loop:
         clip_dtype: torch.dtype | None = None,
         zoom: Callable[[Tensor], Tensor] | None = None,
         zoom_every: int = 0,
+        coarse_until: int = 0,
     ):
         if not terms:
             raise ValueError("the loop needs at least one CLIP term")
         self.decoder, self.terms = decoder, list(terms)
         self.zoom, self.zoom_every = zoom, zoom_every
+        self.full_shape = tuple(z.shape)
+        self.coarse_until = coarse_until
+        if coarse_until > 0:
+            z = halve_latent(z)
+        self.optimizer = optimizer
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
         self.generator, self.extra_loss, self.max_failures = generator, extra_loss, max_failures
@@ -147,9 +160,15 @@ class Loop:
     def lr(self) -> float:
         return self.opt.param_groups[0]["lr"]
 
+    @property
+    def coarse(self) -> bool:
+        """Whether the latent is at half size (the first part of the progressive schedule)."""
+        return tuple(self.z.shape) != self.full_shape
+
     def loss(self, image: Tensor, step: int) -> Tensor:
         total = sum(t.weight for t in self.terms)
-        loss = sum(t.weight / total * t.loss(image, step, self.generator, self.clip_dtype) for t in self.terms)
+        cutn = (lambda t: max(1, t.cutouts.cutn // 2)) if self.coarse else (lambda t: None)
+        loss = sum(t.weight / total * t.loss(image, step, self.generator, self.clip_dtype, cutn(t)) for t in self.terms)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(image, self.z)
         return loss
@@ -183,19 +202,37 @@ class Loop:
                 self.failures = 0
                 if self.lr_schedule == "plateau":
                     self._plateau(loss.item())
+                if self.coarse and self.step >= self.coarse_until:
+                    full = self.full_shape[-2:]
+                    self.restart(torch.nn.functional.interpolate(self.z.detach(), size=full, mode="nearest"))
                 if self.zoom is not None and self.zoom_every and self.step % self.zoom_every == 0:
                     if self.step < self.iterations:
                         self.restart(self.zoom(self.z.detach()))
                 self.good.copy_(self.z.detach())
             else:
                 self._recover()
-            yield Step(self.step, loss.item(), image.detach(), time.perf_counter() - t0)
+            shown = image.detach()
+            if shown.shape[-2:] != self.image_size:
+                shown = torch.nn.functional.interpolate(shown, size=self.image_size, mode="bilinear").clamp(0, 1)
+            yield Step(self.step, loss.item(), shown, time.perf_counter() - t0)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        f = self.decoder.factor
+        return self.full_shape[-2] * f, self.full_shape[-1] * f
 
     def restart(self, z: Tensor) -> None:
-        """Continue from a new latent of the same shape, with fresh optimiser moments."""
-        with torch.no_grad():
-            self.z.copy_(z)
-        self.opt.state.clear()
+        """Continue from a new latent, with fresh optimiser moments. A new shape (the progressive
+        schedule) gets a new leaf tensor and optimiser."""
+        if z.shape == self.z.shape:
+            with torch.no_grad():
+                self.z.copy_(z)
+            self.opt.state.clear()
+            return
+        lr = self.lr
+        self.z = z.detach().clone().requires_grad_(True)
+        self.good = self.z.detach().clone()
+        self.opt = OPTIMIZERS[self.optimizer]([self.z], lr=lr)
 
     def _recover(self) -> None:
         self.failures += 1
@@ -228,6 +265,8 @@ class Loop:
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state["z"].shape != self.z.shape:  # saved in the other phase of the progressive schedule
+            self.restart(state["z"].to(self.z))
         with torch.no_grad():
             self.z.copy_(state["z"].to(self.z))
             self.good.copy_(self.z)

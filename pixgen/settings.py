@@ -23,6 +23,7 @@ INIT_NOISES = ("pixels", "gradient", "perlin")
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "radam")
 LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 SYMMETRIES = ("none", "horizontal", "vertical", "both")
+SCHEDULES = ("plain", "progressive")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
@@ -54,6 +55,7 @@ class Settings:
     init_pixel_weight: float = 0.0  # L1 between the image and the init image
     optimizer: str = "adam"
     lr_schedule: str = "constant"  # constant, step (x0.1 at 75%), cosine, plateau
+    schedule: str = "plain"  # progressive: the first half of the steps at half size, half the cutouts
     tv_weight: float = 0.0  # total-variation smoothness on the image
     saturation_weight: float = 0.0  # >0 desaturates, <0 saturates
     symmetry: str = "none"  # none, horizontal, vertical, both
@@ -294,6 +296,7 @@ def validate(s: Settings) -> None:
         ("optimizer", OPTIMIZERS),
         ("lr_schedule", LR_SCHEDULES),
         ("symmetry", SYMMETRIES),
+        ("schedule", SCHEDULES),
     )
     for key, allowed in choices:
         need(getattr(s, key) in allowed, key, f"unknown value {getattr(s, key)!r} (choose from {', '.join(allowed)})")

@@ -72,3 +72,64 @@ def test_low_memory_gives_the_same_run(tmp_path):
         zs.append(loop.z.detach().clone())
     assert models.decoder.checkpoint_levels > 0 and models.scorer.model.visual.transformer.grad_checkpointing
     assert torch.allclose(zs[0], zs[1], atol=1e-5)
+
+
+def _shapes_loop(**kw):
+    from pixgen import api
+    from pixgen.models import load_models
+    from pixgen.settings import load_settings
+
+    models = load_models("shapes", "shapes", torch.device("cpu"))
+    base = dict(prompt="a red circle on a blue background", seed=6, cutn=8, iterations=10, schedule="progressive")
+    return api._make_loop(load_settings(preset="shapes", overrides=dict(base, **kw)), models), models
+
+
+def test_progressive_schedule_goes_coarse_to_fine():
+    loop, models = _shapes_loop()
+    full = loop.full_shape
+    seen = []
+    original = models.scorer.encode_image
+    models.scorer.encode_image = lambda x: seen.append(x.shape[0]) or original(x)
+    shapes, images = [], []
+    for step in loop.run(10):
+        shapes.append(tuple(loop.z.shape))
+        images.append(tuple(step.image.shape))
+        if step.i == 4:
+            coarse_z = loop.z.detach().clone()
+    half = (*full[:2], full[2] // 2, full[3] // 2)
+    assert shapes == [half] * 4 + [full] * 6  # switched after step 5 of 10
+    assert set(images) == {(1, 3, full[2] * models.decoder.factor, full[3] * models.decoder.factor)}
+    assert seen == [4] * 5 + [8] * 5  # half the cutouts while coarse
+    assert coarse_z.shape[-1] * 2 == full[-1]
+
+
+def test_progressive_switch_keeps_the_codes_and_resumes_exactly():
+    from pixgen.ops import quantize_st
+
+    a, models = _shapes_loop()
+    list(a.run(4))
+    coarse = quantize_st(a.z.detach(), models.decoder.codebook)
+    next(a.run(5))  # the switch comes after step 5
+    assert a.z.shape == a.full_shape
+    # the upsampled latent holds each coarse code in a 2x2 block
+    fine = quantize_st(a.z.detach(), models.decoder.codebook)
+    assert torch.equal(fine[..., ::2, ::2], fine[..., 1::2, 1::2])
+    assert coarse.shape[-1] * 2 == fine.shape[-1]
+    list(a.run(10))
+    for stop in (3, 7):  # resume from a state saved in each phase
+        c, _ = _shapes_loop()
+        list(c.run(stop))
+        state = {k: v.clone() for k, v in c.state_dict().items()}
+        d, _ = _shapes_loop()
+        d.load_state_dict(state)
+        list(d.run(10))
+        assert torch.equal(d.z, a.z), stop
+
+
+def test_progressive_with_init_image_and_anchors(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    loop, _ = _shapes_loop(init_image=str(tmp_path / "red.png"), init_weight=1.0, init_pixel_weight=1.0)
+    losses = [s.loss for s in loop.run(10)]
+    assert all(torch.isfinite(torch.tensor(losses)))
