@@ -37,8 +37,9 @@ def run(cmd: list[str], env: dict, out: Path) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     (run_dir,) = sorted(out.iterdir())[-1:]
     record = json.loads((run_dir / "run.json").read_text())
-    # the process's own ru_maxrss, recorded by pixgen in run.json
-    return wall - sum(record["seconds_per_step"]), record["peak_memory_mb"]
+    # everything after the loop started (steps, final render, writing) is not start-up;
+    # peak RSS is the process's own ru_maxrss, recorded by pixgen in run.json
+    return wall - (record["seconds"] - record["startup_seconds"]), record["peak_memory_mb"]
 
 
 def main() -> None:
