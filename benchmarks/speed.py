@@ -73,7 +73,7 @@ def one(args) -> dict:
         m.to(device).eval().requires_grad_(False)
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
-    from pixgen.api import compile_models, set_low_memory
+    from pixgen.api import LOW_MEMORY_CHUNK, compile_models, set_low_memory
     from pixgen.models import Models
 
     models = Models(decoder, [scorer])
@@ -91,7 +91,9 @@ def one(args) -> dict:
     targets = Targets.from_prompts(scorer, parse_prompts("a watercolor portrait of a teacher"))
     cut = Cutouts(scorer.input_size, args.cutn, 1.0, 0.0, Settings().augment, 0.1)
     coarse = 10**9 if args.path == "progressive" else 0  # time the coarse phase of the progressive schedule
-    loop = Loop(decoder, [ClipTerm(scorer, cut, targets)], z, g, 0.1, clip_dtype=clip_dtype, coarse_until=coarse)
+    chunk = LOW_MEMORY_CHUNK if args.path == "low-memory" else 0
+    term = ClipTerm(scorer, cut, targets, chunk=chunk)
+    loop = Loop(decoder, [term], z, g, 0.1, clip_dtype=clip_dtype, coarse_until=coarse)
     print("READY", flush=True)
     times = []
     for step in loop.run(args.steps + 1):

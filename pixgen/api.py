@@ -233,6 +233,7 @@ def _make_loop(settings: Settings, models):
             ),
             build_schedule(settings, scorer),
             weight,
+            chunk=LOW_MEMORY_CHUNK if settings.low_memory else 0,
         )
         for scorer, weight in zip(models.scorers, models.clip_weights, strict=True)
     ]
@@ -259,12 +260,10 @@ def _make_loop(settings: Settings, models):
 
 
 def set_low_memory(models, on: bool) -> None:
-    """Activation checkpointing in the decoder's residual blocks and CLIP's transformer blocks:
-    about 1.5 GB less at 256x256, cutn 32, for about a quarter more time per step."""
+    """Activation checkpointing in the decoder's residual blocks (with `LOW_MEMORY_CHUNK`
+    cutouts per CLIP pass, set on the loop's terms): about 1.2 GB less at 256x256, cutn 32,
+    for about 1.2x the time per step (BENCHMARKS.md)."""
     models.decoder.checkpoint_levels = len(models.decoder.arch.ddconfig["ch_mult"]) if on else 0
-    for scorer in models.scorers:
-        if hasattr(scorer.model, "set_grad_checkpointing"):
-            scorer.model.set_grad_checkpointing(on)
 
 
 def compile_models(models) -> None:
@@ -306,6 +305,9 @@ def regulariser(settings: Settings, z0, init_image):
     if not terms:
         return None
     return lambda image, z: sum(term(image, z) for term in terms)
+
+
+LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
 
 
 class Interrupted(Exception):

@@ -66,12 +66,28 @@ class ClipTerm:
     cutouts: Cutouts
     targets: Callable[[int], Targets] | Targets
     weight: float = 1.0
+    chunk: int = 0  # >0: CLIP sees this many cutouts at a time (low memory); 0: all at once
 
     def loss(
         self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
     ) -> Tensor:
         targets = self.targets(step) if callable(self.targets) else self.targets
         cuts = self.cutouts(image, generator, cutn)  # augmentations stay in fp32
+        if self.chunk <= 0 or cuts.shape[0] <= self.chunk or not torch.is_grad_enabled():
+            return self._loss(cuts, targets, dtype)
+        # Chunked: the loss is a mean over cutouts, so each chunk's share is back-propagated to
+        # the cutouts at once, freeing CLIP's activations before the next chunk. The result is a
+        # surrogate with the same value whose gradient with respect to `cuts` is the sum.
+        leaf = cuts.detach().requires_grad_(True)
+        total = cuts.new_zeros(())
+        for part in leaf.split(self.chunk):
+            share = self._loss(part, targets, dtype) * (part.shape[0] / leaf.shape[0])
+            share.backward()
+            total = total + share.detach()
+        link = (cuts * leaf.grad).sum()
+        return total + link - link.detach()
+
+    def _loss(self, cuts: Tensor, targets: Targets, dtype: torch.dtype | None) -> Tensor:
         with torch.autocast(cuts.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             embeds = self.scorer.encode_image(cuts)
         return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops)
