@@ -41,8 +41,8 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
 
 def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool = False) -> int:
     """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
-    `low_memory` (activation checkpointing) keeps about a quarter of the decoder's and a tenth of
-    CLIP's (measured at 256x256, cutn 32: BENCHMARKS.md)."""
+    `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
+    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md)."""
     arch = models.decoder.arch
     dd = arch.ddconfig
     levels = len(dd["ch_mult"])
@@ -62,7 +62,7 @@ def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool 
         patch = patch[0] if isinstance(patch, tuple | list) else patch
         tokens = (scorer.input_size // patch) ** 2 + 1
         clip_floats += cutn * tokens * width_v * layers * 24
-    floats += clip_floats // 10 if low_memory else clip_floats
+    floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
     params = sum(p.numel() for m in [models.decoder, *models.scorers] for p in m.parameters())
     return 4 * (floats + params)
 

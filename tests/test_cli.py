@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pixgen.outputs import read_png_metadata
@@ -218,3 +219,18 @@ def test_generate_help_documents_a_flag_for_every_setting(cli):
         assert re.search(re.escape(flag) + r"(?![\w-])", text), (
             f"setting {f.name!r} has no flag in `pixgen generate --help`"
         )
+
+
+def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, monkeypatch):
+    import pixgen.api
+    from pixgen.models import load_models
+
+    models = load_models("tiny", "tiny", torch.device("cpu"))
+    plain = pixgen.api.estimate_bytes(models, 64, 64, 64)
+    low = pixgen.api.estimate_bytes(models, 64, 64, 64, low_memory=True)
+    assert low < plain
+    monkeypatch.setattr(pixgen.api, "available_bytes", lambda device: (low + plain) // 2)
+    code, _, err = cli("a cat", *SMOKE, "-i", "1", "--cutn", "64", "-o", tmp_path / "a")
+    assert code == 2 and "--low-memory would fit it" in err
+    code, _, err = cli("a cat", *SMOKE, "-i", "1", "--cutn", "64", "--low-memory", "-o", tmp_path / "b")
+    assert code == 0, err
