@@ -17,6 +17,8 @@ from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
 
+LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
+
 
 @dataclass
 class Result:
@@ -305,9 +307,6 @@ def regulariser(settings: Settings, z0, init_image):
     if not terms:
         return None
     return lambda image, z: sum(term(image, z) for term in terms)
-
-
-LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
 
 
 class Interrupted(Exception):

@@ -19,8 +19,6 @@ class Models:
     clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
 
     def __post_init__(self):
-        if isinstance(self.scorers, ClipScorer):
-            self.scorers = [self.scorers]
         if not self.clip_weights:
             self.clip_weights = [1.0] * len(self.scorers)
         if len(self.clip_weights) != len(self.scorers):

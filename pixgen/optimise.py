@@ -183,8 +183,10 @@ class Loop:
 
     def loss(self, image: Tensor, step: int) -> Tensor:
         total = sum(t.weight for t in self.terms)
-        cutn = (lambda t: max(1, t.cutouts.cutn // 2)) if self.coarse else (lambda t: None)
-        loss = sum(t.weight / total * t.loss(image, step, self.generator, self.clip_dtype, cutn(t)) for t in self.terms)
+        loss = 0
+        for t in self.terms:
+            cutn = max(1, t.cutouts.cutn // 2) if self.coarse else None  # progressive: half while coarse
+            loss = loss + t.weight / total * t.loss(image, step, self.generator, self.clip_dtype, cutn)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(image, self.z)
         return loss

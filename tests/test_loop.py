@@ -13,7 +13,7 @@ from pixgen.vqgan import tiny_decoder
 
 
 def _setup(seed=0, init="tokens"):
-    models = Models(tiny_decoder(), load_clip("tiny")).to(torch.device("cpu"))
+    models = Models(tiny_decoder(), [load_clip("tiny")]).to(torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     z = init_latent(models.decoder, 32, 32, g, init)

@@ -33,6 +33,12 @@ def _pixels(path):
     return np.asarray(Image.open(path))
 
 
+def _sixty_steps(out, *extra):
+    """A pixgen command line for a 60-step smoke run that saves every step into `out`."""
+    return [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=60", "--save-every", "1",
+            "-o", str(out), *extra]  # fmt: skip
+
+
 def _stop_after(n):
     calls = {"n": 0}
 
@@ -67,21 +73,7 @@ def test_resume_refuses_finished_or_foreign_folders(tmp_path):
 
 
 def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "pixgen",
-        "a cat",
-        *SMOKE,
-        "--set",
-        "iterations=60",
-        "--save-every",
-        "1",
-        "-o",
-        str(tmp_path),
-        "--seed",
-        "1",
-    ]
+    cmd = _sixty_steps(tmp_path, "--seed", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("*/frames/000002.png")):
@@ -122,7 +114,7 @@ def _models(bad_calls):
     from pixgen.scorer import load_clip
     from pixgen.vqgan import tiny_decoder
 
-    return Models(_Flaky(tiny_decoder(), bad_calls), load_clip("tiny")).to(torch.device("cpu"))
+    return Models(_Flaky(tiny_decoder(), bad_calls), [load_clip("tiny")]).to(torch.device("cpu"))
 
 
 def test_nan_rolls_back_halves_lr_and_goes_on(tmp_path, caplog):
@@ -141,19 +133,7 @@ def test_repeated_nan_stops_with_the_last_good_image(tmp_path):
 
 def test_kill_9_never_leaves_a_truncated_file(tmp_path):
     rng = random.Random(0)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pixgen",
-        "a cat",
-        *SMOKE,
-        "--set",
-        "iterations=60",
-        "--save-every",
-        "1",
-        "-o",
-        str(tmp_path),
-    ]
+    cmd = _sixty_steps(tmp_path)
     for i in range(4):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 180  # wait until this run is writing frames (slow machines too)
