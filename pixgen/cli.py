@@ -355,7 +355,8 @@ class _progress:
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.task is not None:  # never started (an error before the first step): print nothing
+            self.progress.stop()
 
 
 class _StopOnSignal:

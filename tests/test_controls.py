@@ -136,6 +136,7 @@ def test_bad_controls_one_line_exit_2(cli, tmp_path, args, needle):
     code, _, err = cli("a cat", *SMOKE, *args, "-o", tmp_path / "o")
     assert code == 2 and needle in err and "Traceback" not in err, err
     assert err.strip().count("\n") == 0
+    assert err.count("\n") <= 1  # no blank line from the progress bar either
 
 
 def test_zero_length_story_phrase_is_refused(cli, tmp_path):
