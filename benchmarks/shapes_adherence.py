@@ -1,20 +1,33 @@
 """Prompt adherence on the shapes world, graded by the independent pixel judge.
 
-For every held-out (shape, colour, background) combination and several seeds, generate one
-image with the shapes preset and read it back with the judge. Baselines in the same run: the
-judge on freshly rendered world images (is the judge right?), and the untouched initial image
-of each run (what does the optimisation buy?).
+For each (shape, colour, background) combination of a set (the 10 held-out ones by default)
+and several seeds, generate one image per variant of the settings and read it back with the
+judge. Every variant runs on the same prompts and seeds, in one process, so the comparison is
+paired. Baselines: the judge on freshly rendered world images (is the judge right?) and, with
+--baseline, the untouched initial image of each run (what does the optimisation buy?).
 
-    .venv/bin/python benchmarks/shapes_adherence.py [--seeds 3] [--set key=value ...]
+The judge maps every pixel to the nearest of the six world colours; a colour outside them
+(orange, cyan, a muddy mix) is therefore read as its nearest world colour, and is reported
+separately: "off-palette" counts images where more than 5% of the flat pixels (edges excluded)
+lie further than 60 (RGB distance) from every world colour (`judge.off_palette`).
+
+    .venv/bin/python benchmarks/shapes_adherence.py --seeds 6 \\
+        --variant "preset" --variant "no save-best|save_best=false" [--combos train --first 10]
+    .venv/bin/python benchmarks/shapes_adherence.py --report run1.jsonl run2.jsonl
+
+Each variant is `LABEL|key=value key=value ...` (values as in --set). `--jsonl FILE` appends one
+record per image, so shards (--seed-offset) can run in parallel and be reported together.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +41,10 @@ from pixgen.models import load_models  # noqa: E402
 from pixgen.optimise import init_latent, render  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
-from pixgen.shapes.judge import judge  # noqa: E402
+from pixgen.shapes.judge import judge, off_palette  # noqa: E402
 
 FIELDS = ("background", "colour", "shape")
+COLUMNS = ("background", "colour", "colours", "shape", "all", "off_palette")
 
 
 def grade(image: np.ndarray, combo: world.Combo) -> dict[str, bool]:
@@ -38,68 +52,133 @@ def grade(image: np.ndarray, combo: world.Combo) -> dict[str, bool]:
     marks = {f: getattr(got, f) == getattr(combo, f) for f in FIELDS}
     marks["colours"] = marks["background"] and marks["colour"]
     marks["all"] = all(marks[f] for f in FIELDS)
+    marks["off_palette"] = off_palette(image)
     return marks
 
 
 def rates(marks: list[dict]) -> dict[str, float]:
-    return {k: 100 * sum(m[k] for m in marks) / len(marks) for k in marks[0]}
+    return {k: 100 * sum(m[k] for m in marks) / len(marks) for k in COLUMNS}
 
 
 def to_array(t: torch.Tensor) -> np.ndarray:
     return (t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--set", action="append", default=[], dest="sets")
-    p.add_argument("--template", type=int, default=0, help="caption template for the prompt")
-    a = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    base = load_settings(preset="shapes", overrides={"prompt": "x", "gif": False, "save_every": 0}, sets=a.sets)
-    models = load_models(base.vqgan, base.clip, torch.device("cpu"))
-    rng = np.random.default_rng(123)
-    judge_marks = [grade(world.sample(rng, c), c) for c in world.ALL_COMBOS for _ in range(5)]
-    gen_marks, init_marks, seconds = [], [], []
-    out = Path(tempfile.mkdtemp(prefix="pixgen-adherence-"))
-    for combo in world.HELD_OUT:
-        for seed in range(a.seeds):
-            s = load_settings(
-                preset="shapes",
-                overrides={
-                    "prompt": combo.caption(a.template),
-                    "seed": seed,
-                    "output_dir": str(out),
-                    "gif": False,
-                    "save_every": 0,
-                },
-                sets=a.sets,
-            )
-            t0 = time.perf_counter()
-            result = generate(s, models=models)
-            seconds.append(time.perf_counter() - t0)
-            from PIL import Image
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    label, _, rest = text.partition("|")
+    return label.strip(), rest.split()
 
-            gen_marks.append(grade(np.asarray(Image.open(result.image).convert("RGB")), combo))
-            g = seed_everything(seed)
-            with torch.no_grad():
-                z0 = init_latent(models.decoder, s.size[0], s.size[1], g, s.init)
-                init_marks.append(grade(to_array(render(models.decoder, z0)), combo))
-    print(f"settings: preset shapes {' '.join(a.sets)}; {len(world.HELD_OUT)} held-out prompts x {a.seeds} seeds")
-    print("| images | background | shape colour | both colours | shape | all three |")
-    print("|---|---|---|---|---|---|")
-    for label, marks in (
-        ("judge on rendered world images", judge_marks),
-        ("generated (held-out prompts)", gen_marks),
-        ("initial image, no optimisation", init_marks),
-    ):
-        r = rates(marks)
-        print(
-            f"| {label} (n={len(marks)}) | {r['background']:.0f}% | {r['colour']:.0f}% | {r['colours']:.0f}% | "
-            f"{r['shape']:.0f}% | {r['all']:.0f}% |"
-        )
-    print(f"median seconds per image: {statistics.median(seconds):.2f} (torch threads {torch.get_num_threads()})")
+
+def combos_of(name: str, first: int) -> list[world.Combo]:
+    combos = list(world.HELD_OUT if name == "held-out" else world.TRAIN_COMBOS)
+    if name == "train":  # a fixed, spread-out sample of the training combinations
+        combos = combos[:: max(1, len(combos) // first)]
+    return combos[:first]
+
+
+def run(a) -> list[dict]:
+    variants = [parse_variant(v) for v in a.variant] or [("preset", [])]
+    models_cache: dict = {}
+    out = Path(tempfile.mkdtemp(prefix="pixgen-adherence-"))
+    records = []
+    for combo in combos_of(a.combos, a.first):
+        for seed in range(a.seed_offset, a.seed_offset + a.seeds):
+            for label, sets in variants:
+                s = load_settings(
+                    preset=a.preset,
+                    overrides={
+                        "prompt": combo.caption(a.template),
+                        "seed": seed,
+                        "output_dir": str(out),
+                        "gif": False,
+                        "save_every": 0,
+                    },
+                    sets=sets,
+                )
+                key = (s.vqgan, tuple(s.clip))
+                if key not in models_cache:
+                    models_cache[key] = load_models(s.vqgan, s.clip, torch.device("cpu"))
+                models = models_cache[key]
+                t0 = time.perf_counter()
+                result = generate(s, models=models)
+                seconds = time.perf_counter() - t0
+                from PIL import Image
+
+                marks = grade(np.asarray(Image.open(result.image).convert("RGB")), combo)
+                rec = {"variant": label, "sets": sets, "combo": combo.caption(0), "seed": seed, "seconds": seconds}
+                records.append({**rec, **marks})
+                if a.jsonl:
+                    with open(a.jsonl, "a") as f:
+                        f.write(json.dumps(records[-1]) + "\n")
+                print(f"{label:>24} seed {seed} {combo.caption(0):<45} {seconds:5.1f} s  {marks}", flush=True)
+            if a.baseline:
+                g = seed_everything(seed)
+                with torch.no_grad():
+                    z0 = init_latent(models.decoder, s.size[0], s.size[1], g, s.init)
+                    marks = grade(to_array(render(models.decoder, z0)), combo)
+                records.append({"variant": "initial image, no optimisation", "seed": seed, "seconds": 0.0, **marks})
     print(f"images in {out}")
+    return records
+
+
+def report(records: list[dict]) -> None:
+    by = defaultdict(list)
+    for r in records:
+        by[r["variant"]].append(r)
+    heads = ("variant", "n", "background", "shape colour", "both colours", "shape", "all three", "off-palette")
+    print("| " + " | ".join(heads) + " | s/image (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    first = next((k for k, v in by.items() if "combo" in v[0]), None)
+    for label, marks in by.items():
+        r = rates(marks)
+        secs = statistics.median(m["seconds"] for m in marks)
+        cells = " | ".join(f"{r[k]:.0f}%" for k in COLUMNS)
+        print(f"| {label} | {len(marks)} | {cells} | {secs:.2f} |")
+    # paired: on the same (prompt, seed), how often a variant gets all three right where the
+    # first one does not, and the other way round
+    if first is None:
+        return
+    base = {(m["combo"], m["seed"]): m["all"] for m in by[first]}
+    for label, marks in by.items():
+        if label == first or "combo" not in marks[0]:
+            continue
+        pairs = [(base[(m["combo"], m["seed"])], m["all"]) for m in marks if (m.get("combo"), m["seed"]) in base]
+        if pairs:
+            wins = sum(b and not a for a, b in pairs)
+            losses = sum(a and not b for a, b in pairs)
+            print(f"paired vs {first!r}: {label!r} all-three right {wins} more, {losses} fewer (n={len(pairs)})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=6)
+    p.add_argument("--seed-offset", type=int, default=0)
+    p.add_argument("--combos", choices=["held-out", "train"], default="held-out")
+    p.add_argument("--first", type=int, default=10, help="how many combinations")
+    p.add_argument("--preset", default="shapes")
+    p.add_argument("--variant", action="append", default=[], help="LABEL|key=value ... (repeatable)")
+    p.add_argument("--template", type=int, default=0, help="caption template for the prompt")
+    p.add_argument("--baseline", action="store_true", help="also grade each run's initial image")
+    p.add_argument("--judge-check", action="store_true", help="grade 450 rendered world images first")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--jsonl", help="append one record per image to this file")
+    p.add_argument("--report", nargs="+", metavar="JSONL", help="only report these record files")
+    a = p.parse_args()
+    if a.report:
+        report([json.loads(line) for path in a.report for line in Path(path).read_text().splitlines() if line])
+        return
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    records = []
+    if a.judge_check:
+        rng = np.random.default_rng(123)
+        for c in world.ALL_COMBOS:
+            for i in range(5):
+                marks = grade(world.sample(rng, c), c)
+                records.append({"variant": "judge on rendered world images", "seed": i, "seconds": 0, **marks})
+    records += run(a)
+    print(f"preset {a.preset}; {a.combos} combinations x {a.seeds} seeds; torch threads {torch.get_num_threads()}")
+    report(records)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def _make_loop(settings: Settings, models):
     from pixgen.cutouts import Cutouts
     from pixgen.device import resolve_precision, seed_everything
     from pixgen.init import encode, initial_image, load_encoder_for
-    from pixgen.optimise import ClipTerm, Loop, init_latent
+    from pixgen.optimise import ClipTerm, Loop, init_latent, pick_start
     from pixgen.targets import build_schedule
 
     width, height = settings.size
@@ -236,9 +236,15 @@ def _make_loop(settings: Settings, models):
             build_schedule(settings, scorer),
             weight,
             chunk=LOW_MEMORY_CHUNK if settings.low_memory else 0,
+            distance=settings.clip_loss,
         )
         for scorer, weight in zip(models.scorers, models.clip_weights, strict=True)
     ]
+    if init_image is None and settings.init_draws > 1:
+        starts = [z] + [
+            init_latent(models.decoder, width, height, generator, settings.init) for _ in range(settings.init_draws - 1)
+        ]
+        z = pick_start(models.decoder, terms, starts, generator)
     zoom = None
     if zooming:
         from pixgen.zoom import Zoom
@@ -258,6 +264,8 @@ def _make_loop(settings: Settings, models):
         zoom=zoom,
         zoom_every=settings.zoom_every,
         coarse_until=settings.iterations // 2 if settings.schedule == "progressive" else 0,
+        save_best=settings.save_best,
+        ema=settings.ema,
     )
 
 
@@ -341,7 +349,7 @@ def _drive(
     except NumericalFailure as e:
         failure = e
     with torch.no_grad():
-        final = render(models.decoder, loop.good if failure else loop.z.detach())
+        final = render(models.decoder, loop.good if failure else loop.result())
     if interrupted:
         save_state(writer.run_dir / "state.safetensors", loop.state_dict(), settings.iterations)
     record = {

@@ -145,6 +145,21 @@ def generate(
     init_pixel_weight: Annotated[
         float | None, typer.Option("--init-pixel-weight", help="Keep the pixels near the init image (L1).")
     ] = None,
+    init_draws: Annotated[
+        int | None,
+        typer.Option("--init-draws", help="Draw N starting latents and start from the one CLIP likes best."),
+    ] = None,
+    save_best: Annotated[
+        bool | None,
+        typer.Option("--save-best/--no-save-best", help="Keep the step with the lowest loss, not the last one."),
+    ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option("--ema", help="Keep a moving average of the latent with this decay (0: off, e.g. 0.9)."),
+    ] = None,
+    clip_loss: Annotated[
+        str | None, typer.Option("--clip-loss", help="spherical (great-circle distance) or cosine.")
+    ] = None,
     optimizer: Annotated[
         str | None, typer.Option("--optimizer", help="adam, adamw, adagrad, rmsprop or radam.")
     ] = None,
@@ -224,6 +239,10 @@ def generate(
         init_noise=init_noise,
         init_weight=init_weight,
         init_pixel_weight=init_pixel_weight,
+        init_draws=init_draws,
+        save_best=save_best,
+        ema=ema,
+        clip_loss=clip_loss,
         optimizer=optimizer,
         lr_schedule=lr_schedule,
         schedule=schedule,

@@ -18,14 +18,24 @@ def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
 
 
-def prompt_loss(image_embeds: Tensor, targets: Tensor, weights: Tensor, stops: Tensor) -> Tensor:
-    """Weighted spherical distance of N cutout embeddings to P prompt targets.
+def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
+    """1 - cosine similarity along the last dim (broadcasts like `spherical_distance`)."""
+    return 1 - F.cosine_similarity(a, b, dim=-1)
+
+
+DISTANCES = {"spherical": spherical_distance, "cosine": cosine_distance}
+
+
+def prompt_loss(
+    image_embeds: Tensor, targets: Tensor, weights: Tensor, stops: Tensor, distance: str = "spherical"
+) -> Tensor:
+    """Weighted distance (spherical by default) of N cutout embeddings to P prompt targets.
 
     image_embeds (N, D), targets (P, D), weights (P,), stops (P,). A negative weight pushes
     away from its target. Once a prompt's (signed) distance for a cutout falls below its stop,
     that term keeps its value but stops giving gradient.
     """
-    d = spherical_distance(image_embeds[:, None], targets[None])  # (N, P)
+    d = DISTANCES[distance](image_embeds[:, None], targets[None])  # (N, P)
     signed = d * weights.sign()
     signed = torch.where(signed > stops, signed, signed.detach())
     return (signed.mean(0) * weights.abs()).sum()

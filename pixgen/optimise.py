@@ -52,6 +52,22 @@ def init_latent(
     return codes_to_latent(codes.to(decoder.codebook.device), decoder.codebook).clone()
 
 
+@torch.no_grad()
+def pick_start(
+    decoder: VQGANDecoder, terms: list[ClipTerm], starts: list[Tensor], generator: torch.Generator
+) -> Tensor:
+    """Of several candidate starting latents, the one whose image the CLIP terms already score
+    closest to the prompt (the first phase). Each is scored on the same fresh cutouts' draws."""
+    total = sum(t.weight for t in terms)
+    state = generator.get_state()
+    losses = []
+    for z in starts:
+        generator.set_state(state)
+        image = render(decoder, z)
+        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None)) for t in terms))
+    return starts[min(range(len(starts)), key=losses.__getitem__)]
+
+
 def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:
     """Latent -> image in [0, 1], through the same quantisation the loop uses."""
     return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
@@ -67,6 +83,7 @@ class ClipTerm:
     targets: Callable[[int], Targets] | Targets
     weight: float = 1.0
     chunk: int = 0  # >0: CLIP sees this many cutouts at a time (low memory); 0: all at once
+    distance: str = "spherical"  # or "cosine" (losses.DISTANCES)
 
     def loss(
         self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
@@ -90,7 +107,7 @@ class ClipTerm:
     def _loss(self, cuts: Tensor, targets: Targets, dtype: torch.dtype | None) -> Tensor:
         with torch.autocast(cuts.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             embeds = self.scorer.encode_image(cuts)
-        return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops)
+        return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops, self.distance)
 
 
 class NumericalFailure(PixgenError):
@@ -148,6 +165,8 @@ class Loop:
         zoom: Callable[[Tensor], Tensor] | None = None,
         zoom_every: int = 0,
         coarse_until: int = 0,
+        save_best: bool = False,
+        ema: float = 0.0,
     ):
         if not terms:
             raise ValueError("the loop needs at least one CLIP term")
@@ -171,6 +190,11 @@ class Loop:
         self.scale = 1.0  # halved on each numerical failure, and by the plateau schedule
         self.best, self.stale = math.inf, 0  # plateau schedule state
         self.clip_dtype = clip_dtype  # autocast dtype for CLIP only; None: fp32
+        # what the run keeps as its result: the latent of the lowest-loss step (save_best), an
+        # exponential moving average of the latent (ema > 0), or else the last latent
+        self.save_best, self.ema = save_best, ema
+        self.kept_loss, self.kept_z = math.inf, None
+        self.ema_z = self.z.detach().clone() if ema else None
 
     @property
     def lr(self) -> float:
@@ -209,6 +233,8 @@ class Loop:
             image = render(self.decoder, self.z)
             loss = self.loss(image, self.step + 1)
             ok = bool(torch.isfinite(loss))
+            if ok and self.save_best and loss.item() < self.kept_loss:  # `loss` scores z before this update
+                self.kept_loss, self.kept_z = loss.item(), self.z.detach().clone()
             if ok:
                 loss.backward()
                 self.opt.step()
@@ -218,6 +244,8 @@ class Loop:
             self.step += 1
             if ok:
                 self.failures = 0
+                if self.ema_z is not None:
+                    self.ema_z.lerp_(self.z.detach(), 1 - self.ema)
                 if self.lr_schedule == "plateau":
                     self._plateau(loss.item())
                 if self.coarse and self.step >= self.coarse_until:
@@ -239,9 +267,21 @@ class Loop:
         f = self.decoder.factor
         return self.full_shape[-2] * f, self.full_shape[-1] * f
 
+    def result(self) -> Tensor:
+        """The latent the run keeps: the best step's, the moving average, or the last."""
+        if self.kept_z is not None:
+            return self.kept_z
+        if self.ema_z is not None:
+            return self.ema_z
+        return self.z.detach()
+
     def restart(self, z: Tensor) -> None:
         """Continue from a new latent, with fresh optimiser moments. A new shape (the progressive
-        schedule) gets a new leaf tensor and optimiser."""
+        schedule) gets a new leaf tensor and optimiser. What was kept (best step, moving average)
+        belongs to the old latent and starts again from the new one."""
+        self.kept_loss, self.kept_z = math.inf, None
+        if self.ema_z is not None:
+            self.ema_z = z.detach().clone()
         if z.shape == self.z.shape:
             with torch.no_grad():
                 self.z.copy_(z)
@@ -276,6 +316,10 @@ class Loop:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.kept_z is not None:
+            state["kept_z"], state["kept_loss"] = self.kept_z.cpu(), torch.tensor(self.kept_loss, dtype=torch.float64)
+        if self.ema_z is not None:
+            state["ema_z"] = self.ema_z.cpu()
         for k, v in self.opt.state.get(self.z, {}).items():
             state[f"opt.{k}"] = v.detach().cpu() if torch.is_tensor(v) else torch.tensor(v)
         if torch.cuda.is_available():
@@ -288,6 +332,10 @@ class Loop:
         with torch.no_grad():
             self.z.copy_(state["z"].to(self.z))
             self.good.copy_(self.z)
+        if "kept_z" in state:
+            self.kept_z, self.kept_loss = state["kept_z"].to(self.z), float(state["kept_loss"])
+        if "ema_z" in state and self.ema_z is not None:
+            self.ema_z = state["ema_z"].to(self.z)
         self.step = int(state["step"])
         self.scale, self.best, stale = state["lr_state"].tolist()
         self.stale = int(stale)

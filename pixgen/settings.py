@@ -25,6 +25,7 @@ LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 SYMMETRIES = ("none", "horizontal", "vertical", "both")
 SCHEDULES = ("plain", "progressive")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLIP_LOSSES = ("spherical", "cosine")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
 LIST_KEYS = ("clip",)  # list settings that also accept one string
@@ -53,6 +54,10 @@ class Settings:
     init_noise: str | None = None  # pixels, gradient or perlin noise, encoded as the init
     init_weight: float = 0.0  # pull the latent toward its initial value
     init_pixel_weight: float = 0.0  # L1 between the image and the init image
+    init_draws: int = 1  # draw this many starting latents, start from the one CLIP scores best
+    save_best: bool = False  # keep the latent of the lowest-loss step rather than the last
+    ema: float = 0.0  # keep a moving average of the latent with this decay (0: off)
+    clip_loss: str = "spherical"  # spherical (great-circle) or cosine distance to the targets
     optimizer: str = "adam"
     lr_schedule: str = "constant"  # constant, step (x0.1 at 75%), cosine, plateau
     schedule: str = "plain"  # progressive: the first half of the steps at half size, half the cutouts
@@ -297,6 +302,7 @@ def validate(s: Settings) -> None:
         ("lr_schedule", LR_SCHEDULES),
         ("symmetry", SYMMETRIES),
         ("schedule", SCHEDULES),
+        ("clip_loss", CLIP_LOSSES),
     )
     for key, allowed in choices:
         need(getattr(s, key) in allowed, key, f"unknown value {getattr(s, key)!r} (choose from {', '.join(allowed)})")
@@ -305,6 +311,8 @@ def validate(s: Settings) -> None:
         "init_noise",
         f"unknown value {s.init_noise!r} (choose from {', '.join(INIT_NOISES)})",
     )
+    need(1 <= s.init_draws <= 256, "init_draws", f"must be between 1 and 256, got {s.init_draws}")
+    need(0 <= s.ema < 1, "ema", f"must be at least 0 and below 1, got {s.ema}")
     need(s.change_prompt_every >= 0, "change_prompt_every", f"must be 0 or more, got {s.change_prompt_every}")
     need(0 < s.fps <= 120, "fps", f"must be between 0 and 120, got {s.fps}")
     need(s.zoom_every >= 1, "zoom_every", f"must be at least 1, got {s.zoom_every}")

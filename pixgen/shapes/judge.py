@@ -75,3 +75,31 @@ def judge(image: np.ndarray) -> Combo:
     fg = counts.argmax()
     shape = classify_shape(largest_blob(labels == fg)) if counts[fg] else "none"
     return Combo(shape, _NAMES[fg] if counts[fg] else "none", _NAMES[bg])
+
+
+OFF_PALETTE_DISTANCE = 60.0  # RGB distance (of 441) beyond which a pixel is no palette colour
+OFF_PALETTE_SHARE = 0.05  # an image is off-palette when more of its flat pixels than this are
+
+
+def off_palette_share(image: np.ndarray) -> float:
+    """Share of the image's flat pixels (all four neighbours read as the same palette colour,
+    so edges, where soft transitions are expected, do not count) that are further than
+    OFF_PALETTE_DISTANCE from every palette colour: muddy mixtures such as orange or cyan."""
+    image = image[..., :3].astype(np.float32)
+    labels = palette_labels(image)
+    dist = np.sqrt(((image - _PALETTE[labels]) ** 2).sum(-1))
+    inner = labels[1:-1, 1:-1]
+    flat = (
+        (inner == labels[:-2, 1:-1])
+        & (inner == labels[2:, 1:-1])
+        & (inner == labels[1:-1, :-2])
+        & (inner == labels[1:-1, 2:])
+    )
+    if not flat.any():
+        return 1.0
+    return float((dist[1:-1, 1:-1][flat] > OFF_PALETTE_DISTANCE).mean())
+
+
+def off_palette(image: np.ndarray) -> bool:
+    """Whether the shape or the background shows a colour outside the world's six."""
+    return off_palette_share(image) > OFF_PALETTE_SHARE

@@ -1,13 +1,16 @@
-"""Train the shapes models: ``python -m pixgen.shapes.train vqgan|clip [--steps N] [--seed S]``.
+"""Train the shapes models: ``python -m pixgen.shapes.train vqgan|clip [--steps N] [--seed S] [--out DIR]``.
 
-Both are reproducible from the seed and take minutes on 2 CPU cores. Weights are written as
-fp16 safetensors into pixgen/shapes/weights/ (or --out), ready to ship.
+Both are reproducible from the seed (single process, fixed thread count, seeded streams) and
+write fp16 safetensors into pixgen/shapes/weights/ (or --out) with a JSON of their evaluation
+beside them. See pixgen/shapes/CARD.md for the recipes and the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import torch.nn.functional as F
 from pixgen.shapes import world
 from pixgen.shapes.models import CLIP_ARCH, VQGAN_ARCH, WEIGHTS_DIR
 
+JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one flat shape
+
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
 
 
 def _cosine_lr(step: int, steps: int, base: float, warmup: int = 50, floor: float = 0.05) -> float:
@@ -31,8 +36,42 @@ def _cosine_lr(step: int, steps: int, base: float, warmup: int = 50, floor: floa
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_vqgan(steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1e-3, log_every: int = 100) -> dict:
-    """An autoencoder of taming's Encoder/Decoder/VectorQuantizer2 on the world's images."""
+def _edges(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradients (N, C, 2, H, W): the edge term that stands in for a perceptual loss."""
+    import kornia
+
+    return kornia.filters.spatial_gradient(x, mode="sobel")
+
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+def _adaptive_weight(
+    rec_loss: torch.Tensor, g_loss: torch.Tensor, last: torch.Tensor, cap: float = 1e4
+) -> torch.Tensor:
+    """Balance the generator's adversarial gradient against the reconstruction's at the last
+    layer (the rule of Esser et al., Taming Transformers, eq. 7)."""
+    rec_grad = torch.autograd.grad(rec_loss, last, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
+    return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0, cap).detach()
+
+
+def train_vqgan(
+    steps: int,
+    seed: int,
+    out: Path,
+    batch: int = 16,
+    lr: float = 1e-3,
+    disc_start: float = 0.3,
+    disc_weight: float = 0.5,
+    edge_weight: float = 1.0,
+    log_every: int = 100,
+) -> dict:
+    """taming's Encoder/Decoder/VectorQuantizer2 on the world's images, trained as the real VQGANs
+    were: reconstruction + VQ loss, then a hinge adversarial term from taming's
+    NLayerDiscriminator after `disc_start` of the steps. An L1 on Sobel edges stands in for LPIPS."""
+    from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
     from taming.modules.vqvae.quantize import VectorQuantizer2
 
     from pixgen.vqgan import VQGANDecoder, VQGANEncoder, save_safetensors
@@ -42,65 +81,168 @@ def train_vqgan(steps: int, seed: int, out: Path, batch: int = 16, lr: float = 1
     arch = VQGAN_ARCH
     enc, dec = VQGANEncoder(arch), VQGANDecoder(arch)
     quant = VectorQuantizer2(arch.n_embed, arch.embed_dim, beta=0.25, legacy=False)
+    disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=2)
+    disc.apply(weights_init)
     params = [*enc.parameters(), *dec.parameters(), *quant.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 2, betas=(0.5, 0.9))
+    last = dec.decoder.conv_out.weight
     usage = torch.zeros(arch.n_embed)
-    t0, mse = time.time(), float("nan")
+    start_d = int(disc_start * steps)
+    t0, mse, d_loss = time.time(), torch.tensor(float("nan")), torch.tensor(float("nan"))
     for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, steps, lr)
+        for o, base in ((opt, lr), (opt_d, lr / 2)):
+            for g in o.param_groups:
+                g["lr"] = _cosine_lr(step, steps, base)
         images, _, _ = world.batch(rng, batch)
         x = _to_tensor(images) * 2 - 1
         z = enc(x)
         if step == 0:  # data-dependent init: codes start on real encoder outputs
             flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-            pick = (
-                torch.randperm(len(flat))[: arch.n_embed]
-                if len(flat) >= arch.n_embed
-                else torch.randint(len(flat), (arch.n_embed,))
-            )  # tiny batches (tests) reuse vectors
+            pick = torch.randint(len(flat), (arch.n_embed,))
             quant.embedding.weight.data.copy_(flat[pick])
         zq, vq_loss, (_, _, idx) = quant(z)
-        rec = dec(zq)
+        rec = dec.decoder(dec.post_quant_conv(zq))
         mse = F.mse_loss(rec, x)
-        loss = mse + F.l1_loss(rec, x) + vq_loss
+        rec_loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+        loss = rec_loss + vq_loss
+        adversarial = step >= start_d
+        if adversarial:
+            g_loss = -disc(rec).mean()
+            loss = loss + disc_weight * _adaptive_weight(rec_loss, g_loss, last) * g_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if adversarial:
+            d_loss = _hinge_d(disc(x), disc(rec.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
         usage += torch.bincount(idx.flatten(), minlength=arch.n_embed).float()
         if (step + 1) % 25 == 0 and step < 0.8 * steps:  # restart codes nobody used
             dead = (usage == 0).nonzero().flatten()
             if len(dead):
                 flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-                pick = torch.randint(len(flat), (len(dead),))
-                quant.embedding.weight.data[dead] = flat[pick]
+                quant.embedding.weight.data[dead] = flat[torch.randint(len(flat), (len(dead),))]
             usage.zero_()
         if log_every and (step + 1) % log_every == 0:
-            print(f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} d {d_loss.item():.3f} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    enc.eval(), dec.eval()
     dec.codebook.copy_(quant.embedding.weight.detach())
-    enc_state = {"codebook": quant.embedding.weight.detach()} if arch.kind == "gumbel" else {}
+    keep = _used_codes(enc, dec, np.random.default_rng(seed + 1))
+    pruned = type(arch)(**{**arch.__dict__, "n_embed": len(keep)})
+    small = VQGANDecoder(pruned)
+    small.load_state_dict({**dec.state_dict(), "codebook": dec.codebook[keep]})
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(out / "vqgan.safetensors", dec, arch, torch.float16)
-    enc.load_state_dict({**enc.state_dict(), **enc_state})
-    save_safetensors(out / "vqgan_encoder.safetensors", enc, arch, torch.float16)
-    return {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": time.time() - t0}
+    save_safetensors(out / "vqgan.safetensors", small, pruned, torch.float16)
+    save_safetensors(out / "vqgan_encoder.safetensors", enc, pruned, torch.float16)
+    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info["codes_kept"] = len(keep)
+    info.update(evaluate_vqgan(out))
+    return info
 
 
-def _clip_augment():
+@torch.no_grad()
+def _used_codes(enc, dec, rng: np.random.Generator, n: int = 2000) -> torch.Tensor:
+    """Codes that the encoder picks for some world image: the others were never trained to
+    decode to anything, so a latent that lands on them would draw noise. They are dropped."""
+    from pixgen.ops import nearest_codes
+
+    used = torch.zeros(len(dec.codebook), dtype=torch.bool)
+    for _ in range(n // 100):
+        images, _, _ = world.batch(rng, 100, combos=world.ALL_COMBOS)
+        used[nearest_codes(enc(_to_tensor(images) * 2 - 1), dec.codebook).unique()] = True
+    return used.nonzero().flatten()
+
+
+@torch.no_grad()
+def evaluate_vqgan(weights: Path, per_combo: int = 5, seed: int = 123) -> dict:
+    """Reconstruct rendered images of all 90 combinations (held-out ones included) through the
+    shipped files: MSE in [-1, 1], how often the judge reads them right, off-palette pixels."""
+    from pixgen.ops import quantize_st
+    from pixgen.shapes.judge import judge, off_palette
+    from pixgen.vqgan import load_decoder_safetensors, load_encoder_safetensors
+
+    dec = load_decoder_safetensors(weights / "vqgan.safetensors")
+    enc = load_encoder_safetensors(weights / "vqgan_encoder.safetensors")
+    rng = np.random.default_rng(seed)
+    combos = [c for c in world.ALL_COMBOS for _ in range(per_combo)]
+    images = np.stack([world.sample(rng, c) for c in combos])
+    x = _to_tensor(images) * 2 - 1
+    rec = torch.cat([dec(quantize_st(enc(part), dec.codebook)) for part in x.split(90)]).clamp(-1, 1)
+    arrays = ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    right = sum(judge(a) == c for a, c in zip(arrays, combos, strict=True))
+    off = sum(off_palette(a) for a in arrays)
+    return {
+        "rec_mse": round(F.mse_loss(rec, x).item(), 5),
+        "judge_right": f"{right}/{len(combos)}",
+        "off_palette_images": f"{off}/{len(combos)}",
+    }
+
+
+def _augment(crop_min: float = 0.7):
+    """What the loop does to an image before CLIP sees it: a square crop of 0.7-1.0 of the side
+    (roi-resized back to 64), flips, small affine moves, noise, and a little blur."""
     import kornia.augmentation as K
 
     return torch.nn.Sequential(
-        K.RandomResizedCrop((64, 64), scale=(0.5, 1.0), ratio=(0.8, 1.25)),
+        K.RandomResizedCrop((64, 64), scale=(crop_min**2, 1.0), ratio=(1.0, 1.0)),
         K.RandomHorizontalFlip(),
-        K.RandomGaussianNoise(mean=0.0, std=0.03, p=0.5),
+        K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7, padding_mode="border"),
+        K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=0.3),
+        K.RandomGaussianNoise(mean=0.0, std=0.05, p=0.5),
     )
 
 
-def train_clip(steps: int, seed: int, out: Path, batch: int = 64, lr: float = 5e-4, log_every: int = 100) -> dict:
-    """Contrastive training of a small open_clip model on image/caption pairs.
+def junk_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Images that are not one flat shape of the palette on a flat background of the palette:
+    an off-palette shape or background (a mix of two colours), two shapes, or blocky noise of
+    palette colours (what random latent codes look like). They teach the CLIP that such images
+    match no caption of the world, so the loop cannot settle on them."""
+    names = list(world.COLOURS)
+    pal = np.array([world.COLOURS[c] for c in names], np.float32)
+    out = []
+    for _ in range(n):
+        combo = world.TRAIN_COMBOS[rng.integers(len(world.TRAIN_COMBOS))]
+        kind = rng.integers(4)
+        if kind <= 1:  # a shape or background colour halfway between two palette colours
+            a, b = rng.choice(len(pal), 2, replace=False)
+            mix = (pal[a] * (t := rng.uniform(0.3, 0.7)) + pal[b] * (1 - t)).astype(np.uint8)
+            img = world.sample(rng, combo)
+            mask = (img == np.array(world.COLOURS[combo.colour], np.uint8)).all(-1)
+            img[mask if kind == 0 else ~mask] = mix
+        elif kind == 2:  # two shapes
+            img = world.sample(rng, combo)
+            side = rng.uniform(*world.SIZE_RANGE)
+            cx, cy = rng.uniform(side / 2, world.SIZE - side / 2, size=2)
+            other = names[rng.integers(len(names))]
+            img[world.shape_mask(world.SHAPES[rng.integers(3)], cx, cy, side)] = world.COLOURS[other]
+        else:  # blocky noise of palette colours, 8x8 cells
+            cells = pal[rng.integers(len(pal), size=(8, 8))].astype(np.uint8)
+            img = cells.repeat(8, 0).repeat(8, 1)
+        out.append(img)
+    return np.stack(out)
 
-    Each batch holds distinct combinations, so every image has negatives that differ from it
-    in a single attribute (hard negatives: colour, shape, background or their swap).
+
+def train_clip(
+    steps: int,
+    seed: int,
+    out: Path,
+    batch: int = 64,
+    junk: int = 8,
+    lr: float = 5e-4,
+    log_every: int = 100,
+) -> dict:
+    """A small open_clip model trained on image/caption pairs of the training combinations.
+
+    Each step scores every image against the captions of *all* training combinations (one
+    template per step), so every image meets each caption that differs from it in exactly one
+    attribute (shape, colour or background swapped) as a negative, plus the usual in-batch
+    text-to-image term. Images are augmented as the loop's cutouts are; a few junk images per
+    batch (see `junk_images`) are labelled with their own caption.
     """
     from pixgen.scorer import build_clip
 
@@ -108,36 +250,67 @@ def train_clip(steps: int, seed: int, out: Path, batch: int = 64, lr: float = 5e
     rng = np.random.default_rng(seed)
     scorer = build_clip(CLIP_ARCH, seed=seed)
     model = scorer.model.train().requires_grad_(True)
-    augment = _clip_augment()
+    augment = _augment()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = _cosine_lr(step, steps, lr, warmup=100)
-        images, _, captions = world.batch(rng, batch, unique=True)
-        x = augment(_to_tensor(images))
+            g["lr"] = _cosine_lr(step, steps, lr, warmup=200)
+        template = int(rng.integers(len(world.TEMPLATES)))
+        classes = sorted({c.caption(template) for c in world.TRAIN_COMBOS}) + [JUNK_CAPTION]
+        images, combos, _ = world.batch(rng, batch, unique=True)
+        labels = torch.tensor([classes.index(c.caption(template)) for c in combos] + [len(classes) - 1] * junk)
+        x = augment(_to_tensor(np.concatenate([images, junk_images(rng, junk)])))
         img = F.normalize(model.encode_image((x - scorer.mean) / scorer.std), dim=-1)
-        txt = F.normalize(model.encode_text(scorer.tokenizer(captions)), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-        labels = torch.arange(len(captions))
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        txt = F.normalize(model.encode_text(scorer.tokenizer(classes)), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (batch + junk, classes)
+        # text -> image over the real images of the batch (two images may share a caption
+        # when the template omits the background: they count as one target, spread evenly)
+        real = logits[:batch].T[labels[:batch]]  # (batch, batch)
+        same = (labels[:batch, None] == labels[None, :batch]).float()
+        t2i = -(same / same.sum(1, keepdim=True) * real.log_softmax(1)).sum(1).mean()
+        loss = F.cross_entropy(logits, labels) + t2i
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if log_every and (step + 1) % log_every == 0:
             print(f"clip step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
+    scorer.model.eval()
     save_clip(out / "clip.safetensors", scorer)
-    return {"steps": steps, "seed": seed, "final_loss": loss.item(), "seconds": time.time() - t0}
+    info = {"steps": steps, "seed": seed, "final_loss": round(loss.item(), 4), "seconds": round(time.time() - t0)}
+    info.update(evaluate_clip(out / "clip.safetensors"))
+    return info
+
+
+@torch.no_grad()
+def evaluate_clip(path: Path, per_combo: int = 10, seed: int = 123) -> dict:
+    """Zero-shot over all 90 captions (template 0) on fresh images, through the shipped file:
+    exact combination and shape accuracy, for held-out and training combinations."""
+    from pixgen.scorer import load_clip_file
+
+    scorer = load_clip_file(CLIP_ARCH, path)
+    rng = np.random.default_rng(seed)
+    txt = scorer.encode_text([c.caption(0) for c in world.ALL_COMBOS])
+    result = {}
+    for name, combos in (("held_out", world.HELD_OUT), ("train", world.TRAIN_COMBOS)):
+        chosen = [c for c in combos for _ in range(per_combo)]
+        x = _to_tensor(np.stack([world.sample(rng, c) for c in chosen]))
+        pred = (scorer.encode_image(x) @ txt.T).argmax(1)
+        got = [world.ALL_COMBOS[i] for i in pred]
+        pairs = list(zip(got, chosen, strict=True))
+        result[f"{name}_exact"] = round(100 * sum(g == c for g, c in pairs) / len(pairs), 1)
+        result[f"{name}_shape"] = round(100 * sum(g.shape == c.shape for g, c in pairs) / len(pairs), 1)
+    return result
 
 
 def save_clip(path: Path, scorer) -> None:
     """fp16 safetensors; the token embedding keeps only the rows of the world's vocabulary."""
     from safetensors.torch import save_file
 
-    captions = [c.caption(t) for c in world.ALL_COMBOS for t in range(len(world.TEMPLATES))]
+    captions = [c.caption(t) for c in world.ALL_COMBOS for t in range(len(world.TEMPLATES))] + [JUNK_CAPTION]
     ids = torch.unique(scorer.tokenizer(captions))
     sd = {k: v.detach().half().contiguous() for k, v in scorer.model.state_dict().items()}
     table = sd.pop("token_embedding.weight")
@@ -147,18 +320,47 @@ def save_clip(path: Path, scorer) -> None:
     save_file(sd, str(path), metadata={"pixgen_clip_arch": CLIP_ARCH})
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _writable_dir(p: argparse.ArgumentParser, out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} exists and is not a folder")
+    probe = out if out.exists() else next((a for a in out.parents if a.exists()), Path("."))
+    if not probe.is_dir() or not _can_write(probe):
+        p.error(f"--out {out}: cannot write into {probe}")
+
+
+def _can_write(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
     p.add_argument("model", choices=["vqgan", "clip"])
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=_positive, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     a = p.parse_args(argv)
+    _writable_dir(p, a.out)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.model == "vqgan":
-        info = train_vqgan(a.steps or 2500, a.seed, a.out)
+        info = train_vqgan(a.steps or 6000, a.seed, a.out)
     else:
-        info = train_clip(a.steps or 2500, a.seed, a.out)
-    print(info)
+        info = train_clip(a.steps or 6000, a.seed, a.out)
+    (a.out / f"{a.model}_train.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info), file=sys.stdout)
 
 
 if __name__ == "__main__":
