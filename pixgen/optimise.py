@@ -54,17 +54,24 @@ def init_latent(
 
 @torch.no_grad()
 def pick_start(
-    decoder: VQGANDecoder, terms: list[ClipTerm], starts: list[Tensor], generator: torch.Generator
+    decoder: VQGANDecoder,
+    terms: list[ClipTerm],
+    starts: list[Tensor],
+    generator: torch.Generator,
+    cutn: int | None = 8,
 ) -> Tensor:
     """Of several candidate starting latents, the one whose image the CLIP terms already score
-    closest to the prompt (the first phase). Each is scored on the same fresh cutouts' draws."""
+    closest to the prompt (the first phase). Each is scored on the same cutouts and the same
+    augmentations (both random streams are rewound before each), `cutn` of them (a first look
+    is cheap: 8 cutouts of each start cost about what one step's forward pass does)."""
     total = sum(t.weight for t in terms)
-    state = generator.get_state()
+    state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
     for z in starts:
         generator.set_state(state)
+        torch.set_rng_state(global_state)
         image = render(decoder, z)
-        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None)) for t in terms))
+        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
     return starts[min(range(len(starts)), key=losses.__getitem__)]
 
 

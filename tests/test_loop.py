@@ -153,3 +153,65 @@ def test_chunked_clip_loss_has_the_same_value_and_gradient():
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-7, rtol=1e-4)
     assert results[0][1].abs().sum() > 0
+
+
+def test_save_best_keeps_the_lowest_loss_step_and_ema_averages():
+    loop, _ = _shapes_loop(schedule="plain", save_best=True)
+    losses = [step.loss for step in loop.run(10)]  # each scores the latent before its update
+    assert loop.kept_loss == pytest.approx(min(losses))
+    assert not torch.equal(loop.result(), loop.z.detach()) or losses[-1] == min(losses)
+
+    ema, _ = _shapes_loop(schedule="plain", ema=0.5)
+    first = ema.z.detach().clone()
+    list(ema.run(3))
+    plain, _ = _shapes_loop(schedule="plain")  # seeds everything afresh
+    list(plain.run(3))
+    assert torch.equal(ema.z, plain.z)  # the average is kept aside and does not steer the run
+    assert not torch.equal(ema.result(), ema.z.detach()) and not torch.equal(ema.result(), first)
+
+
+@pytest.mark.parametrize("kw", [dict(save_best=True), dict(ema=0.8)])
+def test_kept_latents_resume_bit_identically(kw):
+    a, _ = _shapes_loop(schedule="plain", **kw)
+    list(a.run(8))
+    b, _ = _shapes_loop(schedule="plain", **kw)
+    list(b.run(4))
+    state = {k: v.clone() for k, v in b.state_dict().items()}
+    c, _ = _shapes_loop(schedule="plain", **kw)
+    c.load_state_dict(state)
+    list(c.run(8))
+    assert torch.equal(c.z, a.z) and torch.equal(c.result(), a.result())
+
+
+def test_pick_start_takes_the_start_the_prompt_scores_best():
+    from pixgen.optimise import pick_start
+
+    loop, models = _shapes_loop(schedule="plain")
+    g = torch.Generator().manual_seed(3)
+    starts = [init_latent(models.decoder, 64, 64, g, "flat") for _ in range(6)]
+    state, global_state = g.get_state(), torch.get_rng_state()
+    chosen = pick_start(models.decoder, loop.terms, starts, g)
+    losses = []
+    for z in starts:
+        g.set_state(state)
+        torch.set_rng_state(global_state)
+        with torch.no_grad():
+            from pixgen.optimise import render
+
+            losses.append(float(loop.terms[0].loss(render(models.decoder, z), 1, g, None, 8)))
+    assert torch.equal(chosen, starts[losses.index(min(losses))])
+    assert len(set(round(x, 6) for x in losses)) > 1  # the starts really differ
+
+
+def test_init_draws_changes_the_start_and_stays_reproducible():
+    a, _ = _shapes_loop(schedule="plain", init_draws=8)
+    b, _ = _shapes_loop(schedule="plain", init_draws=8)
+    one, models = _shapes_loop(schedule="plain", init_draws=1)
+    assert torch.equal(a.z, b.z) and not torch.equal(a.z, one.z)
+    from pixgen.optimise import render
+
+    def score(z):  # the same cutout draws for both
+        with torch.no_grad():
+            return float(a.terms[0].loss(render(models.decoder, z), 1, torch.Generator().manual_seed(9), None))
+
+    assert score(a.z) < score(one.z)  # the single draw is among the eight; a better one was taken
