@@ -58,10 +58,10 @@ def load_decoder(name: str, config: str | None = None, ckpt: str | None = None) 
 def load_scorer(spec: str) -> ClipScorer:
     from pixgen.scorer import load_clip
 
-    if spec == "shapes":
+    if spec in ("shapes", "shapes-b"):
         from pixgen.shapes.models import shapes_clip
 
-        return shapes_clip()
+        return shapes_clip(spec)
     return load_clip(spec)
 
 
