@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pixgen._version import __version__
-from pixgen.errors import PixgenError
+from pixgen.errors import Interrupted, NumericalFailure, PixgenError
 from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
@@ -125,10 +125,10 @@ def generate(
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
     from pixgen.outputs import RunWriter, make_run_dir
-    from pixgen.prompts import parse_prompts
+    from pixgen.prompts import plan_prompts
 
     t_start = time.perf_counter()
-    prompts = parse_prompts(settings.prompt)
+    plan = plan_prompts(settings)
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -142,7 +142,7 @@ def generate(
         settings.to_dict(),
         size=[width, height],
         seed=seed,
-        prompts=[p.to_dict() for p in prompts],
+        prompts=plan.record(),
         pixgen_version=__version__,
     )
     if run_dir is None:
@@ -317,15 +317,11 @@ def regulariser(settings: Settings, z0, init_image):
     return lambda image, z: sum(term(image, z) for term in terms)
 
 
-class Interrupted(Exception):
-    """A run stopped on request after saving its work; args[0] is the Result (exit code 130)."""
-
-
 def _drive(
     loop, writer, settings: Settings, models, device, on_step, should_stop, t_start: float, previous: dict
 ) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs."""
-    from pixgen.optimise import NumericalFailure, render
+    from pixgen.optimise import render
     from pixgen.state import save_state
 
     losses = list(previous.get("losses", []))
@@ -388,9 +384,9 @@ def clip_score(scorer, image_path: Path, prompt: str) -> float:
     """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts."""
     from pixgen.clip_tools import embed_images
     from pixgen.images import open_rgb
-    from pixgen.prompts import parse_prompts
+    from pixgen.prompts import parse_prompt_spec
 
-    prompts = parse_prompts(prompt)
+    prompts = parse_prompt_spec(prompt)[-1]  # story mode: the last phrase, where the image ends
     sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
     weights = torch.tensor([p.weight for p in prompts])
     return float((sims[0] * weights).sum() / weights.abs().sum())

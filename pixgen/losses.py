@@ -53,15 +53,14 @@ def saturation(image: Tensor) -> Tensor:
     return (image.max(1).values - image.min(1).values).mean()
 
 
+SYMMETRY_AXES = {"horizontal": (-1,), "vertical": (-2,), "both": (-1, -2)}  # the dims each mirrors
+
+
 def symmetry(image: Tensor, axis: str = "horizontal") -> Tensor:
     """Mean absolute difference to the mirror image: left-right (horizontal), top-bottom
     (vertical) or both."""
-    terms = []
-    if axis in ("horizontal", "both"):
-        terms.append((image - image.flip(-1)).abs().mean())
-    if axis in ("vertical", "both"):
-        terms.append((image - image.flip(-2)).abs().mean())
-    return sum(terms) / len(terms)
+    dims = SYMMETRY_AXES[axis]
+    return sum((image - image.flip(d)).abs().mean() for d in dims) / len(dims)
 
 
 def palette_distance(image: Tensor, colours: Tensor) -> Tensor:

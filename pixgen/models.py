@@ -24,11 +24,6 @@ class Models:
         if len(self.clip_weights) != len(self.scorers):
             raise ValueError("one weight per CLIP scorer")
 
-    @property
-    def scorer(self) -> ClipScorer:
-        """The first (or only) CLIP model: the one the CLIP tools use."""
-        return self.scorers[0]
-
     def to(self, device: torch.device) -> Models:
         self.decoder.to(device).eval().requires_grad_(False)
         for scorer in self.scorers:
@@ -73,8 +68,8 @@ def load_models(
     vqgan_ckpt: str | None = None,
 ) -> Models:
     """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]."""
-    from pixgen.settings import split_weight
+    from pixgen.prompts import clip_specs
 
-    specs = [split_weight(c, "clip") for c in ([clip] if isinstance(clip, str) else clip)]
+    specs = clip_specs([clip] if isinstance(clip, str) else clip)
     decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt)
     return Models(decoder, [load_scorer(spec) for spec, _ in specs], [w for _, w in specs]).to(device)
