@@ -6,7 +6,6 @@ import functools
 import inspect
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -123,12 +122,11 @@ def generate(
     """Generate an image from a prompt (the default command)."""
     from pixgen.settings import load_settings
 
-    _set_offline(offline)
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
     if seeds or candidates != 1:
-        _generate_candidates(settings, candidates, seeds, json_out)
+        _generate_candidates(settings, candidates, seeds, json_out, offline)
         return
-    result = _run_with_progress(settings, quiet=json_out, force=force)
+    result = _run_with_progress(settings, quiet=json_out, force=force, offline=offline)
     _report(result, json_out)
 
 
@@ -159,39 +157,20 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _generate_candidates(settings, candidates: int, seeds: str | None, json_out: bool) -> None:
-    from pixgen.batch import run_candidates
-    from pixgen.device import resolve_device, resolve_seed
-    from pixgen.models import load_models
-    from pixgen.outputs import make_run_dir
+def _generate_candidates(settings, candidates: int, seeds: str | None, json_out: bool, offline: bool) -> None:
+    from pixgen.batch import generate_candidates
 
-    if candidates < 1:
-        raise PixgenError("--candidates must be at least 1")
-    seed_list = _parse_seeds(seeds) if seeds else [resolve_seed(settings.seed) + i for i in range(candidates)]
-    models = load_models(
-        settings.vqgan, settings.clip, resolve_device(settings.device), settings.vqgan_config, settings.vqgan_ckpt
-    )
-    job_dir = make_run_dir(settings.output_dir, settings.prompt)
-    job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
     with _progress(quiet=json_out) as on_step, _StopOnSignal() as stop:
-        info = run_candidates(settings, models, job_dir, seed_list, on_step, stop)
+        seed_list = _parse_seeds(seeds) if seeds else None
+        job_dir, info = generate_candidates(settings, candidates, seed_list, on_step, stop, offline)
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": str(job_dir),
-                    "image": str(info["image"]),
-                    "seed": info["seed"],
-                    "seconds": round(info["seconds"], 3),
-                    "ranking": info["candidates"],
-                },
-                default=str,
-            )
-        )
-    else:
-        for c in info["candidates"]:
-            typer.echo(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}", err=True)
-        typer.echo(f"best: {info['image']} (seed {info['seed']})", err=True)
+        best = {"run_dir": str(job_dir), "image": str(info["image"]), "seed": info["seed"]}
+        best.update(seconds=round(info["seconds"], 3), ranking=info["candidates"])
+        typer.echo(json.dumps(best, default=str))
+        return
+    for c in info["candidates"]:
+        typer.echo(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}", err=True)
+    typer.echo(f"best: {info['image']} (seed {info['seed']})", err=True)
 
 
 class _progress:
@@ -259,14 +238,14 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, force: bool = False):
+def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, force: bool = False, offline=False):
     """Run generate() (or resume()) with a rich progress bar and graceful Ctrl-C."""
     from pixgen import api
 
     with _progress(quiet) as on_step, _StopOnSignal() as stop:
         if resume_dir is not None:
             return api.resume(resume_dir, on_step=on_step, should_stop=stop)
-        return api.generate(settings, on_step=on_step, should_stop=stop, force=force)
+        return api.generate(settings, on_step=on_step, should_stop=stop, force=force, offline=offline)
 
 
 @app.command()
@@ -276,11 +255,6 @@ def presets():
 
     for name, desc in list_presets().items():
         typer.echo(f"{name:12s} {desc}")
-
-
-def _set_offline(offline: bool) -> None:
-    if offline:
-        os.environ["PIXGEN_OFFLINE"] = "1"  # read by pixgen.weights; the process edge decides
 
 
 models_app = typer.Typer(help="List, download, inspect and import models.", no_args_is_help=True)
@@ -322,13 +296,12 @@ def models_download(
     """Download models into the cache (VQGANs are converted to decoder-only safetensors)."""
     from pixgen.weights import clip_weights_file, ensure_vqgan
 
-    _set_offline(offline)
     for name in names:
         if ":" in name:
             model, tag = name.split(":", 1)
-            path = clip_weights_file(model, tag)
+            path = clip_weights_file(model, tag, offline)
         else:
-            path = ensure_vqgan(name)
+            path = ensure_vqgan(name, offline)
         typer.echo(f"{name}: {path}")
 
 
@@ -380,13 +353,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _scorer(clip: str, device: str, offline: bool = False):
+def _scorer(clip: str, device: str):
     from pixgen.device import resolve_device
     from pixgen.models import load_scorer
 
-    _set_offline(offline)
-    dev = resolve_device(device)
-    return load_scorer(clip).to(dev).eval().requires_grad_(False)
+    return load_scorer(clip).to(resolve_device(device)).eval().requires_grad_(False)
 
 
 def _table(headers: list[str], rows: list[list]) -> None:
@@ -545,8 +516,6 @@ def batch(
     from pixgen.batch import run_batch
     from pixgen.settings import load_settings
 
-    _set_offline(offline)
-
     def make_settings(job: dict):  # the batch's flags are the defaults of each job
         job = dict(job)
         return load_settings(job.pop("preset", preset), config, dict(flags, **job), set_ or [])
@@ -557,7 +526,7 @@ def batch(
         typer.echo(msg + (f" ({r.error})" if r.error else ""), err=True)
 
     with _progress(quiet=False) as on_step, _StopOnSignal() as stop:
-        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop)
+        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop, offline)
     failed = [r for r in results if r.status == "failed"]
     typer.echo(
         f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from pixgen.settings import Settings
 
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -72,3 +78,29 @@ def palette_distance(image: Tensor, colours: Tensor) -> Tensor:
 def latent_anchor(z: Tensor, z0: Tensor) -> Tensor:
     """Mean squared distance from the initial latent z0 (keeps the run near its init, not near 0)."""
     return (z - z0).pow(2).mean()
+
+
+def regulariser(settings: Settings, z0: Tensor, init_image: Tensor | None) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """The weighted sum of the regularisers `settings` turn on, as one function of (image, z),
+    or None. `z0` is the initial latent and `init_image` the init image (for the anchors)."""
+    from pixgen.ops import resize_like
+    from pixgen.settings import parse_palette
+
+    s, terms = settings, []
+    if s.tv_weight:
+        terms.append(lambda image, z: s.tv_weight * total_variation(image))
+    if s.saturation_weight:
+        terms.append(lambda image, z: s.saturation_weight * saturation(image))
+    if s.symmetry != "none" and s.symmetry_weight:
+        terms.append(lambda image, z: s.symmetry_weight * symmetry(image, s.symmetry))
+    if s.palette and s.palette_weight:
+        colours = torch.tensor(parse_palette(s.palette))
+        terms.append(lambda image, z: s.palette_weight * palette_distance(image, colours))
+    # resize_like: in the coarse part of the progressive schedule z and the image are half size
+    if s.init_weight:
+        terms.append(lambda image, z: s.init_weight * latent_anchor(z, resize_like(z0, z)))
+    if s.init_pixel_weight and init_image is not None:
+        terms.append(lambda image, z: s.init_pixel_weight * (image - resize_like(init_image, image)).abs().mean())
+    if not terms:
+        return None
+    return lambda image, z: sum(term(image, z) for term in terms)
