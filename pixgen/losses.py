@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Squared great-circle distance between unit-normalised a and b, along the last dim.
+    """Squared great-circle distance between unit-normalised a and b, along the last dim
+    (the loss of Crowson's VQGAN+CLIP notebook, 2021).
 
     Broadcasts: a (N, 1, D) with b (1, P, D) gives (N, P). For unit vectors |a - b| is
     2 sin(angle / 2), so this is angle^2 / 2: 0 for equal vectors, pi^2 / 2 for opposite ones.
