@@ -304,7 +304,7 @@ def clip_weights_file(name: str, tag: str, offline: bool = False, show_progress:
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
-        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")
+        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` says how to list the known tags")
     folder = cache_dir() / "clip"
     cached = _clip_cached(cfg, folder)
     if cached:

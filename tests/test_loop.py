@@ -5,7 +5,7 @@ import torch
 
 from pixgen.cutouts import Cutouts
 from pixgen.models import Models
-from pixgen.optimise import init_latent, optimise
+from pixgen.optimise import ClipTerm, Loop, init_latent
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
 from pixgen.targets import Targets
@@ -17,15 +17,16 @@ def _setup(seed=0, init="tokens"):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     z = init_latent(models.decoder, 32, 32, g, init)
-    targets = Targets.from_prompts(models.scorer, parse_prompts("a red house"))
+    targets = Targets.from_prompts(models.scorers[0], parse_prompts("a red house"))
     return models, g, z, targets
 
 
 def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models, g, z, targets = _setup()
-    cut = Cutouts(models.scorer.input_size, 8, augment=[])
-    losses = [s.loss for s in optimise(models.decoder, models.scorer, targets, z, cut, g, 40, 0.1)]
+    cut = Cutouts(models.scorers[0].input_size, 8, augment=[])
+    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 0.1, iterations=40)
+    losses = [s.loss for s in loop.run(40)]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.01
     assert list(tmp_path.iterdir()) == []  # the loop wrote nothing
@@ -33,12 +34,12 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
 
 def test_latent_stays_in_codebook_range_and_models_stay_frozen():
     models, g, z, targets = _setup()
-    cut = Cutouts(models.scorer.input_size, 4, augment=["flip", "noise"])
-    for _ in optimise(models.decoder, models.scorer, targets, z, cut, g, 5, 5.0):
-        pass
-    cb = models.decoder.codebook
+    cut = Cutouts(models.scorers[0].input_size, 4, augment=["flip", "noise"])
+    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 5.0, iterations=5)
+    list(loop.run(5))
+    z, cb = loop.z.detach(), models.decoder.codebook
     assert (z.min(-1).values.min(-1).values >= cb.min(0).values - 1e-6).all()
-    assert all(p.grad is None for p in models.scorer.parameters())
+    assert all(p.grad is None for p in models.scorers[0].parameters())
     assert all(p.grad is None for p in models.decoder.parameters())
 
 
@@ -89,8 +90,8 @@ def test_progressive_schedule_goes_coarse_to_fine():
     loop, models = _shapes_loop()
     full = loop.full_shape
     seen = []
-    original = models.scorer.encode_image
-    models.scorer.encode_image = lambda x: seen.append(x.shape[0]) or original(x)
+    original = models.scorers[0].encode_image
+    models.scorers[0].encode_image = lambda x: seen.append(x.shape[0]) or original(x)
     shapes, images = [], []
     for step in loop.run(10):
         shapes.append(tuple(loop.z.shape))
