@@ -1,6 +1,9 @@
 """Regenerate the README's gallery of controls on the offline shapes models.
 
 .venv/bin/python docs/make_gallery.py      # writes docs/gallery/*.png (each 64x64, shown at 128)
+
+Uncurated: the seeds are fixed here (0 for the controls, 0-2 for the held-out grid) and every
+image is kept, failures included.
 """
 
 from __future__ import annotations
@@ -34,6 +37,26 @@ EXAMPLES = [
 # The zoom/pan video mode: every 15 steps zoom in by 1.25 and pan left; the strip shows the
 # frame at the end of each segment.
 ZOOM = ("a white circle on a red background", {"zoom_scale": 1.25, "zoom_shift": [-6, 0], "zoom_every": 15})
+
+
+GRID_SEEDS = (0, 1, 2)
+
+
+def held_out_grid(tmp: Path) -> None:
+    """The 10 held-out prompts (rows) x 3 seeds (columns) at the plain shapes preset."""
+    rows = []
+    for combo in world.HELD_OUT:
+        row = []
+        for seed in GRID_SEEDS:
+            s = load_settings(
+                preset="shapes",
+                overrides=dict(prompt=combo.caption(0), seed=seed, output_dir=str(tmp), gif=False, save_every=0),
+            )
+            image = Image.open(api.generate(s).image).convert("RGB").resize((128, 128), Image.NEAREST)
+            row.append(np.pad(np.asarray(image), ((2, 2), (2, 2), (0, 0)), constant_values=255))
+        rows.append(np.concatenate(row, 1))
+        print(f"grid: {combo.caption(0)!r} seeds {GRID_SEEDS}")
+    Image.fromarray(np.concatenate(rows, 0)).save(OUT / "held_out_grid.png")
 
 
 def main() -> None:
@@ -75,6 +98,7 @@ def main() -> None:
     Image.fromarray(strip).save(OUT / "zoom.png")
     shutil.copyfile(run / "progress.gif", OUT / "zoom.gif")
     print(f"zoom: {prompt!r} {extra}, {len(frames)} frames")
+    held_out_grid(tmp)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,18 @@ def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message)
     with pytest.raises(SystemExit) as e:
         main([*args, "--out", str(blocker)])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_math_attention_gives_the_same_embeddings_and_gradients():
+    """The shapes CLIP uses plain attention on the CPU (faster there); the numbers must agree."""
+    scorer = load_scorer("shapes")
+    assert scorer.math_attention
+    x = torch.rand(4, 3, scorer.input_size, scorer.input_size, requires_grad=True)
+    results = []
+    for flag in (True, False):
+        scorer.math_attention = flag
+        e = scorer.encode_image(x)
+        (g,) = torch.autograd.grad(e[:, 0].sum(), x)
+        results.append((e.detach(), g))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5, rtol=1e-3)
