@@ -336,6 +336,7 @@ def _drive(
         for step in loop.run(settings.iterations):
             losses.append(step.loss)
             step_seconds.append(step.seconds)
+            writer.video_step(step.i, step.image)
             if settings.save_every and step.i % settings.save_every == 0:
                 writer.frame(step.i, step.image)
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), settings.iterations)

@@ -182,7 +182,24 @@ def generate(
     symmetry_weight: Annotated[float | None, typer.Option("--symmetry-weight", help="How strongly.")] = None,
     palette: Annotated[str | None, typer.Option("--palette", help='Colours to pull toward: "#ff0000,#00ff00".')] = None,
     palette_weight: Annotated[float | None, typer.Option("--palette-weight", help="How strongly.")] = None,
-    video: Annotated[bool | None, typer.Option("--video/--no-video", help="Also write progress.mp4.")] = None,
+    video: Annotated[
+        bool | None, typer.Option("--video/--no-video", help="Also write progress.mp4: a frame every step, streamed.")
+    ] = None,
+    video_every: Annotated[
+        int | None, typer.Option("--video-every", help="With --video: a frame every N steps (default 1).")
+    ] = None,
+    video_fps: Annotated[
+        float | None, typer.Option("--video-fps", help="With --video: the MP4's frame rate (default: --fps).")
+    ] = None,
+    video_interpolate: Annotated[
+        float | None,
+        typer.Option(
+            "--video-interpolate",
+            metavar="FPS",
+            help="With --video: also write progress-smooth.mp4, "
+            "interpolated to FPS by ffmpeg's minterpolate (the plain MP4 is kept).",
+        ),
+    ] = None,
     zoom_scale: Annotated[
         float | None,
         typer.Option("--zoom-scale", help="Zoom video mode: zoom by this factor after each segment (>1 zooms in)."),
@@ -254,6 +271,9 @@ def generate(
         palette=[c.strip() for c in palette.split(",") if c.strip()] if palette is not None else None,
         palette_weight=palette_weight,
         video=video,
+        video_every=video_every,
+        video_fps=video_fps,
+        video_interpolate=video_interpolate,
         fps=fps,
         zoom_scale=zoom_scale,
         zoom_shift=_parse_pair(zoom_shift, "--zoom-shift") if zoom_shift is not None else None,

@@ -67,7 +67,10 @@ class Settings:
     symmetry_weight: float = 0.0
     palette: list[str] = field(default_factory=list)  # "#rrggbb" colours to pull pixels toward
     palette_weight: float = 0.0
-    video: bool = False  # also write progress.mp4 (needs imageio-ffmpeg)
+    video: bool = False  # also write progress.mp4 (needs imageio-ffmpeg), streamed step by step
+    video_every: int = 1  # a video frame every N steps (the first is the starting image)
+    video_fps: float | None = None  # the MP4's frame rate; None: the same as fps
+    video_interpolate: float = 0.0  # >0: also write progress-smooth.mp4 at this rate (ffmpeg minterpolate)
     # The zoom/pan video mode, on when any movement is set: every zoom_every steps the image is
     # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
     # about its centre, then re-encoded by the VQGAN encoder as the new latent.
@@ -315,6 +318,13 @@ def validate(s: Settings) -> None:
     need(0 <= s.ema < 1, "ema", f"must be at least 0 and below 1, got {s.ema}")
     need(s.change_prompt_every >= 0, "change_prompt_every", f"must be 0 or more, got {s.change_prompt_every}")
     need(0 < s.fps <= 120, "fps", f"must be between 0 and 120, got {s.fps}")
+    need(s.video_every >= 1, "video_every", f"must be at least 1, got {s.video_every}")
+    need(s.video_fps is None or 0 < s.video_fps <= 240, "video_fps", f"must be between 0 and 240, got {s.video_fps}")
+    need(
+        s.video_interpolate == 0 or 0 < s.video_interpolate <= 240,
+        "video_interpolate",
+        f"must be 0 (off) or a frame rate up to 240, got {s.video_interpolate}",
+    )
     need(s.zoom_every >= 1, "zoom_every", f"must be at least 1, got {s.zoom_every}")
     need(0.25 <= s.zoom_scale <= 4, "zoom_scale", f"must be between 0.25 and 4, got {s.zoom_scale}")
     need(len(s.zoom_shift) == 2, "zoom_shift", f"expected [x, y] in pixels, got {s.zoom_shift}")
