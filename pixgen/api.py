@@ -205,9 +205,10 @@ def resume(
     return _drive(loop, writer, settings, models, device, on_step, should_stop, t_start, previous)
 
 
-def _make_loop(settings: Settings, models):
+def _make_loop(settings: Settings, models, start=None):
     """Build the run's Loop: initial latent, one CLIP term per ensemble member (its targets and
-    cutouts), regularisers, and the zoom/pan step when the zoom video mode is on."""
+    cutouts), regularisers, and the zoom/pan step when the zoom video mode is on. `start`, a
+    (latent, image in [0, 1]) pair, replaces the initial latent and init image (pixgen.restyle)."""
     from pixgen.cutouts import Cutouts
     from pixgen.device import resolve_precision, seed_everything
     from pixgen.init import encode, initial_image, load_encoder_for
@@ -227,6 +228,8 @@ def _make_loop(settings: Settings, models):
     if init_image is not None:
         init_image = init_image.to(device)
         z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
+    if start is not None:
+        z, init_image = start[0][..., : z.shape[-2], : z.shape[-1]].contiguous(), start[1].to(device)
     terms = [
         ClipTerm(
             scorer,

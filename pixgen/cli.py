@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume"}
+COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
 
 
 def _version(value: bool):
@@ -731,6 +731,56 @@ def batch(
     )
     if failed:
         raise typer.Exit(1)
+
+
+@app.command(
+    epilog='Example: pixgen restyle clip.mp4 "an oil painting" -i 20 --blend 0.5 --preset shapes. '
+    "Re-run with --resume to go on after an interruption: frames already done are skipped."
+)
+def restyle(
+    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="A video file or a folder of image frames.")],
+    prompt: Annotated[str, typer.Argument(help="The style to steer every frame toward.")],
+    output_dir: Annotated[
+        Path | None, typer.Option("-o", "--output-dir", help="Output folder (default outputs/restyle-INPUT-PROMPT).")
+    ] = None,
+    iterations: Annotated[int | None, typer.Option("-i", "--iterations", help="Steps per frame.")] = None,
+    size: Annotated[str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT of the output frames.")] = None,
+    blend: Annotated[
+        float, typer.Option("--blend", help="Share of the previous result in each frame's start (0: none; <1).")
+    ] = 0.5,
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Frame rate of the MP4 for a folder input (a video keeps its own).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (the same for every frame).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.")] = False,
+    preset: Annotated[str | None, typer.Option("--preset", help="A preset (see `pixgen presets`).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for any setting; repeatable.")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")] = False,
+):
+    """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
+    from pixgen.restyle import default_output_dir
+    from pixgen.restyle import restyle as run
+    from pixgen.settings import load_settings, parse_size
+
+    _set_offline(offline)
+    overrides = dict(
+        prompt=prompt, iterations=iterations, size=parse_size(size) if size is not None else None, seed=seed
+    )
+    settings = load_settings(preset, config, overrides, set_ or [])
+    out = output_dir or default_output_dir(input_, prompt, settings.output_dir)
+
+    def on_frame(i, name, skipped):
+        if not quiet:
+            typer.echo(f"[{i + 1}] {name}" + (" (done before)" if skipped else ""), err=True)
+
+    with _progress(quiet) as on_step, _StopOnSignal() as stop:
+        result = run(input_, settings, out, blend, fps, resume, None, on_frame, on_step, stop)
+    where = f"; video: {result.video}" if result.video else ""
+    typer.echo(f"restyled {result.rendered} of {len(result.frames)} frames into {result.out_dir}{where}", err=True)
 
 
 def _route(argv: list[str]) -> list[str]:

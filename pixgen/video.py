@@ -108,49 +108,50 @@ class VideoWriter:
 
 
 def read_video(path: str | Path) -> Iterator[np.ndarray]:
-    """Frames of a video as uint8 (H, W, 3) arrays. Errors are PixgenErrors (see `video_info`)."""
-    import imageio.v2 as imageio
+    """Frames of a video as uint8 (H, W, 3) arrays, decoded one at a time by ffmpeg."""
+    import imageio_ffmpeg
 
     ffmpeg_exe()
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
     try:
-        reader = imageio.get_reader(str(path), format="FFMPEG")
-    except Exception as e:
-        raise PixgenError(f"cannot read video {path}: {_ffmpeg_reason(e)}") from None
-    try:
-        for frame in reader:
-            yield to_array(frame)
+        try:
+            meta = next(gen)
+        except (OSError, RuntimeError, StopIteration) as e:
+            raise PixgenError(f"cannot read video {path}: {first_line(e)}") from None
+        width, height = meta["size"]
+        for frame in gen:
+            yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
     finally:
-        reader.close()
+        gen.close()
 
 
 def video_info(path: str | Path) -> dict:
-    """{"fps", "size", "audio"} of a video; a missing, unreadable or stream-less file is a PixgenError."""
-    import imageio.v2 as imageio
+    """{"fps", "size", "audio"} of a video, from ffmpeg's description of its streams. A missing
+    file, one ffmpeg cannot read, or one without a video stream is a PixgenError."""
+    import re
 
     path = Path(path)
     if not path.exists():
         raise PixgenError(f"input not found: {path}")
     exe = ffmpeg_exe()
-    try:
-        with imageio.get_reader(str(path), format="FFMPEG") as reader:
-            meta = reader.get_meta_data()
-    except Exception as e:
-        raise PixgenError(f"cannot read video {path}: {_ffmpeg_reason(e)}") from None
+    proc = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace")
+    lines = proc.stderr.splitlines()
+    streams = [line for line in lines if "Stream #" in line]
+    if not streams:
+        reason = next((line.strip() for line in reversed(lines) if line.strip() and "output file" not in line), "")
+        reason = reason.rsplit("] ", 1)[-1] if reason.startswith("[") else reason
+        reason = reason.split(": ", 1)[-1] if reason.startswith(str(path)) else reason
+        raise PixgenError(f"cannot read video {path}: {reason[:200] or 'ffmpeg found no streams'}")
+    video = next((line for line in streams if "Video:" in line), None)
+    if video is None:
+        raise PixgenError(f"cannot read video {path}: it has no video stream")
+    rate = re.search(r"([\d.]+) fps", video) or re.search(r"([\d.]+)k? tbr", video)
+    size = re.search(r", (\d{2,5})x(\d{2,5})", video)
     return {
-        "fps": float(meta.get("fps") or 0) or 24.0,
-        "size": tuple(meta.get("size", (0, 0))),
-        "audio": has_audio(exe, path),
+        "fps": float(rate.group(1)) if rate else 24.0,
+        "size": (int(size.group(1)), int(size.group(2))) if size else (0, 0),
+        "audio": any("Audio:" in line for line in streams),
     }
-
-
-def _ffmpeg_reason(e: BaseException) -> str:
-    text = str(e)
-    if "no video stream" in text.lower() or "could not find" in text.lower() and "stream" in text.lower():
-        return "it has no video stream"
-    for line in text.splitlines():
-        if "Invalid data" in line or "moov atom" in line or "No such file" in line:
-            return line.strip()[:200]
-    return first_line(e)
 
 
 def has_audio(exe: str, path: Path) -> bool:
