@@ -560,7 +560,9 @@ def _table(headers: list[str], rows: list[list]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*headers)
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold")  # wrap long paths in narrow terminals, never cut them
     for row in rows:
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     Console().print(table)
@@ -644,8 +646,12 @@ def search(
     clip: ClipOpt = "ViT-B-32:openai",
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="Keep the embeddings index in this file (default: inside the folder)."),
+    ] = None,
 ):
-    """Rank a folder's images by similarity to text (embeddings cached in the folder)."""
+    """Rank a folder's images by similarity to text (embeddings cached in the folder, or --index)."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -656,7 +662,9 @@ def search(
     scorer = _scorer(clip, device)
     with Progress(console=Console(stderr=True), transient=True, disable=json_out) as bar:
         task = bar.add_task("indexing", total=None)
-        hits = run(scorer, folder, text, top, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        hits = run(
+            scorer, folder, text, top, progress=lambda i, n: bar.update(task, completed=i, total=n), index_path=index
+        )
     if json_out:
         typer.echo(json.dumps([{"image": str(h.path), "score": h.score} for h in hits]))
     else:

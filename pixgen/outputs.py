@@ -22,6 +22,8 @@ from PIL import Image, PngImagePlugin
 from pixgen.errors import PixgenError
 
 METADATA_KEY = "pixgen"
+CONTACT_SHEET = "contact_sheet.png"
+CONTACT_SHEET_MARKER = "pixgen-contact-sheet"  # a PNG text chunk: `pixgen search` skips these
 
 
 def slugify(text: str, max_len: int = 60) -> str:
@@ -251,6 +253,7 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
     """index.html (self-contained: images inline) and contact_sheet.png for finished jobs."""
     import base64
     import html
+    from urllib.parse import quote
 
     from PIL import ImageDraw
 
@@ -268,10 +271,15 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
         im.save(buf, format="PNG")
         data = base64.b64encode(buf.getvalue()).decode("ascii")
         score = "n/a" if r.score is None else f"{r.score:.3f}"
+        image_rel = Path(r.image).resolve().relative_to(out_dir.resolve())
+        image_href = html.escape(quote(image_rel.as_posix()), quote=True)
+        run_href = html.escape(quote(image_rel.parent.as_posix()) + "/", quote=True)
         cards.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(r.job.prompt, quote=True)}">'
+            f'<figure><a href="{image_href}" title="full size"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(r.job.prompt, quote=True)}"></a>'
             f"<figcaption><b>{html.escape(r.job.prompt)}</b><br>seed {r.seed} &middot; CLIP {score} &middot; "
-            f"{r.seconds:.1f} s<br><small>{html.escape(str(Path(r.image).relative_to(out_dir)))}</small>"
+            f'{r.seconds:.1f} s<br><small><a href="{image_href}">{html.escape(image_rel.as_posix())}</a> '
+            f'&middot; <a href="{run_href}">run folder</a></small>'
             "</figcaption></figure>"
         )
         tiles.append((im, r))
@@ -293,5 +301,7 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
             label = r.job.prompt.encode("ascii", "replace").decode("ascii")[:30]
             draw.text((x, y + tile.height + 2), label, fill="black")
         buf = io.BytesIO()
-        sheet.save(buf, format="PNG")
-        atomic_write(out_dir / "contact_sheet.png", buf.getvalue())
+        info = PngImagePlugin.PngInfo()
+        info.add_text(CONTACT_SHEET_MARKER, "1")  # so that `pixgen search` knows to skip it
+        sheet.save(buf, format="PNG", pnginfo=info)
+        atomic_write(out_dir / CONTACT_SHEET, buf.getvalue())
