@@ -112,6 +112,7 @@ def generate(
     run_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     force: bool = False,
+    on_status: Callable[[str], None] | None = None,
 ) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
@@ -121,6 +122,7 @@ def generate(
     `should_stop()` is asked after every step; when it says yes the run saves what it has
     (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
     `force` skips the memory check that refuses runs estimated not to fit.
+    `on_status(text)` hears what the run is doing before its first step (loading, encoding).
     """
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
@@ -134,7 +136,9 @@ def generate(
         torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:
-        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
+        models = load_models(
+            settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt, on_status
+        )
     width, height = fit_size(settings, models.decoder.factor)
     if not force:
         check_memory(models, width, height, settings.cutn, device, settings.low_memory)
@@ -152,6 +156,8 @@ def generate(
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
+    if on_status:
+        on_status("encoding prompts…")
     loop = _make_loop(settings_from_record(resolved), models)
     return _drive(
         loop,
@@ -167,7 +173,11 @@ def generate(
 
 
 def resume(
-    run_dir: str | Path, models=None, on_step: Callable | None = None, should_stop: Callable[[], bool] | None = None
+    run_dir: str | Path,
+    models=None,
+    on_step: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Result:
     """Continue an interrupted run in its own folder to its planned number of steps.
 
@@ -195,7 +205,11 @@ def resume(
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
     device = resolve_device(settings.device)
     if models is None:
-        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
+        models = load_models(
+            settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt, on_status
+        )
+    if on_status:
+        on_status("encoding prompts…")
     loop = _make_loop(settings, models)
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)

@@ -22,10 +22,11 @@ app = typer.Typer(
     '  pixgen generate "a red house | a lake:0.5" -s 256x256 -i 300 --seed 7 -o outputs/\n\n'
     '  pixgen "a red circle on a blue background" --preset shapes   (offline demo models)',
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
 
 
@@ -219,6 +220,7 @@ def generate(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
     ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or status line.")] = False,
 ):
     """Generate an image from a prompt (the default command)."""
     from pixgen.settings import load_settings, parse_size
@@ -284,7 +286,7 @@ def generate(
     if seeds or candidates != 1:
         _generate_candidates(settings, candidates, seeds, json_out)
         return
-    result = _run_with_progress(settings, quiet=json_out, force=force)
+    result = _run_with_progress(settings, quiet=json_out or quiet, force=force)
     _report(result, json_out)
 
 
@@ -378,8 +380,27 @@ class _progress:
         ]
         self.progress = Progress(*columns, console=Console(stderr=True), disable=quiet)
         self.task = None
+        self.quiet = quiet
+        self.spinner = None  # the status line shown before the first step, on a terminal only
+
+    def status(self, text: str) -> None:
+        """Say what the run is doing before its first step (loading models, encoding prompts)."""
+        console = self.progress.console
+        if self.quiet or self.task is not None or not console.is_terminal:
+            return
+        if self.spinner is None:
+            self.spinner = console.status(f"pixgen: {text}")
+            self.spinner.start()
+        else:
+            self.spinner.update(f"pixgen: {text}")
+
+    def _stop_status(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
 
     def __call__(self, step, total):
+        self._stop_status()
         if self.task is None or step.i == 1:
             if self.task is None:
                 self.progress.start()
@@ -394,6 +415,7 @@ class _progress:
         return self
 
     def __exit__(self, *exc):
+        self._stop_status()
         if self.task is not None:  # never started (an error before the first step): print nothing
             self.progress.stop()
 
@@ -432,8 +454,8 @@ def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, fo
 
     with _progress(quiet) as on_step, _StopOnSignal() as stop:
         if resume_dir is not None:
-            return api.resume(resume_dir, on_step=on_step, should_stop=stop)
-        return api.generate(settings, on_step=on_step, should_stop=stop, force=force)
+            return api.resume(resume_dir, on_step=on_step, should_stop=stop, on_status=on_step.status)
+        return api.generate(settings, on_step=on_step, should_stop=stop, force=force, on_status=on_step.status)
 
 
 @app.command()
@@ -793,7 +815,7 @@ def restyle(
 
 def _route(argv: list[str]) -> list[str]:
     """`pixgen PROMPT ...` is `pixgen generate PROMPT ...`."""
-    if not argv or argv[0] in COMMANDS or argv[0] in ("--help", "-h", "--version"):
+    if not argv or argv[0] in COMMANDS or argv[0] in ("--help", "-h", "--version", *COMPLETION_OPTIONS):
         return argv
     return ["generate", *argv]
 

@@ -3,6 +3,7 @@ decoder and one or more CLIP scorers (an ensemble, each with a weight)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -71,10 +72,18 @@ def load_models(
     device: torch.device,
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Models:
-    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]."""
+    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]. `on_status(text)`
+    hears what is being loaded (for a status line)."""
     from pixgen.settings import split_weight
 
+    say = on_status or (lambda text: None)
     specs = [split_weight(c, "clip") for c in ([clip] if isinstance(clip, str) else clip)]
+    say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
     decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt)
-    return Models(decoder, [load_scorer(spec) for spec, _ in specs], [w for _, w in specs]).to(device)
+    scorers = []
+    for spec, _ in specs:
+        say(f"loading CLIP {spec}…")
+        scorers.append(load_scorer(spec))
+    return Models(decoder, scorers, [w for _, w in specs]).to(device)
