@@ -136,6 +136,9 @@ def generate(
         torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:
+        from pixgen.weights import check_models
+
+        check_models(settings.vqgan, settings.clip, settings.vqgan_config, settings.vqgan_ckpt)
         models = load_models(
             settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt, on_status
         )

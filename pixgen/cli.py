@@ -477,48 +477,83 @@ app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
-def models_list():
-    """Every registered VQGAN: kind, size, whether cached, licence."""
+def models_list(
+    clip: Annotated[
+        bool, typer.Option("--clip", help="List open_clip's pretrained CLIP models instead, and which are cached.")
+    ] = False,
+):
+    """Every registered VQGAN (with its other names): kind, size, whether cached, licence."""
     from rich.console import Console
     from rich.table import Table
 
-    from pixgen.weights import registry, vqgan_dir
+    from pixgen.weights import clip_catalogue, registry, vqgan_dir
 
     reg = registry()
-    table = Table("name", "kind", "size", "cached", "licence")
+    if clip:
+        table = Table("CLIP (use as NAME:TAG)", "cached")
+        for arch, tag, cached in clip_catalogue():
+            table.add_row(f"{arch}:{tag}", "yes" if cached else "no")
+        table.add_row("shapes", "ships")
+        table.add_row("tiny", "built in (random)")
+        Console().print(table)
+        return
+    aliases: dict[str, list[str]] = {}
+    for alias, target in (reg.get("aliases") or {}).items():
+        aliases.setdefault(target, []).append(alias)
+    table = Table()
+    for header in ("name", "also", "kind", "size", "cached", "licence"):
+        table.add_column(header, overflow="fold")
     for name, e in reg["vqgan"].items():
         cached = (vqgan_dir(name) / "decoder.safetensors").is_file()
         table.add_row(
             name,
+            ", ".join(aliases.get(name, [])),
             e["target"],
             f"~{e['approx_size_mb']} MB",
             "yes" if cached else "no",
             e["license"].split(" (")[0],
         )
-    table.add_row("shapes", "VQModel", "~3 MB", "ships", "MIT")
+    table.add_row("shapes", "", "VQModel", "~3 MB", "ships", "MIT")
+    table.add_row("tiny", "", "VQModel", "random", "built in", "MIT")
     Console().print(table)
     typer.echo(
         f"CLIP: open_clip NAME:TAG, e.g. {reg['default_clip']} or ViT-B-16:laion2b_s34b_b88k; "
-        "`python -c 'import open_clip; print(open_clip.list_pretrained())'` lists all."
+        "`pixgen models list --clip` lists them all."
     )
 
 
 @models_app.command("download")
 def models_download(
-    names: Annotated[list[str], typer.Argument(help="VQGAN names, or CLIP NAME:TAG.")],
+    names: Annotated[list[str] | None, typer.Argument(help="VQGAN names, or CLIP NAME:TAG.")] = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Also fetch the default VQGAN and CLIP (what a plain run needs).")
+    ] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Only check the cache.")] = False,
 ):
     """Download models into the cache (VQGANs are converted to decoder-only safetensors)."""
-    from pixgen.weights import clip_weights_file, ensure_vqgan
+    from pixgen.weights import clip_weights_file, ensure_vqgan, registry
 
     _set_offline(offline)
+    names = list(names or [])
+    if defaults:
+        reg = registry()
+        names += [n for n in (reg["default_vqgan"], reg["default_clip"]) if n not in names]
+    if not names:
+        raise PixgenError("name the models to download, or give --defaults")
+    failed = []
     for name in names:
-        if ":" in name:
-            model, tag = name.split(":", 1)
-            path = clip_weights_file(model, tag)
-        else:
-            path = ensure_vqgan(name)
+        try:
+            if ":" in name:
+                model, tag = name.split(":", 1)
+                path = clip_weights_file(model, tag)
+            else:
+                path = ensure_vqgan(name)
+        except PixgenError as e:
+            failed.append(str(e))
+            continue
         typer.echo(f"{name}: {path}")
+    if failed:
+        raise PixgenError(f"{len(failed)} of {len(names)} model(s) could not be fetched: " + " | ".join(failed))
 
 
 @models_app.command("info")

@@ -36,6 +36,12 @@ def slugify(text: str, max_len: int = 60) -> str:
 def make_run_dir(output_dir: str | Path, prompt: str, now: datetime | None = None) -> Path:
     """Create ``<output_dir>/<YYYYmmdd-HHMMSS>-<slug>``, adding -2, -3... rather than reuse one."""
     root = Path(output_dir)
+    if not root.exists() and root.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4"):
+        import logging
+
+        logging.getLogger("pixgen").warning(
+            "-o names the output folder: created folder %s/, the image goes to %s/<run>/final.png", root, root
+        )
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{slugify(prompt)}"
     try:

@@ -43,6 +43,15 @@ def registry() -> dict:
     return yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8"))
 
 
+def canonical_vqgan(name: str) -> str:
+    """The registry's own name for `name` (aliases: `pixgen models list`). A model imported under
+    an alias's name keeps its own folder."""
+    target = (registry().get("aliases") or {}).get(name)
+    if target is None or (cache_dir() / "vqgan" / name).is_dir():
+        return name
+    return target
+
+
 def vqgan_dir(name: str) -> Path:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise PixgenError(f"bad model name {name!r}")
@@ -244,6 +253,7 @@ def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
 
 def ensure_vqgan(name: str, offline: bool = False, show_progress: bool = True) -> Path:
     """The decoder.safetensors of model `name`: cached, converted from files, or downloaded."""
+    name = canonical_vqgan(name)
     folder = vqgan_dir(name)
     decoder = folder / "decoder.safetensors"
     if decoder.is_file():
@@ -293,6 +303,83 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
 
     atomic_write(folder / "model.yaml", Path(config).read_bytes())
     return decoder
+
+
+# ---------------------------------------------------------------- what a run needs
+
+
+BUILT_IN = ("tiny", "shapes")
+
+
+def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
+    """[(kind, name, download name)] of the models a run needs that are not cached; never
+    touches the network. Built-in models, local files and unknown names (which fail later, with
+    their own message) are not listed."""
+    from pixgen.scorer import looks_like_path, parse_clip_spec
+    from pixgen.settings import split_weight
+
+    missing = []
+    if not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
+        name = canonical_vqgan(vqgan)
+        folder = vqgan_dir(name)
+        cached = (folder / "decoder.safetensors").is_file() or (
+            (folder / "model.yaml").is_file() and (folder / "last.ckpt").is_file()
+        )
+        if not cached and name in registry()["vqgan"]:
+            size = registry()["vqgan"][name].get("approx_size_mb")
+            missing.append(("VQGAN", f"{name} (~{size} MB)" if size else name, name))
+    for item in clips:
+        spec = split_weight(item, "clip")[0]
+        if spec in BUILT_IN:
+            continue
+        arch, ref = parse_clip_spec(spec)
+        if ref is None or looks_like_path(ref):
+            continue
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(arch, ref)
+        if cfg and not _clip_cached(cfg, cache_dir() / "clip"):
+            missing.append(("CLIP", spec, spec))
+    return missing
+
+
+def check_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
+    """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
+    or their hosts unreachable), one error naming all of them and one command fetching them all."""
+    missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt)
+    if not missing:
+        return
+    if offline_requested():
+        why = "pixgen is offline"
+    else:
+        hosts = []
+        for kind, _, name in missing:
+            if kind == "VQGAN":
+                hosts.append(registry()["vqgan"][name]["ckpt"][0])
+            else:
+                hosts.append("https://huggingface.co")
+        if all(reachable(h) for h in dict.fromkeys(hosts)):
+            return  # they will be downloaded as the run loads them
+        why = "their download hosts are unreachable"
+    names = " ".join(n for _, _, n in missing)
+    raise PixgenError(
+        f"{len(missing)} model(s) this run needs are not cached and {why}: "
+        + ", ".join(f"{kind} {label}" for kind, label, _ in missing)
+        + f"; fetch them all with network: pixgen models download {names} "
+        "(or use files you have: --vqgan-config PATH --vqgan-ckpt PATH, --clip NAME:PATH; "
+        "offline demo: --preset shapes)"
+    )
+
+
+def clip_catalogue() -> list[tuple[str, str, bool]]:
+    """(architecture, pretrained tag, cached) for every pretrained model open_clip knows."""
+    import open_clip
+
+    folder = cache_dir() / "clip"
+    return [
+        (arch, tag, _clip_cached(open_clip.get_pretrained_cfg(arch, tag), folder) is not None)
+        for arch, tag in open_clip.list_pretrained()
+    ]
 
 
 # ---------------------------------------------------------------- CLIP through open_clip
