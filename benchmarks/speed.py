@@ -73,13 +73,13 @@ def one(args) -> dict:
         m.to(device).eval().requires_grad_(False)
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
-    from pixgen.api import LOW_MEMORY_CHUNK, compile_models, set_low_memory
+    from pixgen.memory import LOW_MEMORY_CHUNK
     from pixgen.models import Models
 
     models = Models(decoder, [scorer])
-    set_low_memory(models, args.path == "low-memory")
+    models.set_low_memory(args.path == "low-memory")
     if args.path == "compile":
-        compile_models(models)
+        models.compile()
     precision = {"default": "auto", "low-memory": "fp32", "compile": "fp32", "progressive": "fp32"}.get(
         args.path, args.path
     )

@@ -199,6 +199,28 @@ def run_candidates(
     }
 
 
+def generate_candidates(
+    settings,
+    count: int = 1,
+    seeds: list[int] | None = None,
+    on_step: Callable | None = None,
+    should_stop: Callable | None = None,
+    offline: bool = False,
+) -> tuple[Path, dict]:
+    """Best of N: `count` images (seeds seed..seed+count-1, or `seeds`) in a new job folder,
+    ranked by CLIP score; returns the folder and what `run_candidates` reports."""
+    from pixgen.api import prepare
+    from pixgen.outputs import make_run_dir
+
+    if count < 1:
+        raise PixgenError("--candidates must be at least 1")
+    run = prepare(settings, offline=offline)
+    seeds = seeds or [run.settings.seed + i for i in range(count)]
+    job_dir = make_run_dir(settings.output_dir, settings.prompt)
+    job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
+    return job_dir, run_candidates(settings, run.models, job_dir, seeds, on_step, should_stop)
+
+
 def job_finished(job_dir: Path) -> bool:
     """A job is finished when its run.json exists and says it was not interrupted."""
     try:
@@ -218,15 +240,13 @@ def run_batch(
     on_job: Callable | None = None,
     on_step: Callable | None = None,
     should_stop: Callable | None = None,
+    offline: bool = False,
 ) -> list[JobResult]:
     """Run every job of a prompt file (this shard's share), loading each model pair once.
 
     `make_settings(job_overrides)` layers a job's own settings over the batch's. A bad job is
     reported with its line and skipped; Ctrl-C stops after writing what is finished.
     """
-    from pixgen.device import resolve_device
-    from pixgen.models import load_models
-
     jobs = read_jobs(path)
     k, n = parse_shard(shard)
     if k >= len(jobs):
@@ -252,19 +272,8 @@ def run_batch(
             elif resume and job_finished(job_dir):
                 results.append(_finished_result(job, job_dir))
             else:
-                results.append(
-                    _run_job(
-                        job,
-                        job_dir,
-                        make_settings,
-                        loaded,
-                        candidates,
-                        on_step,
-                        should_stop,
-                        resolve_device,
-                        load_models,
-                    )
-                )
+                run = dict(candidates=candidates, on_step=on_step, should_stop=should_stop, offline=offline)
+                results.append(_run_job(job, job_dir, make_settings, loaded, **run))
             if on_job:
                 on_job(results[-1], len(mine))
     finally:
@@ -275,7 +284,10 @@ def run_batch(
     return results
 
 
-def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, resolve_device, load_models):
+def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, offline) -> JobResult:
+    """One job: its settings, its models (loaded once per distinct set), its candidates."""
+    from pixgen.api import prepare
+
     try:
         settings = make_settings(job.overrides)
     except PixgenError as e:
@@ -284,18 +296,10 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         shutil.rmtree(job_dir)
     key = (settings.vqgan, tuple(settings.clip), settings.vqgan_config, settings.vqgan_ckpt, settings.device)
     try:
-        if key not in loaded:
-            loaded[key] = load_models(
-                settings.vqgan,
-                settings.clip,
-                resolve_device(settings.device),
-                settings.vqgan_config,
-                settings.vqgan_ckpt,
-            )
+        loaded[key] = prepare(settings, loaded.get(key), offline).models
         seed = job_seed(settings.seed, job)
-        info = run_candidates(
-            settings, loaded[key], job_dir, [seed + i for i in range(candidates)], on_step, should_stop
-        )
+        seeds = [seed + i for i in range(candidates)]
+        info = run_candidates(settings, loaded[key], job_dir, seeds, on_step, should_stop)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     return JobResult(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,8 @@ from typing import Annotated
 import typer
 
 from pixgen._version import __version__
-from pixgen.errors import PixgenError
+from pixgen.errors import Interrupted, PixgenError
+from pixgen.settings import DEFAULT_CLIP
 
 app = typer.Typer(
     name="pixgen",
@@ -26,6 +28,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for any setting; repeatable.")
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
+]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or status line.")]
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
 
@@ -45,59 +58,56 @@ def _root(
     """Turn a text prompt into an image with VQGAN+CLIP."""
 
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _flag_param(key: str, f) -> inspect.Parameter:
+    """The Typer option of one setting, from its declaration in Settings."""
+    from pixgen.settings import flag_of
+
+    meta, flag = f.metadata, flag_of(key)
+    text = meta["text"]
+    kind = list[str] if text == "one" else str if text else _TYPES[str(f.type).removesuffix(" | None")]
+    decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [d for d in (meta["short"], flag) if d]
+    option = typer.Option(None, *decls, help=meta["help"], metavar=meta["metavar"], show_default=False)
+    return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None)
+
+
+def with_setting_flags(*exclude: str):
+    """Give a command one option per setting (all but `exclude`); the command receives the ones
+    given as `flags`, a dict of setting overrides."""
+
+    def wrap(fn):
+        from pixgen.settings import FIELDS
+
+        params = inspect.signature(fn, eval_str=True).parameters.values()
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params if p.name != "flags"]
+        keys = [k for k, f in FIELDS.items() if f.metadata["cli"] and k not in exclude]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            given = {k: kwargs.pop(k) for k in keys}
+            return fn(**kwargs, flags={k: v for k, v in given.items() if v not in (None, [])})
+
+        flags = [_flag_param(k, FIELDS[k]) for k in keys]  # after the command's argument
+        command.__signature__ = inspect.Signature(own[:1] + flags + own[1:])
+        return command
+
+    return wrap
+
+
 @app.command(
     epilog='Prompt syntax: "text:weight:stop | other text". A negative weight pushes away; '
     'stop ends a prompt\'s pull once its distance falls below it. Colons inside text ("4:3", '
     "URLs) stay text.\n\nLayering: defaults, then --preset, then --config, then flags, then --set.",
 )
+@with_setting_flags()
 def generate(
     prompt: Annotated[str, typer.Argument(help='What to draw, e.g. "a red house | a lake:0.5".')],
-    size: Annotated[str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT in pixels, e.g. 256x256.")] = None,
-    iterations: Annotated[int | None, typer.Option("-i", "--iterations", help="Optimisation steps.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate on the latent.")] = None,
-    cutn: Annotated[int | None, typer.Option("--cutn", help="Cutouts scored by CLIP per step.")] = None,
-    cut_pow: Annotated[
-        float | None, typer.Option("--cut-pow", help="Cutout size exponent; >1 favours small cutouts.")
-    ] = None,
-    cut_min: Annotated[
-        float | None, typer.Option("--cut-min", help="Smallest cutout side, as a fraction of the image's (0-1).")
-    ] = None,
-    noise: Annotated[
-        float | None, typer.Option("--noise", help='Largest std of the gaussian noise augmentation ("noise").')
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (random when not given; recorded).")] = None,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", help="Save a progress frame every N steps (0: never).")
-    ] = None,
-    gif: Annotated[bool | None, typer.Option("--gif/--no-gif", help="Write progress.gif from the frames.")] = None,
-    output_dir: Annotated[
-        str | None, typer.Option("-o", "--output-dir", help="Folder that receives the run folder.")
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    vqgan: Annotated[
-        str | None, typer.Option("--vqgan", help="VQGAN: a registry name (`pixgen models list`) or shapes/tiny.")
-    ] = None,
-    vqgan_config: Annotated[str | None, typer.Option("--vqgan-config", help="Local taming model YAML.")] = None,
-    vqgan_ckpt: Annotated[str | None, typer.Option("--vqgan-ckpt", help="Local taming .ckpt checkpoint.")] = None,
-    clip: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--clip",
-            metavar="SPEC",
-            help="CLIP as NAME:TAG (ViT-B-32:openai) or NAME:PATH, with an optional :weight. Repeat it for an "
-            "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
-        ),
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="A preset from configs/presets (see `pixgen presets`).")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for any setting; repeatable.")
-    ] = None,
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
-    ] = False,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    offline: OfflineOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Run even if the memory estimate says it won't fit.")] = False,
     candidates: Annotated[
         int, typer.Option("--candidates", help="Generate N images (seeds seed..seed+N-1), rank them by CLIP score.")
@@ -105,188 +115,21 @@ def generate(
     seeds: Annotated[
         str | None, typer.Option("--seeds", help="Candidate seeds, e.g. 1,2,3 (implies --candidates).")
     ] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CLIP's autocast dtype).")
-    ] = None,
-    compile_: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile/--no-compile", help="torch.compile the models: slow first step, faster after (long runs)."
-        ),
-    ] = None,
-    low_memory: Annotated[
-        bool | None,
-        typer.Option("--low-memory/--no-low-memory", help="Recompute activations in backward: less memory, slower."),
-    ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")] = None,
-    negative: Annotated[
-        list[str] | None, typer.Option("--negative", metavar="TEXT", help="Text to push away from; repeatable.")
-    ] = None,
-    image_prompt: Annotated[
-        list[str] | None,
-        typer.Option("--image-prompt", metavar="PATH[:W]", help="PATH[:weight]: steer toward an image; repeatable."),
-    ] = None,
-    noise_prompt: Annotated[
-        list[str] | None,
-        typer.Option("--noise-prompt", metavar="SEED[:W]", help="SEED[:weight]: a random CLIP direction; repeatable."),
-    ] = None,
-    change_prompt_every: Annotated[
-        int | None, typer.Option("--change-prompt-every", help='Story mode ("a ^ b"): steps per phrase.')
-    ] = None,
-    init: Annotated[
-        str | None,
-        typer.Option("--init", help="Start latent without an init image: tokens (random codes), flat or mean."),
-    ] = None,
-    init_image: Annotated[str | None, typer.Option("--init-image", help="Start from this image.")] = None,
-    init_fit: Annotated[str | None, typer.Option("--init-fit", help="cover, contain or stretch.")] = None,
-    init_noise: Annotated[
-        str | None, typer.Option("--init-noise", help="Start from pixels, gradient or perlin noise.")
-    ] = None,
-    init_weight: Annotated[float | None, typer.Option("--init-weight", help="Keep the latent near its start.")] = None,
-    init_pixel_weight: Annotated[
-        float | None, typer.Option("--init-pixel-weight", help="Keep the pixels near the init image (L1).")
-    ] = None,
-    init_draws: Annotated[
-        int | None,
-        typer.Option("--init-draws", help="Draw N starting latents and start from the one CLIP likes best."),
-    ] = None,
-    save_best: Annotated[
-        bool | None,
-        typer.Option("--save-best/--no-save-best", help="Keep the step with the lowest loss, not the last one."),
-    ] = None,
-    ema: Annotated[
-        float | None,
-        typer.Option("--ema", help="Keep a moving average of the latent with this decay (0: off, e.g. 0.9)."),
-    ] = None,
-    clip_loss: Annotated[
-        str | None, typer.Option("--clip-loss", help="spherical (great-circle distance) or cosine.")
-    ] = None,
-    optimizer: Annotated[
-        str | None, typer.Option("--optimizer", help="adam, adamw, adagrad, rmsprop or radam.")
-    ] = None,
-    lr_schedule: Annotated[
-        str | None, typer.Option("--lr-schedule", help="constant, step (x0.1 at 75%), cosine or plateau.")
-    ] = None,
-    schedule: Annotated[
-        str | None,
-        typer.Option(
-            "--schedule", help="plain, or progressive: the first half of the steps at half size (coarse to fine)."
-        ),
-    ] = None,
-    augment: Annotated[
-        str | None,
-        typer.Option("--augment", help="Comma list: flip,affine,perspective,jitter,noise,erasing,sharpness."),
-    ] = None,
-    tv_weight: Annotated[float | None, typer.Option("--tv-weight", help="Smoothness (total variation).")] = None,
-    saturation_weight: Annotated[float | None, typer.Option("--saturation-weight", help=">0 desaturates.")] = None,
-    symmetry: Annotated[str | None, typer.Option("--symmetry", help="none, horizontal, vertical or both.")] = None,
-    symmetry_weight: Annotated[float | None, typer.Option("--symmetry-weight", help="How strongly.")] = None,
-    palette: Annotated[str | None, typer.Option("--palette", help='Colours to pull toward: "#ff0000,#00ff00".')] = None,
-    palette_weight: Annotated[float | None, typer.Option("--palette-weight", help="How strongly.")] = None,
-    video: Annotated[
-        bool | None, typer.Option("--video/--no-video", help="Also write progress.mp4: a frame every step, streamed.")
-    ] = None,
-    video_every: Annotated[
-        int | None, typer.Option("--video-every", help="With --video: a frame every N steps (default 1).")
-    ] = None,
-    video_fps: Annotated[
-        float | None, typer.Option("--video-fps", help="With --video: the MP4's frame rate (default: --fps).")
-    ] = None,
-    video_interpolate: Annotated[
-        float | None,
-        typer.Option(
-            "--video-interpolate",
-            metavar="FPS",
-            help="With --video: also write progress-smooth.mp4, "
-            "interpolated to FPS by ffmpeg's minterpolate (the plain MP4 is kept).",
-        ),
-    ] = None,
-    zoom_scale: Annotated[
-        float | None,
-        typer.Option("--zoom-scale", help="Zoom video mode: zoom by this factor after each segment (>1 zooms in)."),
-    ] = None,
-    zoom_shift: Annotated[
-        str | None,
-        typer.Option("--zoom-shift", help="Zoom video mode: move the image X,Y pixels after each segment, e.g. 2,-1."),
-    ] = None,
-    zoom_rotate: Annotated[
-        float | None, typer.Option("--zoom-rotate", help="Zoom video mode: rotate by degrees after each segment.")
-    ] = None,
-    zoom_every: Annotated[
-        int | None,
-        typer.Option("--zoom-every", help="Zoom video mode: steps per segment (pair with --save-every and --video)."),
-    ] = None,
-    fps: Annotated[float | None, typer.Option("--fps", help="Frames per second of the GIF and MP4.")] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or status line.")] = False,
+    quiet: QuietOpt = False,
+    *,
+    flags: dict,
 ):
     """Generate an image from a prompt (the default command)."""
-    from pixgen.settings import load_settings, parse_size
+    from pixgen.settings import load_settings
 
-    _set_offline(offline)
-    overrides = dict(
-        prompt=prompt,
-        size=parse_size(size) if size is not None else None,
-        iterations=iterations,
-        lr=lr,
-        cutn=cutn,
-        cut_pow=cut_pow,
-        cut_min=cut_min,
-        noise=noise,
-        seed=seed,
-        save_every=save_every,
-        gif=gif,
-        output_dir=output_dir,
-        device=device,
-        vqgan=vqgan,
-        vqgan_config=vqgan_config,
-        vqgan_ckpt=vqgan_ckpt,
-        clip=clip or None,
-        precision=precision,
-        threads=threads,
-        low_memory=low_memory,
-        compile=compile_,
-        negative=negative or None,
-        image_prompts=image_prompt or None,
-        noise_prompts=noise_prompt or None,
-        change_prompt_every=change_prompt_every,
-        init=init,
-        init_image=init_image,
-        init_fit=init_fit,
-        init_noise=init_noise,
-        init_weight=init_weight,
-        init_pixel_weight=init_pixel_weight,
-        init_draws=init_draws,
-        save_best=save_best,
-        ema=ema,
-        clip_loss=clip_loss,
-        optimizer=optimizer,
-        lr_schedule=lr_schedule,
-        schedule=schedule,
-        augment=[a.strip() for a in augment.split(",") if a.strip()] if augment is not None else None,
-        tv_weight=tv_weight,
-        saturation_weight=saturation_weight,
-        symmetry=symmetry,
-        symmetry_weight=symmetry_weight,
-        palette=[c.strip() for c in palette.split(",") if c.strip()] if palette is not None else None,
-        palette_weight=palette_weight,
-        video=video,
-        video_every=video_every,
-        video_fps=video_fps,
-        video_interpolate=video_interpolate,
-        fps=fps,
-        zoom_scale=zoom_scale,
-        zoom_shift=_parse_pair(zoom_shift, "--zoom-shift") if zoom_shift is not None else None,
-        zoom_rotate=zoom_rotate,
-        zoom_every=zoom_every,
-    )
-    settings = load_settings(preset, config, overrides, set_ or [])
+    settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
     if seeds or candidates != 1:
-        _generate_candidates(settings, candidates, seeds, json_out)
+        _generate_candidates(settings, candidates, seeds, json_out or quiet, offline, json_out)
         return
-    result = _run_with_progress(settings, quiet=json_out or quiet, force=force)
+    result = _run_with_progress(settings, quiet=json_out or quiet, force=force, offline=offline)
     _report(result, json_out)
 
 
@@ -307,17 +150,6 @@ def _report(result, json_out: bool) -> None:
         typer.echo(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)", err=True)
 
 
-def _parse_pair(text: str, flag: str) -> list[float]:
-    parts = text.split(",")
-    try:
-        pair = [float(p) for p in parts]
-    except ValueError:
-        pair = []
-    if len(pair) != 2:
-        raise PixgenError(f"{flag} expects X,Y numbers such as 2,-1, got {text!r}")
-    return pair
-
-
 def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
@@ -328,39 +160,20 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _generate_candidates(settings, candidates: int, seeds: str | None, json_out: bool) -> None:
-    from pixgen.batch import run_candidates
-    from pixgen.device import resolve_device, resolve_seed
-    from pixgen.models import load_models
-    from pixgen.outputs import make_run_dir
+def _generate_candidates(settings, candidates: int, seeds: str | None, quiet: bool, offline: bool, json_out: bool):
+    from pixgen.batch import generate_candidates
 
-    if candidates < 1:
-        raise PixgenError("--candidates must be at least 1")
-    seed_list = _parse_seeds(seeds) if seeds else [resolve_seed(settings.seed) + i for i in range(candidates)]
-    models = load_models(
-        settings.vqgan, settings.clip, resolve_device(settings.device), settings.vqgan_config, settings.vqgan_ckpt
-    )
-    job_dir = make_run_dir(settings.output_dir, settings.prompt)
-    job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
-    with _progress(quiet=json_out) as on_step, _StopOnSignal() as stop:
-        info = run_candidates(settings, models, job_dir, seed_list, on_step, stop)
+    with _progress(quiet=quiet) as on_step, _StopOnSignal() as stop:
+        seed_list = _parse_seeds(seeds) if seeds else None
+        job_dir, info = generate_candidates(settings, candidates, seed_list, on_step, stop, offline)
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": str(job_dir),
-                    "image": str(info["image"]),
-                    "seed": info["seed"],
-                    "seconds": round(info["seconds"], 3),
-                    "ranking": info["candidates"],
-                },
-                default=str,
-            )
-        )
-    else:
-        for c in info["candidates"]:
-            typer.echo(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}", err=True)
-        typer.echo(f"best: {info['image']} (seed {info['seed']})", err=True)
+        best = {"run_dir": str(job_dir), "image": str(info["image"]), "seed": info["seed"]}
+        best.update(seconds=round(info["seconds"], 3), ranking=info["candidates"])
+        typer.echo(json.dumps(best, default=str))
+        return
+    for c in info["candidates"]:
+        typer.echo(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}", err=True)
+    typer.echo(f"best: {info['image']} (seed {info['seed']})", err=True)
 
 
 class _progress:
@@ -448,14 +261,16 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, force: bool = False):
+def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, force: bool = False, offline=False):
     """Run generate() (or resume()) with a rich progress bar and graceful Ctrl-C."""
     from pixgen import api
 
     with _progress(quiet) as on_step, _StopOnSignal() as stop:
         if resume_dir is not None:
             return api.resume(resume_dir, on_step=on_step, should_stop=stop, on_status=on_step.status)
-        return api.generate(settings, on_step=on_step, should_stop=stop, force=force, on_status=on_step.status)
+        return api.generate(
+            settings, on_step=on_step, should_stop=stop, force=force, offline=offline, on_status=on_step.status
+        )
 
 
 @app.command()
@@ -465,11 +280,6 @@ def presets():
 
     for name, desc in list_presets().items():
         typer.echo(f"{name:12s} {desc}")
-
-
-def _set_offline(offline: bool) -> None:
-    if offline:
-        os.environ["PIXGEN_OFFLINE"] = "1"  # read by pixgen.weights; the process edge decides
 
 
 models_app = typer.Typer(help="List, download, inspect and import models.", no_args_is_help=True)
@@ -494,6 +304,7 @@ def models_list(
         for arch, tag, cached in clip_catalogue():
             table.add_row(f"{arch}:{tag}", "yes" if cached else "no")
         table.add_row("shapes", "ships")
+        table.add_row("shapes-b", "ships")
         table.add_row("tiny", "built in (random)")
         Console().print(table)
         return
@@ -533,7 +344,6 @@ def models_download(
     """Download models into the cache (VQGANs are converted to decoder-only safetensors)."""
     from pixgen.weights import clip_weights_file, ensure_vqgan, registry
 
-    _set_offline(offline)
     names = list(names or [])
     if defaults:
         reg = registry()
@@ -545,9 +355,9 @@ def models_download(
         try:
             if ":" in name:
                 model, tag = name.split(":", 1)
-                path = clip_weights_file(model, tag)
+                path = clip_weights_file(model, tag, offline)
             else:
-                path = ensure_vqgan(name)
+                path = ensure_vqgan(name, offline)
         except PixgenError as e:
             failed.append(str(e))
             continue
@@ -604,13 +414,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _scorer(clip: str, device: str, offline: bool = False):
+def _scorer(clip: str, device: str):
     from pixgen.device import resolve_device
     from pixgen.models import load_scorer
 
-    _set_offline(offline)
-    dev = resolve_device(device)
-    return load_scorer(clip).to(dev).eval().requires_grad_(False)
+    return load_scorer(clip).to(resolve_device(device)).eval().requires_grad_(False)
 
 
 def _table(headers: list[str], rows: list[list]) -> None:
@@ -631,7 +439,7 @@ def score(
     prompt: Annotated[
         list[str], typer.Option("--prompt", "-p", metavar="TEXT", help="Text to compare with; repeatable.")
     ],
-    clip: ClipOpt = "ViT-B-32:openai",
+    clip: ClipOpt = DEFAULT_CLIP,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ):
@@ -658,7 +466,7 @@ def classify(
     labels: Annotated[str | None, typer.Option("--labels", help='Comma-separated labels, e.g. "cat,dog".')] = None,
     labels_file: Annotated[Path | None, typer.Option("--labels-file", help="One label per line.")] = None,
     template: Annotated[str, typer.Option("--template", help="Prompt template; {} is the label.")] = "a photo of a {}",
-    clip: ClipOpt = "ViT-B-32:openai",
+    clip: ClipOpt = DEFAULT_CLIP,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ):
@@ -700,7 +508,7 @@ def search(
     folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
     text: Annotated[str, typer.Argument(help="What to look for.")],
     top: Annotated[int, typer.Option("--top", help="How many results.")] = 10,
-    clip: ClipOpt = "ViT-B-32:openai",
+    clip: ClipOpt = DEFAULT_CLIP,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
     index: Annotated[
@@ -757,6 +565,7 @@ def resume(
     epilog="Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
     "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir."
 )
+@with_setting_flags("output_dir")
 def batch(
     file: Annotated[Path, typer.Argument(help="Prompts: .txt (one per line, # comments), .yaml list or .jsonl.")],
     output_dir: Annotated[
@@ -765,22 +574,20 @@ def batch(
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished jobs; redo unfinished ones.")] = False,
     shard: Annotated[str | None, typer.Option("--shard", help="K/N: run jobs K, K+N, K+2N... (0-based).")] = None,
     candidates: Annotated[int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.")] = 1,
-    preset: Annotated[str | None, typer.Option("--preset", help="A preset for every job.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings for every job.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for every job; repeatable.")
-    ] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    offline: OfflineOpt = False,
+    *,
+    flags: dict,
 ):
     """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
     from pixgen.batch import run_batch
     from pixgen.settings import load_settings
 
-    _set_offline(offline)
-
-    def make_settings(job: dict):
+    def make_settings(job: dict):  # the batch's flags are the defaults of each job
         job = dict(job)
-        return load_settings(job.pop("preset", preset), config, job, set_ or [])
+        return load_settings(job.pop("preset", preset), config, dict(flags, **job), set_ or [])
 
     def on_job(r, total):
         where = f" -> {r.image}" if r.image else ""
@@ -788,7 +595,7 @@ def batch(
         typer.echo(msg + (f" ({r.error})" if r.error else ""), err=True)
 
     with _progress(quiet=False) as on_step, _StopOnSignal() as stop:
-        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop)
+        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop, offline)
     failed = [r for r in results if r.status == "failed"]
     typer.echo(
         f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}",
@@ -818,20 +625,17 @@ def restyle(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (the same for every frame).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.")] = False,
-    preset: Annotated[str | None, typer.Option("--preset", help="A preset (see `pixgen presets`).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A YAML file of settings.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="key=value for any setting; repeatable.")
-    ] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")] = False,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    offline: OfflineOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
     from pixgen.restyle import default_output_dir
     from pixgen.restyle import restyle as run
     from pixgen.settings import load_settings, parse_size
 
-    _set_offline(offline)
     overrides = dict(
         prompt=prompt, iterations=iterations, size=parse_size(size) if size is not None else None, seed=seed
     )
@@ -843,7 +647,7 @@ def restyle(
             typer.echo(f"[{i + 1}] {name}" + (" (done before)" if skipped else ""), err=True)
 
     with _progress(quiet) as on_step, _StopOnSignal() as stop:
-        result = run(input_, settings, out, blend, fps, resume, None, on_frame, on_step, stop)
+        result = run(input_, settings, out, blend, fps, resume, None, on_frame, on_step, stop, offline, on_step.status)
     where = f"; video: {result.video}" if result.video else ""
     typer.echo(f"restyled {result.rendered} of {len(result.frames)} frames into {result.out_dir}{where}", err=True)
 
@@ -885,12 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     except PixgenError as e:
         print(f"pixgen: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        return _interrupted(e)
     except KeyboardInterrupt:
         return _interrupted(None)
-    except Exception as e:
-        if type(e).__name__ == "Interrupted":  # pixgen.api.Interrupted, without importing torch here
-            return _interrupted(e)
-        raise
     if code == 130:  # a second Ctrl-C: typer turned KeyboardInterrupt into exit code 130
         return _interrupted(None)
     return code

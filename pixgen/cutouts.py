@@ -7,19 +7,22 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+# name -> the kornia augmentation, from kornia.augmentation (K) and the noise std
+AUGMENTATIONS = {
+    "flip": lambda K, noise: K.RandomHorizontalFlip(p=0.5),
+    "affine": lambda K, noise: K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7, padding_mode="border"),
+    "perspective": lambda K, noise: K.RandomPerspective(distortion_scale=0.2, p=0.7),
+    "jitter": lambda K, noise: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.7),
+    "noise": lambda K, noise: K.RandomGaussianNoise(mean=0.0, std=noise, p=0.5),
+    "erasing": lambda K, noise: K.RandomErasing(scale=(0.02, 0.1), p=0.3),
+    "sharpness": lambda K, noise: K.RandomSharpness(sharpness=0.3, p=0.5),
+}
+
 
 def _augmentation(name: str, noise: float) -> nn.Module:
     import kornia.augmentation as K
 
-    return {
-        "flip": lambda: K.RandomHorizontalFlip(p=0.5),
-        "affine": lambda: K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7, padding_mode="border"),
-        "perspective": lambda: K.RandomPerspective(distortion_scale=0.2, p=0.7),
-        "jitter": lambda: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.7),
-        "noise": lambda: K.RandomGaussianNoise(mean=0.0, std=noise, p=0.5),
-        "erasing": lambda: K.RandomErasing(scale=(0.02, 0.1), p=0.3),
-        "sharpness": lambda: K.RandomSharpness(sharpness=0.3, p=0.5),
-    }[name]()
+    return AUGMENTATIONS[name](K, noise)
 
 
 class Cutouts(nn.Module):

@@ -1,7 +1,15 @@
-"""pixgen's own error type: one clear line for the user, and an exit code."""
+"""pixgen's own exceptions, importable without torch, so the CLI catches them by type."""
 
 
 class PixgenError(Exception):
     """A problem with the user's input or environment, shown as one line (exit code 2)."""
 
     exit_code = 2
+
+
+class NumericalFailure(PixgenError):
+    """The loss or the latent kept going non-finite despite rollbacks."""
+
+
+class Interrupted(Exception):
+    """A run stopped on request after saving its work; args[0] is the Result (exit code 130)."""

@@ -9,32 +9,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pixgen.errors import PixgenError
 from pixgen.settings import Settings
 from pixgen.vqgan import VQGANEncoder
 
 
 def load_encoder_for(settings: Settings) -> VQGANEncoder:
     """The encoder that belongs to the run's VQGAN."""
-    from pixgen import vqgan
+    from pixgen.models import load_encoder
 
-    if settings.vqgan_config and settings.vqgan_ckpt:
-        return vqgan.load_encoder(settings.vqgan_config, settings.vqgan_ckpt)
-    if settings.vqgan == "tiny":
-        return vqgan.tiny_encoder()
-    if settings.vqgan == "shapes":
-        from pixgen.shapes.models import ENCODER_FILE
-
-        return vqgan.load_encoder_safetensors(ENCODER_FILE)
-    from pixgen.weights import ensure_vqgan
-
-    path = ensure_vqgan(settings.vqgan).with_name("encoder.safetensors")
-    if not path.is_file():
-        raise PixgenError(
-            f"VQGAN {settings.vqgan!r} has no encoder ({path} is missing), so it cannot "
-            "start from an image; re-import it from a checkpoint that includes the encoder"
-        )
-    return vqgan.load_encoder_safetensors(path)
+    return load_encoder(settings.vqgan, settings.vqgan_config, settings.vqgan_ckpt)
 
 
 def fit_image(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:

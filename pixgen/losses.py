@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from pixgen.settings import Settings
+
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Squared great-circle distance between unit-normalised a and b, along the last dim.
+    """Squared great-circle distance between unit-normalised a and b, along the last dim
+    (the loss of Crowson's VQGAN+CLIP notebook, 2021).
 
     Broadcasts: a (N, 1, D) with b (1, P, D) gives (N, P). For unit vectors |a - b| is
     2 sin(angle / 2), so this is angle^2 / 2: 0 for equal vectors, pi^2 / 2 for opposite ones.
@@ -53,15 +60,14 @@ def saturation(image: Tensor) -> Tensor:
     return (image.max(1).values - image.min(1).values).mean()
 
 
+SYMMETRY_AXES = {"horizontal": (-1,), "vertical": (-2,), "both": (-1, -2)}  # the dims each mirrors
+
+
 def symmetry(image: Tensor, axis: str = "horizontal") -> Tensor:
     """Mean absolute difference to the mirror image: left-right (horizontal), top-bottom
     (vertical) or both."""
-    terms = []
-    if axis in ("horizontal", "both"):
-        terms.append((image - image.flip(-1)).abs().mean())
-    if axis in ("vertical", "both"):
-        terms.append((image - image.flip(-2)).abs().mean())
-    return sum(terms) / len(terms)
+    dims = SYMMETRY_AXES[axis]
+    return sum((image - image.flip(d)).abs().mean() for d in dims) / len(dims)
 
 
 def palette_distance(image: Tensor, colours: Tensor) -> Tensor:
@@ -73,3 +79,29 @@ def palette_distance(image: Tensor, colours: Tensor) -> Tensor:
 def latent_anchor(z: Tensor, z0: Tensor) -> Tensor:
     """Mean squared distance from the initial latent z0 (keeps the run near its init, not near 0)."""
     return (z - z0).pow(2).mean()
+
+
+def regulariser(settings: Settings, z0: Tensor, init_image: Tensor | None) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """The weighted sum of the regularisers `settings` turn on, as one function of (image, z),
+    or None. `z0` is the initial latent and `init_image` the init image (for the anchors)."""
+    from pixgen.ops import resize_like
+    from pixgen.settings import parse_palette
+
+    s, terms = settings, []
+    if s.tv_weight:
+        terms.append(lambda image, z: s.tv_weight * total_variation(image))
+    if s.saturation_weight:
+        terms.append(lambda image, z: s.saturation_weight * saturation(image))
+    if s.symmetry != "none" and s.symmetry_weight:
+        terms.append(lambda image, z: s.symmetry_weight * symmetry(image, s.symmetry))
+    if s.palette and s.palette_weight:
+        colours = torch.tensor(parse_palette(s.palette))
+        terms.append(lambda image, z: s.palette_weight * palette_distance(image, colours))
+    # resize_like: in the coarse part of the progressive schedule z and the image are half size
+    if s.init_weight:
+        terms.append(lambda image, z: s.init_weight * latent_anchor(z, resize_like(z0, z)))
+    if s.init_pixel_weight and init_image is not None:
+        terms.append(lambda image, z: s.init_pixel_weight * (image - resize_like(init_image, image)).abs().mean())
+    if not terms:
+        return None
+    return lambda image, z: sum(term(image, z) for term in terms)

@@ -10,7 +10,7 @@ import torch
 
 from pixgen.errors import PixgenError
 from pixgen.scorer import ClipScorer
-from pixgen.vqgan import VQGANDecoder
+from pixgen.vqgan import VQGANDecoder, VQGANEncoder
 
 
 @dataclass
@@ -25,10 +25,18 @@ class Models:
         if len(self.clip_weights) != len(self.scorers):
             raise ValueError("one weight per CLIP scorer")
 
-    @property
-    def scorer(self) -> ClipScorer:
-        """The first (or only) CLIP model: the one the CLIP tools use."""
-        return self.scorers[0]
+    def set_low_memory(self, on: bool) -> None:
+        """Activation checkpointing in the decoder's residual blocks (the loop's CLIP terms score
+        a few cutouts at a time): about 1.2 GB less at 256x256, cutn 32, for about 1.2x the time
+        per step (BENCHMARKS.md)."""
+        self.decoder.checkpoint_levels = self.decoder.arch.levels if on else 0
+
+    def compile(self) -> None:
+        """torch.compile the decoder and each CLIP image tower, in place (once). The first step then
+        pays the compile time (run.json: seconds_per_step[0]); see BENCHMARKS.md for when it pays off."""
+        for module in [self.decoder, *(s.model.visual for s in self.scorers)]:
+            if getattr(module, "_compiled_call_impl", None) is None:
+                module.compile()
 
     def to(self, device: torch.device) -> Models:
         self.decoder.to(device).eval().requires_grad_(False)
@@ -37,33 +45,51 @@ class Models:
         return self
 
 
-def load_decoder(name: str, config: str | None = None, ckpt: str | None = None) -> VQGANDecoder:
-    """The VQGAN decoder from explicit files, a built-in model, or the cache."""
+def _load_vqgan_part(part: str, name: str, config: str | None, ckpt: str | None, offline: bool):
+    """The VQGAN's "decoder" or "encoder" from explicit files, a built-in model, or the cache."""
     from pixgen import vqgan
 
     if bool(config) != bool(ckpt):
         raise PixgenError("give both --vqgan-config and --vqgan-ckpt, or neither")
+    encoder = part == "encoder"
     if config and ckpt:
-        return vqgan.load_vqgan(config, ckpt)
+        return (vqgan.load_encoder if encoder else vqgan.load_vqgan)(config, ckpt)
     if name == "tiny":
-        return vqgan.tiny_decoder()
+        return vqgan.tiny_encoder() if encoder else vqgan.tiny_decoder()
     if name == "shapes":
-        from pixgen.shapes.models import shapes_decoder
+        from pixgen.shapes.models import ENCODER_FILE, VQGAN_FILE
 
-        return shapes_decoder()
-    from pixgen.weights import ensure_vqgan
+        path = ENCODER_FILE if encoder else VQGAN_FILE
+    else:
+        from pixgen.weights import ensure_vqgan
 
-    return vqgan.load_decoder_safetensors(ensure_vqgan(name))
+        path = ensure_vqgan(name, offline).with_name(f"{part}.safetensors")
+    if not path.is_file():
+        raise PixgenError(
+            f"VQGAN {name!r} has no encoder ({path} is missing), so it cannot "
+            "start from an image; re-import it from a checkpoint that includes the encoder"
+        )
+    return (vqgan.load_encoder_safetensors if encoder else vqgan.load_decoder_safetensors)(path)
 
 
-def load_scorer(spec: str) -> ClipScorer:
+def load_decoder(name: str, config: str | None = None, ckpt: str | None = None, offline: bool = False) -> VQGANDecoder:
+    """The VQGAN decoder from explicit files, a built-in model, or the cache."""
+    return _load_vqgan_part("decoder", name, config, ckpt, offline)
+
+
+def load_encoder(name: str, config: str | None = None, ckpt: str | None = None, offline: bool = False) -> VQGANEncoder:
+    """The encoder that belongs to the VQGAN `name` (for init images and the zoom mode)."""
+    return _load_vqgan_part("encoder", name, config, ckpt, offline)
+
+
+def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
     from pixgen.scorer import load_clip
 
-    if spec == "shapes":
+    if spec in ("shapes", "shapes-b"):
         from pixgen.shapes.models import shapes_clip
 
-        return shapes_clip()
-    return load_clip(spec)
+        return shapes_clip(spec)
+    return load_clip(spec, offline)
 
 
 def load_models(
@@ -72,18 +98,20 @@ def load_models(
     device: torch.device,
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
+    offline: bool = False,
     on_status: Callable[[str], None] | None = None,
 ) -> Models:
-    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]. `on_status(text)`
-    hears what is being loaded (for a status line)."""
-    from pixgen.settings import split_weight
+    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]. `offline`: never
+    touch the network, fail at once if a model is not cached. `on_status(text)` hears what is
+    being loaded (for a status line)."""
+    from pixgen.prompts import clip_specs
 
     say = on_status or (lambda text: None)
-    specs = [split_weight(c, "clip") for c in ([clip] if isinstance(clip, str) else clip)]
+    specs = clip_specs([clip] if isinstance(clip, str) else clip)
     say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
-    decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt)
+    decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt, offline)
     scorers = []
     for spec, _ in specs:
         say(f"loading CLIP {spec}…")
-        scorers.append(load_scorer(spec))
+        scorers.append(load_scorer(spec, offline))
     return Models(decoder, scorers, [w for _, w in specs]).to(device)

@@ -21,7 +21,8 @@ def codes_to_latent(codes: Tensor, codebook: Tensor) -> Tensor:
 
 
 def quantize_st(z: Tensor, codebook: Tensor) -> Tensor:
-    """Snap z to its nearest codebook vectors; the gradient passes straight through to z."""
+    """Snap z to its nearest codebook vectors; the gradient passes straight through to z
+    (the straight-through estimator of VQ-VAE, van den Oord et al. 2017)."""
     zq = codes_to_latent(nearest_codes(z, codebook), codebook)
     return z + (zq - z).detach()
 
@@ -43,7 +44,8 @@ class _ClampWithGrad(torch.autograd.Function):
 
 
 def clamp_with_grad(x: Tensor, lo: float = 0.0, hi: float = 1.0) -> Tensor:
-    """Clamp to [lo, hi]; out-of-range values still get the gradient that brings them back."""
+    """Clamp to [lo, hi]; out-of-range values still get the gradient that brings them back
+    (ClampWithGrad of Crowson's VQGAN+CLIP notebook, 2021)."""
     return _ClampWithGrad.apply(x, lo, hi)
 
 

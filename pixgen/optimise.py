@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from pixgen.cutouts import Cutouts
-from pixgen.errors import PixgenError
-from pixgen.losses import prompt_loss, total_variation
+from pixgen.errors import NumericalFailure
+from pixgen.losses import prompt_loss
 from pixgen.ops import clamp_with_grad, codes_to_latent, halve_latent, quantize_st
 from pixgen.scorer import ClipScorer
 from pixgen.targets import Targets
@@ -54,17 +54,24 @@ def init_latent(
 
 @torch.no_grad()
 def pick_start(
-    decoder: VQGANDecoder, terms: list[ClipTerm], starts: list[Tensor], generator: torch.Generator
+    decoder: VQGANDecoder,
+    terms: list[ClipTerm],
+    starts: list[Tensor],
+    generator: torch.Generator,
+    cutn: int | None = 8,
 ) -> Tensor:
     """Of several candidate starting latents, the one whose image the CLIP terms already score
-    closest to the prompt (the first phase). Each is scored on the same fresh cutouts' draws."""
+    closest to the prompt (the first phase). Each is scored on the same cutouts and the same
+    augmentations (both random streams are rewound before each), `cutn` of them (a first look
+    is cheap: 8 cutouts of each start cost about what one step's forward pass does)."""
     total = sum(t.weight for t in terms)
-    state = generator.get_state()
+    state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
     for z in starts:
         generator.set_state(state)
+        torch.set_rng_state(global_state)
         image = render(decoder, z)
-        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None)) for t in terms))
+        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
     return starts[min(range(len(starts)), key=losses.__getitem__)]
 
 
@@ -110,10 +117,6 @@ class ClipTerm:
         return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops, self.distance)
 
 
-class NumericalFailure(PixgenError):
-    """The loss or the latent kept going non-finite despite rollbacks."""
-
-
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -123,13 +126,18 @@ OPTIMIZERS = {
 }
 
 
+# name -> the learning-rate multiplier at 0-based step s of n; plateau halves it in the Loop instead
+LR_SCHEDULES = {
+    "constant": lambda s, n: 1.0,
+    "step": lambda s, n: 0.1 if s >= 0.75 * n else 1.0,
+    "cosine": lambda s, n: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(n, 1))),
+    "plateau": lambda s, n: 1.0,
+}
+
+
 def lr_factor(schedule: str, step: int, iterations: int) -> float:
     """The learning-rate multiplier at 0-based `step` of a fixed schedule."""
-    if schedule == "step":
-        return 0.1 if step >= 0.75 * iterations else 1.0
-    if schedule == "cosine":
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(iterations, 1)))
-    return 1.0
+    return LR_SCHEDULES[schedule](step, iterations)
 
 
 class Loop:
@@ -346,26 +354,3 @@ class Loop:
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda_rng"])
-
-
-def optimise(
-    decoder: VQGANDecoder,
-    scorer: ClipScorer,
-    targets: Targets,
-    z: Tensor,
-    cutouts: Cutouts,
-    generator: torch.Generator,
-    iterations: int,
-    lr: float,
-    tv_weight: float = 0.0,
-) -> Iterator[Step]:
-    """Adam on the latent z (updated in place) toward the targets; yields after every step.
-
-    The plain form of `Loop`, for library users who want only the maths.
-    """
-    extra = (lambda image, _z: tv_weight * total_variation(image)) if tv_weight else None
-    loop = Loop(decoder, [ClipTerm(scorer, cutouts, targets)], z, generator, lr, extra, iterations=iterations)
-    for step in loop.run(iterations):
-        with torch.no_grad():
-            z.copy_(loop.z)
-        yield step

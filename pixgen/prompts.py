@@ -1,4 +1,6 @@
-"""Prompt parsing: ``"text:weight:stop | other text"`` into a list of weighted prompts.
+"""All prompt syntax, parsed once into a `PromptPlan`: ``"text:weight:stop | other text"``,
+story-mode phases ``"a ^ b"``, negatives, image prompts ``PATH:w``, noise prompts ``SEED:w``
+and the CLIP ensemble ``SPEC:w``.
 
 Weight and stop are read from the right and only when they are numbers, so text with colons
 (URLs, Windows paths, "4:3") stays text. This module does not import torch.
@@ -9,8 +11,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
+
+if TYPE_CHECKING:
+    from pixgen.settings import Settings
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
@@ -74,3 +80,85 @@ def parse_prompts(spec: str) -> list[Prompt]:
     if "\x00" in spec:
         raise PixgenError("prompt contains a NUL byte")
     return [parse_prompt(item) for item in spec.split("|")]
+
+
+def split_weight(item: str, key: str) -> tuple[str, float]:
+    """``"path/to.png:0.5"`` -> ("path/to.png", 0.5); no numeric suffix means weight 1."""
+    head, sep, tail = str(item).rpartition(":")
+    if sep and _is_number(tail):
+        if not head.strip():
+            raise PixgenError(f"setting {key!r}: {item!r} has a weight but nothing to weigh")
+        weight = float(tail)
+        if weight == 0:
+            raise PixgenError(f"setting {key!r}: weight 0 in {item!r} has no effect")
+        return head, weight
+    if not str(item).strip():
+        raise PixgenError(f"setting {key!r}: empty entry")
+    return str(item), 1.0
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Everything a run steers by, parsed once: the text prompts of each story phase, the
+    negatives, image prompts (path, weight), noise prompts (seed, weight) and the CLIP
+    ensemble (spec, weight)."""
+
+    phases: tuple[tuple[Prompt, ...], ...]
+    negatives: tuple[Prompt, ...] = ()
+    images: tuple[tuple[str, float], ...] = ()
+    noises: tuple[tuple[int, float], ...] = ()
+    clip: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def final(self) -> tuple[Prompt, ...]:
+        """The prompts of the last phase: what the finished image is steered toward."""
+        return self.phases[-1]
+
+    def record(self) -> list[dict]:
+        """The text prompts as recorded in run.json and the PNG; in story mode each names its phase."""
+        if len(self.phases) == 1:
+            return [p.to_dict() for p in self.phases[0]]
+        return [dict(p.to_dict(), phase=k) for k, phase in enumerate(self.phases) for p in phase]
+
+
+def parse_prompt_spec(spec: str) -> tuple[tuple[Prompt, ...], ...]:
+    """``"a | b:0.5 ^ c"`` -> the prompts of each story phase."""
+    parse_prompts(spec)  # the whole text: empty, NUL
+    return tuple(tuple(parse_prompts(phrase)) for phrase in spec.split("^"))
+
+
+def clip_specs(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """CLIP ensemble entries ``SPEC[:weight]`` -> (spec, weight) pairs, weights positive."""
+    if not items or not all(isinstance(c, str) and c.strip() for c in items):
+        raise PixgenError(f"setting 'clip': must name at least one CLIP model, e.g. {_default_clip()}")
+    specs = tuple(split_weight(item, "clip") for item in items)
+    for item, (_, w) in zip(items, specs, strict=True):
+        if w <= 0:
+            raise PixgenError(f"setting 'clip': an ensemble weight must be positive, got {item!r}")
+    return specs
+
+
+def _default_clip() -> str:
+    from pixgen.settings import DEFAULT_CLIP
+
+    return DEFAULT_CLIP
+
+
+def plan_prompts(settings: Settings) -> PromptPlan:
+    """Parse every prompt-like setting once; a bad one is a PixgenError naming its setting."""
+    for text in settings.negative:
+        if not str(text).strip():
+            raise PixgenError("setting 'negative': a negative prompt is empty")
+    noises = []
+    for item in settings.noise_prompts:
+        seed, w = split_weight(item, "noise_prompts")
+        if not seed.isdigit():
+            raise PixgenError(f"setting 'noise_prompts': expected SEED[:weight] with an integer seed, got {item!r}")
+        noises.append((int(seed), w))
+    return PromptPlan(
+        phases=parse_prompt_spec(settings.prompt),
+        negatives=tuple(Prompt(t, -1.0) for t in settings.negative),
+        images=tuple(split_weight(item, "image_prompts") for item in settings.image_prompts),
+        noises=tuple(noises),
+        clip=clip_specs(settings.clip),
+    )

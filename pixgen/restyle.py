@@ -155,6 +155,8 @@ def restyle(
     on_frame: Callable[[int, str, bool], None] | None = None,
     on_step: Callable | None = None,
     should_stop: Callable[[], bool] | None = None,
+    offline: bool = False,
+    on_status: Callable[[str], None] | None = None,
 ) -> RestyleResult:
     """Restyle every frame of `source` toward `settings.prompt`, `settings.iterations` steps each.
 
@@ -163,22 +165,22 @@ def restyle(
     input keeps its own. `on_frame(index, name, skipped)` is called before each frame,
     `on_step(step, total)` after each step. When `should_stop()` says yes the frame in progress
     is dropped and RestyleInterrupted is raised; re-running with `resume` continues.
+    `offline` and `on_status` are as for `pixgen.api.generate`.
     """
     from pixgen._version import __version__
-    from pixgen.api import _make_loop, fit_size
-    from pixgen.device import resolve_device, resolve_seed
+    from pixgen.api import make_loop, prepare
+    from pixgen.device import resolve_seed
     from pixgen.images import open_rgb
     from pixgen.init import encode, load_encoder_for
-    from pixgen.models import load_models
     from pixgen.optimise import render
     from pixgen.outputs import save_png, to_pil, write_json
-    from pixgen.prompts import parse_prompts
+    from pixgen.prompts import plan_prompts
 
     if not 0 <= blend < 1:
         raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
     if fps is not None and not 0 < fps <= 240:
         raise PixgenError(f"--fps must be between 0 and 240, got {fps}")
-    parse_prompts(settings.prompt)
+    plan_prompts(settings)
     src = open_source(source)
     out_dir = Path(out_dir)
     record = {
@@ -191,13 +193,8 @@ def restyle(
     }
     record = _check_record(out_dir, record, resume)
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
-    device = resolve_device(settings.device)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    if models is None:
-        models = load_models(settings.vqgan, settings.clip, device, settings.vqgan_config, settings.vqgan_ckpt)
-    width, height = fit_size(settings, models.decoder.factor)
-    settings = replace(settings, size=[width, height])
+    run = prepare(settings, models, offline, on_status)
+    settings, device, models, (width, height) = run.settings, run.device, run.models, run.settings.size
     encoder = load_encoder_for(settings).to(device)
     frames_dir = out_dir / "frames"
     try:
@@ -223,7 +220,7 @@ def restyle(
         z = encode(encoder, init)
         if previous is not None and blend > 0:
             z = torch.lerp(z, encode(encoder, _to_tensor(previous, width, height, "stretch").to(device)), blend)
-        loop = _make_loop(settings, models, start=(z, init))
+        loop = make_loop(run, start=(z, init))
         for step in loop.run(settings.iterations):
             if on_step:
                 on_step(step, settings.iterations)

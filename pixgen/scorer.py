@@ -24,6 +24,8 @@ class ClipScorer(nn.Module):
     """Frozen CLIP: images in [0, 1] and texts -> unit-norm embeddings."""
 
     def __init__(self, model: nn.Module, tokenizer, name: str):
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -31,14 +33,24 @@ class ClipScorer(nn.Module):
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))  # open_clip's defaults
-        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
+        mean = cfg.get("mean", OPENAI_DATASET_MEAN)
+        std = cfg.get("std", OPENAI_DATASET_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """(N, 3, s, s) in [0, 1] at s = input_size -> (N, D) unit vectors."""
         return F.normalize(self.model.encode_image((images - self.mean) / self.std), dim=-1)
+
+    def activation_floats(self) -> int:
+        """Roughly how many floats the image tower keeps for backward, per cutout."""
+        visual = self.model.visual
+        width = getattr(visual, "width", None) or 768
+        layers = len(getattr(getattr(visual, "transformer", None), "resblocks", [])) or 12
+        patch = getattr(visual, "patch_size", (32, 32))
+        patch = patch[0] if isinstance(patch, tuple | list) else patch
+        tokens = (self.input_size // patch) ** 2 + 1
+        return tokens * width * layers * 24
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
@@ -155,7 +167,7 @@ def looks_like_path(ref: str) -> bool:
     return ref.endswith(WEIGHT_SUFFIXES) or "/" in ref or "\\" in ref or Path(ref).exists()
 
 
-def load_clip(spec: str) -> ClipScorer:
+def load_clip(spec: str, offline: bool = False) -> ClipScorer:
     """Load CLIP from ``NAME:TAG`` (open_clip pretrained, cached), ``NAME:PATH`` or ``tiny``."""
     if spec == "tiny":
         return build_clip("pixgen-tiny", seed=0)
@@ -164,18 +176,18 @@ def load_clip(spec: str) -> ClipScorer:
         raise PixgenError(f"CLIP {spec!r}: give a pretrained tag or a file, e.g. {name}:openai")
     if looks_like_path(ref):
         return load_clip_file(name, ref)
-    return load_pretrained_clip(name, ref)
+    return load_pretrained_clip(name, ref, offline)
 
 
-def load_pretrained_clip(name: str, tag: str) -> ClipScorer:
+def load_pretrained_clip(name: str, tag: str, offline: bool = False) -> ClipScorer:
     """open_clip's pretrained `name:tag` from pixgen's cache (downloaded first if needed)."""
     import open_clip
 
     from pixgen.weights import clip_weights_file
 
     if (name, tag) not in set(open_clip.list_pretrained()):
-        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` shows the known tags")
-    path = clip_weights_file(name, tag)
+        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")
+    path = clip_weights_file(name, tag, offline)
     cfg = open_clip.get_pretrained_cfg(name, tag)
     kwargs = dict(
         force_quick_gelu=bool(cfg.get("quick_gelu")),

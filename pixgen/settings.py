@@ -1,6 +1,10 @@
 """One typed settings object, layered: defaults, then a preset YAML, then a config YAML,
 then CLI flags and ``--set key=value``. Unknown keys and bad values raise PixgenError naming
 the key. This module does not import torch.
+
+Each setting is declared once, here: its type, default, help text, choices, range and short
+flag. The CLI's options (`pixgen generate`, `pixgen batch`) and the validation are generated
+from these declarations.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from pixgen.errors import PixgenError
 PACKAGE_DIR = Path(__file__).resolve().parent
 PRESETS_DIR = PACKAGE_DIR / "configs" / "presets"
 
+DEFAULT_CLIP = "ViT-B-32:openai"
+# The choices of each named option. The tables that implement them (cutouts.AUGMENTATIONS,
+# optimise.OPTIMIZERS, losses.DISTANCES, ...) import torch; a test checks that they match.
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
 INITS = ("tokens", "flat", "mean")
 INIT_FITS = ("cover", "contain", "stretch")
@@ -28,74 +35,135 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_LOSSES = ("spherical", "cosine")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
-LIST_KEYS = ("clip",)  # list settings that also accept one string
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    short: str | None = None,
+    metavar: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    open_lo: bool = False,
+    open_hi: bool = False,
+    text: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A Settings field with its metadata: `help`, the CLI `flag` (default --name-with-dashes)
+    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), and `text`,
+    the form a string value is read in (size, csv, pair, one) from flags, YAML or --set."""
+    meta = dict(help=help, flag=flag, short=short, metavar=metavar, choices=choices, lo=lo, hi=hi)
+    meta.update(open_lo=open_lo, open_hi=open_hi, text=text, cli=cli)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Settings:
     """Everything a run needs. Saved, resolved, beside every output."""
 
-    prompt: str = ""
-    size: list[int] = field(default_factory=lambda: [256, 256])  # width, height in pixels
-    iterations: int = 300
-    lr: float = 0.1
-    cutn: int = 32
-    cut_pow: float = 1.0
-    cut_min: float = 0.0  # smallest cutout side as a fraction of the shorter image side
-    augment: list[str] = field(default_factory=lambda: ["flip", "affine", "perspective", "jitter", "noise"])
-    noise: float = 0.1  # the largest std of the per-cutout gaussian noise (augment "noise")
-    negative: list[str] = field(default_factory=list)  # texts to push away from (weight -1 each)
-    image_prompts: list[str] = field(default_factory=list)  # PATH[:weight]
-    noise_prompts: list[str] = field(default_factory=list)  # SEED[:weight]
-    change_prompt_every: int = 0  # story mode "a ^ b": steps per phrase; 0 spreads them evenly
-    init: str = "tokens"  # tokens: random codebook entries; flat: one random entry everywhere; mean
-    init_image: str | None = None
-    init_fit: str = "cover"  # how the init image fits the size: cover, contain, stretch
-    init_noise: str | None = None  # pixels, gradient or perlin noise, encoded as the init
-    init_weight: float = 0.0  # pull the latent toward its initial value
-    init_pixel_weight: float = 0.0  # L1 between the image and the init image
-    init_draws: int = 1  # draw this many starting latents, start from the one CLIP scores best
-    save_best: bool = False  # keep the latent of the lowest-loss step rather than the last
-    ema: float = 0.0  # keep a moving average of the latent with this decay (0: off)
-    clip_loss: str = "spherical"  # spherical (great-circle) or cosine distance to the targets
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"  # constant, step (x0.1 at 75%), cosine, plateau
-    schedule: str = "plain"  # progressive: the first half of the steps at half size, half the cutouts
-    tv_weight: float = 0.0  # total-variation smoothness on the image
-    saturation_weight: float = 0.0  # >0 desaturates, <0 saturates
-    symmetry: str = "none"  # none, horizontal, vertical, both
-    symmetry_weight: float = 0.0
-    palette: list[str] = field(default_factory=list)  # "#rrggbb" colours to pull pixels toward
-    palette_weight: float = 0.0
-    video: bool = False  # also write progress.mp4 (needs imageio-ffmpeg), streamed step by step
-    video_every: int = 1  # a video frame every N steps (the first is the starting image)
-    video_fps: float | None = None  # the MP4's frame rate; None: the same as fps
-    video_interpolate: float = 0.0  # >0: also write progress-smooth.mp4 at this rate (ffmpeg minterpolate)
+    prompt: str = setting("", 'What to draw, e.g. "a red house | a lake:0.5".', cli=False)
+    size: list[int] = setting(
+        [256, 256], "WIDTHxHEIGHT in pixels, e.g. 256x256.", short="-s", metavar="WxH", lo=1, hi=MAX_SIDE, text="size"
+    )
+    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1)
+    lr: float = setting(0.1, "Learning rate on the latent.", lo=0, open_lo=True)
+    cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024)
+    cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True)
+    cut_min: float = setting(0.0, "Smallest cutout side, as a fraction of the image's (0-1).", lo=0, hi=1)
+    augment: list[str] = setting(
+        ["flip", "affine", "perspective", "jitter", "noise"],
+        "Comma list: " + ",".join(AUGMENTS) + ".",
+        metavar="A,B,...",
+        choices=AUGMENTS,
+        text="csv",
+    )
+    noise: float = setting(0.1, 'Largest std of the gaussian noise augmentation ("noise").', lo=0)
+    negative: list[str] = setting([], "Text to push away from (weight -1); repeatable.", metavar="TEXT", text="one")
+    image_prompts: list[str] = setting(
+        [], "PATH[:weight]: steer toward an image; repeatable.", flag="--image-prompt", metavar="PATH[:W]", text="one"
+    )
+    noise_prompts: list[str] = setting(
+        [], "SEED[:weight]: a random CLIP direction; repeatable.", flag="--noise-prompt", metavar="SEED[:W]", text="one"
+    )
+    change_prompt_every: int = setting(0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0)
+    init: str = setting(
+        "tokens", "Start latent without an init image: tokens (random codes), flat or mean.", choices=INITS
+    )
+    init_image: str | None = setting(None, "Start from this image.")
+    init_fit: str = setting("cover", "How the init image fits the size: cover, contain or stretch.", choices=INIT_FITS)
+    init_noise: str | None = setting(None, "Start from pixels, gradient or perlin noise.", choices=INIT_NOISES)
+    init_weight: float = setting(0.0, "Keep the latent near its start.", lo=0)
+    init_pixel_weight: float = setting(0.0, "Keep the pixels near the init image (L1).", lo=0)
+    init_draws: int = setting(1, "Draw N starting latents and start from the one CLIP likes best.", lo=1, hi=256)
+    save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.")
+    ema: float = setting(
+        0.0, "Keep a moving average of the latent with this decay (0: off, e.g. 0.9).", lo=0, hi=1, open_hi=True
+    )
+    clip_loss: str = setting("spherical", "spherical (great-circle distance) or cosine.", choices=CLIP_LOSSES)
+    optimizer: str = setting("adam", "adam, adamw, adagrad, rmsprop or radam.", choices=OPTIMIZERS)
+    lr_schedule: str = setting("constant", "constant, step (x0.1 at 75%), cosine or plateau.", choices=LR_SCHEDULES)
+    schedule: str = setting(
+        "plain", "plain, or progressive: the first half of the steps at half size (coarse to fine).", choices=SCHEDULES
+    )
+    tv_weight: float = setting(0.0, "Smoothness (total variation).", lo=0)
+    saturation_weight: float = setting(0.0, ">0 desaturates, <0 saturates.")
+    symmetry: str = setting("none", "none, horizontal, vertical or both.", choices=SYMMETRIES)
+    symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0)
+    palette: list[str] = setting([], 'Colours to pull toward: "#ff0000,#00ff00".', metavar="#RGB,...", text="csv")
+    palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0)
+    video: bool = setting(False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).")
+    video_every: int = setting(1, "With --video: a frame every N steps (the first is the starting image).", lo=1)
+    video_fps: float | None = setting(
+        None, "With --video: the MP4's frame rate (default: --fps).", lo=0, hi=240, open_lo=True
+    )
+    video_interpolate: float = setting(
+        0.0,
+        "With --video: also write progress-smooth.mp4, interpolated to FPS by ffmpeg's minterpolate "
+        "(the plain MP4 is kept; 0: off).",
+        metavar="FPS",
+        lo=0,
+        hi=240,
+    )
     # The zoom/pan video mode, on when any movement is set: every zoom_every steps the image is
     # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
     # about its centre, then re-encoded by the VQGAN encoder as the new latent.
-    zoom_every: int = 10
-    zoom_scale: float = 1.0
-    zoom_shift: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    zoom_rotate: float = 0.0
-    fps: float = 10.0
-    seed: int | None = None  # None: a random seed, recorded in the outputs
-    save_every: int = 50  # 0: no progress frames
-    gif: bool = True
-    output_dir: str = "outputs"
-    device: str = "auto"
-    precision: str = "auto"  # auto, fp32, bf16 or fp16: autocast dtype for CLIP (see BENCHMARKS.md)
-    compile: bool = False  # torch.compile the decoder and CLIP's image tower (pays off on long runs)
-    low_memory: bool = False  # decoder checkpointing + CLIP on 8 cutouts at a time: ~1.2 GB less, ~1.2x the time
-    threads: int = 0  # CPU threads; 0 leaves torch's default (all cores, or OMP_NUM_THREADS)
-    vqgan: str = "vqgan_imagenet_f16_16384"  # a registry name, "tiny" or "shapes"
-    vqgan_config: str | None = None
-    vqgan_ckpt: str | None = None
-    # CLIP models scoring the image, each NAME:TAG, NAME:PATH, "tiny" or "shapes", with an
-    # optional ":weight". Several make an ensemble: each scores its own cutouts at its own input
-    # size, and their losses are averaged by weight.
-    clip: list[str] = field(default_factory=lambda: ["ViT-B-32:openai"])
-    preset: str | None = None
+    zoom_every: int = setting(10, "Zoom video mode: steps per segment (pair with --save-every and --video).", lo=1)
+    zoom_scale: float = setting(
+        1.0, "Zoom video mode: zoom by this factor after each segment (>1 zooms in).", lo=0.25, hi=4
+    )
+    zoom_shift: list[float] = setting(
+        [0.0, 0.0],
+        "Zoom video mode: move the image X,Y pixels after each segment, e.g. 2,-1.",
+        metavar="X,Y",
+        text="pair",
+    )
+    zoom_rotate: float = setting(0.0, "Zoom video mode: rotate by degrees after each segment.", lo=-180, hi=180)
+    fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True)
+    seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1)
+    save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0)
+    gif: bool = setting(True, "Write progress.gif from the frames.")
+    output_dir: str = setting("outputs", "Folder that receives the run folder.", short="-o")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    precision: str = setting("auto", "auto, fp32, bf16 or fp16 (CLIP's autocast dtype).", choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the models: slow first step, faster after (long runs).")
+    low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.")
+    threads: int = setting(0, "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS).", lo=0, hi=4096)
+    vqgan: str = setting("vqgan_imagenet_f16_16384", "VQGAN: a registry name (`pixgen models list`) or shapes/tiny.")
+    vqgan_config: str | None = setting(None, "Local taming model YAML.")
+    vqgan_ckpt: str | None = setting(None, "Local taming .ckpt checkpoint.")
+    clip: list[str] = setting(
+        [DEFAULT_CLIP],
+        f"CLIP as NAME:TAG ({DEFAULT_CLIP}) or NAME:PATH, with an optional :weight. Repeat it for an "
+        "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
+        metavar="SPEC",
+        text="one",
+    )
+    preset: str | None = setting(None, "A preset from configs/presets (see `pixgen presets`).", cli=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +175,9 @@ class Settings:
     @property
     def height(self) -> int:
         return self.size[1]
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
@@ -122,21 +193,6 @@ def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
     return out
 
 
-def split_weight(item: str, key: str) -> tuple[str, float]:
-    """``"path/to.png:0.5"`` -> ("path/to.png", 0.5); no numeric suffix means weight 1."""
-    head, sep, tail = str(item).rpartition(":")
-    if sep and re.fullmatch(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*", tail):
-        if not head.strip():
-            raise PixgenError(f"setting {key!r}: {item!r} has a weight but nothing to weigh")
-        weight = float(tail)
-        if weight == 0:
-            raise PixgenError(f"setting {key!r}: weight 0 in {item!r} has no effect")
-        return head, weight
-    if not str(item).strip():
-        raise PixgenError(f"setting {key!r}: empty entry")
-    return str(item), 1.0
-
-
 def parse_size(text: str) -> list[int]:
     """``"256x192"`` -> [256, 192]; ``"256"`` -> [256, 256]."""
     m = re.fullmatch(r"\s*(-?\d+)\s*(?:[xX,]\s*(-?\d+))?\s*", str(text))
@@ -145,6 +201,38 @@ def parse_size(text: str) -> list[int]:
     w = int(m.group(1))
     h = int(m.group(2)) if m.group(2) is not None else w
     return [w, h]
+
+
+def _parse_pair(text: str, key: str) -> list[float]:
+    try:
+        pair = [float(p) for p in str(text).split(",")]
+    except ValueError:
+        pair = []
+    if len(pair) != 2:
+        raise PixgenError(f"setting {key!r} ({flag_of(key)}) expects X,Y numbers such as 2,-1, got {text!r}")
+    return pair
+
+
+def from_text(key: str, value: Any) -> Any:
+    """A setting's value as given in text (a flag, --set, YAML) in its declared form:
+    size "256x192", csv "a,b", pair "2,-1", or one string for a list."""
+    form = FIELDS[key].metadata["text"] if key in FIELDS else None
+    if form == "size" and isinstance(value, str | int) and not isinstance(value, bool):
+        return parse_size(str(value))
+    if not isinstance(value, str):
+        return value
+    if form == "csv":
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if form == "pair":
+        return _parse_pair(value, key)
+    if form == "one":
+        return [value]
+    return value
+
+
+def flag_of(key: str) -> str:
+    """The long CLI flag of a setting."""
+    return FIELDS[key].metadata["flag"] or "--" + key.replace("_", "-")
 
 
 def list_presets() -> dict[str, str]:
@@ -181,7 +269,7 @@ def _merge(base, layer: dict, source: str):
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    layer = {k: [v] if k in LIST_KEYS and isinstance(v, str) else v for k, v in layer.items()}
+    layer = {k: from_text(k, v) for k, v in layer.items()}
     try:  # one merge when the layer is valid; key by key only to name the key that is not
         return OmegaConf.merge(base, layer)
     except (OmegaConfBaseException, TypeError, ValueError):
@@ -190,7 +278,7 @@ def _merge(base, layer: dict, source: str):
         try:
             base = OmegaConf.merge(base, {key: value})
         except ConfigKeyError:
-            known = ", ".join(f.name for f in dataclasses.fields(Settings))
+            known = ", ".join(FIELDS)
             raise PixgenError(f"unknown setting {str(key)!r} in {source} (known: {known})") from None
         except (OmegaConfBaseException, TypeError, ValueError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -212,9 +300,7 @@ def parse_set(items: list[str]) -> dict:
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             parsed = value
-        if key == "size" and isinstance(parsed, str | int):
-            parsed = parse_size(str(parsed))
-        out[key] = parsed
+        out[key] = from_text(key, parsed)
     return out
 
 
@@ -236,10 +322,7 @@ def load_settings(
         cfg = _merge(cfg, _read_yaml(path, "preset"), f"preset {preset!r}")
         cfg = _merge(cfg, {"preset": preset}, "preset")
     if config:
-        data = _read_yaml(Path(config), "config file")
-        if isinstance(data.get("size"), str | int):
-            data["size"] = parse_size(data["size"])
-        cfg = _merge(cfg, data, f"config {config}")
+        cfg = _merge(cfg, _read_yaml(Path(config), "config file"), f"config {config}")
     if overrides:
         cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None}, "options")
     if sets:
@@ -249,100 +332,56 @@ def load_settings(
     return settings
 
 
-def settings_from_dict(data: dict) -> Settings:
-    """Rebuild Settings from a saved dict (run.json or PNG metadata), with the same checks."""
-    return load_settings(overrides={k: v for k, v in data.items()})
+def _range_error(meta: dict, value: float) -> str | None:
+    """Why `value` is outside the declared range, or None."""
+    lo, hi = meta["lo"], meta["hi"]
+    low = lo is not None and (value <= lo if meta["open_lo"] else value < lo)
+    high = hi is not None and (value >= hi if meta["open_hi"] else value > hi)
+    if not (low or high):
+        return None
+    if lo is not None and hi is not None:
+        return f"must be between {lo} and {hi}{' (exclusive)' if meta['open_lo'] or meta['open_hi'] else ''}"
+    if lo is not None:
+        return f"must be {'above' if meta['open_lo'] else 'at least'} {lo}"
+    return f"must be {'below' if meta['open_hi'] else 'at most'} {hi}"
+
+
+def _check_declared(s: Settings) -> None:
+    """Every field against its declared choices and range."""
+    for key, f in FIELDS.items():
+        meta, value = f.metadata, getattr(s, key)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if item is None:
+                continue
+            if meta["choices"] and item not in meta["choices"]:
+                allowed = ", ".join(meta["choices"])
+                raise PixgenError(f"setting {key!r}: unknown value {item!r} (choose from {allowed})")
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                why = _range_error(meta, item)
+                if why:
+                    raise PixgenError(f"setting {key!r}: {why}, got {item}")
 
 
 def validate(s: Settings) -> None:
-    """Range checks that types alone cannot express. Raises PixgenError naming the key."""
-    from pixgen.prompts import parse_prompts
+    """Declared choices and ranges, and the checks that relate settings to each other.
+    Raises PixgenError naming the key."""
+    from pixgen.prompts import plan_prompts
 
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
             raise PixgenError(f"setting {key!r}: {msg}")
 
-    parse_prompts(s.prompt)
-    need(
-        len(s.size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in s.size),
-        "size",
-        f"expected [width, height] in pixels, got {s.size}",
-    )
-    need(all(isinstance(a, str) for a in s.augment), "augment", f"expected a list of names, got {s.augment}")
+    plan_prompts(s)
+    need(len(s.size) == 2, "size", f"expected [width, height] in pixels, got {s.size}")
     need(all(v > 0 for v in s.size), "size", f"width and height must be positive, got {s.size}")
     need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
-    need(s.iterations >= 1, "iterations", f"must be at least 1, got {s.iterations}")
-    need(s.lr > 0, "lr", f"must be positive, got {s.lr}")
-    need(1 <= s.cutn <= 1024, "cutn", f"must be between 1 and 1024, got {s.cutn}")
-    need(s.cut_pow > 0, "cut_pow", f"must be positive, got {s.cut_pow}")
-    need(0 <= s.cut_min <= 1, "cut_min", f"must be between 0 and 1, got {s.cut_min}")
-    need(s.noise >= 0, "noise", f"must be non-negative, got {s.noise}")
-    need(s.tv_weight >= 0, "tv_weight", f"must be non-negative, got {s.tv_weight}")
-    need(s.save_every >= 0, "save_every", f"must be 0 (off) or more, got {s.save_every}")
-    need(s.seed is None or 0 <= s.seed < 2**63, "seed", f"must be between 0 and 2**63-1, got {s.seed}")
-    need(
-        bool(DEVICE_RE.match(s.device)),
-        "device",
-        f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)",
-    )
-    need(s.init in INITS, "init", f"unknown init {s.init!r} (choose from {', '.join(INITS)})")
-    bad = [a for a in s.augment if a not in AUGMENTS]
-    need(
-        not bad,
-        "augment",
-        f"unknown augmentation {bad[0]!r} (choose from {', '.join(AUGMENTS)})" if bad else "",
-    )
-    need(
-        bool(s.clip) and all(isinstance(c, str) and c.strip() for c in s.clip),
-        "clip",
-        "must name at least one CLIP model, e.g. ViT-B-32:openai",
-    )
-    for item in s.clip:
-        need(split_weight(item, "clip")[1] > 0, "clip", f"an ensemble weight must be positive, got {item!r}")
-    choices = (
-        ("init_fit", INIT_FITS),
-        ("optimizer", OPTIMIZERS),
-        ("lr_schedule", LR_SCHEDULES),
-        ("symmetry", SYMMETRIES),
-        ("schedule", SCHEDULES),
-        ("clip_loss", CLIP_LOSSES),
-    )
-    for key, allowed in choices:
-        need(getattr(s, key) in allowed, key, f"unknown value {getattr(s, key)!r} (choose from {', '.join(allowed)})")
-    need(
-        s.init_noise is None or s.init_noise in INIT_NOISES,
-        "init_noise",
-        f"unknown value {s.init_noise!r} (choose from {', '.join(INIT_NOISES)})",
-    )
-    need(1 <= s.init_draws <= 256, "init_draws", f"must be between 1 and 256, got {s.init_draws}")
-    need(0 <= s.ema < 1, "ema", f"must be at least 0 and below 1, got {s.ema}")
-    need(s.change_prompt_every >= 0, "change_prompt_every", f"must be 0 or more, got {s.change_prompt_every}")
-    need(0 < s.fps <= 120, "fps", f"must be between 0 and 120, got {s.fps}")
-    need(s.video_every >= 1, "video_every", f"must be at least 1, got {s.video_every}")
-    need(s.video_fps is None or 0 < s.video_fps <= 240, "video_fps", f"must be between 0 and 240, got {s.video_fps}")
-    need(
-        s.video_interpolate == 0 or 0 < s.video_interpolate <= 240,
-        "video_interpolate",
-        f"must be 0 (off) or a frame rate up to 240, got {s.video_interpolate}",
-    )
-    need(s.zoom_every >= 1, "zoom_every", f"must be at least 1, got {s.zoom_every}")
-    need(0.25 <= s.zoom_scale <= 4, "zoom_scale", f"must be between 0.25 and 4, got {s.zoom_scale}")
+    _check_declared(s)
+    need(bool(DEVICE_RE.match(s.device)), "device", f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)")
     need(len(s.zoom_shift) == 2, "zoom_shift", f"expected [x, y] in pixels, got {s.zoom_shift}")
     need(
         all(abs(v) <= max(s.size) for v in s.zoom_shift),
         "zoom_shift",
         f"a shift of {s.zoom_shift} pixels moves the image out of its {s.size[0]}x{s.size[1]} frame",
     )
-    need(abs(s.zoom_rotate) <= 180, "zoom_rotate", f"must be between -180 and 180 degrees, got {s.zoom_rotate}")
-    for key in ("init_weight", "init_pixel_weight", "symmetry_weight", "palette_weight"):
-        need(getattr(s, key) >= 0, key, f"must be non-negative, got {getattr(s, key)}")
-    for text in s.negative:
-        need(bool(str(text).strip()), "negative", "a negative prompt is empty")
     parse_palette(s.palette)
-    for item in s.image_prompts:
-        split_weight(item, "image_prompts")
-    for item in s.noise_prompts:
-        seed, _ = split_weight(item, "noise_prompts")
-        need(seed.isdigit(), "noise_prompts", f"expected SEED[:weight] with an integer seed, got {item!r}")
-    for phrase in s.prompt.split("^"):
-        parse_prompts(phrase)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pixgen.prompts import Prompt, parse_prompts
+from pixgen.prompts import Prompt, PromptPlan, plan_prompts
 from pixgen.scorer import ClipScorer
-from pixgen.settings import Settings, split_weight
+from pixgen.settings import Settings
 
 
 @dataclass
@@ -79,20 +79,18 @@ def noise_prompt(dim: int, seed: int) -> Tensor:
     return F.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def build_schedule(settings: Settings, scorer: ClipScorer) -> Schedule:
-    """All targets of a run: each story phase plus the negatives, image and noise prompts."""
+def build_schedule(settings: Settings, scorer: ClipScorer, plan: PromptPlan | None = None) -> Schedule:
+    """All targets of a run: each story phase plus the negatives, image and noise prompts.
+    `plan` is the run's parsed prompts (parsed from `settings` when not given)."""
+    plan = plan or plan_prompts(settings)
     device = scorer.mean.device
     extra = []
-    if settings.negative:
-        extra.append(Targets.from_prompts(scorer, [Prompt(t, -1.0) for t in settings.negative]))
-    side = []
-    for i, item in enumerate(settings.image_prompts):
-        path, w = split_weight(item, "image_prompts")
-        side.append((image_prompt(scorer, path, seed=settings.seed + i), w))
-    for item in settings.noise_prompts:
-        seed, w = split_weight(item, "noise_prompts")
+    if plan.negatives:
+        extra.append(Targets.from_prompts(scorer, list(plan.negatives)))
+    side = [(image_prompt(scorer, path, seed=settings.seed + i), w) for i, (path, w) in enumerate(plan.images)]
+    for seed, w in plan.noises:
         dim = extra[0].embeds.shape[1] if extra else scorer.encode_text(["x"]).shape[1]
-        side.append((noise_prompt(dim, int(seed)).to(device), w))
+        side.append((noise_prompt(dim, seed).to(device), w))
     if side:
         extra.append(
             Targets(
@@ -102,8 +100,8 @@ def build_schedule(settings: Settings, scorer: ClipScorer) -> Schedule:
             )
         )
     phases = []
-    for phrase in settings.prompt.split("^"):
-        t = Targets.from_prompts(scorer, parse_prompts(phrase))
+    for prompts in plan.phases:
+        t = Targets.from_prompts(scorer, list(prompts))
         for e in extra:
             t = t + e
         phases.append(t)

@@ -37,9 +37,23 @@ class VQGANArch:
     prefix: str = ""  # "first_stage_model." for Net2Net checkpoints
 
     @property
+    def levels(self) -> int:
+        """Resolution levels of the decoder."""
+        return len(self.ddconfig["ch_mult"])
+
+    @property
     def factor(self) -> int:
         """How many pixels one latent cell covers along each side."""
-        return 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+        return 2 ** (self.levels - 1)
+
+    def activation_floats(self, width: int, height: int) -> int:
+        """Roughly how many floats one decoder forward keeps for backward at this image size."""
+        dd = self.ddconfig
+        latent_px = (width // self.factor) * (height // self.factor)
+        return sum(
+            (dd["num_res_blocks"] + 1) * 8 * dd["ch"] * mult * latent_px * 4 ** (self.levels - 1 - i)
+            for i, mult in enumerate(dd["ch_mult"])
+        )
 
     @property
     def codebook_key(self) -> str:

@@ -308,15 +308,15 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
 # ---------------------------------------------------------------- what a run needs
 
 
-BUILT_IN = ("tiny", "shapes")
+BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
 
 
 def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
     """[(kind, name, download name)] of the models a run needs that are not cached; never
     touches the network. Built-in models, local files and unknown names (which fail later, with
     their own message) are not listed."""
+    from pixgen.prompts import split_weight
     from pixgen.scorer import looks_like_path, parse_clip_spec
-    from pixgen.settings import split_weight
 
     missing = []
     if not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
@@ -343,13 +343,19 @@ def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None
     return missing
 
 
-def check_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
+def check_models(
+    vqgan: str,
+    clips: list[str],
+    vqgan_config: str | None = None,
+    vqgan_ckpt: str | None = None,
+    offline: bool = False,
+):
     """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
     or their hosts unreachable), one error naming all of them and one command fetching them all."""
     missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt)
     if not missing:
         return
-    if offline_requested():
+    if offline_requested(offline):
         why = "pixgen is offline"
     else:
         hosts = []

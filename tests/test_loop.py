@@ -5,7 +5,7 @@ import torch
 
 from pixgen.cutouts import Cutouts
 from pixgen.models import Models
-from pixgen.optimise import init_latent, optimise
+from pixgen.optimise import ClipTerm, Loop, init_latent
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
 from pixgen.targets import Targets
@@ -17,15 +17,16 @@ def _setup(seed=0, init="tokens"):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     z = init_latent(models.decoder, 32, 32, g, init)
-    targets = Targets.from_prompts(models.scorer, parse_prompts("a red house"))
+    targets = Targets.from_prompts(models.scorers[0], parse_prompts("a red house"))
     return models, g, z, targets
 
 
 def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models, g, z, targets = _setup()
-    cut = Cutouts(models.scorer.input_size, 8, augment=[])
-    losses = [s.loss for s in optimise(models.decoder, models.scorer, targets, z, cut, g, 40, 0.1)]
+    cut = Cutouts(models.scorers[0].input_size, 8, augment=[])
+    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 0.1, iterations=40)
+    losses = [s.loss for s in loop.run(40)]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.01
     assert list(tmp_path.iterdir()) == []  # the loop wrote nothing
@@ -33,12 +34,12 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
 
 def test_latent_stays_in_codebook_range_and_models_stay_frozen():
     models, g, z, targets = _setup()
-    cut = Cutouts(models.scorer.input_size, 4, augment=["flip", "noise"])
-    for _ in optimise(models.decoder, models.scorer, targets, z, cut, g, 5, 5.0):
-        pass
-    cb = models.decoder.codebook
+    cut = Cutouts(models.scorers[0].input_size, 4, augment=["flip", "noise"])
+    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 5.0, iterations=5)
+    list(loop.run(5))
+    z, cb = loop.z.detach(), models.decoder.codebook
     assert (z.min(-1).values.min(-1).values >= cb.min(0).values - 1e-6).all()
-    assert all(p.grad is None for p in models.scorer.parameters())
+    assert all(p.grad is None for p in models.scorers[0].parameters())
     assert all(p.grad is None for p in models.decoder.parameters())
 
 
@@ -89,8 +90,8 @@ def test_progressive_schedule_goes_coarse_to_fine():
     loop, models = _shapes_loop()
     full = loop.full_shape
     seen = []
-    original = models.scorer.encode_image
-    models.scorer.encode_image = lambda x: seen.append(x.shape[0]) or original(x)
+    original = models.scorers[0].encode_image
+    models.scorers[0].encode_image = lambda x: seen.append(x.shape[0]) or original(x)
     shapes, images = [], []
     for step in loop.run(10):
         shapes.append(tuple(loop.z.shape))
@@ -153,3 +154,65 @@ def test_chunked_clip_loss_has_the_same_value_and_gradient():
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-7, rtol=1e-4)
     assert results[0][1].abs().sum() > 0
+
+
+def test_save_best_keeps_the_lowest_loss_step_and_ema_averages():
+    loop, _ = _shapes_loop(schedule="plain", save_best=True)
+    losses = [step.loss for step in loop.run(10)]  # each scores the latent before its update
+    assert loop.kept_loss == pytest.approx(min(losses))
+    assert not torch.equal(loop.result(), loop.z.detach()) or losses[-1] == min(losses)
+
+    ema, _ = _shapes_loop(schedule="plain", ema=0.5)
+    first = ema.z.detach().clone()
+    list(ema.run(3))
+    plain, _ = _shapes_loop(schedule="plain")  # seeds everything afresh
+    list(plain.run(3))
+    assert torch.equal(ema.z, plain.z)  # the average is kept aside and does not steer the run
+    assert not torch.equal(ema.result(), ema.z.detach()) and not torch.equal(ema.result(), first)
+
+
+@pytest.mark.parametrize("kw", [dict(save_best=True), dict(ema=0.8)])
+def test_kept_latents_resume_bit_identically(kw):
+    a, _ = _shapes_loop(schedule="plain", **kw)
+    list(a.run(8))
+    b, _ = _shapes_loop(schedule="plain", **kw)
+    list(b.run(4))
+    state = {k: v.clone() for k, v in b.state_dict().items()}
+    c, _ = _shapes_loop(schedule="plain", **kw)
+    c.load_state_dict(state)
+    list(c.run(8))
+    assert torch.equal(c.z, a.z) and torch.equal(c.result(), a.result())
+
+
+def test_pick_start_takes_the_start_the_prompt_scores_best():
+    from pixgen.optimise import pick_start
+
+    loop, models = _shapes_loop(schedule="plain")
+    g = torch.Generator().manual_seed(3)
+    starts = [init_latent(models.decoder, 64, 64, g, "flat") for _ in range(6)]
+    state, global_state = g.get_state(), torch.get_rng_state()
+    chosen = pick_start(models.decoder, loop.terms, starts, g)
+    losses = []
+    for z in starts:
+        g.set_state(state)
+        torch.set_rng_state(global_state)
+        with torch.no_grad():
+            from pixgen.optimise import render
+
+            losses.append(float(loop.terms[0].loss(render(models.decoder, z), 1, g, None, 8)))
+    assert torch.equal(chosen, starts[losses.index(min(losses))])
+    assert len(set(round(x, 6) for x in losses)) > 1  # the starts really differ
+
+
+def test_init_draws_changes_the_start_and_stays_reproducible():
+    a, _ = _shapes_loop(schedule="plain", init_draws=8)
+    b, _ = _shapes_loop(schedule="plain", init_draws=8)
+    one, models = _shapes_loop(schedule="plain", init_draws=1)
+    assert torch.equal(a.z, b.z) and not torch.equal(a.z, one.z)
+    from pixgen.optimise import render
+
+    def score(z):  # the same cutout draws for both
+        with torch.no_grad():
+            return float(a.terms[0].loss(render(models.decoder, z), 1, torch.Generator().manual_seed(9), None))
+
+    assert score(a.z) < score(one.z)  # the single draw is among the eight; a better one was taken

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from pixgen.losses import prompt_loss, spherical_distance, total_variation
@@ -71,3 +72,17 @@ def test_total_variation_zero_for_flat_positive_for_edges():
     edge = flat.clone()
     edge[..., 4:] = 0
     assert total_variation(edge).item() > 0
+
+
+def test_cosine_distance_orders_like_spherical():
+    from pixgen.losses import DISTANCES, cosine_distance
+
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+    cos = cosine_distance(a, b)
+    assert torch.allclose(cos, torch.tensor([0.0, 1 - math.sqrt(0.5), 1.0, 2.0]), atol=1e-6)
+    sph = spherical_distance(a, b)
+    assert torch.equal(cos.argsort(), sph.argsort())
+    assert set(DISTANCES) == {"spherical", "cosine"}
+    w, s = torch.tensor([1.0]), torch.tensor([-math.inf])
+    assert prompt_loss(a, b[1:2], w, s, "cosine") == pytest.approx(1 - math.sqrt(0.5), abs=1e-6)

@@ -108,3 +108,27 @@ def test_negative_red_lowers_red_content(tmp_path):
     red = np.array(world.COLOURS["red"], np.float32)
     share = lambda img: (np.linalg.norm(img - red, axis=-1) < 100).mean()  # noqa: E731
     assert share(neg) < 0.5 * share(plain)
+
+
+def test_off_palette_flags_colours_outside_the_world():
+    from pixgen.shapes.judge import off_palette
+
+    img = world.render(world.Combo("circle", "red", "blue"), 32, 32, 30)
+    assert not off_palette(img)
+    orange = img.copy()
+    orange[:20, :20] = (240, 140, 20)  # a flat orange patch, far from all six colours
+    assert off_palette(orange)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["clip", "--steps", "0"], "at least 1"), (["vqgan", "--steps", "x"], "whole number"), (["clip"], "not a folder")],
+)
+def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message):
+    from pixgen.shapes.train import main
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(blocker)])
+    assert e.value.code == 2 and message in capsys.readouterr().err

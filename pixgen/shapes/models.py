@@ -10,6 +10,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"
 ENCODER_FILE = WEIGHTS_DIR / "vqgan_encoder.safetensors"
 CLIP_FILE = WEIGHTS_DIR / "clip.safetensors"
+CLIP_B_FILE = WEIGHTS_DIR / "clip_b.safetensors"  # a second, independently trained scorer
+SHAPES_CLIPS = {"shapes": CLIP_FILE, "shapes-b": CLIP_B_FILE}
 CLIP_ARCH = "pixgen-shapes"
 
 VQGAN_ARCH = VQGANArch(
@@ -37,9 +39,10 @@ def shapes_decoder(path: Path = VQGAN_FILE):
     return load_decoder_safetensors(path)
 
 
-def shapes_clip(path: Path = CLIP_FILE):
+def shapes_clip(name: str = "shapes"):
+    """A shipped shapes CLIP by name: "shapes" or "shapes-b" (see SHAPES_CLIPS)."""
     from pixgen.scorer import load_clip_file
 
-    scorer = load_clip_file(CLIP_ARCH, path)
-    scorer.name = "shapes"
+    scorer = load_clip_file(CLIP_ARCH, SHAPES_CLIPS[name])
+    scorer.name = name
     return scorer

@@ -1,0 +1,63 @@
+"""Memory: a rough estimate of a run's peak, the check that refuses a run that won't fit, and
+the peak actually reached. The decoder and the scorers report their own activation sizes."""
+
+from __future__ import annotations
+
+import resource
+
+import torch
+
+from pixgen.errors import PixgenError
+
+LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
+
+
+def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool = False) -> int:
+    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
+    `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
+    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md)."""
+    floats = models.decoder.arch.activation_floats(width, height)
+    if low_memory:
+        floats //= 4
+    clip_floats = sum(cutn * scorer.activation_floats() for scorer in models.scorers)
+    floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
+    params = sum(p.numel() for m in [models.decoder, *models.scorers] for p in m.parameters())
+    return 4 * (floats + params)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on the device (CUDA) or in the machine (MemAvailable), or None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(models, width: int, height: int, cutn: int, have: int | None, low_memory: bool = False) -> None:
+    """Refuse, naming what would fit, a run estimated not to fit in `have` free bytes."""
+    need = estimate_bytes(models, width, height, cutn, low_memory)
+    if have is None or need <= have:
+        return
+    side = max(width, height)
+    while side > models.decoder.factor and estimate_bytes(models, side, side, cutn, low_memory) > have:
+        side = int(side * 0.8)
+    hint = f"about {side}x{side} would fit"
+    if not low_memory and estimate_bytes(models, width, height, cutn, True) <= have:
+        hint = "--low-memory would fit it (slower), or " + hint
+    raise PixgenError(
+        f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
+        f"only {have / 2**30:.1f} GiB is free; {hint} (--force runs it anyway)"
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The peak reached so far: CUDA's allocator peak, or the process's maximum RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
