@@ -21,6 +21,26 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 INDEX_NAME = ".pixgen-index.safetensors"
 
 
+def load_scorer_on(spec: str, device: str = "auto") -> ClipScorer:
+    """A CLIP scorer (NAME:TAG, NAME:PATH, shapes...) on `device`, frozen, for the tools below."""
+    from pixgen.device import resolve_device
+    from pixgen.models import load_scorer
+
+    return load_scorer(spec).to(resolve_device(device)).eval().requires_grad_(False)
+
+
+def read_labels(labels: str | None = None, labels_file: Path | None = None) -> list[str]:
+    """Labels from a file (one a line) or a comma list; neither is a PixgenError."""
+    if labels_file is not None:
+        try:
+            return [x.strip() for x in Path(labels_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise PixgenError(f"cannot read labels file {labels_file}: {e}") from None
+    if labels:
+        return [x.strip() for x in labels.split(",") if x.strip()]
+    raise PixgenError('give --labels "a,b,c" or --labels-file FILE')
+
+
 @torch.no_grad()
 def embed_images(scorer: ClipScorer, images, batch: int = 32) -> torch.Tensor:
     """PIL images -> (N, D) unit CLIP embeddings."""

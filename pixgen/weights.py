@@ -388,6 +388,92 @@ def clip_catalogue() -> list[tuple[str, str, bool]]:
     ]
 
 
+def vqgan_rows() -> list[tuple[str, str, str, str, str, str]]:
+    """(name, other names, kind, size, cached, licence) of every VQGAN `pixgen models list` shows."""
+    reg = registry()
+    aliases: dict[str, list[str]] = {}
+    for alias, target in (reg.get("aliases") or {}).items():
+        aliases.setdefault(target, []).append(alias)
+    rows = [
+        (
+            name,
+            ", ".join(aliases.get(name, [])),
+            e["target"],
+            f"~{e['approx_size_mb']} MB",
+            "yes" if (vqgan_dir(name) / "decoder.safetensors").is_file() else "no",
+            e["license"].split(" (")[0],
+        )
+        for name, e in reg["vqgan"].items()
+    ]
+    return rows + [
+        ("shapes", "", "VQModel", "~3 MB", "ships", "MIT"),
+        ("tiny", "", "VQModel", "random", "built in", "MIT"),
+    ]
+
+
+def clip_rows() -> list[tuple[str, str]]:
+    """(NAME:TAG, cached) of every pretrained CLIP open_clip knows, then the built-in ones."""
+    rows = [(f"{arch}:{tag}", "yes" if cached else "no") for arch, tag, cached in clip_catalogue()]
+    return rows + [("shapes", "ships"), ("shapes-b", "ships"), ("tiny", "built in (random)")]
+
+
+def fetch_models(names: list[str], defaults: bool = False, offline: bool = False, on_fetched=None) -> list[Path]:
+    """Download VQGANs (by name) and CLIPs (NAME:TAG) into the cache; with `defaults` also the
+    default VQGAN and CLIP. `on_fetched(name, path)` hears each one as it is ready. Those that
+    fail do not stop the others; then one PixgenError names them all."""
+    names = list(names)
+    if defaults:
+        reg = registry()
+        names += [n for n in (reg["default_vqgan"], reg["default_clip"]) if n not in names]
+    if not names:
+        raise PixgenError("name the models to download, or give --defaults")
+    paths, failed = [], []
+    for name in names:
+        try:
+            if ":" in name:
+                path = clip_weights_file(*name.split(":", 1), offline)
+            else:
+                path = ensure_vqgan(name, offline)
+        except PixgenError as e:
+            failed.append(str(e))
+            continue
+        paths.append(path)
+        if on_fetched:
+            on_fetched(name, path)
+    if failed:
+        raise PixgenError(f"{len(failed)} of {len(names)} model(s) could not be fetched: " + " | ".join(failed))
+    return paths
+
+
+def describe_vqgan(name: str) -> list[str]:
+    """`pixgen models info`: the registry entry, architecture and cache files of a VQGAN, as lines."""
+    folder = vqgan_dir(name)
+    entry = registry()["vqgan"].get(name, {})
+    if not entry and not folder.is_dir():
+        raise PixgenError(f"unknown VQGAN {name!r}; see `pixgen models list`")
+    lines = [f"name: {name}"] + [
+        f"{key}: {entry[key]}" for key in ("description", "target", "license", "source") if key in entry
+    ]
+    arch_file = folder / "arch.json"
+    if arch_file.is_file():
+        from pixgen.vqgan import VQGANArch
+
+        arch = VQGANArch.from_json(arch_file.read_text())
+        dd = arch.ddconfig
+        lines.append(f"quantiser: {arch.kind}  codebook: {arch.n_embed} x {arch.embed_dim}  factor: {arch.factor}")
+        lines.append(
+            f"decoder: ch {dd['ch']}, ch_mult {dd['ch_mult']}, res blocks {dd['num_res_blocks']}, "
+            f"attention at {dd['attn_resolutions']}, z_channels {dd['z_channels']}"
+        )
+    else:
+        lines.append("architecture: unknown until downloaded or imported")
+    for f in ("decoder.safetensors", "encoder.safetensors", "model.yaml", "last.ckpt"):
+        path = folder / f
+        state = f"{path.stat().st_size / 2**20:.1f} MB" if path.is_file() else "absent"
+        lines.append(f"{f}: {path} ({state})")
+    return lines
+
+
 # ---------------------------------------------------------------- CLIP through open_clip
 
 
