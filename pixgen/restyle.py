@@ -167,43 +167,17 @@ def restyle(
     is dropped and RestyleInterrupted is raised; re-running with `resume` continues.
     `offline` and `on_status` are as for `pixgen.api.generate`.
     """
-    from pixgen._version import __version__
-    from pixgen.api import make_loop, prepare
-    from pixgen.device import resolve_seed
+    from pixgen.api import prepare
     from pixgen.images import open_rgb
-    from pixgen.init import encode, load_encoder_for
-    from pixgen.optimise import render
-    from pixgen.outputs import save_png, to_pil, write_json
-    from pixgen.prompts import plan_prompts
+    from pixgen.init import load_encoder_for
+    from pixgen.outputs import save_png, to_pil
 
-    if not 0 <= blend < 1:
-        raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
-    if fps is not None and not 0 < fps <= 240:
-        raise PixgenError(f"--fps must be between 0 and 240, got {fps}")
-    plan_prompts(settings)
-    src = open_source(source)
     out_dir = Path(out_dir)
-    record = {
-        "input": str(Path(source).resolve()),
-        "prompt": settings.prompt,
-        "blend": blend,
-        "iterations": settings.iterations,
-        "size": list(settings.size),
-        "seed": resolve_seed(settings.seed),
-    }
-    record = _check_record(out_dir, record, resume)
+    src, record = _begin(source, settings, blend, fps, out_dir, resume)
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
     run = prepare(settings, models, offline, on_status)
-    settings, device, models, (width, height) = run.settings, run.device, run.models, run.settings.size
-    encoder = load_encoder_for(settings).to(device)
-    frames_dir = out_dir / "frames"
-    try:
-        frames_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PixgenError(f"cannot create {frames_dir}: {e.strerror or e}") from None
-    record.update(settings=settings.to_dict(), pixgen_version=__version__, source=src.kind)
-    write_json(out_dir / RECORD, record)
-
+    encoder = load_encoder_for(run.settings).to(run.device)
+    frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []
     previous = None  # the previous frame's result, as saved (8-bit)
     rendered = 0
@@ -213,31 +187,81 @@ def restyle(
             on_frame(index, name, out.is_file())
         if out.is_file():
             previous = open_rgb(out)
-            done.append(out)
-            continue
-        image = frame() if isinstance(frame, _Lazy) else frame
-        init = _to_tensor(image, width, height, settings.init_fit).to(device)
-        z = encode(encoder, init)
-        if previous is not None and blend > 0:
-            z = torch.lerp(z, encode(encoder, _to_tensor(previous, width, height, "stretch").to(device)), blend)
-        loop = make_loop(run, start=(z, init))
-        for step in loop.run(settings.iterations):
-            if on_step:
-                on_step(step, settings.iterations)
-            if should_stop and should_stop():
+        else:
+            result = _restyle_frame(run, encoder, frame, previous, blend, on_step, should_stop)
+            if result is None:
                 raise RestyleInterrupted(
                     f"interrupted; {len(done)} frames are done in {out_dir}; add --resume to the same command to go on"
                 )
-        with torch.no_grad():
-            result = render(models.decoder, loop.result())
-        save_png(out, result, dict(settings.to_dict(), restyle_frame=name, restyle_input=record["input"], blend=blend))
-        previous = to_pil(result)
+            meta = dict(run.settings.to_dict(), restyle_frame=name, restyle_input=record["input"], blend=blend)
+            save_png(out, result, meta)
+            previous = to_pil(result)
+            rendered += 1
         done.append(out)
-        rendered += 1
     video = out_dir / VIDEO
     if rendered or not video.is_file():
-        video = write_video(done, video, fps or src.fps or settings.fps, src.path if src.audio else None)
+        video = write_video(done, video, fps or src.fps or run.settings.fps, src.path if src.audio else None)
     return RestyleResult(out_dir, done, rendered, video)
+
+
+def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):
+    """Check the inputs before anything loads: (the Source, the folder's record, seed drawn)."""
+    from pixgen.device import resolve_seed
+    from pixgen.prompts import plan_prompts
+
+    if not 0 <= blend < 1:
+        raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
+    if fps is not None and not 0 < fps <= 240:
+        raise PixgenError(f"--fps must be between 0 and 240, got {fps}")
+    plan_prompts(settings)
+    src = open_source(source)
+    record = {
+        "input": str(Path(source).resolve()),
+        "prompt": settings.prompt,
+        "blend": blend,
+        "iterations": settings.iterations,
+        "size": list(settings.size),
+        "seed": resolve_seed(settings.seed),
+    }
+    return src, _check_record(out_dir, record, resume)
+
+
+def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> Path:
+    """Create the output folder's frames/ and write its restyle.json; returns frames/."""
+    from pixgen._version import __version__
+    from pixgen.outputs import write_json
+
+    frames_dir = out_dir / "frames"
+    try:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PixgenError(f"cannot create {frames_dir}: {e.strerror or e}") from None
+    record.update(settings=settings.to_dict(), pixgen_version=__version__, source=kind)
+    write_json(out_dir / RECORD, record)
+    return frames_dir
+
+
+def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_stop) -> torch.Tensor | None:
+    """One frame's result image, started from its encoding blended with the previous result's;
+    None when `should_stop()` said yes."""
+    from pixgen.api import make_loop
+    from pixgen.init import encode
+    from pixgen.optimise import render
+
+    s, device = run.settings, run.device
+    image = frame() if isinstance(frame, _Lazy) else frame
+    init = _to_tensor(image, s.width, s.height, s.init_fit).to(device)
+    z = encode(encoder, init)
+    if previous is not None and blend > 0:
+        z = torch.lerp(z, encode(encoder, _to_tensor(previous, s.width, s.height, "stretch").to(device)), blend)
+    loop = make_loop(run, start=(z, init))
+    for step in loop.run(s.iterations):
+        if on_step:
+            on_step(step, s.iterations)
+        if should_stop and should_stop():
+            return None
+    with torch.no_grad():
+        return render(run.models.decoder, loop.result())
 
 
 def write_video(frames: list[Path], out: Path, fps: float, audio_from: Path | None) -> Path | None:
