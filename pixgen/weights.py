@@ -217,33 +217,17 @@ class _progress_bar:
 
 def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
     """taming .yaml + .ckpt -> decoder/encoder safetensors and arch.json in `out_dir`."""
-    import torch
-
-    from pixgen.checkpoints import load_torch_file
     from pixgen.outputs import atomic_write
-    from pixgen.vqgan import (
-        VQGANDecoder,
-        VQGANEncoder,
-        _state_dict_of,
-        load_strict,
-        read_config,
-        save_safetensors,
-        split_state_dict,
-    )
+    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, build, read_taming, save_safetensors
 
-    arch = read_config(config)
-    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
-    dec_sd, enc_sd = split_state_dict(sd, arch)
-    with torch.device("meta"):
-        dec, enc = VQGANDecoder(arch), VQGANEncoder(arch)
-    load_strict(dec, dec_sd, f"VQGAN checkpoint {ckpt}")
+    arch, dec_sd, enc_sd = read_taming(config, ckpt)
+    modules = {"decoder": build(VQGANDecoder, arch, dec_sd, f"VQGAN checkpoint {ckpt}")}
+    try:
+        modules["encoder"] = build(VQGANEncoder, arch, enc_sd, f"VQGAN checkpoint {ckpt} (encoder)")
+    except PixgenError:
+        pass  # a decoder-only checkpoint: init images will say so
     out_dir.mkdir(parents=True, exist_ok=True)
-    for module, name, state in ((dec, "decoder", dec_sd), (enc, "encoder", enc_sd)):
-        if name == "encoder":
-            try:
-                load_strict(module, state, f"VQGAN checkpoint {ckpt} (encoder)")
-            except PixgenError:
-                continue  # a decoder-only checkpoint: init images will say so
+    for name, module in modules.items():
         tmp = out_dir / f".{name}.safetensors.tmp"
         save_safetensors(tmp, module, arch)
         os.replace(tmp, out_dir / f"{name}.safetensors")
