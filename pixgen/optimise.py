@@ -42,15 +42,24 @@ def init_latent(
     Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
     """
     f = decoder.factor
-    h, w = height // f, width // f
-    n = decoder.codebook.shape[0]
-    if mode == "mean":
-        return decoder.codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
-    if mode == "flat":
-        codes = torch.randint(n, (1, 1, 1), generator=generator).expand(1, h, w)
-    else:
-        codes = torch.randint(n, (1, h, w), generator=generator)
-    return codes_to_latent(codes.to(decoder.codebook.device), decoder.codebook).clone()
+    return INITS[mode](decoder.codebook, height // f, width // f, generator)
+
+
+def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, h, w), generator=generator)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _flat(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, 1, 1), generator=generator).expand(1, h, w)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
+
+
+INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean}  # settings.init -> the starting latent
 
 
 @torch.no_grad()
