@@ -14,11 +14,15 @@ from pixgen._version import __version__
 from pixgen.commands import clip as clip_commands
 from pixgen.commands import models as models_commands
 from pixgen.commands.options import (
+    CandidatesOpt,
     ConfigOpt,
+    ForceOpt,
+    GenerateJsonOpt,
     OfflineOpt,
     PresetOpt,
     QuietOpt,
     RunJsonOpt,
+    SeedsOpt,
     SetOpt,
     with_setting_flags,
 )
@@ -67,16 +71,10 @@ def generate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     offline: OfflineOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Run even if the memory estimate says it won't fit.")] = False,
-    candidates: Annotated[
-        int, typer.Option("--candidates", help="Generate N images (seeds seed..seed+N-1), rank them by CLIP score.")
-    ] = 1,
-    seeds: Annotated[
-        str | None, typer.Option("--seeds", help="Candidate seeds, e.g. 1,2,3 (implies --candidates).")
-    ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (run_dir, image, seed, seconds) to stdout.")
-    ] = False,
+    force: ForceOpt = False,
+    candidates: CandidatesOpt = 1,
+    seeds: SeedsOpt = None,
+    json_out: GenerateJsonOpt = False,
     quiet: QuietOpt = False,
     *,
     flags: dict,
@@ -199,37 +197,41 @@ def batch(
     epilog='Example: pixgen restyle clip.mp4 "an oil painting" -i 20 --blend 0.5 --preset shapes. '
     "Re-run with --resume to go on after an interruption: frames already done are skipped."
 )
+@with_setting_flags(
+    only=("iterations", "size", "seed"),
+    helps={
+        "iterations": "Steps per frame.",
+        "size": "WIDTHxHEIGHT of the output frames.",
+        "seed": "Random seed (the same for every frame).",
+    },
+)
 def restyle(
     input_: Annotated[Path, typer.Argument(metavar="INPUT", help="A video file or a folder of image frames.")],
     prompt: Annotated[str, typer.Argument(help="The style to steer every frame toward.")],
     output_dir: Annotated[
         Path | None, typer.Option("-o", "--output-dir", help="Output folder (default outputs/restyle-INPUT-PROMPT).")
     ] = None,
-    iterations: Annotated[int | None, typer.Option("-i", "--iterations", help="Steps per frame.")] = None,
-    size: Annotated[str | None, typer.Option("-s", "--size", help="WIDTHxHEIGHT of the output frames.")] = None,
     blend: Annotated[
         float, typer.Option("--blend", help="Share of the previous result in each frame's start (0: none; <1).")
     ] = 0.5,
     fps: Annotated[
         float | None, typer.Option("--fps", help="Frame rate of the MP4 for a folder input (a video keeps its own).")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (the same for every frame).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.")] = False,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     offline: OfflineOpt = False,
     quiet: QuietOpt = False,
+    *,
+    flags: dict,
 ):
     """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
     from pixgen.restyle import default_output_dir
     from pixgen.restyle import restyle as run
-    from pixgen.settings import load_settings, parse_size
+    from pixgen.settings import load_settings
 
-    overrides = dict(
-        prompt=prompt, iterations=iterations, size=parse_size(size) if size is not None else None, seed=seed
-    )
-    settings = load_settings(preset, config, overrides, set_ or [])
+    settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
     out = output_dir or default_output_dir(input_, prompt, settings.output_dir)
 
     def on_frame(i, name, skipped):
