@@ -57,7 +57,8 @@ def one(args) -> dict:
 
     from pixgen.cutouts import Cutouts
     from pixgen.device import resolve_device, resolve_precision
-    from pixgen.optimise import ClipTerm, Loop, init_latent
+    from pixgen.ops import halve_latent
+    from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
     from pixgen.prompts import parse_prompts
     from pixgen.scorer import build_clip
     from pixgen.settings import Settings
@@ -90,10 +91,12 @@ def one(args) -> dict:
         z = z.contiguous(memory_format=torch.channels_last)
     targets = Targets.from_prompts(scorer, parse_prompts("a watercolor portrait of a teacher"))
     cut = Cutouts(scorer.input_size, args.cutn, 1.0, 0.0, Settings().augment, 0.1)
-    coarse = 10**9 if args.path == "progressive" else 0  # time the coarse phase of the progressive schedule
     chunk = LOW_MEMORY_CHUNK if args.path == "low-memory" else 0
     term = ClipTerm(scorer, cut, targets, chunk=chunk)
-    loop = Loop(decoder, [term], z, g, 0.1, clip_dtype=clip_dtype, coarse_until=coarse)
+    objective = Objective([term], g, clip_dtype=clip_dtype, full_shape=tuple(z.shape))
+    if args.path == "progressive":  # time the coarse phase of the progressive schedule: half size, half the cutouts
+        z = halve_latent(z)
+    loop = Loop(decoder, objective, z, g, 0.1)
     print("READY", flush=True)
     times = []
     for step in loop.run(args.steps + 1):
@@ -130,9 +133,9 @@ def grad_cosine(loop, dtype) -> float:
         state = (loop.generator.get_state(), torch.get_rng_state())
         loop.generator.set_state(state[0])
         torch.set_rng_state(state[1])
-        loop.clip_dtype = d
+        loop.loss.clip_dtype = d
         loop.z.grad = None
-        loop.loss(render(loop.decoder, loop.z), 1).backward()
+        loop.loss(render(loop.decoder, loop.z), loop.z, 1).backward()
         grads.append(loop.z.grad.flatten().clone())
         loop.generator.set_state(state[0])
         torch.set_rng_state(state[1])

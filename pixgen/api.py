@@ -60,9 +60,13 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
     return fw, fh
 
 
-def prepare(settings: Settings, models=None, offline: bool = False) -> Run:
+def prepare(
+    settings: Settings, models=None, offline: bool = False, on_status: Callable[[str], None] | None = None
+) -> Run:
     """Resolve a run once: prompts, device, threads, seed, models (loaded unless given) and size.
-    `offline`: never touch the network; a model that is not cached is an error at once."""
+    `offline`: never touch the network; a model that is not cached is an error at once, and
+    every missing model is named in one error before anything loads. `on_status(text)` hears
+    which model is loading."""
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
     from pixgen.prompts import plan_prompts
@@ -73,8 +77,11 @@ def prepare(settings: Settings, models=None, offline: bool = False) -> Run:
         torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:
+        from pixgen.weights import check_models
+
         s = settings
-        models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline)
+        check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
+        models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
     width, height = fit_size(settings, models.decoder.factor)
     return Run(replace(settings, size=[width, height], seed=seed), plan, device, models)
 
@@ -87,6 +94,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     force: bool = False,
     offline: bool = False,
+    on_status: Callable[[str], None] | None = None,
 ) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
@@ -96,11 +104,12 @@ def generate(
     `should_stop()` is asked after every step; when it says yes the run saves what it has
     (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
     `force` skips the memory check that refuses runs estimated not to fit.
+    `on_status(text)` hears what the run is doing before its first step (loading, encoding).
     """
     from pixgen.outputs import RunWriter, make_run_dir
 
     t_start = time.perf_counter()
-    run = prepare(settings, models, offline)
+    run = prepare(settings, models, offline, on_status)
     s = run.settings
     if not force:
         check_memory(run.models, s.width, s.height, s.cutn, available_bytes(run.device), s.low_memory)
@@ -111,6 +120,8 @@ def generate(
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
+    if on_status:
+        on_status("encoding prompts…")
     loop = make_loop(run)
     return _drive(run, loop, RunWriter(run_dir, run.record()), on_step, should_stop, t_start, {})
 
@@ -121,6 +132,7 @@ def resume(
     on_step: Callable | None = None,
     should_stop: Callable[[], bool] | None = None,
     offline: bool = False,
+    on_status: Callable[[str], None] | None = None,
 ) -> Result:
     """Continue an interrupted run in its own folder to its planned number of steps.
 
@@ -144,7 +156,9 @@ def resume(
     settings = settings_from_record(resolved)
     if int(state["step"]) >= settings.iterations:
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
-    run = prepare(settings, models, offline)
+    run = prepare(settings, models, offline, on_status)
+    if on_status:
+        on_status("encoding prompts…")
     loop = make_loop(run)
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)
@@ -158,32 +172,71 @@ def _make_loop(settings: Settings, models):
     return make_loop(prepare(settings, models))
 
 
-def make_loop(run: Run):
-    """Build the run's Loop: initial latent, one CLIP term per ensemble member (its targets and
-    cutouts), regularisers, and the zoom/pan step when the zoom video mode is on."""
-    from pixgen.cutouts import Cutouts
+def make_loop(run: Run, start=None):
+    """Build the run's course (pixgen.course.Course): the Loop on its Objective (one CLIP term per
+    ensemble member, the regularisers) and learning-rate Schedule, and the restart events of the
+    progressive schedule and the zoom video mode. `start`, a (latent, image in [0, 1]) pair,
+    replaces the initial latent and init image (pixgen.restyle)."""
+    from pixgen.course import Course
     from pixgen.device import resolve_precision, seed_everything
-    from pixgen.init import encode, initial_image, load_encoder_for
     from pixgen.losses import regulariser
-    from pixgen.optimise import ClipTerm, Loop, init_latent, pick_start
-    from pixgen.targets import build_schedule
+    from pixgen.ops import halve_latent
+    from pixgen.optimise import Loop, Objective, init_latent, lr_schedule, pick_start
 
     s, models = run.settings, run.models
     models.set_low_memory(s.low_memory)
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
-    z = init_latent(models.decoder, s.width, s.height, generator, s.init)
+    z, init_image, encoder = _start(run, generator, start)
+    terms = clip_terms(run)
+    if init_image is None and s.init_draws > 1:
+        draws = [init_latent(models.decoder, s.width, s.height, generator, s.init) for _ in range(s.init_draws - 1)]
+        z = pick_start(models.decoder, terms, [z, *draws], generator)
+    dtype = resolve_precision(s.precision, run.device)
+    objective = Objective(terms, generator, regulariser(s, z.detach().clone(), init_image), dtype, tuple(z.shape))
+    coarse_until = s.iterations // 2 if s.schedule == "progressive" else 0
+    schedule = lr_schedule(s.lr_schedule, s.iterations)
+    first = halve_latent(z) if coarse_until > 0 else z
+    loop = Loop(
+        models.decoder, objective, first, generator, s.lr, schedule, s.optimizer, save_best=s.save_best, ema=s.ema
+    )
+    zoom = None
+    if zoom_active(s):
+        from pixgen.zoom import Zoom
+
+        zoom = Zoom(models.decoder, encoder, s.zoom_scale, s.zoom_shift, s.zoom_rotate)
+    return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every)
+
+
+def _start(run: Run, generator: torch.Generator, start=None):
+    """(starting latent, init image or None, VQGAN encoder or None): a random latent, or the
+    encoded init image, or `start`. The encoder is loaded when an init image or the zoom mode
+    needs it (beside the decoder, it is cached by now)."""
+    from pixgen.init import encode, initial_image, load_encoder_for
+    from pixgen.optimise import init_latent
+
+    s = run.settings
+    z = init_latent(run.models.decoder, s.width, s.height, generator, s.init)
     init_image = initial_image(s, s.width, s.height, generator)
-    zooming = zoom_active(s)
-    encoder = load_encoder_for(
-        s
-    )  # beside the decoder, which is cached by now.to(run.device) if init_image is not None or zooming else None
+    encoder = load_encoder_for(s).to(run.device) if init_image is not None or zoom_active(s) else None
     if init_image is not None:
         init_image = init_image.to(run.device)
         z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
+    if start is not None:
+        z, init_image = start[0][..., : z.shape[-2], : z.shape[-1]].contiguous(), start[1].to(run.device)
+    return z, init_image, encoder
+
+
+def clip_terms(run: Run) -> list:
+    """One ClipTerm per CLIP model of the ensemble: its cutouts, its targets, its weight."""
+    from pixgen.cutouts import Cutouts
+    from pixgen.optimise import ClipTerm
+    from pixgen.targets import build_schedule
+
+    s = run.settings
     chunk = LOW_MEMORY_CHUNK if s.low_memory else 0
-    terms = [
+    return [
         ClipTerm(
             scorer,
             Cutouts(scorer.input_size, s.cutn, s.cut_pow, s.cut_min, s.augment, s.noise),
@@ -192,33 +245,8 @@ def make_loop(run: Run):
             chunk=chunk,
             distance=s.clip_loss,
         )  # fmt: skip
-        for scorer, weight in zip(models.scorers, models.clip_weights, strict=True)
+        for scorer, weight in zip(run.models.scorers, run.models.clip_weights, strict=True)
     ]
-    if init_image is None and s.init_draws > 1:
-        draws = [init_latent(models.decoder, s.width, s.height, generator, s.init) for _ in range(s.init_draws - 1)]
-        z = pick_start(models.decoder, terms, [z, *draws], generator)
-    zoom = None
-    if zooming:
-        from pixgen.zoom import Zoom
-
-        zoom = Zoom(models.decoder, encoder, s.zoom_scale, s.zoom_shift, s.zoom_rotate)
-    return Loop(
-        models.decoder,
-        terms,
-        z,
-        generator,
-        s.lr,
-        regulariser(s, z.detach().clone(), init_image),
-        s.optimizer,
-        s.lr_schedule,
-        s.iterations,
-        clip_dtype=resolve_precision(s.precision, run.device),
-        zoom=zoom,
-        zoom_every=s.zoom_every,
-        coarse_until=s.iterations // 2 if s.schedule == "progressive" else 0,
-        save_best=s.save_best,
-        ema=s.ema,
-    )
 
 
 def zoom_active(settings: Settings) -> bool:
@@ -240,6 +268,7 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
         for step in loop.run(s.iterations):
             losses.append(step.loss)
             step_seconds.append(step.seconds)
+            writer.video_step(step.i, step.image)
             if s.save_every and step.i % s.save_every == 0:
                 writer.frame(step.i, step.image)
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)

@@ -199,6 +199,17 @@ def run_candidates(
     }
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"1,2,3"`` -> [1, 2, 3]: distinct non-negative integers, or a PixgenError."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PixgenError(f"--seeds expects integers separated by commas, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise PixgenError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def generate_candidates(
     settings,
     count: int = 1,

@@ -92,6 +92,16 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> dict:
             raise PixgenError(f"{what} {path} could not be read safely ({_first_line(e)})") from None
 
 
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
+    """The state dict of tensors in a torch checkpoint (a Lightning ``state_dict`` entry, or the
+    top-level dict itself), read as `load_torch_file` does; anything else is a PixgenError."""
+    ckpt = load_torch_file(path, what)
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not any(torch.is_tensor(v) for v in sd.values()):
+        raise PixgenError(f"{what} {path} holds no state_dict of tensors")
+    return sd
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__

@@ -13,11 +13,32 @@ import torch
 
 from pixgen.errors import PixgenError
 from pixgen.images import open_rgb, to_clip_tensor
+from pixgen.outputs import CONTACT_SHEET, CONTACT_SHEET_MARKER
 from pixgen.scorer import ClipScorer
 
 log = logging.getLogger("pixgen")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INDEX_NAME = ".pixgen-index.safetensors"
+
+
+def load_scorer_on(spec: str, device: str = "auto") -> ClipScorer:
+    """A CLIP scorer (NAME:TAG, NAME:PATH, shapes...) on `device`, frozen, for the tools below."""
+    from pixgen.device import resolve_device
+    from pixgen.models import load_scorer
+
+    return load_scorer(spec).to(resolve_device(device)).eval().requires_grad_(False)
+
+
+def read_labels(labels: str | None = None, labels_file: Path | None = None) -> list[str]:
+    """Labels from a file (one a line) or a comma list; neither is a PixgenError."""
+    if labels_file is not None:
+        try:
+            return [x.strip() for x in Path(labels_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise PixgenError(f"cannot read labels file {labels_file}: {e}") from None
+    if labels:
+        return [x.strip() for x in labels.split(",") if x.strip()]
+    raise PixgenError('give --labels "a,b,c" or --labels-file FILE')
 
 
 @torch.no_grad()
@@ -102,22 +123,63 @@ def _save_index(path: Path, model: str, index: dict[str, torch.Tensor], stats: d
         log.warning("could not save the search index: %s", e)
 
 
+def is_contact_sheet(path: Path) -> bool:
+    """A contact sheet pixgen wrote (`pixgen batch`): named contact_sheet.png beside its index.html,
+    or carrying pixgen's contact-sheet marker."""
+    if path.name != CONTACT_SHEET:
+        return False
+    if (path.parent / "index.html").is_file():
+        return True
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return bool(im.info.get(CONTACT_SHEET_MARKER))
+    except OSError:
+        return False
+
+
+def searchable_images(folder: Path, index_path: Path | None = None) -> list[Path]:
+    """The image files under `folder`, less pixgen's own: the search index and contact sheets."""
+    skip = index_path.resolve() if index_path is not None else None
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and p.name != INDEX_NAME
+        and (skip is None or p.resolve() != skip)
+        and not is_contact_sheet(p)
+    )
+
+
 def search(
-    scorer: ClipScorer, folder: Path, text: str, top: int = 10, progress: Callable[[int, int], None] | None = None
+    scorer: ClipScorer,
+    folder: Path,
+    text: str,
+    top: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+    index_path: Path | None = None,
 ) -> list[Hit]:
     """Rank the images in `folder` (recursively) by similarity to `text`.
 
-    Embeddings are cached in an index file in the folder, keyed by file content hash, so only
-    new or changed files are embedded again. Non-image files are skipped with a warning.
+    Embeddings are cached in an index file, keyed by file content hash, so only new or changed
+    files are embedded again: by default `.pixgen-index.safetensors` in the folder, or
+    `index_path` anywhere else (for read-only folders). Non-image files are skipped with a
+    warning; so are the index itself and pixgen's contact sheets.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise PixgenError(f"not a folder: {folder}")
     if not text.strip():
         raise PixgenError("empty search text")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    index_path = folder / INDEX_NAME
+    index_path = Path(index_path) if index_path is not None else folder / INDEX_NAME
+    if index_path.is_dir():
+        raise PixgenError(f"--index {index_path} is a folder; give a file path such as {index_path / INDEX_NAME}")
+    files = searchable_images(folder, index_path)
     index, stats = _load_index(index_path, scorer.name)
+    if stats.get("\0folder") not in (None, str(folder.resolve())):
+        stats = {}  # an index shared with another folder: reuse its embeddings, re-check the files
     keys, fresh, new_stats = [], {}, {}
     for i, path in enumerate(files):
         rel, st = str(path.relative_to(folder)), path.stat()
@@ -136,6 +198,7 @@ def search(
         keys.append(key)
         if progress:
             progress(i + 1, len(files))
+    new_stats["\0folder"] = str(folder.resolve())
     if fresh or new_stats != stats:
         index.update(fresh)
         _save_index(index_path, scorer.name, index, new_stats)

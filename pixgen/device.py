@@ -49,6 +49,10 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+# precision -> CLIP's autocast dtype (None: plain fp32); "auto" picks one of them per device
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for CLIP, or None for plain fp32.
 
@@ -57,14 +61,12 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     autocast. "auto" takes bf16 where the hardware runs it natively (CUDA with bf16, CPUs with
     AVX512-BF16/AMX) and fp32 elsewhere.
     """
-    if precision == "fp32" or device.type == "mps":
+    if device.type == "mps":
         return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise PixgenError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    if precision == "fp16" and device.type != "cuda":
+        raise PixgenError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return DTYPES[precision]

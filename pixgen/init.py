@@ -20,11 +20,17 @@ def load_encoder_for(settings: Settings) -> VQGANEncoder:
     return load_encoder(settings.vqgan, settings.vqgan_config, settings.vqgan_ckpt)
 
 
+# init_fit -> how the scale is chosen: cover fills the frame (crops), contain fits it (pads),
+# stretch (None) resizes to the exact size
+FITS = {"cover": max, "contain": min, "stretch": None}
+
+
 def fit_image(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
     """Resize to width x height: cover (fill, crop the centre), contain (fit, pad), stretch."""
-    if mode == "stretch":
+    pick = FITS[mode]
+    if pick is None:
         return image.resize((width, height), Image.LANCZOS)
-    scale = (max if mode == "cover" else min)(width / image.width, height / image.height)
+    scale = pick(width / image.width, height / image.height)
     w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     resized = image.resize((w, h), Image.LANCZOS)
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
@@ -61,17 +67,28 @@ def perlin(height: int, width: int, generator: torch.Generator, octaves: int = 4
     return out / sum(0.5**o for o in range(octaves)) * 2
 
 
+def _pixels(width: int, height: int, generator: torch.Generator) -> Tensor:
+    return torch.rand(1, 3, height, width, generator=generator)
+
+
+def _gradient(width: int, height: int, generator: torch.Generator) -> Tensor:
+    a, b = torch.rand(2, 3, 1, 1, generator=generator)
+    angle = torch.rand((), generator=generator) * 2 * math.pi
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    t = ((x * angle.cos() + y * angle.sin()) / 2 + 0.5).clamp(0, 1)
+    return (a * (1 - t) + b * t)[None]
+
+
+def _perlin_rgb(width: int, height: int, generator: torch.Generator) -> Tensor:
+    return torch.stack([perlin(height, width, generator) for _ in range(3)])[None].mul(0.5).add(0.5).clamp(0, 1)
+
+
+NOISES = {"pixels": _pixels, "gradient": _gradient, "perlin": _perlin_rgb}  # init_noise -> its image
+
+
 def noise_image(kind: str, width: int, height: int, generator: torch.Generator) -> Tensor:
     """(1, 3, height, width) in [0, 1]: uniform pixels, a random two-colour gradient, or Perlin."""
-    if kind == "pixels":
-        return torch.rand(1, 3, height, width, generator=generator)
-    if kind == "gradient":
-        a, b = torch.rand(2, 3, 1, 1, generator=generator)
-        angle = torch.rand((), generator=generator) * 2 * math.pi
-        y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
-        t = ((x * angle.cos() + y * angle.sin()) / 2 + 0.5).clamp(0, 1)
-        return (a * (1 - t) + b * t)[None]
-    return torch.stack([perlin(height, width, generator) for _ in range(3)])[None].mul(0.5).add(0.5).clamp(0, 1)
+    return NOISES[kind](width, height, generator)
 
 
 @torch.no_grad()

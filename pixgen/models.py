@@ -3,6 +3,7 @@ decoder and one or more CLIP scorers (an ensemble, each with a weight)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -98,11 +99,19 @@ def load_models(
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
     offline: bool = False,
+    on_status: Callable[[str], None] | None = None,
 ) -> Models:
     """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]. `offline`: never
-    touch the network, fail at once if a model is not cached."""
+    touch the network, fail at once if a model is not cached. `on_status(text)` hears what is
+    being loaded (for a status line)."""
     from pixgen.prompts import clip_specs
 
+    say = on_status or (lambda text: None)
     specs = clip_specs([clip] if isinstance(clip, str) else clip)
+    say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
     decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt, offline)
-    return Models(decoder, [load_scorer(spec, offline) for spec, _ in specs], [w for _, w in specs]).to(device)
+    scorers = []
+    for spec, _ in specs:
+        say(f"loading CLIP {spec}…")
+        scorers.append(load_scorer(spec, offline))
+    return Models(decoder, scorers, [w for _, w in specs]).to(device)

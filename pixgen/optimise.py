@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor
 from pixgen.cutouts import Cutouts
 from pixgen.errors import NumericalFailure
 from pixgen.losses import prompt_loss
-from pixgen.ops import clamp_with_grad, codes_to_latent, halve_latent, quantize_st
+from pixgen.ops import clamp_with_grad, codes_to_latent, quantize_st
 from pixgen.scorer import ClipScorer
 from pixgen.targets import Targets
 from pixgen.vqgan import VQGANDecoder
@@ -30,6 +30,7 @@ class Step:
     loss: float
     image: Tensor  # (1, 3, H, W) in [0, 1], detached
     seconds: float
+    ok: bool = True  # False: the step went non-finite and was rolled back
 
 
 def init_latent(
@@ -41,15 +42,24 @@ def init_latent(
     Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
     """
     f = decoder.factor
-    h, w = height // f, width // f
-    n = decoder.codebook.shape[0]
-    if mode == "mean":
-        return decoder.codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
-    if mode == "flat":
-        codes = torch.randint(n, (1, 1, 1), generator=generator).expand(1, h, w)
-    else:
-        codes = torch.randint(n, (1, h, w), generator=generator)
-    return codes_to_latent(codes.to(decoder.codebook.device), decoder.codebook).clone()
+    return INITS[mode](decoder.codebook, height // f, width // f, generator)
+
+
+def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, h, w), generator=generator)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _flat(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, 1, 1), generator=generator).expand(1, h, w)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
+
+
+INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean}  # settings.init -> the starting latent
 
 
 @torch.no_grad()
@@ -117,6 +127,35 @@ class ClipTerm:
         return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops, self.distance)
 
 
+@dataclass
+class Objective:
+    """The loss of one step, `objective(image, z, step)`: the weighted mean of the CLIP terms (one
+    per ensemble member) plus `extra(image, z)`, the regularisers. While the latent is not
+    `full_shape` (the coarse part of the progressive schedule) each term scores half its cutouts.
+    `generator` draws the cutouts; `clip_dtype` is CLIP's autocast dtype (None: fp32)."""
+
+    terms: list[ClipTerm]
+    generator: torch.Generator
+    extra: Callable[[Tensor, Tensor], Tensor] | None = None
+    clip_dtype: torch.dtype | None = None
+    full_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if not self.terms:
+            raise ValueError("the loop needs at least one CLIP term")
+
+    def __call__(self, image: Tensor, z: Tensor, step: int) -> Tensor:
+        total = sum(t.weight for t in self.terms)
+        coarse = self.full_shape is not None and tuple(z.shape) != tuple(self.full_shape)
+        loss = 0
+        for t in self.terms:
+            cutn = max(1, t.cutouts.cutn // 2) if coarse else None  # progressive: half while coarse
+            loss = loss + t.weight / total * t.loss(image, step, self.generator, self.clip_dtype, cutn)
+        if self.extra is not None:
+            loss = loss + self.extra(image, z)
+        return loss
+
+
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -126,7 +165,7 @@ OPTIMIZERS = {
 }
 
 
-# name -> the learning-rate multiplier at 0-based step s of n; plateau halves it in the Loop instead
+# name -> the learning-rate multiplier at 0-based step s of n; plateau adapts in Schedule.observe
 LR_SCHEDULES = {
     "constant": lambda s, n: 1.0,
     "step": lambda s, n: 0.1 if s >= 0.75 * n else 1.0,
@@ -140,66 +179,80 @@ def lr_factor(schedule: str, step: int, iterations: int) -> float:
     return LR_SCHEDULES[schedule](step, iterations)
 
 
+@dataclass
+class Schedule:
+    """Learning-rate multipliers, one per 0-based step, precomputed (past the end: the last one).
+
+    With `plateau` the schedule also adapts: `observe(loss)` after each good step says by what to
+    multiply the learning rate from then on (0.5 once the loss has not improved by 1e-4 for
+    `patience` steps). Its state, (best, stale), is part of the loop's state_dict."""
+
+    factors: Sequence[float] = ()
+    plateau: bool = False
+    patience: int = 20
+    best: float = math.inf
+    stale: int = 0
+
+    def __getitem__(self, step: int) -> float:
+        if not self.factors:
+            return 1.0
+        return self.factors[min(step, len(self.factors) - 1)]
+
+    def observe(self, loss: float) -> float:
+        if not self.plateau:
+            return 1.0
+        if loss < self.best - 1e-4:
+            self.best, self.stale = loss, 0
+            return 1.0
+        self.stale += 1
+        if self.stale < self.patience:
+            return 1.0
+        self.stale = 0
+        return 0.5
+
+
+def lr_schedule(name: str, iterations: int) -> Schedule:
+    """The named schedule (settings.LR_SCHEDULES) precomputed for a run of `iterations` steps."""
+    return Schedule([lr_factor(name, s, iterations) for s in range(iterations)], plateau=name == "plateau")
+
+
 class Loop:
-    """The optimisation of one latent toward CLIP targets, resumable.
+    """The optimisation of one latent, resumable: `run(until)` yields a Step after each
+    iteration and does no I/O.
 
-    `run(until)` yields a Step after each iteration and does no I/O. `state_dict()` captures
-    everything needed to continue bit-identically: z, the optimiser's moments, the learning-rate
-    state and both random streams. A non-finite loss or latent rolls z back to the last good
-    value and halves the learning rate; after `max_failures` failures in a row it raises
-    NumericalFailure. The CLIP loss is the weighted mean over `terms` (one per ensemble member);
-    `extra_loss(image, z)` adds regularisers. With `zoom`, every `zoom_every` steps the latent is
-    replaced by `zoom(z)` (the zoom/pan video mode) and the optimiser starts afresh.
-
-    With `coarse_until` > 0 (the progressive schedule) the steps before it optimise a latent at
-    half the height and width, scored with half the cutouts; the latent is then upsampled to
-    full size (nearest: the same codes) and optimised on with fresh moments. Steps always carry
-    the image at full size.
+    Like a sampler that takes a model and a noise schedule, it takes `loss(image, z, step)` (an
+    Objective) and a `schedule` of learning-rate multipliers (a Schedule; None: constant). It
+    owns what every step needs: the optimiser, the clamp to the codebook's range, the NaN
+    rollback (a non-finite loss or latent rolls z back to the last good value and halves the
+    learning rate; `max_failures` in a row raise NumericalFailure), what the run keeps
+    (`save_best`: the lowest-loss step's latent; `ema`: a moving average; else the last), and
+    `state_dict()`, everything needed to continue bit-identically. Changing the latent between
+    steps (the progressive switch, the zoom mode) is `restart(z)`, called from outside.
     """
 
     def __init__(
         self,
         decoder: VQGANDecoder,
-        terms: list[ClipTerm],
+        loss: Callable[[Tensor, Tensor, int], Tensor],
         z: Tensor,
         generator: torch.Generator,
         lr: float,
-        extra_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        schedule: Schedule | None = None,
         optimizer: str = "adam",
-        lr_schedule: str = "constant",
-        iterations: int = 0,
         max_failures: int = 5,
-        clip_dtype: torch.dtype | None = None,
-        zoom: Callable[[Tensor], Tensor] | None = None,
-        zoom_every: int = 0,
-        coarse_until: int = 0,
         save_best: bool = False,
         ema: float = 0.0,
     ):
-        if not terms:
-            raise ValueError("the loop needs at least one CLIP term")
-        self.decoder, self.terms = decoder, list(terms)
-        self.zoom, self.zoom_every = zoom, zoom_every
-        self.full_shape = tuple(z.shape)
-        self.coarse_until = coarse_until
-        if coarse_until > 0:
-            z = halve_latent(z)
-        self.optimizer = optimizer
+        self.decoder, self.loss, self.generator = decoder, loss, generator
+        self.base_lr, self.schedule = lr, schedule or Schedule()
+        self.optimizer, self.max_failures = optimizer, max_failures
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
-        self.generator, self.extra_loss, self.max_failures = generator, extra_loss, max_failures
-        self.base_lr, self.lr_schedule, self.iterations = lr, lr_schedule, iterations
         self.opt = OPTIMIZERS[optimizer]([self.z], lr=lr)
         self.lo = decoder.codebook.min(0).values.view(1, -1, 1, 1)  # per-channel codebook range
         self.hi = decoder.codebook.max(0).values.view(1, -1, 1, 1)
-        self.step = 0
-        self.failures = 0
-        self.warned = False
-        self.scale = 1.0  # halved on each numerical failure, and by the plateau schedule
-        self.best, self.stale = math.inf, 0  # plateau schedule state
-        self.clip_dtype = clip_dtype  # autocast dtype for CLIP only; None: fp32
-        # what the run keeps as its result: the latent of the lowest-loss step (save_best), an
-        # exponential moving average of the latent (ema > 0), or else the last latent
+        self.step, self.failures, self.warned = 0, 0, False
+        self.scale = 1.0  # halved on each numerical failure, and when the schedule says so
         self.save_best, self.ema = save_best, ema
         self.kept_loss, self.kept_z = math.inf, None
         self.ema_z = self.z.detach().clone() if ema else None
@@ -208,38 +261,14 @@ class Loop:
     def lr(self) -> float:
         return self.opt.param_groups[0]["lr"]
 
-    @property
-    def coarse(self) -> bool:
-        """Whether the latent is at half size (the first part of the progressive schedule)."""
-        return tuple(self.z.shape) != self.full_shape
-
-    def loss(self, image: Tensor, step: int) -> Tensor:
-        total = sum(t.weight for t in self.terms)
-        loss = 0
-        for t in self.terms:
-            cutn = max(1, t.cutouts.cutn // 2) if self.coarse else None  # progressive: half while coarse
-            loss = loss + t.weight / total * t.loss(image, step, self.generator, self.clip_dtype, cutn)
-        if self.extra_loss is not None:
-            loss = loss + self.extra_loss(image, self.z)
-        return loss
-
-    def _plateau(self, loss: float) -> None:
-        if loss < self.best - 1e-4:
-            self.best, self.stale = loss, 0
-        else:
-            self.stale += 1
-            if self.stale >= 20:
-                self.scale *= 0.5
-                self.stale = 0
-
     def run(self, until: int) -> Iterator[Step]:
         while self.step < until:
             t0 = time.perf_counter()
             for group in self.opt.param_groups:
-                group["lr"] = self.base_lr * self.scale * lr_factor(self.lr_schedule, self.step, self.iterations)
+                group["lr"] = self.base_lr * self.scale * self.schedule[self.step]
             self.opt.zero_grad(set_to_none=True)
             image = render(self.decoder, self.z)
-            loss = self.loss(image, self.step + 1)
+            loss = self.loss(image, self.z, self.step + 1)
             ok = bool(torch.isfinite(loss))
             if ok and self.save_best and loss.item() < self.kept_loss:  # `loss` scores z before this update
                 self.kept_loss, self.kept_z = loss.item(), self.z.detach().clone()
@@ -251,29 +280,17 @@ class Loop:
                 ok = bool(torch.isfinite(self.z).all())
             self.step += 1
             if ok:
-                self.failures = 0
-                if self.ema_z is not None:
-                    self.ema_z.lerp_(self.z.detach(), 1 - self.ema)
-                if self.lr_schedule == "plateau":
-                    self._plateau(loss.item())
-                if self.coarse and self.step >= self.coarse_until:
-                    full = self.full_shape[-2:]
-                    self.restart(torch.nn.functional.interpolate(self.z.detach(), size=full, mode="nearest"))
-                if self.zoom is not None and self.zoom_every and self.step % self.zoom_every == 0:
-                    if self.step < self.iterations:
-                        self.restart(self.zoom(self.z.detach()))
-                self.good.copy_(self.z.detach())
+                self._accept(loss.item())
             else:
                 self._recover()
-            shown = image.detach()
-            if shown.shape[-2:] != self.image_size:
-                shown = torch.nn.functional.interpolate(shown, size=self.image_size, mode="bilinear").clamp(0, 1)
-            yield Step(self.step, loss.item(), shown, time.perf_counter() - t0)
+            yield Step(self.step, loss.item(), image.detach(), time.perf_counter() - t0, ok)
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        f = self.decoder.factor
-        return self.full_shape[-2] * f, self.full_shape[-1] * f
+    def _accept(self, loss: float) -> None:
+        self.failures = 0
+        if self.ema_z is not None:
+            self.ema_z.lerp_(self.z.detach(), 1 - self.ema)
+        self.scale *= self.schedule.observe(loss)
+        self.good.copy_(self.z.detach())
 
     def result(self) -> Tensor:
         """The latent the run keeps: the best step's, the moving average, or the last."""
@@ -293,6 +310,7 @@ class Loop:
         if z.shape == self.z.shape:
             with torch.no_grad():
                 self.z.copy_(z)
+                self.good.copy_(z)
             self.opt.state.clear()
             return
         lr = self.lr
@@ -317,10 +335,11 @@ class Loop:
 
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors only (safetensors-friendly): z, optimiser state, lr state, random streams."""
+        lr_state = [self.scale, self.schedule.best, self.schedule.stale]
         state = {
             "z": self.z.detach().cpu(),
             "step": torch.tensor(self.step),
-            "lr_state": torch.tensor([self.scale, self.best, self.stale], dtype=torch.float64),
+            "lr_state": torch.tensor(lr_state, dtype=torch.float64),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -345,8 +364,8 @@ class Loop:
         if "ema_z" in state and self.ema_z is not None:
             self.ema_z = state["ema_z"].to(self.z)
         self.step = int(state["step"])
-        self.scale, self.best, stale = state["lr_state"].tolist()
-        self.stale = int(stale)
+        self.scale, best, stale = state["lr_state"].tolist()
+        self.schedule.best, self.schedule.stale = best, int(stale)
         opt = {k.removeprefix("opt."): v for k, v in state.items() if k.startswith("opt.")}
         if opt:
             self.opt.state[self.z] = {k: v if k == "step" else v.to(self.z.device) for k, v in opt.items()}

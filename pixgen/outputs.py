@@ -22,6 +22,8 @@ from PIL import Image, PngImagePlugin
 from pixgen.errors import PixgenError
 
 METADATA_KEY = "pixgen"
+CONTACT_SHEET = "contact_sheet.png"
+CONTACT_SHEET_MARKER = "pixgen-contact-sheet"  # a PNG text chunk: `pixgen search` skips these
 
 
 def slugify(text: str, max_len: int = 60) -> str:
@@ -34,6 +36,12 @@ def slugify(text: str, max_len: int = 60) -> str:
 def make_run_dir(output_dir: str | Path, prompt: str, now: datetime | None = None) -> Path:
     """Create ``<output_dir>/<YYYYmmdd-HHMMSS>-<slug>``, adding -2, -3... rather than reuse one."""
     root = Path(output_dir)
+    if not root.exists() and root.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4"):
+        import logging
+
+        logging.getLogger("pixgen").warning(
+            "-o names the output folder: created folder %s/, the image goes to %s/<run>/final.png", root, root
+        )
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{slugify(prompt)}"
     try:
@@ -131,33 +139,23 @@ def save_gif(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> No
     atomic_write(path, buf.getvalue())
 
 
-def save_mp4(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> None:
-    """Encode the saved frames as an H.264 MP4 with imageio-ffmpeg (an optional dependency)."""
-    import imageio.v2 as imageio
-
-    if not frame_paths:
-        return
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    try:
-        with imageio.get_writer(
-            tmp, fps=fps, codec="libx264", quality=8, macro_block_size=8, ffmpeg_log_level="error"
-        ) as writer:
-            for p in frame_paths:
-                writer.append_data(imageio.imread(p))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class RunWriter:
-    """The output stage of one run: frames as they come, then final.png, the GIF and run.json."""
+    """The output stage of one run: frames as they come, the video streamed step by step, then
+    final.png, the GIF, the MP4 (and its smooth copy) and run.json.
+
+    With `video` in the settings every `video_every`-th step's image (the image the step started
+    from, so the first frame is the starting image) goes straight to the MP4 encoder, and the
+    final image closes it. A resumed run carries over the progress.mp4 its interruption left
+    (re-encoded once) when that video matches the step it resumes from; otherwise (e.g. after a
+    kill -9, which leaves no finished MP4) the new video starts at the resumed step, with a warning.
+    """
 
     def __init__(self, run_dir: Path, settings: dict):
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.frames: list[Path] = []
+        self.video = None  # pixgen.video.VideoWriter once the first frame arrives
+        self.video_failed = False
 
     def frame(self, i: int, image) -> None:
         frames_dir = self.run_dir / "frames"
@@ -166,23 +164,93 @@ class RunWriter:
         save_png(path, image)
         self.frames.append(path)
 
+    @property
+    def video_fps(self) -> float:
+        return float(self.settings.get("video_fps") or self.settings.get("fps") or 10.0)
+
+    def video_step(self, i: int, image) -> None:
+        """Step `i` (1-based) started from `image`: encode it when it is a video frame."""
+        if not self.settings.get("video") or self.video_failed:
+            return
+        every = int(self.settings.get("video_every") or 1)
+        if (i - 1) % every:
+            return
+        try:
+            if self.video is None:
+                from pixgen.video import VideoWriter
+
+                self.video = VideoWriter(self.run_dir / "progress.mp4", self.video_fps)
+                if i > 1:
+                    self._carry_over(i - 1, every)
+            self.video.append(image)
+        except Exception as e:  # ffmpeg missing or failing: the run and its PNGs go on
+            self._video_failed(e)
+
+    def _carry_over(self, done: int, every: int) -> None:
+        """Resuming after `done` steps: start the new video with the old one's frames, if it fits."""
+        import imageio.v2 as imageio
+
+        old = self.run_dir / "progress.mp4"
+        expected = (done + every - 1) // every + 1  # the kept steps' frames and the interrupted image
+        frames = []
+        if old.is_file():
+            try:
+                with imageio.get_reader(old, format="FFMPEG") as reader:
+                    frames = [frame for frame in reader.iter_data()]  # list() asks len(): inf
+            except Exception:
+                frames = []
+        if len(frames) != expected:
+            import logging
+
+            logging.getLogger("pixgen").warning(
+                "progress.mp4 does not match the resumed step %d; the new video starts there", done
+            )
+            return
+        for frame in frames[:-1]:  # the last one was the interrupted image: the run goes on from it
+            self.video.append(frame)
+
+    def _video_failed(self, e: Exception) -> None:
+        import logging
+
+        from pixgen.video import first_line
+
+        self.video_failed = True
+        if self.video is not None:
+            self.video.abort()
+            self.video = None
+        logging.getLogger("pixgen").warning("no progress.mp4 (%s); the PNG frames are kept", first_line(e))
+
+    def _finish_video(self, image) -> None:
+        if not self.settings.get("video") or self.video_failed:
+            return
+        try:
+            if self.video is None:  # no step ran (a resumed run that was already at its end)
+                from pixgen.video import VideoWriter
+
+                self.video = VideoWriter(self.run_dir / "progress.mp4", self.video_fps)
+            self.video.append(image)
+            path = self.video.close()
+            self.video = None
+        except Exception as e:
+            self._video_failed(e)
+            return
+        smooth = float(self.settings.get("video_interpolate") or 0)
+        if path is not None and smooth:
+            from pixgen.video import smooth_copy
+
+            smooth_copy(path, smooth)
+
     def finish(
         self, image, record: dict, gif: bool, interrupted: bool = False, video: bool = False, fps: float = 10.0
     ) -> Path:
         """Write final.png first, then the renders: a failing encoder never loses the images."""
-        import logging
-
         meta = dict(self.settings, interrupted=interrupted) if interrupted else self.settings
         final = self.run_dir / "final.png"
         save_png(final, image, meta)
         if gif:
             save_gif(self.run_dir / "progress.gif", self.frames, fps)
         if video:
-            try:
-                save_mp4(self.run_dir / "progress.mp4", self.frames, fps)
-            except Exception as e:  # ffmpeg missing or failing: the PNGs are already safe
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                logging.getLogger("pixgen").warning("no progress.mp4 (%s); the PNG frames are kept", msg[:200])
+            self._finish_video(image)
         write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
         return final
 
@@ -191,6 +259,7 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
     """index.html (self-contained: images inline) and contact_sheet.png for finished jobs."""
     import base64
     import html
+    from urllib.parse import quote
 
     from PIL import ImageDraw
 
@@ -208,10 +277,15 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
         im.save(buf, format="PNG")
         data = base64.b64encode(buf.getvalue()).decode("ascii")
         score = "n/a" if r.score is None else f"{r.score:.3f}"
+        image_rel = Path(r.image).resolve().relative_to(out_dir.resolve())
+        image_href = html.escape(quote(image_rel.as_posix()), quote=True)
+        run_href = html.escape(quote(image_rel.parent.as_posix()) + "/", quote=True)
         cards.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(r.job.prompt, quote=True)}">'
+            f'<figure><a href="{image_href}" title="full size"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(r.job.prompt, quote=True)}"></a>'
             f"<figcaption><b>{html.escape(r.job.prompt)}</b><br>seed {r.seed} &middot; CLIP {score} &middot; "
-            f"{r.seconds:.1f} s<br><small>{html.escape(str(Path(r.image).relative_to(out_dir)))}</small>"
+            f'{r.seconds:.1f} s<br><small><a href="{image_href}">{html.escape(image_rel.as_posix())}</a> '
+            f'&middot; <a href="{run_href}">run folder</a></small>'
             "</figcaption></figure>"
         )
         tiles.append((im, r))
@@ -233,5 +307,7 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
             label = r.job.prompt.encode("ascii", "replace").decode("ascii")[:30]
             draw.text((x, y + tile.height + 2), label, fill="black")
         buf = io.BytesIO()
-        sheet.save(buf, format="PNG")
-        atomic_write(out_dir / "contact_sheet.png", buf.getvalue())
+        info = PngImagePlugin.PngInfo()
+        info.add_text(CONTACT_SHEET_MARKER, "1")  # so that `pixgen search` knows to skip it
+        sheet.save(buf, format="PNG", pnginfo=info)
+        atomic_write(out_dir / CONTACT_SHEET, buf.getvalue())

@@ -143,10 +143,9 @@ def read_clip_weights(path: str | Path) -> dict:
         except Exception as e:
             raise PixgenError(f"CLIP weights {path} are unreadable: {str(e).splitlines()[0]}") from None
     else:
-        from pixgen.checkpoints import load_torch_file
+        from pixgen.checkpoints import read_state_dict
 
-        sd = load_torch_file(path, "CLIP checkpoint")
-        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        sd = read_state_dict(path, "CLIP checkpoint")
     if not isinstance(sd, dict):
         raise PixgenError(f"CLIP weights {path} hold no state dict")
     if "pixgen.token_ids" in sd:  # compact form: only the token rows that were trained
@@ -195,7 +194,7 @@ def load_pretrained_clip(name: str, tag: str, offline: bool = False) -> ClipScor
     from pixgen.weights import clip_weights_file
 
     if (name, tag) not in set(open_clip.list_pretrained()):
-        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` shows the known tags")
+        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")
     path = clip_weights_file(name, tag, offline)
     cfg = open_clip.get_pretrained_cfg(name, tag)
     kwargs = dict(

@@ -116,7 +116,19 @@ class Settings:
     symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0)
     palette: list[str] = setting([], 'Colours to pull toward: "#ff0000,#00ff00".', metavar="#RGB,...", text="csv")
     palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0)
-    video: bool = setting(False, "Also write progress.mp4 (needs imageio-ffmpeg).")
+    video: bool = setting(False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).")
+    video_every: int = setting(1, "With --video: a frame every N steps (the first is the starting image).", lo=1)
+    video_fps: float | None = setting(
+        None, "With --video: the MP4's frame rate (default: --fps).", lo=0, hi=240, open_lo=True
+    )
+    video_interpolate: float = setting(
+        0.0,
+        "With --video: also write progress-smooth.mp4, interpolated to FPS by ffmpeg's minterpolate "
+        "(the plain MP4 is kept; 0: off).",
+        metavar="FPS",
+        lo=0,
+        hi=240,
+    )
     # The zoom/pan video mode, on when any movement is set: every zoom_every steps the image is
     # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
     # about its centre, then re-encoded by the VQGAN encoder as the new latent.

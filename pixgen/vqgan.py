@@ -232,23 +232,27 @@ def load_strict(module: nn.Module, sd: dict, source: str) -> nn.Module:
     return module
 
 
-def _state_dict_of(ckpt: dict, source: str) -> dict:
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict) or not any(isinstance(v, Tensor) for v in sd.values()):
-        raise PixgenError(f"{source} holds no state_dict of tensors")
-    return sd
+def read_taming(config: str | Path, ckpt: str | Path) -> tuple[VQGANArch, dict, dict]:
+    """A taming YAML and ``.ckpt``, read once and safely: (arch, decoder state dict, encoder state dict)."""
+    from pixgen.checkpoints import read_state_dict
+
+    arch = read_config(config)
+    dec, enc = split_state_dict(read_state_dict(ckpt, "VQGAN checkpoint"), arch)
+    return arch, dec, enc
+
+
+def build(cls, arch: VQGANArch, sd: dict, source: str) -> nn.Module:
+    """A VQGANDecoder or VQGANEncoder holding exactly `sd` (no random init: built on the meta
+    device, every tensor assigned from `sd`); a mismatch is a PixgenError naming `source`."""
+    with torch.device("meta"):
+        module = cls(arch)
+    return load_strict(module, sd, source).eval()
 
 
 def load_vqgan(config: str | Path, ckpt: str | Path) -> VQGANDecoder:
     """Build the decoder from a taming YAML and ``.ckpt``, loading only what it needs."""
-    from pixgen.checkpoints import load_torch_file
-
-    arch = read_config(config)
-    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
-    dec, _ = split_state_dict(sd, arch)
-    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
-        module = VQGANDecoder(arch)
-    return load_strict(module, dec, f"VQGAN checkpoint {ckpt}").eval()
+    arch, dec, _ = read_taming(config, ckpt)
+    return build(VQGANDecoder, arch, dec, f"VQGAN checkpoint {ckpt}")
 
 
 def save_safetensors(path: str | Path, module: nn.Module, arch: VQGANArch, dtype=None) -> None:
@@ -282,9 +286,7 @@ def _load_safetensors(cls, path: str | Path, what: str) -> nn.Module:
         raise
     except Exception as e:
         raise PixgenError(f"VQGAN {what} weights {path} are unreadable: {str(e).splitlines()[0]}") from None
-    with torch.device("meta"):  # no random init: every tensor comes from the file (assign=True)
-        module = cls(arch)
-    return load_strict(module, sd, f"VQGAN {what} weights {path}").eval()
+    return build(cls, arch, sd, f"VQGAN {what} weights {path}")
 
 
 def load_decoder_safetensors(path: str | Path) -> VQGANDecoder:
@@ -299,14 +301,8 @@ def load_encoder_safetensors(path: str | Path) -> VQGANEncoder:
 
 def load_encoder(config: str | Path, ckpt: str | Path) -> VQGANEncoder:
     """The encoder half of a taming checkpoint (for init images)."""
-    from pixgen.checkpoints import load_torch_file
-
-    arch = read_config(config)
-    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
-    _, enc = split_state_dict(sd, arch)
-    if arch.kind == "gumbel":
-        enc.setdefault("codebook", sd.get(arch.prefix + arch.codebook_key))
-    return load_strict(VQGANEncoder(arch), enc, f"VQGAN checkpoint {ckpt} (encoder)").eval()
+    arch, _, enc = read_taming(config, ckpt)
+    return build(VQGANEncoder, arch, enc, f"VQGAN checkpoint {ckpt} (encoder)")
 
 
 # The decoder/encoder config of the taming f16 VQGANs (imagenet 1024/16384, wikiart, Net2Net first stages).

@@ -43,6 +43,15 @@ def registry() -> dict:
     return yaml.safe_load(REGISTRY_FILE.read_text(encoding="utf-8"))
 
 
+def canonical_vqgan(name: str) -> str:
+    """The registry's own name for `name` (aliases: `pixgen models list`). A model imported under
+    an alias's name keeps its own folder."""
+    target = (registry().get("aliases") or {}).get(name)
+    if target is None or (cache_dir() / "vqgan" / name).is_dir():
+        return name
+    return target
+
+
 def vqgan_dir(name: str) -> Path:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise PixgenError(f"bad model name {name!r}")
@@ -208,33 +217,17 @@ class _progress_bar:
 
 def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
     """taming .yaml + .ckpt -> decoder/encoder safetensors and arch.json in `out_dir`."""
-    import torch
-
-    from pixgen.checkpoints import load_torch_file
     from pixgen.outputs import atomic_write
-    from pixgen.vqgan import (
-        VQGANDecoder,
-        VQGANEncoder,
-        _state_dict_of,
-        load_strict,
-        read_config,
-        save_safetensors,
-        split_state_dict,
-    )
+    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, build, read_taming, save_safetensors
 
-    arch = read_config(config)
-    sd = _state_dict_of(load_torch_file(ckpt, "VQGAN checkpoint"), f"VQGAN checkpoint {ckpt}")
-    dec_sd, enc_sd = split_state_dict(sd, arch)
-    with torch.device("meta"):
-        dec, enc = VQGANDecoder(arch), VQGANEncoder(arch)
-    load_strict(dec, dec_sd, f"VQGAN checkpoint {ckpt}")
+    arch, dec_sd, enc_sd = read_taming(config, ckpt)
+    modules = {"decoder": build(VQGANDecoder, arch, dec_sd, f"VQGAN checkpoint {ckpt}")}
+    try:
+        modules["encoder"] = build(VQGANEncoder, arch, enc_sd, f"VQGAN checkpoint {ckpt} (encoder)")
+    except PixgenError:
+        pass  # a decoder-only checkpoint: init images will say so
     out_dir.mkdir(parents=True, exist_ok=True)
-    for module, name, state in ((dec, "decoder", dec_sd), (enc, "encoder", enc_sd)):
-        if name == "encoder":
-            try:
-                load_strict(module, state, f"VQGAN checkpoint {ckpt} (encoder)")
-            except PixgenError:
-                continue  # a decoder-only checkpoint: init images will say so
+    for name, module in modules.items():
         tmp = out_dir / f".{name}.safetensors.tmp"
         save_safetensors(tmp, module, arch)
         os.replace(tmp, out_dir / f"{name}.safetensors")
@@ -244,6 +237,7 @@ def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
 
 def ensure_vqgan(name: str, offline: bool = False, show_progress: bool = True) -> Path:
     """The decoder.safetensors of model `name`: cached, converted from files, or downloaded."""
+    name = canonical_vqgan(name)
     folder = vqgan_dir(name)
     decoder = folder / "decoder.safetensors"
     if decoder.is_file():
@@ -295,6 +289,175 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
     return decoder
 
 
+# ---------------------------------------------------------------- what a run needs
+
+
+BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
+
+
+def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
+    """[(kind, name, download name)] of the models a run needs that are not cached; never
+    touches the network. Built-in models, local files and unknown names (which fail later, with
+    their own message) are not listed."""
+    from pixgen.prompts import split_weight
+    from pixgen.scorer import looks_like_path, parse_clip_spec
+
+    missing = []
+    if not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
+        name = canonical_vqgan(vqgan)
+        folder = vqgan_dir(name)
+        cached = (folder / "decoder.safetensors").is_file() or (
+            (folder / "model.yaml").is_file() and (folder / "last.ckpt").is_file()
+        )
+        if not cached and name in registry()["vqgan"]:
+            size = registry()["vqgan"][name].get("approx_size_mb")
+            missing.append(("VQGAN", f"{name} (~{size} MB)" if size else name, name))
+    for item in clips:
+        spec = split_weight(item, "clip")[0]
+        if spec in BUILT_IN:
+            continue
+        arch, ref = parse_clip_spec(spec)
+        if ref is None or looks_like_path(ref):
+            continue
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(arch, ref)
+        if cfg and not _clip_cached(cfg, cache_dir() / "clip"):
+            missing.append(("CLIP", spec, spec))
+    return missing
+
+
+def check_models(
+    vqgan: str,
+    clips: list[str],
+    vqgan_config: str | None = None,
+    vqgan_ckpt: str | None = None,
+    offline: bool = False,
+):
+    """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
+    or their hosts unreachable), one error naming all of them and one command fetching them all."""
+    missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt)
+    if not missing:
+        return
+    if offline_requested(offline):
+        why = "pixgen is offline"
+    else:
+        hosts = []
+        for kind, _, name in missing:
+            if kind == "VQGAN":
+                hosts.append(registry()["vqgan"][name]["ckpt"][0])
+            else:
+                hosts.append("https://huggingface.co")
+        if all(reachable(h) for h in dict.fromkeys(hosts)):
+            return  # they will be downloaded as the run loads them
+        why = "their download hosts are unreachable"
+    names = " ".join(n for _, _, n in missing)
+    raise PixgenError(
+        f"{len(missing)} model(s) this run needs are not cached and {why}: "
+        + ", ".join(f"{kind} {label}" for kind, label, _ in missing)
+        + f"; fetch them all with network: pixgen models download {names} "
+        "(or use files you have: --vqgan-config PATH --vqgan-ckpt PATH, --clip NAME:PATH; "
+        "offline demo: --preset shapes)"
+    )
+
+
+def clip_catalogue() -> list[tuple[str, str, bool]]:
+    """(architecture, pretrained tag, cached) for every pretrained model open_clip knows."""
+    import open_clip
+
+    folder = cache_dir() / "clip"
+    return [
+        (arch, tag, _clip_cached(open_clip.get_pretrained_cfg(arch, tag), folder) is not None)
+        for arch, tag in open_clip.list_pretrained()
+    ]
+
+
+def vqgan_rows() -> list[tuple[str, str, str, str, str, str]]:
+    """(name, other names, kind, size, cached, licence) of every VQGAN `pixgen models list` shows."""
+    reg = registry()
+    aliases: dict[str, list[str]] = {}
+    for alias, target in (reg.get("aliases") or {}).items():
+        aliases.setdefault(target, []).append(alias)
+    rows = [
+        (
+            name,
+            ", ".join(aliases.get(name, [])),
+            e["target"],
+            f"~{e['approx_size_mb']} MB",
+            "yes" if (vqgan_dir(name) / "decoder.safetensors").is_file() else "no",
+            e["license"].split(" (")[0],
+        )
+        for name, e in reg["vqgan"].items()
+    ]
+    return rows + [
+        ("shapes", "", "VQModel", "~3 MB", "ships", "MIT"),
+        ("tiny", "", "VQModel", "random", "built in", "MIT"),
+    ]
+
+
+def clip_rows() -> list[tuple[str, str]]:
+    """(NAME:TAG, cached) of every pretrained CLIP open_clip knows, then the built-in ones."""
+    rows = [(f"{arch}:{tag}", "yes" if cached else "no") for arch, tag, cached in clip_catalogue()]
+    return rows + [("shapes", "ships"), ("shapes-b", "ships"), ("tiny", "built in (random)")]
+
+
+def fetch_models(names: list[str], defaults: bool = False, offline: bool = False, on_fetched=None) -> list[Path]:
+    """Download VQGANs (by name) and CLIPs (NAME:TAG) into the cache; with `defaults` also the
+    default VQGAN and CLIP. `on_fetched(name, path)` hears each one as it is ready. Those that
+    fail do not stop the others; then one PixgenError names them all."""
+    names = list(names)
+    if defaults:
+        reg = registry()
+        names += [n for n in (reg["default_vqgan"], reg["default_clip"]) if n not in names]
+    if not names:
+        raise PixgenError("name the models to download, or give --defaults")
+    paths, failed = [], []
+    for name in names:
+        try:
+            if ":" in name:
+                path = clip_weights_file(*name.split(":", 1), offline)
+            else:
+                path = ensure_vqgan(name, offline)
+        except PixgenError as e:
+            failed.append(str(e))
+            continue
+        paths.append(path)
+        if on_fetched:
+            on_fetched(name, path)
+    if failed:
+        raise PixgenError(f"{len(failed)} of {len(names)} model(s) could not be fetched: " + " | ".join(failed))
+    return paths
+
+
+def describe_vqgan(name: str) -> list[str]:
+    """`pixgen models info`: the registry entry, architecture and cache files of a VQGAN, as lines."""
+    folder = vqgan_dir(name)
+    entry = registry()["vqgan"].get(name, {})
+    if not entry and not folder.is_dir():
+        raise PixgenError(f"unknown VQGAN {name!r}; see `pixgen models list`")
+    lines = [f"name: {name}"] + [
+        f"{key}: {entry[key]}" for key in ("description", "target", "license", "source") if key in entry
+    ]
+    arch_file = folder / "arch.json"
+    if arch_file.is_file():
+        from pixgen.vqgan import VQGANArch
+
+        arch = VQGANArch.from_json(arch_file.read_text())
+        dd = arch.ddconfig
+        lines.append(f"quantiser: {arch.kind}  codebook: {arch.n_embed} x {arch.embed_dim}  factor: {arch.factor}")
+        lines.append(
+            f"decoder: ch {dd['ch']}, ch_mult {dd['ch_mult']}, res blocks {dd['num_res_blocks']}, "
+            f"attention at {dd['attn_resolutions']}, z_channels {dd['z_channels']}"
+        )
+    else:
+        lines.append("architecture: unknown until downloaded or imported")
+    for f in ("decoder.safetensors", "encoder.safetensors", "model.yaml", "last.ckpt"):
+        path = folder / f
+        state = f"{path.stat().st_size / 2**20:.1f} MB" if path.is_file() else "absent"
+        lines.append(f"{f}: {path} ({state})")
+    return lines
+
+
 # ---------------------------------------------------------------- CLIP through open_clip
 
 
@@ -304,7 +467,7 @@ def clip_weights_file(name: str, tag: str, offline: bool = False, show_progress:
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
-        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list` says how to list the known tags")
+        raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")
     folder = cache_dir() / "clip"
     cached = _clip_cached(cfg, folder)
     if cached:

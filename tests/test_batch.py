@@ -60,6 +60,8 @@ def test_batch_runs_reports_bad_lines_and_exits_1(cli, tmp_path):
     page = (out / "index.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "data:image/png;base64," in page and (out / "contact_sheet.png").is_file()
+    # every thumbnail links to its full-size image and to its run folder
+    assert '<a href="0001-a-cat/final.png" title="full size"><img' in page and '<a href="0001-a-cat/">' in page
     record = json.loads((out / "0001-a-cat" / "run.json").read_text())
     assert isinstance(record["clip_score"], float)
 

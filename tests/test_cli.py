@@ -234,3 +234,23 @@ def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, mon
     assert code == 2 and "--low-memory would fit it" in err
     code, _, err = cli("a cat", *SMOKE, "-i", "1", "--cutn", "64", "--low-memory", "-o", tmp_path / "b")
     assert code == 0, err
+
+
+def test_short_help_and_shell_completion(cli):
+    for args in (("-h",), ("generate", "-h"), ("restyle", "-h"), ("models", "list", "-h")):
+        code, out, err = cli(*args)
+        assert code == 0 and out.startswith("Usage: pixgen"), (args, err)
+    code, out, _ = cli("--help")
+    assert code == 0 and "--install-completion" in out and "--show-completion" in out
+    code, out, _ = cli("--show-completion", "bash")
+    assert code == 0 and "_PIXGEN_COMPLETE" in out
+
+
+def test_status_before_the_first_step(tmp_path):
+    from pixgen import api
+    from pixgen.settings import load_settings
+
+    heard = []
+    settings = load_settings(preset="smoke", overrides=dict(prompt="a cat", iterations=1, output_dir=str(tmp_path)))
+    api.generate(settings, on_status=heard.append)
+    assert heard == ["loading VQGAN tiny…", "loading CLIP tiny…", "encoding prompts…"]

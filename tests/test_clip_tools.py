@@ -91,3 +91,51 @@ def test_score_table_and_json(cli, gallery):
 def test_clip_tool_bad_input(cli, args, needle):
     code, _, err = cli(*args, "--clip", "shapes")
     assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_search_skips_contact_sheets_and_keeps_the_index_outside_on_request(cli, tmp_path, gallery):
+    import shutil
+
+    from pixgen.outputs import CONTACT_SHEET_MARKER
+
+    folder = tmp_path / "pics"
+    shutil.copytree(gallery, folder, ignore=shutil.ignore_patterns(INDEX_NAME, "broken.png"))
+    batch = folder / "batch"
+    batch.mkdir()
+    Image.open(folder / "red_circle_0.png").save(batch / "contact_sheet.png")  # beside its index.html
+    (batch / "index.html").write_text("<html></html>")
+    moved = folder / "elsewhere"
+    moved.mkdir()
+    info = __import__("PIL.PngImagePlugin", fromlist=["PngInfo"]).PngInfo()
+    info.add_text(CONTACT_SHEET_MARKER, "1")
+    Image.open(folder / "red_circle_1.png").save(moved / "contact_sheet.png", pnginfo=info)  # marked
+    Image.open(folder / "red_circle_2.png").save(moved / "not_a_sheet.png")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    index = tmp_path / "cache" / "pics.safetensors"
+    index.parent.mkdir()
+    code, out, err = cli(
+        "search", folder, "a red circle", "--top", "50", "--clip", "shapes", "--json", "--index", index
+    )
+    assert code == 0, err
+    names = [h["image"] for h in json.loads(out)]
+    assert not any(n.endswith("contact_sheet.png") for n in names)
+    assert any(n.endswith("not_a_sheet.png") for n in names) and len(names) == 13
+    assert index.is_file() and sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # folder untouched
+    stamp = index.stat().st_mtime_ns
+    code, out2, _ = cli("search", folder, "a red circle", "--top", "50", "--clip", "shapes", "--json", "--index", index)
+    assert json.loads(out2) == json.loads(out) and index.stat().st_mtime_ns == stamp
+
+
+def test_score_wraps_long_paths_in_narrow_terminals(cli, tmp_path, gallery, monkeypatch):
+    import shutil
+
+    deep = tmp_path / ("a_rather_long_folder_name_" * 3) / "and_an_even_longer_image_file_name_red_circle.png"
+    deep.parent.mkdir(parents=True)
+    shutil.copy(gallery / "red_circle_0.png", deep)
+    monkeypatch.setenv("COLUMNS", "50")
+    code, out, err = cli("score", deep, "--prompt", "a red circle", "--clip", "shapes")
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 50
+    first_column = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert str(deep) in "".join(first_column)  # folded over several lines, whole
+    assert "…" not in out

@@ -186,7 +186,8 @@ def test_an_ensemble_calls_both_scorers_and_averages_by_weight(tmp_path):
     total = loop.loss(image, 1)
     loop.generator.set_state(state[0])
     torch.set_rng_state(state[1])
-    a, b = (t.loss(image, 1, loop.generator, None) for t in loop.terms)
+    # each term as the loop runs it: in the loop's CLIP precision ("auto" is bf16 on CPUs with native bf16)
+    a, b = (t.loss(image, 1, loop.generator, loop.clip_dtype) for t in loop.terms)
     tv = loop.extra_loss(image, loop.z).item()  # the preset's smoothness term
     assert total.item() == pytest.approx((a.item() + 0.5 * b.item()) / 1.5 + tv, rel=1e-5)
     assert abs(a.item() - b.item()) > 1e-3  # the two models really disagree

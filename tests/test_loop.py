@@ -5,7 +5,7 @@ import torch
 
 from pixgen.cutouts import Cutouts
 from pixgen.models import Models
-from pixgen.optimise import ClipTerm, Loop, init_latent
+from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
 from pixgen.targets import Targets
@@ -25,7 +25,7 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models, g, z, targets = _setup()
     cut = Cutouts(models.scorers[0].input_size, 8, augment=[])
-    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 0.1, iterations=40)
+    loop = Loop(models.decoder, Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 0.1)
     losses = [s.loss for s in loop.run(40)]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.01
@@ -35,7 +35,7 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
 def test_latent_stays_in_codebook_range_and_models_stay_frozen():
     models, g, z, targets = _setup()
     cut = Cutouts(models.scorers[0].input_size, 4, augment=["flip", "noise"])
-    loop = Loop(models.decoder, [ClipTerm(models.scorers[0], cut, targets)], z, g, 5.0, iterations=5)
+    loop = Loop(models.decoder, Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 5.0)
     list(loop.run(5))
     z, cb = loop.z.detach(), models.decoder.codebook
     assert (z.min(-1).values.min(-1).values >= cb.min(0).values - 1e-6).all()

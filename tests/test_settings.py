@@ -51,13 +51,17 @@ def test_flags_are_validated_too(cli, tmp_path, args, needle):
 
 
 def test_choices_match_the_tables_that_implement_them():
-    from pixgen import cutouts, losses, optimise, settings
+    from pixgen import cutouts, device, init, losses, optimise, settings
 
     assert set(settings.AUGMENTS) == set(cutouts.AUGMENTATIONS)
     assert set(settings.OPTIMIZERS) == set(optimise.OPTIMIZERS)
     assert set(settings.CLIP_LOSSES) == set(losses.DISTANCES)
     assert set(settings.LR_SCHEDULES) == set(optimise.LR_SCHEDULES)
     assert set(settings.SYMMETRIES) == {"none", *losses.SYMMETRY_AXES}
+    assert set(settings.INITS) == set(optimise.INITS)
+    assert set(settings.INIT_FITS) == set(init.FITS)
+    assert set(settings.INIT_NOISES) == set(init.NOISES)
+    assert set(settings.PRECISIONS) == {"auto", *device.DTYPES}
 
 
 def test_every_setting_has_help_and_every_flag_is_unique():

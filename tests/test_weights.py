@@ -241,3 +241,53 @@ def test_clip_from_a_file_is_built_on_meta_and_matches_the_model_it_came_from(tm
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(PixgenError, match="1 missing"):
         load_clip_file("pixgen-tiny", tmp_path / "bad.safetensors")
+
+
+def test_every_missing_model_is_reported_at_once_with_one_command(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli(
+        "a cat", "--offline", "--vqgan", "wikiart_16384", "--clip", "ViT-B-32:openai", "--clip", "ViT-B-16:openai",
+        "-o", tmp_path / "o",
+    )  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()  # one line, naming all three
+    assert "3 model(s)" in line and "offline" in line
+    assert "pixgen models download wikiart_16384 ViT-B-32:openai ViT-B-16:openai" in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_vqgan_aliases_reach_the_same_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    assert weights.canonical_vqgan("vqgan_wikiart_16384") == "wikiart_16384"
+    assert weights.canonical_vqgan("imagenet_f16_16384") == "vqgan_imagenet_f16_16384"
+    assert weights.canonical_vqgan("wikiart_16384") == "wikiart_16384"  # old names keep working
+    monkeypatch.setenv("PIXGEN_OFFLINE", "1")
+    with pytest.raises(PixgenError, match="vqgan/wikiart_16384/model.yaml"):
+        weights.ensure_vqgan("vqgan_wikiart_16384")
+    (tmp_path / "cache" / "vqgan" / "vqgan_coco").mkdir(parents=True)  # a model imported under that name
+    assert weights.canonical_vqgan("vqgan_coco") == "vqgan_coco"
+
+
+def test_models_list_shows_aliases_built_ins_and_clip_tags(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "vqgan_wikiart_16384" in out and "tiny" in out and "shapes" in out
+    code, out, _ = cli("models", "list", "--clip")
+    assert code == 0 and "ViT-B-32:openai" in out and "ViT-B-16:laion2b_s34b_b88k" in out
+    assert "yes" not in out  # nothing is cached in an empty cache
+
+
+def test_models_download_defaults_offline_names_both(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli("models", "download", "--defaults", "--offline")
+    assert code == 2 and "2 of 2" in err and "vqgan_imagenet_f16_16384" in err and "ViT-B-32:openai" in err
+    code, _, err = cli("models", "download")
+    assert code == 2 and "--defaults" in err
+
+
+def test_output_dir_named_like_an_image_is_explained(cli, tmp_path):
+    code, _, err = cli("a cat", "--preset", "smoke", "-i", "1", "-o", tmp_path / "out.png")
+    assert code == 0, err
+    assert "created folder" in err and "out.png/<run>/final.png" in err
+    assert (tmp_path / "out.png").is_dir()

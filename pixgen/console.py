@@ -1,0 +1,183 @@
+"""What the command line shows on the terminal: the progress bar and the status line before it,
+Ctrl-C handling, tables, one-line results and warnings. No torch, and rich only when used."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+
+import typer
+
+
+class Progress:
+    """An on_step(step, total) callback driving a rich bar, started at the first step; before
+    it, `status(text)` shows what the run is doing (on a terminal, unless quiet)."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        columns = [
+            TextColumn("[bold]pixgen"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.2f} it/s"),
+            TimeRemainingColumn(),
+        ]
+        self.progress = Bar(*columns, console=Console(stderr=True), disable=quiet)
+        self.task = None
+        self.quiet = quiet
+        self.spinner = None  # the status line shown before the first step, on a terminal only
+
+    def status(self, text: str) -> None:
+        """Say what the run is doing before its first step (loading models, encoding prompts)."""
+        console = self.progress.console
+        if self.quiet or self.task is not None or not console.is_terminal:
+            return
+        if self.spinner is None:
+            self.spinner = console.status(f"pixgen: {text}")
+            self.spinner.start()
+        else:
+            self.spinner.update(f"pixgen: {text}")
+
+    def _stop_status(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
+
+    def __call__(self, step, total):
+        self._stop_status()
+        if self.task is None or step.i == 1:
+            if self.task is None:
+                self.progress.start()
+            else:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("generate", total=total, loss=step.loss, rate=0.0)
+        rate = 1.0 / step.seconds if step.seconds > 0 else 0.0
+        self.progress.update(self.task, completed=step.i, loss=step.loss, rate=rate)
+
+    def close(self) -> None:
+        self._stop_status()
+        if self.task is not None:  # never started (an error before the first step): print nothing
+            self.progress.stop()
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask the run to stop after the current step; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\npixgen: stopping after this step (again to abort)...", file=sys.stderr)
+
+    def __enter__(self):
+        import signal
+
+        self.saved = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, h in self.saved.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def running(quiet: bool):
+    """(on_step, should_stop) for a run: a progress bar and graceful Ctrl-C, both undone after."""
+    bar = Progress(quiet)
+    try:
+        with StopOnSignal() as stop:
+            yield bar, stop
+    finally:
+        bar.close()
+
+
+@contextmanager
+def indexing(quiet: bool):
+    """A transient bar for `search`'s indexing: yields progress(i, n)."""
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+
+    with Bar(console=Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task("indexing", total=None)
+        yield lambda i, n: bar.update(task, completed=i, total=n)
+
+
+def table(headers: list[str], rows: list[list]) -> None:
+    """A table on stdout; floats with 4 decimals; long cells fold instead of being cut."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table()
+    for header in headers:
+        out.add_column(header, overflow="fold")  # wrap long paths in narrow terminals, never cut them
+    for row in rows:
+        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    Console().print(out)
+
+
+def echo_json(data) -> None:
+    typer.echo(json.dumps(data, default=str))
+
+
+def note(text: str) -> None:
+    """A line for people, on stderr."""
+    typer.echo(text, err=True)
+
+
+def report(result, json_out: bool) -> None:
+    """One JSON object on stdout for scripts, or one line on stderr for people."""
+    if json_out:
+        run = {"run_dir": str(result.run_dir), "image": str(result.image), "seed": result.seed}
+        echo_json(dict(run, seconds=round(result.seconds, 3)))
+    else:
+        note(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)")
+
+
+def report_candidates(job_dir, info: dict, json_out: bool) -> None:
+    """The ranking of `generate --candidates`: JSON with the best first, or one line each."""
+    if json_out:
+        best = {"run_dir": str(job_dir), "image": str(info["image"]), "seed": info["seed"]}
+        echo_json(dict(best, seconds=round(info["seconds"], 3), ranking=info["candidates"]))
+        return
+    for c in info["candidates"]:
+        note(f"{c['rank']}. seed {c['seed']}  CLIP {c['clip_score']:.4f}  {c['image']}")
+    note(f"best: {info['image']} (seed {info['seed']})")
+
+
+class OneLine(logging.Handler):
+    """pixgen's warnings as one line each on stderr."""
+
+    def emit(self, record):
+        print(f"pixgen: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def show_warnings() -> None:
+    """Route the "pixgen" logger's warnings to stderr as one line each (once per process)."""
+    logger = logging.getLogger("pixgen")
+    if not any(isinstance(h, OneLine) for h in logger.handlers):
+        logger.addHandler(OneLine())
+        logger.propagate = False
+
+
+def interrupted(exc: BaseException | None) -> int:
+    """Say where an interrupted run's work is and how to go on; the exit code, 130."""
+    result = exc.args[0] if exc is not None and exc.args else None
+    where = ""
+    if getattr(result, "run_dir", None):
+        where = f"; saved {result.image}; continue with: pixgen resume {result.run_dir}"
+    print(f"pixgen: interrupted{where}", file=sys.stderr)
+    return 130

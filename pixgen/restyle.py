@@ -1,0 +1,291 @@
+"""Video style transfer: every frame of a video (or a folder of frames) is an init image, steered
+toward a prompt for a few steps.
+
+To keep the frames from flickering, each frame starts from a blend of two VQGAN encodings: the
+new input frame's and the previous frame's result (`blend` is the previous result's share). The
+previous result is always read back as the 8-bit image that was saved, so a resumed restyle
+computes exactly what an uninterrupted one would have.
+
+Output, in one folder: ``frames/<name>.png`` (a folder's frames keep their names with a .png
+suffix; a video's are numbered 000001.png...), ``restyled.mp4`` at the input's frame rate with
+the input's audio when it has any, and ``restyle.json``. Re-running with `resume` skips the
+frames already done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixgen.errors import PixgenError
+from pixgen.settings import Settings
+
+log = logging.getLogger("pixgen")
+RECORD = "restyle.json"
+VIDEO = "restyled.mp4"
+
+
+class RestyleInterrupted(PixgenError):
+    """Stopped on request between steps; the frames done so far are kept (exit code 130)."""
+
+    exit_code = 130
+
+
+@dataclass
+class Source:
+    """Where the frames come from: a folder of images or a video file."""
+
+    path: Path
+    kind: str  # "folder" or "video"
+    fps: float | None = None  # a video's frame rate
+    audio: bool = False
+    files: list[Path] = field(default_factory=list)  # a folder's frames, in name order
+
+    def frames(self) -> Iterator[tuple[str, object]]:
+        """(output name, PIL image or uint8 array) for each frame, in order."""
+        if self.kind == "folder":
+            from pixgen.images import open_rgb
+
+            for p in self.files:
+                yield f"{p.stem}.png", _Lazy(open_rgb, p)
+        else:
+            from pixgen.video import read_video
+
+            for i, frame in enumerate(read_video(self.path), 1):
+                yield f"{i:06d}.png", frame
+
+
+class _Lazy:
+    """A folder frame read only when it has to be restyled (skipped frames are never opened)."""
+
+    def __init__(self, fn, arg):
+        self.fn, self.arg = fn, arg
+
+    def __call__(self):
+        return self.fn(self.arg)
+
+
+def open_source(path: str | Path) -> Source:
+    """A folder of image frames or a video file; anything else is a one-line PixgenError."""
+    from pixgen.clip_tools import IMAGE_SUFFIXES
+
+    path = Path(path)
+    if not path.exists():
+        raise PixgenError(f"input not found: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise PixgenError(f"{path} holds no image frames ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        seen: dict[str, Path] = {}
+        for p in files:
+            if p.stem in seen:
+                raise PixgenError(f"{seen[p.stem].name} and {p.name} in {path} would both become {p.stem}.png")
+            seen[p.stem] = p
+        return Source(path, "folder", files=files)
+    from pixgen.video import video_info
+
+    info = video_info(path)
+    return Source(path, "video", fps=info["fps"], audio=info["audio"])
+
+
+def default_output_dir(source: str | Path, prompt: str, root: str | Path = "outputs") -> Path:
+    """outputs/restyle-<input name>-<prompt>: the same command finds the same folder to resume."""
+    from pixgen.outputs import slugify
+
+    return Path(root) / f"restyle-{slugify(Path(source).stem, 30)}-{slugify(prompt, 40)}"
+
+
+@dataclass
+class RestyleResult:
+    out_dir: Path
+    frames: list[Path]
+    rendered: int  # frames restyled by this call (the others were already done)
+    video: Path | None
+
+
+def _to_tensor(image, width: int, height: int, fit: str) -> torch.Tensor:
+    """A PIL image or uint8 array -> (1, 3, height, width) in [0, 1], fitted like init images."""
+    from PIL import Image
+
+    from pixgen.init import fit_image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image).convert("RGB")
+    arr = np.asarray(fit_image(image, width, height, fit), dtype=np.float32) / 255
+    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+
+
+def _check_record(out_dir: Path, record: dict, resume: bool) -> dict:
+    """A new folder gets the record; an existing one needs `resume` and the same input and prompt."""
+    path = out_dir / RECORD
+    if not path.is_file():
+        if (out_dir / "frames").is_dir() and any((out_dir / "frames").iterdir()):
+            raise PixgenError(f"{out_dir} already holds frames that pixgen restyle did not record; choose another -o")
+        return record
+    if not resume:
+        raise PixgenError(f"{out_dir} already holds a restyle; add --resume to continue it, or choose another -o")
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PixgenError(f"{path} is unreadable: {e}") from None
+    for key in ("input", "prompt", "blend", "iterations", "size"):
+        if old.get(key) != record.get(key):
+            raise PixgenError(
+                f"{out_dir} was restyled with {key} {old.get(key)!r}, not {record.get(key)!r}; "
+                "resume with the same input and settings, or choose another -o"
+            )
+    return dict(record, seed=old["seed"])
+
+
+def restyle(
+    source: str | Path,
+    settings: Settings,
+    out_dir: str | Path,
+    blend: float = 0.5,
+    fps: float | None = None,
+    resume: bool = False,
+    models=None,
+    on_frame: Callable[[int, str, bool], None] | None = None,
+    on_step: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    offline: bool = False,
+    on_status: Callable[[str], None] | None = None,
+) -> RestyleResult:
+    """Restyle every frame of `source` toward `settings.prompt`, `settings.iterations` steps each.
+
+    `blend` (0 to below 1) is the previous result's share in each frame's starting latent.
+    `fps` sets the video's frame rate for a folder of frames (default `settings.fps`); a video
+    input keeps its own. `on_frame(index, name, skipped)` is called before each frame,
+    `on_step(step, total)` after each step. When `should_stop()` says yes the frame in progress
+    is dropped and RestyleInterrupted is raised; re-running with `resume` continues.
+    `offline` and `on_status` are as for `pixgen.api.generate`.
+    """
+    from pixgen.api import prepare
+    from pixgen.images import open_rgb
+    from pixgen.init import load_encoder_for
+    from pixgen.outputs import save_png, to_pil
+
+    out_dir = Path(out_dir)
+    src, record = _begin(source, settings, blend, fps, out_dir, resume)
+    settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
+    run = prepare(settings, models, offline, on_status)
+    encoder = load_encoder_for(run.settings).to(run.device)
+    frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
+    done: list[Path] = []
+    previous = None  # the previous frame's result, as saved (8-bit)
+    rendered = 0
+    for index, (name, frame) in enumerate(src.frames()):
+        out = frames_dir / name
+        if on_frame:
+            on_frame(index, name, out.is_file())
+        if out.is_file():
+            previous = open_rgb(out)
+        else:
+            result = _restyle_frame(run, encoder, frame, previous, blend, on_step, should_stop)
+            if result is None:
+                raise RestyleInterrupted(
+                    f"interrupted; {len(done)} frames are done in {out_dir}; add --resume to the same command to go on"
+                )
+            meta = dict(run.settings.to_dict(), restyle_frame=name, restyle_input=record["input"], blend=blend)
+            save_png(out, result, meta)
+            previous = to_pil(result)
+            rendered += 1
+        done.append(out)
+    video = out_dir / VIDEO
+    if rendered or not video.is_file():
+        video = write_video(done, video, fps or src.fps or run.settings.fps, src.path if src.audio else None)
+    return RestyleResult(out_dir, done, rendered, video)
+
+
+def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):
+    """Check the inputs before anything loads: (the Source, the folder's record, seed drawn)."""
+    from pixgen.device import resolve_seed
+    from pixgen.prompts import plan_prompts
+
+    if not 0 <= blend < 1:
+        raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
+    if fps is not None and not 0 < fps <= 240:
+        raise PixgenError(f"--fps must be between 0 and 240, got {fps}")
+    plan_prompts(settings)
+    src = open_source(source)
+    record = {
+        "input": str(Path(source).resolve()),
+        "prompt": settings.prompt,
+        "blend": blend,
+        "iterations": settings.iterations,
+        "size": list(settings.size),
+        "seed": resolve_seed(settings.seed),
+    }
+    return src, _check_record(out_dir, record, resume)
+
+
+def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> Path:
+    """Create the output folder's frames/ and write its restyle.json; returns frames/."""
+    from pixgen._version import __version__
+    from pixgen.outputs import write_json
+
+    frames_dir = out_dir / "frames"
+    try:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PixgenError(f"cannot create {frames_dir}: {e.strerror or e}") from None
+    record.update(settings=settings.to_dict(), pixgen_version=__version__, source=kind)
+    write_json(out_dir / RECORD, record)
+    return frames_dir
+
+
+def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_stop) -> torch.Tensor | None:
+    """One frame's result image, started from its encoding blended with the previous result's;
+    None when `should_stop()` said yes."""
+    from pixgen.api import make_loop
+    from pixgen.init import encode
+    from pixgen.optimise import render
+
+    s, device = run.settings, run.device
+    image = frame() if isinstance(frame, _Lazy) else frame
+    init = _to_tensor(image, s.width, s.height, s.init_fit).to(device)
+    z = encode(encoder, init)
+    if previous is not None and blend > 0:
+        z = torch.lerp(z, encode(encoder, _to_tensor(previous, s.width, s.height, "stretch").to(device)), blend)
+    loop = make_loop(run, start=(z, init))
+    for step in loop.run(s.iterations):
+        if on_step:
+            on_step(step, s.iterations)
+        if should_stop and should_stop():
+            return None
+    with torch.no_grad():
+        return render(run.models.decoder, loop.result())
+
+
+def write_video(frames: list[Path], out: Path, fps: float, audio_from: Path | None) -> Path | None:
+    """The restyled frames as an MP4, with `audio_from`'s audio when given. A failing ffmpeg
+    warns once and keeps the frames (and, if only the audio failed, the silent video)."""
+    from pixgen.images import open_rgb
+    from pixgen.video import VideoWriter, add_audio, first_line
+
+    silent = out.with_name(f".{out.stem}-silent.mp4") if audio_from else out
+    writer = VideoWriter(silent, fps)
+    try:
+        for path in frames:
+            writer.append(open_rgb(path))
+        writer.close()
+    except Exception as e:
+        writer.abort()
+        log.warning("no %s (%s); the frames are kept", out.name, first_line(e))
+        return None
+    if audio_from is None:
+        return out
+    try:
+        add_audio(silent, audio_from, out)
+        os.unlink(silent)
+    except PixgenError as e:
+        log.warning("%s has no audio (%s)", out.name, e)
+        os.replace(silent, out)
+    return out
