@@ -15,7 +15,10 @@ lie further than 60 (RGB distance) from every world colour (`judge.off_palette`)
         --variant "preset" --variant "no save-best|save_best=false" [--combos train --first 10]
     .venv/bin/python benchmarks/shapes_adherence.py --report run1.jsonl run2.jsonl
 
-Each variant is `LABEL|key=value key=value ...` (values as in --set). `--jsonl FILE` appends one
+Each variant is `LABEL|key=value key=value ...` (values as in --set). `--frames N` also grades
+each run's progress frame every N steps, as "LABEL @ K steps": with a constant learning rate
+(and no save-best or EMA) that frame is what a K-step run would end on (to within one step), so one long run
+gives the adherence-against-budget curve. `--jsonl FILE` appends one
 record per image, so shards (--seed-offset) can run in parallel and be reported together.
 """
 
@@ -91,7 +94,7 @@ def run(a) -> list[dict]:
                         "seed": seed,
                         "output_dir": str(out),
                         "gif": False,
-                        "save_every": 0,
+                        "save_every": a.frames,
                     },
                     sets=sets,
                 )
@@ -106,10 +109,19 @@ def run(a) -> list[dict]:
 
                 marks = grade(np.asarray(Image.open(result.image).convert("RGB")), combo)
                 rec = {"variant": label, "sets": sets, "combo": combo.caption(0), "seed": seed, "seconds": seconds}
-                records.append({**rec, **marks})
+                found = [{**rec, **marks}]
+                for frame in sorted((result.run_dir / "frames").glob("*.png")) if a.frames else []:
+                    # with a constant learning rate, the frame at step k of this run is the final
+                    # image of a k-step run (to within one step); its time is the run's time pro rata
+                    k = int(frame.stem)
+                    if k < s.iterations:
+                        marks_k = grade(np.asarray(Image.open(frame).convert("RGB")), combo)
+                        share = {"variant": f"{label} @ {k} steps", "seconds": seconds * k / s.iterations}
+                        found.append({**rec, **share, **marks_k})
+                records += found
                 if a.jsonl:
                     with open(a.jsonl, "a") as f:
-                        f.write(json.dumps(records[-1]) + "\n")
+                        f.writelines(json.dumps(r) + "\n" for r in found)
                 print(f"{label:>24} seed {seed} {combo.caption(0):<45} {seconds:5.1f} s  {marks}", flush=True)
             if a.baseline:
                 g = seed_everything(seed)
@@ -161,6 +173,9 @@ def main() -> None:
     p.add_argument("--baseline", action="store_true", help="also grade each run's initial image")
     p.add_argument("--judge-check", action="store_true", help="grade 450 rendered world images first")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--frames", type=int, default=0, help="also grade the progress frame every N steps (constant lr only)"
+    )
     p.add_argument("--jsonl", help="append one record per image to this file")
     p.add_argument("--report", nargs="+", metavar="JSONL", help="only report these record files")
     a = p.parse_args()

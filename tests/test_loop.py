@@ -207,12 +207,7 @@ def test_pick_start_takes_the_start_the_prompt_scores_best():
 def test_init_draws_changes_the_start_and_stays_reproducible():
     a, _ = _shapes_loop(schedule="plain", init_draws=8)
     b, _ = _shapes_loop(schedule="plain", init_draws=8)
-    one, models = _shapes_loop(schedule="plain", init_draws=1)
+    one, _ = _shapes_loop(schedule="plain", init_draws=1)
+    # the same seed gives the same pick; the single draw is the first of the eight, and another
+    # scored better (which one wins is test_pick_start_takes_the_start_the_prompt_scores_best)
     assert torch.equal(a.z, b.z) and not torch.equal(a.z, one.z)
-    from pixgen.optimise import render
-
-    def score(z):  # the same cutout draws for both
-        with torch.no_grad():
-            return float(a.terms[0].loss(render(models.decoder, z), 1, torch.Generator().manual_seed(9), None))
-
-    assert score(a.z) < score(one.z)  # the single draw is among the eight; a better one was taken
