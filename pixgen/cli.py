@@ -19,6 +19,7 @@ from pixgen.commands.options import (
     ForceOpt,
     GenerateJsonOpt,
     OfflineOpt,
+    PanelCommand,
     PresetOpt,
     QuietOpt,
     RunJsonOpt,
@@ -27,6 +28,7 @@ from pixgen.commands.options import (
     with_setting_flags,
 )
 from pixgen.errors import Interrupted, PixgenError
+from pixgen.settings import OUTPUT
 
 app = typer.Typer(
     name="pixgen",
@@ -36,10 +38,11 @@ app = typer.Typer(
     '  pixgen generate "a red house | a lake:0.5" -s 256x256 -i 300 --seed 7 -o outputs/\n\n'
     '  pixgen "a red circle on a blue background" --preset shapes   (offline demo models)',
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+BATCH, RESTYLE = "Batch", "Restyle"  # the help panels of these commands' own options
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
 
@@ -60,13 +63,14 @@ def _root(
 
 
 @app.command(
+    cls=PanelCommand,
     epilog='Prompt syntax: "text:weight:stop | other text". A negative weight pushes away; '
     'stop ends a prompt\'s pull once its distance falls below it. Colons inside text ("4:3", '
     "URLs) stay text.\n\nLayering: defaults, then --preset, then --config, then flags, then --set.",
 )
 @with_setting_flags()
 def generate(
-    prompt: Annotated[str, typer.Argument(help='What to draw, e.g. "a red house | a lake:0.5".')],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help='What to draw, e.g. "a red house | a lake:0.5".')],
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -151,18 +155,27 @@ def resume(
 
 
 @app.command(
+    cls=PanelCommand,
     epilog="Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
-    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir."
+    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir.",
 )
 @with_setting_flags("output_dir")
 def batch(
-    file: Annotated[Path, typer.Argument(help="Prompts: .txt (one per line, # comments), .yaml list or .jsonl.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Prompts: .txt (one per line, # comments), .yaml list or .jsonl.")
+    ],
     output_dir: Annotated[
-        str, typer.Option("-o", "--output-dir", help="Folder for the job folders.")
+        str, typer.Option("-o", "--output-dir", help="Folder for the job folders.", rich_help_panel=OUTPUT)
     ] = "outputs/batch",
-    resume: Annotated[bool, typer.Option("--resume", help="Skip finished jobs; redo unfinished ones.")] = False,
-    shard: Annotated[str | None, typer.Option("--shard", help="K/N: run jobs K, K+N, K+2N... (0-based).")] = None,
-    candidates: Annotated[int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.")] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip finished jobs; redo unfinished ones.", rich_help_panel=BATCH)
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="K/N: run jobs K, K+N, K+2N... (0-based).", rich_help_panel=BATCH)
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.", rich_help_panel=BATCH)
+    ] = 1,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -194,8 +207,9 @@ def batch(
 
 
 @app.command(
+    cls=PanelCommand,
     epilog='Example: pixgen restyle clip.mp4 "an oil painting" -i 20 --blend 0.5 --preset shapes. '
-    "Re-run with --resume to go on after an interruption: frames already done are skipped."
+    "Re-run with --resume to go on after an interruption: frames already done are skipped.",
 )
 @with_setting_flags(
     only=("iterations", "size", "seed"),
@@ -207,17 +221,34 @@ def batch(
 )
 def restyle(
     input_: Annotated[Path, typer.Argument(metavar="INPUT", help="A video file or a folder of image frames.")],
-    prompt: Annotated[str, typer.Argument(help="The style to steer every frame toward.")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The style to steer every frame toward.")],
     output_dir: Annotated[
-        Path | None, typer.Option("-o", "--output-dir", help="Output folder (default outputs/restyle-INPUT-PROMPT).")
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output-dir",
+            help="Output folder.",
+            show_default="outputs/restyle-INPUT-PROMPT",
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     blend: Annotated[
-        float, typer.Option("--blend", help="Share of the previous result in each frame's start (0: none; <1).")
+        float,
+        typer.Option(
+            "--blend", help="Share of the previous result in each frame's start (0: none; <1).", rich_help_panel=RESTYLE
+        ),
     ] = 0.5,
     fps: Annotated[
-        float | None, typer.Option("--fps", help="Frame rate of the MP4 for a folder input (a video keeps its own).")
+        float | None,
+        typer.Option(
+            "--fps",
+            help="Frame rate of the MP4 for a folder input (a video keeps its own).",
+            rich_help_panel=RESTYLE,
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.", rich_help_panel=RESTYLE)
+    ] = False,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -2,9 +2,9 @@
 then CLI flags and ``--set key=value``. Unknown keys and bad values raise PixgenError naming
 the key. This module does not import torch.
 
-Each setting is declared once, here: its type, default, help text, choices, range and short
-flag. The CLI's options (`pixgen generate`, `pixgen batch`) and the validation are generated
-from these declarations.
+Each setting is declared once, here: its type, default, help text, choices, range, short
+flag and help panel. The CLI's options (`pixgen generate`, `pixgen batch`, `pixgen restyle`),
+their help and the validation are generated from these declarations.
 """
 
 from __future__ import annotations
@@ -36,6 +36,20 @@ CLIP_LOSSES = ("spherical", "cosine")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
 
+# The help panels of `pixgen generate --help`, in the order they are shown; each setting names its
+# own. Options that are not settings (--preset, --json...) pick one in pixgen.commands.options.
+PROMPTS = "Prompts"
+SIZE = "Size and steps"
+MODELS = "Models"
+CUTOUTS = "Cutouts and augmentation"
+OPTIMISER = "Optimiser"
+REGULARISERS = "Regularisers"
+INIT = "Init"
+VIDEO = "Video and zoom"
+OUTPUT = "Output"
+PERFORMANCE = "Performance"
+PANELS = (PROMPTS, SIZE, MODELS, CUTOUTS, OPTIMISER, REGULARISERS, INIT, VIDEO, OUTPUT, PERFORMANCE)
+
 
 def setting(
     default: Any,
@@ -50,13 +64,15 @@ def setting(
     open_lo: bool = False,
     open_hi: bool = False,
     text: str | None = None,
+    panel: str | None = None,
     cli: bool = True,
 ) -> Any:
     """A Settings field with its metadata: `help`, the CLI `flag` (default --name-with-dashes)
-    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), and `text`,
-    the form a string value is read in (size, csv, pair, one) from flags, YAML or --set."""
+    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), `text`, the
+    form a string value is read in (size, csv, pair, one) from flags, YAML or --set, and `panel`,
+    the section of PANELS its flag is listed under in the help."""
     meta = dict(help=help, flag=flag, short=short, metavar=metavar, choices=choices, lo=lo, hi=hi)
-    meta.update(open_lo=open_lo, open_hi=open_hi, text=text, cli=cli)
+    meta.update(open_lo=open_lo, open_hi=open_hi, text=text, panel=panel, cli=cli)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,60 +82,116 @@ def setting(
 class Settings:
     """Everything a run needs. Saved, resolved, beside every output."""
 
-    prompt: str = setting("", 'What to draw, e.g. "a red house | a lake:0.5".', cli=False)
+    prompt: str = setting("", 'What to draw, e.g. "a red house | a lake:0.5".', cli=False, panel=PROMPTS)
     size: list[int] = setting(
-        [256, 256], "WIDTHxHEIGHT in pixels, e.g. 256x256.", short="-s", metavar="WxH", lo=1, hi=MAX_SIDE, text="size"
+        [256, 256],
+        "Image size in pixels, WIDTHxHEIGHT.",
+        short="-s",
+        metavar="WxH",
+        lo=1,
+        hi=MAX_SIDE,
+        text="size",
+        panel=SIZE,
     )
-    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1)
-    lr: float = setting(0.1, "Learning rate on the latent.", lo=0, open_lo=True)
-    cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024)
-    cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True)
-    cut_min: float = setting(0.0, "Smallest cutout side, as a fraction of the image's (0-1).", lo=0, hi=1)
+    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1, panel=SIZE)
+    lr: float = setting(0.1, "Learning rate of the --optimizer on the latent.", lo=0, open_lo=True, panel=OPTIMISER)
+    cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024, panel=CUTOUTS)
+    cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True, panel=CUTOUTS)
+    cut_min: float = setting(
+        0.0, "Smallest cutout side, as a fraction of the image's (0-1).", lo=0, hi=1, panel=CUTOUTS
+    )
     augment: list[str] = setting(
         ["flip", "affine", "perspective", "jitter", "noise"],
         "Comma list: " + ",".join(AUGMENTS) + ".",
         metavar="A,B,...",
         choices=AUGMENTS,
         text="csv",
+        panel=CUTOUTS,
     )
-    noise: float = setting(0.1, 'Largest std of the gaussian noise augmentation ("noise").', lo=0)
-    negative: list[str] = setting([], "Text to push away from (weight -1); repeatable.", metavar="TEXT", text="one")
+    noise: float = setting(0.1, 'Largest std of the gaussian noise augmentation ("noise").', lo=0, panel=CUTOUTS)
+    negative: list[str] = setting(
+        [], "Text to push away from (weight -1); repeatable.", metavar="TEXT", text="one", panel=PROMPTS
+    )
     image_prompts: list[str] = setting(
-        [], "PATH[:weight]: steer toward an image; repeatable.", flag="--image-prompt", metavar="PATH[:W]", text="one"
+        [],
+        "PATH[:weight]: steer toward an image; repeatable.",
+        flag="--image-prompt",
+        metavar="PATH[:W]",
+        text="one",
+        panel=PROMPTS,
     )
     noise_prompts: list[str] = setting(
-        [], "SEED[:weight]: a random CLIP direction; repeatable.", flag="--noise-prompt", metavar="SEED[:W]", text="one"
+        [],
+        "SEED[:weight]: a random CLIP direction; repeatable.",
+        flag="--noise-prompt",
+        metavar="SEED[:W]",
+        text="one",
+        panel=PROMPTS,
     )
-    change_prompt_every: int = setting(0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0)
+    change_prompt_every: int = setting(
+        0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0, panel=PROMPTS
+    )
     init: str = setting(
-        "tokens", "Start latent without an init image: tokens (random codes), flat or mean.", choices=INITS
+        "tokens",
+        "Start latent without an init image: tokens is random codes.",
+        choices=INITS,
+        panel=INIT,
     )
-    init_image: str | None = setting(None, "Start from this image.")
-    init_fit: str = setting("cover", "How the init image fits the size: cover, contain or stretch.", choices=INIT_FITS)
-    init_noise: str | None = setting(None, "Start from pixels, gradient or perlin noise.", choices=INIT_NOISES)
-    init_weight: float = setting(0.0, "Keep the latent near its start.", lo=0)
-    init_pixel_weight: float = setting(0.0, "Keep the pixels near the init image (L1).", lo=0)
-    init_draws: int = setting(1, "Draw N starting latents and start from the one CLIP likes best.", lo=1, hi=256)
-    save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.")
+    init_image: str | None = setting(None, "Start from this image.", panel=INIT)
+    init_fit: str = setting("cover", "How the init image fits the size.", choices=INIT_FITS, panel=INIT)
+    init_noise: str | None = setting(
+        None, "Start from noise, encoded like an init image.", choices=INIT_NOISES, panel=INIT
+    )
+    init_weight: float = setting(0.0, "Keep the latent near its start.", lo=0, panel=INIT)
+    init_pixel_weight: float = setting(0.0, "Keep the pixels near the init image (L1).", lo=0, panel=INIT)
+    init_draws: int = setting(
+        1, "Draw N starting latents and start from the one CLIP likes best.", lo=1, hi=256, panel=INIT
+    )
+    save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.", panel=OUTPUT)
     ema: float = setting(
-        0.0, "Keep a moving average of the latent with this decay (0: off, e.g. 0.9).", lo=0, hi=1, open_hi=True
+        0.0,
+        "Keep a moving average of the latent with this decay (0: off, e.g. 0.9).",
+        lo=0,
+        hi=1,
+        open_hi=True,
+        panel=OPTIMISER,
     )
-    clip_loss: str = setting("spherical", "spherical (great-circle distance) or cosine.", choices=CLIP_LOSSES)
-    optimizer: str = setting("adam", "adam, adamw, adagrad, rmsprop or radam.", choices=OPTIMIZERS)
-    lr_schedule: str = setting("constant", "constant, step (x0.1 at 75%), cosine or plateau.", choices=LR_SCHEDULES)
+    clip_loss: str = setting(
+        "spherical", "CLIP distance: spherical is the great-circle one.", choices=CLIP_LOSSES, panel=OPTIMISER
+    )
+    optimizer: str = setting("adam", "The optimiser that steps the latent.", choices=OPTIMIZERS, panel=OPTIMISER)
+    lr_schedule: str = setting(
+        "constant", "Learning-rate schedule: step is x0.1 at 75%.", choices=LR_SCHEDULES, panel=OPTIMISER
+    )
     schedule: str = setting(
-        "plain", "plain, or progressive: the first half of the steps at half size (coarse to fine).", choices=SCHEDULES
+        "plain",
+        "progressive: the first half of the steps at half size (coarse to fine).",
+        choices=SCHEDULES,
+        panel=SIZE,
     )
-    tv_weight: float = setting(0.0, "Smoothness (total variation).", lo=0)
-    saturation_weight: float = setting(0.0, ">0 desaturates, <0 saturates.")
-    symmetry: str = setting("none", "none, horizontal, vertical or both.", choices=SYMMETRIES)
-    symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0)
-    palette: list[str] = setting([], 'Colours to pull toward: "#ff0000,#00ff00".', metavar="#RGB,...", text="csv")
-    palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0)
-    video: bool = setting(False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).")
-    video_every: int = setting(1, "With --video: a frame every N steps (the first is the starting image).", lo=1)
+    tv_weight: float = setting(0.0, "Smoothness (total variation).", lo=0, panel=REGULARISERS)
+    saturation_weight: float = setting(0.0, ">0 desaturates, <0 saturates.", panel=REGULARISERS)
+    symmetry: str = setting(
+        "none", "Mirror symmetry to pull toward (with --symmetry-weight).", choices=SYMMETRIES, panel=REGULARISERS
+    )
+    symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0, panel=REGULARISERS)
+    palette: list[str] = setting(
+        [], 'Colours to pull toward: "#ff0000,#00ff00".', metavar="#RGB,...", text="csv", panel=REGULARISERS
+    )
+    palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0, panel=REGULARISERS)
+    video: bool = setting(
+        False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).", panel=VIDEO
+    )
+    video_every: int = setting(
+        1, "With --video: a frame every N steps (the first is the starting image).", lo=1, panel=VIDEO
+    )
     video_fps: float | None = setting(
-        None, "With --video: the MP4's frame rate (default: --fps).", lo=0, hi=240, open_lo=True
+        None,
+        "With --video: the MP4's frame rate (default: --fps).",
+        lo=0,
+        hi=240,
+        open_lo=True,
+        panel=VIDEO,
     )
     video_interpolate: float = setting(
         0.0,
@@ -128,40 +200,59 @@ class Settings:
         metavar="FPS",
         lo=0,
         hi=240,
+        panel=VIDEO,
     )
     # The zoom/pan video mode, on when any movement is set: every zoom_every steps the image is
     # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
     # about its centre, then re-encoded by the VQGAN encoder as the new latent.
-    zoom_every: int = setting(10, "Zoom video mode: steps per segment (pair with --save-every and --video).", lo=1)
+    zoom_every: int = setting(
+        10, "Zoom video mode: steps per segment (pair with --save-every and --video).", lo=1, panel=VIDEO
+    )
     zoom_scale: float = setting(
-        1.0, "Zoom video mode: zoom by this factor after each segment (>1 zooms in).", lo=0.25, hi=4
+        1.0,
+        "Zoom video mode: zoom by this factor after each segment (>1 zooms in).",
+        lo=0.25,
+        hi=4,
+        panel=VIDEO,
     )
     zoom_shift: list[float] = setting(
         [0.0, 0.0],
         "Zoom video mode: move the image X,Y pixels after each segment, e.g. 2,-1.",
         metavar="X,Y",
         text="pair",
+        panel=VIDEO,
     )
-    zoom_rotate: float = setting(0.0, "Zoom video mode: rotate by degrees after each segment.", lo=-180, hi=180)
-    fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True)
-    seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1)
-    save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0)
-    gif: bool = setting(True, "Write progress.gif from the frames.")
-    output_dir: str = setting("outputs", "Folder that receives the run folder.", short="-o")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
-    precision: str = setting("auto", "auto, fp32, bf16 or fp16 (CLIP's autocast dtype).", choices=PRECISIONS)
-    compile: bool = setting(False, "torch.compile the models: slow first step, faster after (long runs).")
-    low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.")
-    threads: int = setting(0, "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS).", lo=0, hi=4096)
-    vqgan: str = setting("vqgan_imagenet_f16_16384", "VQGAN: a registry name (`pixgen models list`) or shapes/tiny.")
-    vqgan_config: str | None = setting(None, "Local taming model YAML.")
-    vqgan_ckpt: str | None = setting(None, "Local taming .ckpt checkpoint.")
+    zoom_rotate: float = setting(
+        0.0, "Zoom video mode: rotate by degrees after each segment.", lo=-180, hi=180, panel=VIDEO
+    )
+    fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True, panel=OUTPUT)
+    seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1, panel=SIZE)
+    save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0, panel=OUTPUT)
+    gif: bool = setting(True, "Write progress.gif from the frames.", panel=OUTPUT)
+    output_dir: str = setting("outputs", "Folder that receives the run folder.", short="-o", panel=OUTPUT)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.", panel=PERFORMANCE)
+    precision: str = setting(
+        "auto", "CLIP's autocast dtype (auto: picked per device).", choices=PRECISIONS, panel=PERFORMANCE
+    )
+    compile: bool = setting(
+        False, "torch.compile the models: slow first step, faster after (long runs).", panel=PERFORMANCE
+    )
+    low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.", panel=PERFORMANCE)
+    threads: int = setting(
+        0, "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS).", lo=0, hi=4096, panel=PERFORMANCE
+    )
+    vqgan: str = setting(
+        "vqgan_imagenet_f16_16384", "VQGAN: a registry name (`pixgen models list`) or shapes/tiny.", panel=MODELS
+    )
+    vqgan_config: str | None = setting(None, "Local taming model YAML.", panel=MODELS)
+    vqgan_ckpt: str | None = setting(None, "Local taming .ckpt checkpoint.", panel=MODELS)
     clip: list[str] = setting(
         [DEFAULT_CLIP],
         f"CLIP as NAME:TAG ({DEFAULT_CLIP}) or NAME:PATH, with an optional :weight. Repeat it for an "
         "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
         metavar="SPEC",
         text="one",
+        panel=MODELS,
     )
     preset: str | None = setting(None, "A preset from configs/presets (see `pixgen presets`).", cli=False)
 
@@ -233,6 +324,32 @@ def from_text(key: str, value: Any) -> Any:
 def flag_of(key: str) -> str:
     """The long CLI flag of a setting."""
     return FIELDS[key].metadata["flag"] or "--" + key.replace("_", "-")
+
+
+def default_text(key: str) -> str | None:
+    """A setting's default as it would be typed on the command line (256x256, 0.1, a,b,c; gif or
+    no-gif for a switch), for the help; None when there is none (None or an empty list)."""
+    f = FIELDS[key]
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if value is None or value == []:
+        return None
+    if isinstance(value, bool):
+        return flag_of(key)[2:] if value else "no-" + flag_of(key)[2:]
+    if isinstance(value, float):
+        return f"{value:g}"
+    if not isinstance(value, list):
+        return str(value)
+    parts = [f"{v:g}" if isinstance(v, float) else str(v) for v in value]
+    return {"size": "x", "one": " "}.get(f.metadata["text"], ",").join(parts)
+
+
+def metavar_of(key: str) -> str | None:
+    """The placeholder of a setting's value in the help: its declared metavar, else its choices
+    as [a|b|c]; None leaves the type's own (<int>, <float>...)."""
+    meta = FIELDS[key].metadata
+    if meta["metavar"] or not meta["choices"]:
+        return meta["metavar"]
+    return "[" + "|".join(meta["choices"]) + "]"
 
 
 def list_presets() -> dict[str, str]:

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import typer
 from PIL import Image
 
 from pixgen.outputs import read_png_metadata
@@ -219,6 +220,53 @@ def test_generate_help_documents_a_flag_for_every_setting(cli):
         assert re.search(re.escape(flag) + r"(?![\w-])", text), (
             f"setting {f.name!r} has no flag in `pixgen generate --help`"
         )
+
+
+def _help_sections(text: str) -> dict[str, str]:
+    """`--help` output -> {section title: its lines}."""
+    sections, title = {}, ""
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            title = line[:-1]
+        sections[title] = sections.get(title, "") + line + "\n"
+    return sections
+
+
+def test_generate_help_groups_every_setting_under_its_panel(cli):
+    from pixgen.cli import app
+    from pixgen.settings import FIELDS, PANELS, flag_of
+
+    command = typer.main.get_command(app).commands["generate"]
+    generated = [p for p in command.params if p.name in FIELDS and FIELDS[p.name].metadata["cli"]]
+    assert len(generated) == sum(f.metadata["cli"] for f in FIELDS.values())
+    assert all(p.rich_help_panel in PANELS for p in generated)
+    code, out, _ = cli("generate", "--help")
+    assert code == 0 and out.startswith("Usage: pixgen generate [OPTIONS] PROMPT\n")
+    sections = _help_sections(out)
+    assert [t for t in sections if t in PANELS] == list(PANELS)  # every panel, in order
+    for p in generated:
+        assert flag_of(p.name) in sections[FIELDS[p.name].metadata["panel"]], p.name
+    assert "--preset" in sections["Options"] and "--json" in sections["Output"]
+    assert "--offline" in sections["Models"] and "--force" in sections["Performance"]
+    text = " ".join(out.split())
+    assert "Optimisation steps. [default: 300]" in text and "[default: 256x256]" in text
+    assert "--optimizer [adam|adamw|adagrad|rmsprop|radam]" in text
+    assert "--gif / --no-gif Write progress.gif from the frames. [default: gif]" in text
+    assert "[default: (" not in text and "<str> What to draw" not in text.replace("PROMPT <str>", "")
+    assert "adam" not in sections["Optimiser"].split("--lr ")[1].split("\n")[0].lower()
+
+
+def test_restyle_and_batch_help_read_like_generate(cli):
+    code, out, _ = cli("restyle", "--help")
+    assert code == 0 and out.startswith("Usage: pixgen restyle [OPTIONS] INPUT PROMPT\n")
+    sections = _help_sections(out)
+    assert "--blend" in sections["Restyle"] and "[default: 300]" in sections["Size and steps"]
+    code, out, _ = cli("batch", "--help")
+    assert code == 0 and out.startswith("Usage: pixgen batch [OPTIONS] FILE\n")
+    sections = _help_sections(out)
+    assert "--shard" in sections["Batch"] and "outputs/batch" in sections["Output"]
+    code, _, err = cli("restyle")
+    assert code == 2 and "Missing argument 'INPUT'" in err
 
 
 def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, monkeypatch):

@@ -73,6 +73,17 @@ def test_every_setting_has_help_and_every_flag_is_unique():
     assert len(set(flags)) == len(flags) and len(set(shorts)) == len(shorts)
 
 
+def test_every_flag_has_a_help_panel_and_a_default_as_typed():
+    from pixgen.settings import PANELS, default_text, metavar_of
+
+    missing = [k for k, f in FIELDS.items() if f.metadata["cli"] and f.metadata["panel"] not in PANELS]
+    assert not missing, f"settings with no help panel: {missing}"
+    keys = ("iterations", "size", "lr", "zoom_shift", "gif", "video", "seed", "negative")
+    assert [default_text(k) for k in keys] == ["300", "256x256", "0.1", "0,0", "gif", "no-video", None, None]
+    assert metavar_of("optimizer") == "[adam|adamw|adagrad|rmsprop|radam]"
+    assert metavar_of("size") == "WxH" and metavar_of("cutn") is None
+
+
 def test_batch_takes_every_generate_flag_as_the_jobs_default(cli, tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("a cat\na dog\n")
