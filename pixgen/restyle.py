@@ -1,8 +1,9 @@
 """Video style transfer: every frame of a video (or a folder of frames) is an init image, steered
 toward a prompt for a few steps.
 
-To keep the frames from flickering, each frame starts from a blend of two VQGAN encodings: the
-new input frame's and the previous frame's result (`blend` is the previous result's share). The
+To keep the frames from flickering, each frame starts from the VQGAN encoding of a blend of two
+images: the new input frame and the previous frame's result (`blend` is the previous result's
+share; blending the two latents instead can land between codes and snap to unrelated ones). The
 previous result is always read back as the 8-bit image that was saved, so a resumed restyle
 computes exactly what an uninterrupted one would have.
 
@@ -242,8 +243,8 @@ def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> 
 
 
 def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_stop) -> torch.Tensor | None:
-    """One frame's result image, started from its encoding blended with the previous result's;
-    None when `should_stop()` said yes."""
+    """One frame's result image, started from the encoding of the frame blended with the previous
+    result; None when `should_stop()` said yes."""
     from pixgen.api import make_loop
     from pixgen.init import encode
     from pixgen.optimise import render
@@ -251,9 +252,10 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
     s, device = run.settings, run.device
     image = frame() if isinstance(frame, _Lazy) else frame
     init = _to_tensor(image, s.width, s.height, s.init_fit).to(device)
-    z = encode(encoder, init)
-    if previous is not None and blend > 0:
-        z = torch.lerp(z, encode(encoder, _to_tensor(previous, s.width, s.height, "stretch").to(device)), blend)
+    start = init
+    if previous is not None and blend > 0:  # blended as images: a blend of two latents can snap to unrelated codes
+        start = torch.lerp(init, _to_tensor(previous, s.width, s.height, "stretch").to(device), blend)
+    z = encode(encoder, start)
     loop = make_loop(run, start=(z, init))
     for step in loop.run(s.iterations):
         if on_step:

@@ -90,7 +90,7 @@ def test_blending_with_the_previous_result_steadies_the_frames(tmp_path, clip):
 
     def flicker(blend):
         settings = load_settings(
-            preset="shapes", overrides=dict(prompt="a green triangle", iterations=3, cutn=4, seed=0)
+            preset="shapes", overrides=dict(prompt="a green triangle", iterations=3, cutn=4, seed=0, lr=0.05)
         )
         r = restyle(clip, settings, tmp_path / f"b{blend}", blend=blend)
         images = [np.asarray(Image.open(p), dtype=float) for p in r.frames]
