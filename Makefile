@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,video]"
+	$(BIN)/pip install --quiet -e ".[dev,video,serve]"
 	touch $(STAMP)
 
 demo: install

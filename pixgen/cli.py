@@ -13,6 +13,7 @@ from pixgen import console
 from pixgen._version import __version__
 from pixgen.commands import clip as clip_commands
 from pixgen.commands import models as models_commands
+from pixgen.commands import serve as serve_commands
 from pixgen.commands.options import (
     CandidatesOpt,
     ConfigOpt,
@@ -41,7 +42,19 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
-COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
+COMMANDS = {
+    "generate",
+    "presets",
+    "models",
+    "batch",
+    "score",
+    "classify",
+    "search",
+    "reproduce",
+    "resume",
+    "restyle",
+    "serve",
+}
 
 
 def _version(value: bool):
@@ -123,6 +136,7 @@ def presets():
 app.add_typer(models_commands.app, name="models")
 for command in (clip_commands.score, clip_commands.classify, clip_commands.search):
     app.command()(command)
+app.command()(serve_commands.serve)
 
 
 @app.command()
