@@ -11,13 +11,15 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,video]"
+	$(BIN)/pip install --quiet -e ".[dev,video,serve]"
 	touch $(STAMP)
 
 demo: install
 	$(BIN)/pixgen "a red circle on a blue background" --preset shapes --seed 2
 
 test: install
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		echo "pixgen: browser tests skipped: no chromium (apt-get install -y chromium)"
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-fast: install

@@ -13,6 +13,7 @@ from pixgen import console
 from pixgen._version import __version__
 from pixgen.commands import clip as clip_commands
 from pixgen.commands import models as models_commands
+from pixgen.commands import serve as serve_commands
 from pixgen.commands.options import (
     CandidatesOpt,
     ConfigOpt,
@@ -44,7 +45,19 @@ app = typer.Typer(
 )
 BATCH, RESTYLE = "Batch", "Restyle"  # the help panels of these commands' own options
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
-COMMANDS = {"generate", "presets", "models", "batch", "score", "classify", "search", "reproduce", "resume", "restyle"}
+COMMANDS = {
+    "generate",
+    "presets",
+    "models",
+    "batch",
+    "score",
+    "classify",
+    "search",
+    "reproduce",
+    "resume",
+    "restyle",
+    "serve",
+}
 
 
 def _version(value: bool):
@@ -127,6 +140,7 @@ def presets():
 app.add_typer(models_commands.app, name="models")
 for command in (clip_commands.score, clip_commands.classify, clip_commands.search):
     app.command()(command)
+app.command()(serve_commands.serve)
 
 
 @app.command()

@@ -1,0 +1,117 @@
+"""`pixgen serve`: the local web studio (pixgen.serve does the work; imported only when it runs)."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+from typing import Annotated
+
+import typer
+
+from pixgen import console
+from pixgen.errors import PixgenError
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or one clear PixgenError (port in use, unknown host)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise PixgenError(f"cannot serve on host {host!r}: {e.strerror or e}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise PixgenError(f"port {port} on {host} is in use; choose another with --port") from None
+        raise PixgenError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; other than loopback needs a token.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=0, max=65535)] = 7860,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="The models and defaults of every job (see `pixgen presets`).")
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("-o", "--output-dir", help="Where runs go, and the history is read from.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Every request must carry it (generated and printed for a non-loopback host)."),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
+    ] = False,
+):
+    """A local web studio: a form, a live preview, a queue and a history, with the models kept in memory."""
+    from pixgen.serve.form import server_settings
+
+    base = server_settings(preset, output_dir)
+    if token is not None and not token.strip():
+        raise PixgenError("--token must not be empty")
+    if not is_loopback(host):
+        if token is None:
+            token = secrets.token_urlsafe(24)
+        console.note(
+            f"pixgen: warning: serving on {host}, reachable from other machines; every request needs the token"
+        )
+    run_server(base, preset, host, bind(host, port), token, offline)
+
+
+def run_server(base, preset: str | None, host: str, sock: socket.socket, token: str | None, offline: bool) -> None:
+    """Load the models once, start the job queue and serve on `sock` until Ctrl-C."""
+    from pathlib import Path
+
+    try:
+        import uvicorn
+
+        from pixgen.serve.app import create_app
+        from pixgen.serve.jobs import JobQueue, load_server_models
+    except ImportError as e:
+        sock.close()
+        raise PixgenError(f"pixgen serve needs its extra: pip install 'pixgen[serve]' ({e})") from None
+    root = Path(base.output_dir)
+    console.note(f"pixgen: loading models ({base.vqgan}, {', '.join(base.clip)})…")
+    try:
+        queue = JobQueue(load_server_models(base, offline), root).start()
+    except BaseException:
+        sock.close()
+        raise
+    info = {"vqgan": base.vqgan, "clip": base.clip, "output_dir": str(root.resolve())}
+    allowed = LOOPBACK_NAMES if is_loopback(host) else None
+    app = create_app(queue, preset, token=token, allowed_hosts=allowed, info=info)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+    console.note(f"pixgen: serving on {url}  (runs in {root}; Ctrl-C to stop)")
+    if token:
+        console.note(f"pixgen: token: {token}")
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: a normal stop here
+        pass
+    finally:
+        queue.close()
+        sock.close()
+    console.note("pixgen: server stopped")

@@ -1,0 +1,340 @@
+"""The Starlette app of `pixgen serve`: the page, the JSON API, server-sent progress and the files
+of the output folder (and nothing outside it).
+
+Every error is a JSON object {"error": "..."} with a 4xx status; nothing a request sends can
+stop the server or its jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from pixgen.errors import PixgenError
+from pixgen.serve.form import form_schema, server_settings, settings_from_request, to_form
+from pixgen.serve.jobs import FINISHED, JobQueue, QueueFull, run_files
+
+log = logging.getLogger("pixgen")
+
+PAGE = Path(__file__).resolve().parent / "page.html"
+MAX_JOB_BYTES = 256 * 1024  # a job request's JSON
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are capped by pixgen.images)
+UPLOADS = ".uploads"  # inside the output folder
+HISTORY = 200  # runs listed by /api/runs
+TOKEN_COOKIE = "pixgen_token"
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class TokenGuard:
+    """ASGI middleware: with a token, every request carries it (Authorization: Bearer, ?token= or
+    the cookie the page sets); without one, nothing is asked. Requests that change something must
+    not come from another site's page (Origin differs from Host: 403)."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        if scope["method"] not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != headers.get("host"):
+            return await error(403, "cross-site request refused")(scope, receive, send)
+        if self.token:
+            given = self._given(scope, headers)
+            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return await error(401, "this server needs its token (Authorization: Bearer TOKEN)")(
+                    scope, receive, send
+                )
+        return await self.app(scope, receive, send)
+
+    def _given(self, scope, headers) -> str | None:
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if query.get("token"):
+            return query["token"][0]
+        for part in headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == TOKEN_COOKIE:
+                return value
+        return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 once it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def under(root: Path, rel: str) -> Path | None:
+    """The file `rel` inside `root`, or None (outside it, missing, or not a file)."""
+    base = root.resolve()
+    try:
+        path = (base / rel).resolve()
+    except (OSError, ValueError):
+        return None
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path
+
+
+def read_runs(root: Path, limit: int = HISTORY) -> list[dict]:
+    """Past runs in the output folder, newest first, from their run.json (so a restart keeps them)."""
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            record = d / "run.json"
+            if d.name.startswith(".") or not record.is_file():
+                continue
+            try:
+                found.append((record.stat().st_mtime, d, record))
+            except OSError:
+                continue
+    found.sort(key=lambda t: t[0], reverse=True)
+    out = []
+    for mtime, d, record in found[:limit]:
+        try:
+            data = json.loads(record.read_text())
+            settings = data["settings"]
+            form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
+        except (OSError, ValueError, KeyError, TypeError, PixgenError):
+            continue  # a damaged run.json: skipped, never fatal
+        rel = d.name
+        out.append(
+            {
+                "run": rel,
+                "prompt": settings.get("prompt", ""),
+                "seed": settings.get("seed"),
+                "steps_done": data.get("steps_done"),
+                "iterations": settings.get("iterations"),
+                "interrupted": bool(data.get("interrupted")),
+                "error": data.get("error"),
+                "seconds": data.get("seconds"),
+                "finished": mtime,
+                "files": run_files(root, d),
+                "init": f"{rel}/final.png",
+                "form": form,
+            }
+        )
+    return out
+
+
+def _form_keys() -> set[str]:
+    from pixgen.serve.form import SERVER_KEYS
+    from pixgen.settings import FIELDS
+
+    return set(FIELDS) - set(SERVER_KEYS)
+
+
+class Studio:
+    """The route handlers over one JobQueue (its models loaded) and its output folder."""
+
+    def __init__(self, queue: JobQueue, preset: str | None, token: str | None, info: dict | None):
+        self.queue, self.root, self.preset, self.token = queue, queue.root, preset, token
+        self.schema = form_schema(server_settings(preset, str(queue.root)), queue.root)
+        self.info = info or {}
+
+    def job(self, request: Request):
+        job = self.queue.get(request.path_params["job_id"])
+        if job is None:
+            raise HTTPException(404, f"no job {request.path_params['job_id']!r}")
+        return job
+
+    async def page(self, request: Request):
+        response = HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store"})
+        if self.token and request.query_params.get("token"):  # the guard checked it: keep it for img/SSE
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+        return response
+
+    async def form(self, request: Request):
+        return JSONResponse({"fields": self.schema, "preset": self.preset, "info": self.info})
+
+    async def submit(self, request: Request):
+        body = await read_body(request, MAX_JOB_BYTES)
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "the body must be a JSON object of setting: value")
+        try:
+            settings = await asyncio.to_thread(settings_from_request, data, self.preset, self.root)
+            job = self.queue.submit(settings)
+        except QueueFull as e:
+            return error(429, str(e))
+        except PixgenError as e:
+            return error(400, str(e))
+        snap = self.queue.snapshot(job)
+        return JSONResponse(snap, status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+    async def jobs(self, request: Request):
+        return JSONResponse({"jobs": [self.queue.snapshot(j) for j in self.queue.active()]})
+
+    async def status(self, request: Request):
+        return JSONResponse(self.queue.snapshot(self.job(request)))
+
+    async def cancel(self, request: Request):
+        job = self.job(request)
+        self.queue.cancel(job)
+        return JSONResponse(self.queue.snapshot(job))
+
+    async def preview(self, request: Request):
+        job = self.job(request)
+        if job.preview is None:
+            return error(404, "no preview yet")
+        return Response(job.preview, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    async def final(self, request: Request):
+        job = self.job(request)
+        path = job.run_dir / "final.png" if job.run_dir and job.state in FINISHED else None
+        if path is None or not path.is_file():
+            return error(409 if job.state not in FINISHED else 404, f"job {job.id} has no final image ({job.state})")
+        return FileResponse(path, media_type="image/png")
+
+    async def events(self, request: Request):
+        """Server-sent events: a `progress` snapshot whenever the job moves, `end` when it is over.
+        A client that goes away ends only its stream; the job goes on."""
+        job, queue = self.job(request), self.queue
+
+        async def stream():
+            seen = -1
+            while True:
+                if job.version != seen:
+                    seen = job.version
+                    snap = queue.snapshot(job)
+                    yield f"event: progress\ndata: {json.dumps(snap)}\n\n"
+                    if snap["state"] in FINISHED:
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.05)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    async def runs(self, request: Request):
+        return JSONResponse({"runs": await asyncio.to_thread(read_runs, self.root)})
+
+    async def upload(self, request: Request):
+        body = await read_body(request, MAX_UPLOAD_BYTES)
+        if not body:
+            return error(400, "empty upload: send the image file as the request body")
+        try:
+            rel = await asyncio.to_thread(save_upload, self.root, body)
+        except PixgenError as e:
+            return error(400, str(e))
+        return JSONResponse({"path": rel, "url": f"/files/{rel}"}, status_code=201)
+
+    async def files(self, request: Request):
+        path = under(self.root, request.path_params["path"])
+        if path is None:
+            return error(404, "not found")
+        return FileResponse(path)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.page),
+            Route("/api/form", self.form),
+            Route("/api/jobs", self.submit, methods=["POST"]),
+            Route("/api/jobs", self.jobs, methods=["GET"]),
+            Route("/api/jobs/{job_id}", self.status),
+            Route("/api/jobs/{job_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/api/jobs/{job_id}/events", self.events),
+            Route("/api/jobs/{job_id}/preview.png", self.preview),
+            Route("/api/jobs/{job_id}/final.png", self.final),
+            Route("/api/runs", self.runs),
+            Route("/api/uploads", self.upload, methods=["POST"]),
+            Route("/files/{path:path}", self.files),
+        ]
+
+
+async def _http_error(request: Request, exc: HTTPException):
+    return error(exc.status_code, str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception):
+    log.exception("request %s %s failed", request.method, request.url.path)
+    return error(500, f"internal error: {type(exc).__name__}")
+
+
+def create_app(
+    queue: JobQueue,
+    preset: str | None,
+    token: str | None = None,
+    allowed_hosts: list[str] | None = None,
+    info: dict | None = None,
+) -> Starlette:
+    """The app over a started JobQueue (its models loaded). `token`: every request must carry it.
+    `allowed_hosts`: the Host headers accepted (a loopback server refuses other names, against
+    DNS rebinding). Shutting the app down stops the queue gracefully (the running job keeps its image)."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await asyncio.to_thread(queue.close)
+
+    middleware = [Middleware(TokenGuard, token=token)]
+    if allowed_hosts:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    return Starlette(
+        routes=Studio(queue, preset, token, info).routes(),
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+
+
+def save_upload(root: Path, data: bytes) -> str:
+    """Check an uploaded image like the CLI's files (pixgen.images.open_rgb: size caps,
+    decompression bombs) and keep it as a PNG in the output folder; its path relative to it."""
+    from pixgen.images import open_rgb
+
+    folder = root / UPLOADS
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()[:20]
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".upload")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        image = open_rgb(tmp)
+    except PixgenError as e:
+        raise PixgenError(str(e).replace(str(tmp), "the upload")) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    path = folder / f"{digest}.png"
+    if not path.is_file():
+        from pixgen.outputs import atomic_write
+
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        atomic_write(path, buf.getvalue())
+    return f"{UPLOADS}/{path.name}"

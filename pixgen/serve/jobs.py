@@ -1,0 +1,285 @@
+"""The job queue of `pixgen serve`: one worker thread per device runs the jobs one at a time
+through `pixgen.api.generate` on models loaded once, so each job's folder is a CLI run's
+(final.png, frames, GIF, run.json). A job lives on in the server when its browser goes away.
+
+Cancel is the CLI's Ctrl-C: `should_stop` says yes after the current step and the run keeps its
+image (final.png marked interrupted, state.safetensors for `pixgen resume`)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixgen.errors import Interrupted, PixgenError
+from pixgen.settings import Settings
+
+log = logging.getLogger("pixgen")
+
+QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
+FINISHED = (DONE, CANCELLED, FAILED)
+
+
+class QueueFull(PixgenError):
+    """Too many jobs waiting (HTTP 429)."""
+
+
+@dataclass
+class Job:
+    settings: Settings
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    state: str = QUEUED
+    created: float = field(default_factory=time.time)
+    submitted: float = field(default_factory=time.perf_counter)
+    first_step_seconds: float | None = None  # from submission to the first step
+    status: str = "queued"
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    eta: float | None = None
+    seed: int | None = None
+    run_dir: Path | None = None
+    error: str | None = None
+    stop: bool = False
+    preview: bytes | None = None  # the latest preview PNG
+    preview_step: int = 0
+    version: int = 0  # bumped on every change: the SSE stream sends a snapshot when it moves
+    step_seconds: list[float] = field(default_factory=list)
+
+
+def png_bytes(image) -> bytes:
+    from pixgen.outputs import to_pil
+
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def preview_every(total: int) -> int:
+    """Steps between previews: every step for short runs, at most every 5th."""
+    return max(1, min(5, total // 40))
+
+
+class JobQueue:
+    """Jobs in order, run one at a time by a worker thread on `models` (pixgen.models.Models)."""
+
+    def __init__(self, models, root: Path, max_queued: int = 100, keep: int = 200):
+        self.models = models
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_queued = max_queued
+        self.keep = keep  # finished jobs remembered in memory (the history is on disk)
+        self.jobs: dict[str, Job] = {}
+        self.pending: deque[Job] = deque()
+        self.current: Job | None = None
+        self.cond = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self._work, name="pixgen-serve-worker", daemon=True)
+        self.order = itertools.count()
+
+    def start(self) -> JobQueue:
+        self.thread.start()
+        return self
+
+    # -- requests (any thread) --
+
+    def submit(self, settings: Settings) -> Job:
+        with self.cond:
+            if self.closing:
+                raise PixgenError("the server is shutting down")
+            if len(self.pending) >= self.max_queued:
+                raise QueueFull(f"{len(self.pending)} jobs are waiting already; try again later")
+            job = Job(settings)
+            self.jobs[job.id] = job
+            self.pending.append(job)
+            self._forget_old()
+            self.cond.notify_all()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def position(self, job: Job) -> int:
+        """0 while running or finished, else 1 for the next to run, 2 after it, ..."""
+        with self.cond:
+            try:
+                return self.pending.index(job) + 1
+            except ValueError:
+                return 0
+
+    def cancel(self, job: Job) -> None:
+        """A queued job leaves the queue; a running one stops after its current step, keeping its image."""
+        with self.cond:
+            if job.state == QUEUED:
+                self.pending.remove(job)
+                self._finish(job, CANCELLED, "cancelled before it started")
+                self._bump_all()
+            elif job.state == RUNNING:
+                job.stop = True
+                job.status = "stopping after this step…"
+                self._bump(job)
+
+    def snapshot(self, job: Job) -> dict:
+        """The job as the API shows it (JSON-ready)."""
+        with self.cond:
+            out = {
+                "id": job.id,
+                "state": job.state,
+                "status": job.status,
+                "position": self.position(job),
+                "prompt": job.settings.prompt,
+                "step": job.step,
+                "total": job.total or job.settings.iterations,
+                "loss": job.loss,
+                "eta": job.eta,
+                "seed": job.seed,
+                "error": job.error,
+                "created": job.created,
+                "first_step_seconds": job.first_step_seconds,
+                "preview_step": job.preview_step,
+                "version": job.version,
+                "run": job.run_dir.name if job.run_dir else None,
+            }
+        if job.run_dir is not None and job.state in (DONE, CANCELLED):
+            out["files"] = run_files(self.root, job.run_dir)
+        return out
+
+    def active(self) -> list[Job]:
+        with self.cond:
+            return ([self.current] if self.current else []) + list(self.pending)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop taking jobs; the running one stops gracefully (its image kept), the queued are cancelled."""
+        with self.cond:
+            self.closing = True
+            for job in list(self.pending):
+                self._finish(job, CANCELLED, "the server shut down before it started")
+            self.pending.clear()
+            if self.current is not None:
+                self.current.stop = True
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    # -- the worker --
+
+    def _bump(self, job: Job) -> None:
+        job.version += 1
+
+    def _bump_all(self) -> None:  # queue positions moved
+        for job in self.pending:
+            job.version += 1
+
+    def _finish(self, job: Job, state: str, status: str, error: str | None = None) -> None:
+        job.state, job.status, job.error = state, status, error
+        job.eta = 0.0 if state == DONE else None
+        self._bump(job)
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.state in FINISHED]
+        for job in finished[: max(0, len(finished) - self.keep)]:
+            del self.jobs[job.id]
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if self.closing:
+                    return
+                job = self.current = self.pending.popleft()
+                job.state, job.status = RUNNING, "starting…"
+                self._bump(job)
+                self._bump_all()
+            try:
+                self._run(job)
+            except Exception as e:  # never lose the worker: the job fails, the queue goes on
+                log.exception("job %s failed", job.id)
+                with self.cond:
+                    self._finish(job, FAILED, "failed", f"{type(e).__name__}: {e}")
+            finally:
+                with self.cond:
+                    self.current = None
+
+    def _run(self, job: Job) -> None:
+        from pixgen.api import generate
+        from pixgen.outputs import make_run_dir
+
+        s = job.settings
+        every = preview_every(s.iterations)
+
+        def on_step(step, total):
+            preview = png_bytes(step.image) if step.i % every == 0 or step.i in (1, total) else None
+            with self.cond:
+                if job.first_step_seconds is None:
+                    job.first_step_seconds = time.perf_counter() - job.submitted
+                job.step_seconds.append(step.seconds)
+                recent = job.step_seconds[-20:]
+                job.step, job.total, job.loss = step.i, total, float(step.loss)
+                job.eta = (total - step.i) * sum(recent) / len(recent)
+                if not job.stop:
+                    job.status = "running"
+                if preview is not None:
+                    job.preview, job.preview_step = preview, step.i
+                self._bump(job)
+
+        def on_status(text):
+            with self.cond:
+                job.status = text
+                self._bump(job)
+
+        run_dir = make_run_dir(s.output_dir, s.prompt)
+        run_dir.rmdir()  # generate() creates it: a folder of its own, never reused
+        with self.cond:
+            job.run_dir = run_dir
+        try:
+            result = generate(
+                s, self.models, on_step=on_step, run_dir=run_dir, should_stop=lambda: job.stop, on_status=on_status
+            )
+        except Interrupted as e:
+            result = e.args[0]
+            with self.cond:
+                job.seed = result.seed
+                self._finish(job, CANCELLED, f"cancelled at step {job.step}; image kept")
+            return
+        except PixgenError as e:
+            with self.cond:
+                if not run_dir.exists():
+                    job.run_dir = None
+                self._finish(job, FAILED, "failed", str(e))
+            return
+        with self.cond:
+            job.seed = result.seed
+            self._finish(job, DONE, f"done in {result.seconds:.1f} s")
+
+
+def run_files(root: Path, run_dir: Path) -> dict:
+    """URLs of a run folder's files (served by /files/)."""
+    rel = run_dir.resolve().relative_to(Path(root).resolve()).as_posix()
+    out = {"final": f"/files/{rel}/final.png", "run_json": f"/files/{rel}/run.json"}
+    if (run_dir / "progress.gif").is_file():
+        out["gif"] = f"/files/{rel}/progress.gif"
+    frames = sorted((run_dir / "frames").glob("*.png")) if (run_dir / "frames").is_dir() else []
+    out["frames"] = [f"/files/{rel}/frames/{p.name}" for p in frames]
+    return out
+
+
+def load_server_models(settings: Settings, offline: bool = False):
+    """The models of the server's preset, loaded once on its device."""
+    from pixgen.device import resolve_device
+    from pixgen.models import load_models
+    from pixgen.weights import check_models
+
+    s = settings
+    check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
+    if s.threads:
+        import torch
+
+        torch.set_num_threads(s.threads)
+    return load_models(s.vqgan, s.clip, resolve_device(s.device), s.vqgan_config, s.vqgan_ckpt, offline)
