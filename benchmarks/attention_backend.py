@@ -34,7 +34,6 @@ def main() -> None:
         from pixgen.scorer import build_clip
 
         scorer = build_clip(a.clip, seed=0)
-    scorer.math_attention = False  # this script picks the kernel itself
     x = torch.rand(a.cutn, 3, scorer.input_size, scorer.input_size, requires_grad=True)
     text = scorer.encode_text(["a red circle on a blue background"])
 

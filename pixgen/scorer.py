@@ -37,19 +37,10 @@ class ClipScorer(nn.Module):
         std = cfg.get("std", OPENAI_DATASET_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        # Plain (math) attention instead of the fused kernel on the CPU: for small image towers
-        # its backward is about 1.4x faster there (BENCHMARKS.md); ViT-B/32 gains nothing.
-        self.math_attention = False
 
     def encode_image(self, images: Tensor) -> Tensor:
         """(N, 3, s, s) in [0, 1] at s = input_size -> (N, D) unit vectors."""
-        x = (images - self.mean) / self.std
-        if self.math_attention and images.device.type == "cpu":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            with sdpa_kernel(SDPBackend.MATH):
-                return F.normalize(self.model.encode_image(x), dim=-1)
-        return F.normalize(self.model.encode_image(x), dim=-1)
+        return F.normalize(self.model.encode_image((images - self.mean) / self.std), dim=-1)
 
     def activation_floats(self) -> int:
         """Roughly how many floats the image tower keeps for backward, per cutout."""

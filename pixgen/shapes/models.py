@@ -45,5 +45,4 @@ def shapes_clip(name: str = "shapes"):
 
     scorer = load_clip_file(CLIP_ARCH, SHAPES_CLIPS[name])
     scorer.name = name
-    scorer.math_attention = True  # a 4-layer, 128-wide tower: the fused kernel's backward is slower
     return scorer
