@@ -78,6 +78,11 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+def _repeatable(help: str, metavar: str, flag: str | None = None) -> Any:
+    """A prompt-like list setting whose flag is given once per item."""
+    return setting([], help, flag=flag, metavar=metavar, text="one", panel=PROMPTS)
+
+
 @dataclass
 class Settings:
     """Everything a run needs. Saved, resolved, beside every output."""
@@ -109,24 +114,12 @@ class Settings:
         panel=CUTOUTS,
     )
     noise: float = setting(0.1, 'Largest std of the gaussian noise augmentation ("noise").', lo=0, panel=CUTOUTS)
-    negative: list[str] = setting(
-        [], "Text to push away from (weight -1); repeatable.", metavar="TEXT", text="one", panel=PROMPTS
+    negative: list[str] = _repeatable("Text to push away from (weight -1); repeatable.", "TEXT")
+    image_prompts: list[str] = _repeatable(
+        "PATH[:weight]: steer toward an image; repeatable.", "PATH[:W]", "--image-prompt"
     )
-    image_prompts: list[str] = setting(
-        [],
-        "PATH[:weight]: steer toward an image; repeatable.",
-        flag="--image-prompt",
-        metavar="PATH[:W]",
-        text="one",
-        panel=PROMPTS,
-    )
-    noise_prompts: list[str] = setting(
-        [],
-        "SEED[:weight]: a random CLIP direction; repeatable.",
-        flag="--noise-prompt",
-        metavar="SEED[:W]",
-        text="one",
-        panel=PROMPTS,
+    noise_prompts: list[str] = _repeatable(
+        "SEED[:weight]: a random CLIP direction; repeatable.", "SEED[:W]", "--noise-prompt"
     )
     change_prompt_every: int = setting(
         0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0, panel=PROMPTS
