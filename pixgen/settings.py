@@ -484,6 +484,7 @@ def validate(s: Settings) -> None:
 
     plan_prompts(s)
     need(len(s.size) == 2, "size", f"expected [width, height] in pixels, got {s.size}")
+    need(all(type(v) is int for v in s.size), "size", f"width and height must be whole numbers, got {s.size}")
     need(all(v > 0 for v in s.size), "size", f"width and height must be positive, got {s.size}")
     need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
     _check_declared(s)
