@@ -59,7 +59,9 @@ def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tenso
     return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
 
 
-INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean}  # settings.init -> the starting latent
+# settings.init -> the starting latent; "composed" (pixgen.layout) needs CLIP, so the run replaces
+# this neutral placeholder once its CLIP terms exist (api.make_loop)
+INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean}
 
 
 @torch.no_grad()
@@ -71,9 +73,23 @@ def pick_start(
     cutn: int | None = 8,
 ) -> Tensor:
     """Of several candidate starting latents, the one whose image the CLIP terms already score
-    closest to the prompt (the first phase). Each is scored on the same cutouts and the same
-    augmentations (both random streams are rewound before each), `cutn` of them (a first look
-    is cheap: 8 cutouts of each start cost about what one step's forward pass does)."""
+    closest to the prompt (the first phase); see start_losses."""
+    losses = start_losses(decoder, terms, starts, generator, cutn)
+    return starts[min(range(len(starts)), key=losses.__getitem__)]
+
+
+@torch.no_grad()
+def start_losses(
+    decoder: VQGANDecoder,
+    terms: list[ClipTerm],
+    starts: list[Tensor],
+    generator: torch.Generator,
+    cutn: int | None = 8,
+) -> list[float]:
+    """The CLIP terms' loss of each candidate starting latent's image at the first step. Each is
+    scored on the same cutouts and the same augmentations (both random streams are rewound
+    before each), `cutn` of them (a first look is cheap: 8 cutouts of each start cost about
+    what one step's forward pass does)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
@@ -82,7 +98,7 @@ def pick_start(
         torch.set_rng_state(global_state)
         image = render(decoder, z)
         losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
-    return starts[min(range(len(starts)), key=losses.__getitem__)]
+    return losses
 
 
 def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:

@@ -24,9 +24,10 @@ DEFAULT_CLIP = "ViT-B-32:openai"
 # The choices of each named option. The tables that implement them (cutouts.AUGMENTATIONS,
 # optimise.OPTIMIZERS, losses.DISTANCES, ...) import torch; a test checks that they match.
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
-INITS = ("tokens", "flat", "mean")
+INITS = ("tokens", "flat", "mean", "composed")
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
+SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.layout
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "radam")
 LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 SYMMETRIES = ("none", "horizontal", "vertical", "both")
@@ -126,8 +127,17 @@ class Settings:
     )
     init: str = setting(
         "tokens",
-        "Start latent without an init image: tokens is random codes.",
+        "Start latent without an init image: tokens is random codes; composed is a plain"
+        " background and a centred subject whose colours and shape CLIP picks.",
         choices=INITS,
+        panel=INIT,
+    )
+    init_silhouettes: list[str] = setting(
+        list(SILHOUETTES),
+        "--init composed: the subject shapes tried (comma list: " + ",".join(SILHOUETTES) + ").",
+        metavar="S,S,...",
+        choices=SILHOUETTES,
+        text="csv",
         panel=INIT,
     )
     init_image: str | None = setting(None, "Start from this image.", panel=INIT)
@@ -138,7 +148,11 @@ class Settings:
     init_weight: float = setting(0.0, "Keep the latent near its start.", lo=0, panel=INIT)
     init_pixel_weight: float = setting(0.0, "Keep the pixels near the init image (L1).", lo=0, panel=INIT)
     init_draws: int = setting(
-        1, "Draw N starting latents and start from the one CLIP likes best.", lo=1, hi=256, panel=INIT
+        1,
+        "Draw N starting latents (tokens, flat, mean) and start from the one CLIP likes best.",
+        lo=1,
+        hi=256,
+        panel=INIT,
     )
     save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.", panel=OUTPUT)
     ema: float = setting(

@@ -174,7 +174,7 @@ def test_an_ensemble_calls_both_scorers_and_averages_by_weight(tmp_path):
         scorer.encode_image = spy
     s = load_settings(
         preset="shapes",
-        overrides=dict(prompt="a red circle", seed=3, iterations=2, cutn=4, clip=["shapes", "tiny:0.5"], init_draws=1),
+        overrides=dict(prompt="a red circle", seed=3, iterations=2, cutn=4, clip=["shapes", "tiny:0.5"], init="flat"),
     )
     loop = api._make_loop(s, models)
     list(loop.run(2))

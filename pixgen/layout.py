@@ -1,0 +1,144 @@
+"""The composed start (`--init composed`): a plain background and a centred subject, each of one
+colour, chosen by CLIP and drawn through the VQGAN's encoder before the first step.
+
+A VQGAN trained on pictures draws a picture far better than a latent filled with one code (its
+flat codes decode to muddy textures), so the start is composed in pixel space and encoded:
+
+1. The colours, in pixel space (CLIP only): the backgrounds are the few plain colours of a grid
+   that the ensemble puts closest to the prompt; each is composed with every other colour of the
+   grid as a centred disc, and the best-scored pairs go on.
+2. Through the VQGAN: each of those pairs is encoded, snapped to the codebook and decoded, and
+   the CLIP terms score the decoded images as they score a step (cutouts, augmentations;
+   optimise.start_losses). The best pair wins.
+3. The silhouette: that pair is composed again with each subject shape of
+   `--init-silhouettes` (disc, box, triangle, diamond, wide ellipse), and the best start wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from pixgen.ops import codes_to_latent, nearest_codes
+
+LEVELS = (0.0, 1 / 3, 2 / 3, 1.0)  # per channel: a grid of 64 plain colours
+BACKGROUNDS = 3  # plain colours tried as the background, each with every other grid colour
+PAIRS = 6  # best pixel-space pairs drawn through the VQGAN
+MIN_COLOUR_GAP = 0.5  # RGB distance in [0, 1] units below which two colours count as one
+SUBJECT_RADIUS = 0.28  # of the image's shorter side
+
+
+def colour_grid() -> Tensor:
+    """(N, 3) the plain colours tried, in [0, 1]."""
+    return torch.tensor(list(itertools.product(LEVELS, repeat=3)), dtype=torch.float32)
+
+
+def _directions(terms: list) -> list[Tensor]:
+    """Per CLIP term, the unit direction of its weighted prompts at the first step."""
+    out = []
+    for t in terms:
+        targets = t.targets(1) if callable(t.targets) else t.targets
+        out.append(torch.nn.functional.normalize((targets.embeds * targets.weights[:, None]).sum(0), dim=0))
+    return out
+
+
+@torch.no_grad()
+def clip_scores(terms: list, images: Tensor, batch: int = 128) -> Tensor:
+    """(N,) the ensemble's weighted similarity of each pixel image (N, 3, H, W) in [0, 1] to the
+    prompt, each image seen whole at every CLIP's input size (no cutouts, no VQGAN)."""
+    total = sum(t.weight for t in terms)
+    scores = torch.zeros(images.shape[0])
+    for t, direction in zip(terms, _directions(terms), strict=True):
+        size = t.scorer.input_size
+        for i, part in zip(range(0, len(images), batch), images.split(batch), strict=True):
+            part = torch.nn.functional.interpolate(part, size=(size, size), mode="area").to(direction.device)
+            sims = t.scorer.encode_image(part).float() @ direction
+            scores[i : i + len(part)] += t.weight / total * sims.cpu()
+    return scores
+
+
+def distinct(colours: Tensor, order: list[int], k: int) -> list[int]:
+    """The first k indices of `order` whose colours differ clearly from those already taken."""
+    chosen: list[int] = []
+    for i in order:
+        if all((colours[i] - colours[j]).norm() >= MIN_COLOUR_GAP for j in chosen):
+            chosen.append(i)
+            if len(chosen) == k:
+                break
+    return chosen
+
+
+def colour_pairs(terms: list, height: int, width: int, k: int = PAIRS) -> list[tuple[Tensor, Tensor]]:
+    """The k (background, subject) colour pairs CLIP scores best as pixel compositions (a disc):
+    the backgrounds are the plain colours it ranks best, each tried with every other colour."""
+    grid = colour_grid()
+    plain = clip_scores(terms, grid[:, :, None, None].expand(-1, 3, 16, 16))
+    backgrounds = distinct(grid, plain.argsort(descending=True).tolist(), BACKGROUNDS)
+    pairs = [(b, s) for b in backgrounds for s in range(len(grid)) if (grid[b] - grid[s]).norm() >= MIN_COLOUR_GAP]
+    images = torch.stack([compose(grid[b], grid[s], height, width) for b, s in pairs])
+    best = clip_scores(terms, images).argsort(descending=True)[:k].tolist()
+    return [(grid[pairs[i][0]], grid[pairs[i][1]]) for i in best]
+
+
+def _disc(y: Tensor, x: Tensor) -> Tensor:
+    return y**2 + x**2 <= 1
+
+
+def _box(y: Tensor, x: Tensor) -> Tensor:
+    return (y.abs() <= 1) & (x.abs() <= 1)
+
+
+def _triangle(y: Tensor, x: Tensor) -> Tensor:  # apex up
+    return (y.abs() <= 1) & (x.abs() <= (y + 1) / 2)
+
+
+def _diamond(y: Tensor, x: Tensor) -> Tensor:
+    return y.abs() + x.abs() <= 1
+
+
+def _wide(y: Tensor, x: Tensor) -> Tensor:  # an ellipse twice as wide as tall
+    return (2 * y) ** 2 + x**2 <= 1
+
+
+# silhouette name -> its region in coordinates where the subject's box is [-1, 1]^2
+SILHOUETTES = {"disc": _disc, "box": _box, "triangle": _triangle, "diamond": _diamond, "wide": _wide}
+
+
+def subject_mask(height: int, width: int, silhouette: str = "disc", radius: float = SUBJECT_RADIUS) -> Tensor:
+    """(height, width) bool: a centred silhouette whose box has half-side radius * shorter side."""
+    r = radius * min(height, width)
+    y = (torch.arange(height) + 0.5 - height / 2) / r
+    x = (torch.arange(width) + 0.5 - width / 2) / r
+    return SILHOUETTES[silhouette](y[:, None], x[None, :])
+
+
+def compose(background: Tensor, subject: Tensor, height: int, width: int, silhouette: str = "disc") -> Tensor:
+    """(3, height, width) in [0, 1]: a plain background and a centred subject of one colour each."""
+    mask = subject_mask(height, width, silhouette)
+    return torch.where(mask, subject[:, None, None], background[:, None, None])
+
+
+@torch.no_grad()
+def composed_start(
+    decoder, encoder, terms: list, generator: torch.Generator, width: int, height: int, silhouettes=("disc",)
+) -> Tensor:
+    """The composed starting latent (1, C, h, w), snapped to the codebook: the best colour pairs
+    in pixel space, then, through the VQGAN, the best of them as a disc, then its best silhouette."""
+    from pixgen.optimise import start_losses
+
+    device = decoder.codebook.device
+
+    def best(images: list[Tensor]) -> tuple[int, Tensor]:
+        latents = encoder(torch.stack(images).to(device) * 2 - 1)
+        starts = [codes_to_latent(nearest_codes(z[None], decoder.codebook), decoder.codebook) for z in latents]
+        losses = start_losses(decoder, terms, starts, generator)
+        i = min(range(len(starts)), key=losses.__getitem__)
+        return i, starts[i]
+
+    pairs = colour_pairs(terms, height, width)
+    i, z = best([compose(b, s, height, width, silhouettes[0]) for b, s in pairs])
+    if len(silhouettes) > 1:
+        _, z = best([compose(*pairs[i], height, width, shape) for shape in silhouettes])
+    return z

@@ -1,0 +1,80 @@
+"""The composed start (pixgen.layout): silhouettes, the colours CLIP ranks, and the start itself,
+on the shipped shapes models (real, small) and the independent pixel judge."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pixgen import layout
+from pixgen.errors import PixgenError
+from pixgen.settings import SILHOUETTES, load_settings
+
+
+def test_every_declared_silhouette_is_drawn_centred_at_its_size():
+    assert tuple(layout.SILHOUETTES) == SILHOUETTES
+    r = layout.SUBJECT_RADIUS * 64
+    areas = {"disc": math.pi * r * r, "box": 4 * r * r, "triangle": 2 * r * r, "diamond": 2 * r * r}
+    for name in SILHOUETTES:
+        mask = layout.subject_mask(64, 64, name)
+        assert torch.equal(mask, mask.flip(1))  # left-right symmetric about the centre
+        if name in areas:
+            assert int(mask.sum()) == pytest.approx(areas[name], rel=0.08), name
+    tri = layout.subject_mask(64, 64, "triangle")
+    rows = tri.sum(1)
+    assert rows[rows > 0][0] < rows[rows > 0][-1]  # apex up: narrow at the top
+
+
+def test_compose_paints_the_background_and_the_subject():
+    red, blue = torch.tensor([1.0, 0, 0]), torch.tensor([0, 0, 1.0])
+    image = layout.compose(blue, red, 40, 64, "box")
+    assert image.shape == (3, 40, 64)
+    assert torch.equal(image[:, 0, 0], blue) and torch.equal(image[:, 20, 32], red)
+
+
+def _shapes_run(**kw):
+    from pixgen import api
+    from pixgen.models import load_models
+
+    models = load_models("shapes", "shapes", torch.device("cpu"))
+    base = dict(prompt="a red circle on a blue background", seed=1, cutn=8, iterations=2, init="composed")
+    return api._make_loop(load_settings(preset="shapes", overrides=dict(base, **kw)), models), models
+
+
+def test_the_best_colour_pairs_are_the_prompts():
+    from pixgen.api import clip_terms, prepare
+    from pixgen.models import load_models
+
+    models = load_models("shapes", "shapes", torch.device("cpu"))
+    s = load_settings(preset="shapes", overrides=dict(prompt="a yellow square on a black background", clip=["shapes"]))
+    pairs = layout.colour_pairs(clip_terms(prepare(s, models)), 64, 64)
+    assert len(pairs) == layout.PAIRS
+    for back, subject in pairs:
+        assert (back - subject).norm() >= layout.MIN_COLOUR_GAP
+    corner = [tuple(c.round().tolist()) for c in pairs[0]]  # to the nearest corner of the RGB cube
+    assert corner == [(0.0, 0.0, 0.0), (1.0, 1.0, 0.0)]
+
+
+@pytest.mark.parametrize("prompt, colours", [("a red circle on a blue background", ("red", "blue"))])
+def test_composed_start_draws_the_prompted_colours_reproducibly(prompt, colours):
+    from pixgen.optimise import render
+    from pixgen.shapes.judge import judge
+
+    loop, models = _shapes_run(prompt=prompt)
+    again, _ = _shapes_run(prompt=prompt)
+    assert torch.equal(loop.z, again.z)
+    with torch.no_grad():
+        image = render(models.decoder, loop.z)[0].permute(1, 2, 0).numpy()
+    got = judge((image * 255).round().astype(np.uint8))
+    assert (got.colour, got.background) == colours
+
+
+def test_the_silhouette_setting_is_checked_and_narrows_the_search():
+    with pytest.raises(PixgenError, match="init_silhouettes"):
+        load_settings(overrides=dict(prompt="x", init_silhouettes=["star"]))
+    disc, _ = _shapes_run(prompt="a green square on a yellow background", init_silhouettes=["disc"])
+    every, _ = _shapes_run(prompt="a green square on a yellow background")
+    assert not torch.equal(disc.z, every.z)  # another silhouette scored better than the disc
