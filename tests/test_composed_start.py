@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pixgen import layout
 from pixgen.errors import PixgenError
@@ -78,3 +79,17 @@ def test_the_silhouette_setting_is_checked_and_narrows_the_search():
     disc, _ = _shapes_run(prompt="a green square on a yellow background", init_silhouettes=["disc"])
     every, _ = _shapes_run(prompt="a green square on a yellow background")
     assert not torch.equal(disc.z, every.z)  # another silhouette scored better than the disc
+
+
+def test_composed_start_runs_on_other_models_and_sizes(tmp_path):
+    """The smoke preset's tiny VQGAN and tiny CLIP (another factor, another CLIP input size) at a
+    size that is not square: the run completes, and the start differs from the neutral one."""
+    from pixgen import api
+
+    base = dict(prompt="a red house", seed=2, iterations=2, save_every=0, gif=False, cutn=4, size=[48, 32])
+    runs = {}
+    for init in ("composed", "mean"):
+        s = load_settings(preset="smoke", overrides=dict(base, init=init, output_dir=str(tmp_path / init)))
+        runs[init] = np.asarray(Image.open(api.generate(s).image))
+    assert runs["composed"].shape == (32, 48, 3)
+    assert not np.array_equal(runs["composed"], runs["mean"])
