@@ -27,7 +27,8 @@ OUT = Path(__file__).resolve().parent / "gallery"
 EXAMPLES = [
     ("plain", "a red circle on a blue background", {}),
     ("negative", "a circle on a white background", {"negative": ["red"]}),
-    ("story", "a yellow square on a black background ^ a red circle on a blue background", {}),
+    # story mode needs steps to move from the first phrase's composed start to the second
+    ("story", "a yellow square on a black background ^ a red circle on a blue background", {"iterations": 60}),
     ("symmetry", "a green triangle on a white background", {"symmetry": "horizontal", "symmetry_weight": 50.0}),
     ("palette", "a square on a background", {"palette": ["#e61e1e", "#fafafa"], "palette_weight": 5.0}),
     ("image_prompt", "a shape", {"image_prompts": ["{square}:2"]}),

@@ -123,9 +123,11 @@ def compose(background: Tensor, subject: Tensor, height: int, width: int, silhou
 @torch.no_grad()
 def composed_start(
     decoder, encoder, terms: list, generator: torch.Generator, width: int, height: int, silhouettes=("disc",)
-) -> Tensor:
-    """The composed starting latent (1, C, h, w), snapped to the codebook: the best colour pairs
-    in pixel space, then, through the VQGAN, the best of them as a disc, then its best silhouette."""
+) -> tuple[Tensor, Tensor]:
+    """The composed starting latent (1, C, h, w), snapped to the codebook, and the composition it
+    encodes (1, 3, height, width) in [0, 1] (the run's init image: `--init-pixel-weight` keeps
+    the picture near it): the best colour pairs in pixel space, then, through the VQGAN, the best
+    of them as a disc, then its best silhouette."""
     from pixgen.optimise import start_losses
 
     device = decoder.codebook.device
@@ -138,7 +140,9 @@ def composed_start(
         return i, starts[i]
 
     pairs = colour_pairs(terms, height, width)
-    i, z = best([compose(b, s, height, width, silhouettes[0]) for b, s in pairs])
+    images = [compose(b, s, height, width, silhouettes[0]) for b, s in pairs]
+    i, z = best(images)
     if len(silhouettes) > 1:
-        _, z = best([compose(*pairs[i], height, width, shape) for shape in silhouettes])
-    return z
+        images = [compose(*pairs[i], height, width, shape) for shape in silhouettes]
+        i, z = best(images)
+    return z, images[i][None].to(device)

@@ -146,7 +146,9 @@ class Settings:
         None, "Start from noise, encoded like an init image.", choices=INIT_NOISES, panel=INIT
     )
     init_weight: float = setting(0.0, "Keep the latent near its start.", lo=0, panel=INIT)
-    init_pixel_weight: float = setting(0.0, "Keep the pixels near the init image (L1).", lo=0, panel=INIT)
+    init_pixel_weight: float = setting(
+        0.0, "Keep the pixels near the init image or the composed start (L1).", lo=0, panel=INIT
+    )
     init_draws: int = setting(
         1,
         "Draw N starting latents (tokens, flat, mean) and start from the one CLIP likes best.",
