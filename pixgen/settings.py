@@ -505,6 +505,7 @@ def validate(s: Settings) -> None:
     need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
     _check_declared(s)
     need(bool(DEVICE_RE.match(s.device)), "device", f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)")
+    need(bool(s.init_silhouettes), "init_silhouettes", "give at least one silhouette (e.g. disc)")
     need(len(s.zoom_shift) == 2, "zoom_shift", f"expected [x, y] in pixels, got {s.zoom_shift}")
     need(
         all(abs(v) <= max(s.size) for v in s.zoom_shift),

@@ -76,6 +76,8 @@ def test_composed_start_draws_the_prompted_colours_reproducibly(prompt, colours)
 def test_the_silhouette_setting_is_checked_and_narrows_the_search():
     with pytest.raises(PixgenError, match="init_silhouettes"):
         load_settings(overrides=dict(prompt="x", init_silhouettes=["star"]))
+    with pytest.raises(PixgenError, match="init_silhouettes"):
+        load_settings(overrides=dict(prompt="x", init_silhouettes=[]))
     disc, _ = _shapes_run(prompt="a green square on a yellow background", init_silhouettes=["disc"])
     every, _ = _shapes_run(prompt="a green square on a yellow background")
     assert not torch.equal(disc.z, every.z)  # another silhouette scored better than the disc

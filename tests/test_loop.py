@@ -73,7 +73,8 @@ def test_low_memory_gives_the_same_run(tmp_path):
         list(loop.run(3))
         zs.append(loop.z.detach().clone())
     assert models.decoder.checkpoint_levels > 0 and loop.terms[0].chunk > 0
-    assert torch.allclose(zs[0], zs[1], atol=1e-5)
+    # the same steps to float rounding: the chunked CLIP sums its cutouts' gradients in another order
+    assert torch.allclose(zs[0], zs[1], atol=1e-4)
 
 
 def _shapes_loop(**kw):
