@@ -195,7 +195,9 @@ def make_loop(run: Run, start=None):
         from pixgen.layout import composed_start
 
         encoder = encoder or load_encoder_for(s).to(run.device)
-        z, init_image = composed_start(models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes)
+        z, init_image = composed_start(
+            models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes, s.init_jitter
+        )
     elif init_image is None and s.init_draws > 1:
         draws = [init_latent(models.decoder, s.width, s.height, generator, s.init) for _ in range(s.init_draws - 1)]
         z = pick_start(models.decoder, terms, [z, *draws], generator)

@@ -17,6 +17,7 @@ flat codes decode to muddy textures), so the start is composed in pixel space an
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -27,7 +28,26 @@ LEVELS = (0.0, 1 / 3, 2 / 3, 1.0)  # per channel: a grid of 64 plain colours
 BACKGROUNDS = 3  # plain colours tried as the background, each with every other grid colour
 PAIRS = 6  # best pixel-space pairs drawn through the VQGAN
 MIN_COLOUR_GAP = 0.5  # RGB distance in [0, 1] units below which two colours count as one
-SUBJECT_RADIUS = 0.28  # of the image's shorter side
+SUBJECT_RADIUS = 0.28  # of the image's shorter side: half the side of the subject's box
+RADIUS_RANGE = (0.22, 0.32)  # the seed draws the subject's size from this range ...
+SHIFT_RANGE = 0.12  # ... and moves its centre by up to this share of each side
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the subject sits: its box's half-side as a share of the shorter side, and its
+    centre's offset from the image's centre as a share of each side."""
+
+    radius: float = SUBJECT_RADIUS
+    dx: float = 0.0
+    dy: float = 0.0
+
+
+def draw_placement(generator: torch.Generator) -> Placement:
+    """A placement drawn from the run's seed, so that seeds give different pictures."""
+    u = torch.rand(3, generator=generator).tolist()
+    lo, hi = RADIUS_RANGE
+    return Placement(lo + (hi - lo) * u[0], SHIFT_RANGE * (2 * u[1] - 1), SHIFT_RANGE * (2 * u[2] - 1))
 
 
 def colour_grid() -> Tensor:
@@ -106,23 +126,38 @@ def _wide(y: Tensor, x: Tensor) -> Tensor:  # an ellipse twice as wide as tall
 SILHOUETTES = {"disc": _disc, "box": _box, "triangle": _triangle, "diamond": _diamond, "wide": _wide}
 
 
-def subject_mask(height: int, width: int, silhouette: str = "disc", radius: float = SUBJECT_RADIUS) -> Tensor:
-    """(height, width) bool: a centred silhouette whose box has half-side radius * shorter side."""
-    r = radius * min(height, width)
-    y = (torch.arange(height) + 0.5 - height / 2) / r
-    x = (torch.arange(width) + 0.5 - width / 2) / r
+def subject_mask(height: int, width: int, silhouette: str = "disc", place: Placement = Placement()) -> Tensor:
+    """(height, width) bool: the silhouette, its box's half-side place.radius * the shorter side,
+    centred at the image's centre moved by (place.dx, place.dy) of each side."""
+    r = place.radius * min(height, width)
+    y = (torch.arange(height) + 0.5 - height * (0.5 + place.dy)) / r
+    x = (torch.arange(width) + 0.5 - width * (0.5 + place.dx)) / r
     return SILHOUETTES[silhouette](y[:, None], x[None, :])
 
 
-def compose(background: Tensor, subject: Tensor, height: int, width: int, silhouette: str = "disc") -> Tensor:
-    """(3, height, width) in [0, 1]: a plain background and a centred subject of one colour each."""
-    mask = subject_mask(height, width, silhouette)
+def compose(
+    background: Tensor,
+    subject: Tensor,
+    height: int,
+    width: int,
+    silhouette: str = "disc",
+    place: Placement = Placement(),
+) -> Tensor:
+    """(3, height, width) in [0, 1]: a plain background and a subject of one colour each."""
+    mask = subject_mask(height, width, silhouette, place)
     return torch.where(mask, subject[:, None, None], background[:, None, None])
 
 
 @torch.no_grad()
 def composed_start(
-    decoder, encoder, terms: list, generator: torch.Generator, width: int, height: int, silhouettes=("disc",)
+    decoder,
+    encoder,
+    terms: list,
+    generator: torch.Generator,
+    width: int,
+    height: int,
+    silhouettes=("disc",),
+    jitter: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The composed starting latent (1, C, h, w), snapped to the codebook, and the composition it
     encodes (1, 3, height, width) in [0, 1] (the run's init image: `--init-pixel-weight` keeps
@@ -139,10 +174,11 @@ def composed_start(
         i = min(range(len(starts)), key=losses.__getitem__)
         return i, starts[i]
 
+    place = draw_placement(generator) if jitter else Placement()
     pairs = colour_pairs(terms, height, width)
-    images = [compose(b, s, height, width, silhouettes[0]) for b, s in pairs]
+    images = [compose(b, s, height, width, silhouettes[0], place) for b, s in pairs]
     i, z = best(images)
     if len(silhouettes) > 1:
-        images = [compose(*pairs[i], height, width, shape) for shape in silhouettes]
+        images = [compose(*pairs[i], height, width, shape, place) for shape in silhouettes]
         i, z = best(images)
     return z, images[i][None].to(device)

@@ -140,6 +140,7 @@ class Settings:
         text="csv",
         panel=INIT,
     )
+    init_jitter: bool = setting(False, "--init composed: the seed moves and sizes the subject.", panel=INIT)
     init_image: str | None = setting(None, "Start from this image.", panel=INIT)
     init_fit: str = setting("cover", "How the init image fits the size.", choices=INIT_FITS, panel=INIT)
     init_noise: str | None = setting(

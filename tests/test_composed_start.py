@@ -95,3 +95,17 @@ def test_composed_start_runs_on_other_models_and_sizes(tmp_path):
         runs[init] = np.asarray(Image.open(api.generate(s).image))
     assert runs["composed"].shape == (32, 48, 3)
     assert not np.array_equal(runs["composed"], runs["mean"])
+
+
+def test_the_seed_places_the_subject_within_its_ranges():
+    places = [layout.draw_placement(torch.Generator().manual_seed(seed)) for seed in range(20)]
+    assert places[0] == layout.draw_placement(torch.Generator().manual_seed(0))  # reproducible
+    assert len(set(places)) == 20
+    lo, hi = layout.RADIUS_RANGE
+    for p in places:
+        assert lo <= p.radius <= hi and abs(p.dx) <= layout.SHIFT_RANGE and abs(p.dy) <= layout.SHIFT_RANGE
+    moved = layout.subject_mask(64, 64, "disc", layout.Placement(0.25, 0.1, -0.1))
+    ys, xs = torch.nonzero(moved, as_tuple=True)
+    assert float(xs.float().mean()) + 0.5 == pytest.approx(32 + 6.4, abs=0.5)
+    assert float(ys.float().mean()) + 0.5 == pytest.approx(32 - 6.4, abs=0.5)
+    assert int(moved.sum()) == pytest.approx(math.pi * 16**2, rel=0.08)
