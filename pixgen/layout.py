@@ -9,7 +9,7 @@ flat codes decode to muddy textures), so the start is composed in pixel space an
    grid as a centred disc, and the best-scored pairs go on.
 2. Through the VQGAN: each of those pairs is encoded, snapped to the codebook and decoded, and
    the CLIP terms score the decoded images as they score a step (cutouts, augmentations;
-   optimise.start_losses). The best pair wins.
+   optimise.best_start). The best pair wins.
 3. The silhouette: that pair is composed again with each subject shape of
    `--init-silhouettes` (disc, box, triangle, diamond, wide ellipse), and the best start wins.
 """
@@ -57,11 +57,8 @@ def colour_grid() -> Tensor:
 
 def _directions(terms: list) -> list[Tensor]:
     """Per CLIP term, the unit direction of its weighted prompts at the first step."""
-    out = []
-    for t in terms:
-        targets = t.targets(1) if callable(t.targets) else t.targets
-        out.append(torch.nn.functional.normalize((targets.embeds * targets.weights[:, None]).sum(0), dim=0))
-    return out
+    weighted = [t.targets_at(1) for t in terms]
+    return [torch.nn.functional.normalize((w.embeds * w.weights[:, None]).sum(0), dim=0) for w in weighted]
 
 
 @torch.no_grad()
@@ -163,15 +160,14 @@ def composed_start(
     encodes (1, 3, height, width) in [0, 1] (the run's init image: `--init-pixel-weight` keeps
     the picture near it): the best colour pairs in pixel space, then, through the VQGAN, the best
     of them as a disc, then its best silhouette."""
-    from pixgen.optimise import start_losses
+    from pixgen.optimise import best_start
 
-    device = decoder.codebook.device
+    device, codebook = decoder.codebook.device, decoder.codebook
 
     def best(images: list[Tensor]) -> tuple[int, Tensor]:
         latents = encoder(torch.stack(images).to(device) * 2 - 1)
-        starts = [codes_to_latent(nearest_codes(z[None], decoder.codebook), decoder.codebook) for z in latents]
-        losses = start_losses(decoder, terms, starts, generator)
-        i = min(range(len(starts)), key=losses.__getitem__)
+        starts = list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
+        i = best_start(decoder, terms, starts, generator)
         return i, starts[i]
 
     place = draw_placement(generator) if jitter else Placement()

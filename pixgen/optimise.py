@@ -73,23 +73,22 @@ def pick_start(
     cutn: int | None = 8,
 ) -> Tensor:
     """Of several candidate starting latents, the one whose image the CLIP terms already score
-    closest to the prompt (the first phase); see start_losses."""
-    losses = start_losses(decoder, terms, starts, generator, cutn)
-    return starts[min(range(len(starts)), key=losses.__getitem__)]
+    closest to the prompt (the first phase); see best_start."""
+    return starts[best_start(decoder, terms, starts, generator, cutn)]
 
 
 @torch.no_grad()
-def start_losses(
+def best_start(
     decoder: VQGANDecoder,
     terms: list[ClipTerm],
     starts: list[Tensor],
     generator: torch.Generator,
     cutn: int | None = 8,
-) -> list[float]:
-    """The CLIP terms' loss of each candidate starting latent's image at the first step. Each is
-    scored on the same cutouts and the same augmentations (both random streams are rewound
-    before each), `cutn` of them (a first look is cheap: 8 cutouts of each start cost about
-    what one step's forward pass does)."""
+) -> int:
+    """The index of the candidate starting latent whose image has the CLIP terms' lowest loss at
+    the first step. Each is scored on the same cutouts and the same augmentations (both random
+    streams are rewound before each), `cutn` of them (a first look is cheap: 8 cutouts of each
+    start cost about what one step's forward pass does)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
@@ -98,7 +97,7 @@ def start_losses(
         torch.set_rng_state(global_state)
         image = render(decoder, z)
         losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
-    return losses
+    return min(range(len(starts)), key=losses.__getitem__)
 
 
 def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:
@@ -118,10 +117,14 @@ class ClipTerm:
     chunk: int = 0  # >0: CLIP sees this many cutouts at a time (low memory); 0: all at once
     distance: str = "spherical"  # or "cosine" (losses.DISTANCES)
 
+    def targets_at(self, step: int) -> Targets:
+        """The targets at 1-based `step` (story mode moves through its phrases)."""
+        return self.targets(step) if callable(self.targets) else self.targets
+
     def loss(
         self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
     ) -> Tensor:
-        targets = self.targets(step) if callable(self.targets) else self.targets
+        targets = self.targets_at(step)
         cuts = self.cutouts(image, generator, cutn)  # augmentations stay in fp32
         if self.chunk <= 0 or cuts.shape[0] <= self.chunk or not torch.is_grad_enabled():
             return self._loss(cuts, targets, dtype)
