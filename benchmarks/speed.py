@@ -51,18 +51,31 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def one(args) -> dict:
-    """Run one configuration in this process and return its figures."""
+# --path -> how the models compute: CLIP's and the decoder's weight dtype, whether CLIP runs through
+# pixgen.vit (False: open_clip's own forward), its attention kernel, CLIP's autocast dtype. The
+# "before" rows are what pixgen did before issue 22; "bf16" is what --precision bf16 does now.
+BF16 = "bfloat16"
+LEVERS = {
+    "fp32-before": dict(vit=False),
+    "autocast-before": dict(vit=False, autocast=BF16),
+    "fp32": dict(),
+    "bf16-clip": dict(clip=BF16, vit=False),
+    "bf16-weights": dict(clip=BF16, decoder=BF16, vit=False),
+    "bf16-vit-sdpa": dict(clip=BF16, decoder=BF16, attention="sdpa"),
+    "bf16": dict(clip=BF16, decoder=BF16),
+    "bf16-gn-fp32": dict(clip=BF16, decoder=BF16, islands=True),
+}
+
+
+def build_models(args):
+    """The f16 16384 decoder and the CLIP of `args` with random weights, on the device, with the
+    levers of `args.path` applied (`default`: what --precision auto resolves to here)."""
     import torch
 
-    from pixgen.cutouts import Cutouts
-    from pixgen.device import resolve_device, resolve_precision
-    from pixgen.ops import halve_latent
-    from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
-    from pixgen.prompts import parse_prompts
+    from pixgen.device import resolve_device
+    from pixgen.models import Models
+    from pixgen.precision import resolve_precision
     from pixgen.scorer import build_clip
-    from pixgen.settings import Settings
-    from pixgen.targets import Targets
     from pixgen.vqgan import VQGANArch, VQGANDecoder
 
     device = resolve_device(args.device)
@@ -70,30 +83,66 @@ def one(args) -> dict:
     decoder = VQGANDecoder(VQGANArch("vq", 256, 16384, F16))
     decoder.codebook.normal_()
     scorer = build_clip(args.clip)
-    for m in (decoder, scorer):
-        m.to(device).eval().requires_grad_(False)
+    models = Models(decoder, [scorer]).to(device)
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
-    from pixgen.memory import LOW_MEMORY_CHUNK
-    from pixgen.models import Models
+    lever = dict(LEVERS.get(args.path, {}))
+    precision = resolve_precision(
+        {"default": "auto", "fp16": "fp16"}.get(args.path, "fp32"), device, models.parameters
+    )
+    if args.path == "default":
+        lever = {"clip": BF16, "decoder": BF16} if precision.name == "bf16" else {}
+    scorer.fast = lever.get("vit", True)
+    scorer.attention = lever.get("attention", "auto")
+    if lever.get("decoder"):
+        decoder.cast(torch.bfloat16)
+    if lever.get("clip"):
+        scorer.cast(torch.bfloat16)
+    if lever.get("islands"):
+        fp32_group_norms(decoder)
+    autocast = precision.autocast or (torch.bfloat16 if lever.get("autocast") else None)
+    return models, device, autocast, precision
 
-    models = Models(decoder, [scorer])
+
+def fp32_group_norms(decoder) -> None:
+    """Make each GroupNorm of a bf16 decoder compute in float32 (an fp32 island)."""
+    import torch
+
+    def island(norm, x):
+        w = norm.weight.float() if norm.weight is not None else None
+        b = norm.bias.float() if norm.bias is not None else None
+        return torch.nn.functional.group_norm(x.float(), norm.num_groups, w, b, norm.eps).to(x.dtype)
+
+    for m in decoder.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.forward = island.__get__(m)
+
+
+def one(args) -> dict:
+    """Run one configuration in this process and return its figures."""
+    import torch
+
+    from pixgen.cutouts import Cutouts
+    from pixgen.memory import LOW_MEMORY_CHUNK
+    from pixgen.ops import halve_latent
+    from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
+    from pixgen.precision import cpu_has_fast_bf16
+    from pixgen.prompts import parse_prompts
+    from pixgen.settings import Settings
+    from pixgen.targets import Targets
+
+    models, device, autocast, precision = build_models(args)
+    decoder, scorer = models.decoder, models.scorers[0]
     models.set_low_memory(args.path == "low-memory")
     if args.path == "compile":
         models.compile()
-    precision = {"default": "auto", "low-memory": "fp32", "compile": "fp32", "progressive": "fp32"}.get(
-        args.path, args.path
-    )
-    clip_dtype = resolve_precision(precision, device)
     g = torch.Generator().manual_seed(0)
     z = init_latent(decoder, args.size, args.size, g)
-    if args.channels_last:
-        z = z.contiguous(memory_format=torch.channels_last)
     targets = Targets.from_prompts(scorer, parse_prompts("a watercolor portrait of a teacher"))
     cut = Cutouts(scorer.input_size, args.cutn, 1.0, 0.0, Settings().augment, 0.1)
     chunk = LOW_MEMORY_CHUNK if args.path == "low-memory" else 0
     term = ClipTerm(scorer, cut, targets, chunk=chunk)
-    objective = Objective([term], g, clip_dtype=clip_dtype, full_shape=tuple(z.shape))
+    objective = Objective([term], g, clip_dtype=autocast, full_shape=tuple(z.shape))
     if args.path == "progressive":  # time the coarse phase of the progressive schedule: half size, half the cutouts
         z = halve_latent(z)
     loop = Loop(decoder, objective, z, g, 0.1)
@@ -102,9 +151,11 @@ def one(args) -> dict:
     for step in loop.run(args.steps + 1):
         sync(device)
         times.append(step.seconds)
-    out = {"seconds_per_step": statistics.median(times[1:]), "first_step": times[0], "clip_dtype": str(clip_dtype)}
+    out = {"seconds_per_step": statistics.median(times[1:]), "first_step": times[0], "precision": precision.why}
     # the peak of the real loop, before flop counting (its dispatch mode keeps tensors alive)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.profile:
+        out["profile"] = profile_step(loop)
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -112,37 +163,55 @@ def one(args) -> dict:
     out["gflop"] = counter.get_total_flops() / 1e9
     out["peak_fp32"] = matmul_peak(torch.float32, device)
     # without native bf16 (AVX2-only CPUs) a bf16 matmul is emulated and ~150x slower: keep it small
-    from pixgen.device import cpu_has_fast_bf16
-
     small = device.type == "cpu" and not cpu_has_fast_bf16()
     out["peak_bf16"] = matmul_peak(torch.bfloat16, device, n=512 if small else 2048, reps=2 if small else 10)
-    if args.fidelity and clip_dtype is not None:
-        out["grad_cosine"] = grad_cosine(loop, clip_dtype)
+    if args.fidelity:
+        out["grad_cosine"] = grad_cosine(loop, args)
     out["threads"] = torch.get_num_threads()
     return out
 
 
-def grad_cosine(loop, dtype) -> float:
-    """Cosine between the latent's gradient with CLIP in `dtype` and in fp32, same cutouts."""
+def profile_step(loop) -> list:
+    """The five ops that took the most time in one step: [name, share of the step]."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        next(loop.run(loop.step + 1))
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [[e.key, round(e.self_cpu_time_total / total, 3)] for e in events[:5]]
+
+
+def grad_cosine(loop, args) -> float:
+    """Cosine between the latent's gradient in this configuration and in plain fp32 (fresh fp32
+    models of the same seed, open_clip's own forward), on the same cutouts and augmentations."""
     import torch
 
     from pixgen.optimise import render
 
+    reference = argparse.Namespace(**dict(vars(args), path="fp32-before", channels_last=False))
+    ref_models, _, _, _ = build_models(reference)
     grads = []
-    for d in (None, dtype):
-        state = (loop.generator.get_state(), torch.get_rng_state())
+    state = (loop.generator.get_state(), torch.get_rng_state())
+    for decoder, scorer, dtype in (
+        (ref_models.decoder, ref_models.scorers[0], None),
+        (loop.decoder, loop.loss.terms[0].scorer, loop.loss.clip_dtype),
+    ):
         loop.generator.set_state(state[0])
         torch.set_rng_state(state[1])
-        loop.loss.clip_dtype = d
-        loop.z.grad = None
-        loop.loss(render(loop.decoder, loop.z), loop.z, 1).backward()
-        grads.append(loop.z.grad.flatten().clone())
-        loop.generator.set_state(state[0])
-        torch.set_rng_state(state[1])
+        z = loop.z.detach().clone().requires_grad_(True)
+        term = loop.loss.terms[0]
+        saved = term.scorer, loop.loss.clip_dtype
+        term.scorer, loop.loss.clip_dtype = scorer, dtype
+        loop.loss(render(decoder, z), z, 1).backward()
+        term.scorer, loop.loss.clip_dtype = saved
+        grads.append(z.grad.flatten().clone())
     return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
 
 
-def spawn(size, cutn, path, clip, device, steps, env_extra=None, channels_last=False, fidelity=False) -> dict:
+def spawn(
+    size, cutn, path, clip, device, steps, env_extra=None, channels_last=False, fidelity=False, profile=False
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -164,6 +233,8 @@ def spawn(size, cutn, path, clip, device, steps, env_extra=None, channels_last=F
         cmd.append("--channels-last")
     if fidelity:
         cmd.append("--fidelity")
+    if profile:
+        cmd.append("--profile")
     env = dict(os.environ, **(env_extra or {}))
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -192,6 +263,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--fidelity", action="store_true")
+    p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--levers", action="store_true", help="only the precision levers at 256x256, cutn 32 (issue 22)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--quick-grid", action="store_true", help="only the --sizes x --cutns given")
     p.add_argument("--sizes", default="128,256,384")
@@ -203,6 +276,9 @@ def main() -> None:
     if a.one:
         print(json.dumps(one(a)))
         return
+    print(machine_header())
+    if a.levers:
+        return levers(a)
     sizes = [int(x) for x in a.sizes.split(",")]
     cutns = [int(x) for x in a.cutns.split(",")]
     grid = [(256, 32)] if a.quick else sorted({(256, c) for c in cutns} | {(s, 32) for s in sizes})
@@ -263,6 +339,39 @@ def main() -> None:
                 f"{note}; peak RSS {r['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
+
+
+def machine_header() -> str:
+    """The CPU's capability line: every figure depends on it (issue 22)."""
+    import torch
+
+    from pixgen.precision import _cpu_name, cpu_has_fast_bf16
+
+    return (
+        f"CPU {_cpu_name()}; capability {torch.backends.cpu.get_cpu_capability()}; native bf16 (oneDNN) "
+        f"{cpu_has_fast_bf16()}; torch {torch.__version__}; {torch.get_num_threads()} threads"
+    )
+
+
+def levers(a) -> None:
+    """Issue 22's table: each precision lever at 256x256, cutn 32, paired with the plain fp32 step
+    of before (open_clip's forward, fp32) in the same run, with the gradient's cosine to it."""
+    print(f"device {a.device}; {a.steps} timed steps after 1 warm-up; each row in its own process")
+    print("| lever | s/step | vs plain fp32 | peak RSS MB | grad cos vs fp32 | top ops (share of a step) |")
+    print("|---|---|---|---|---|---|")
+    base = None
+    for path in [*LEVERS, "default"]:
+        fidelity = path not in ("fp32-before",)
+        r = spawn(a.size, a.cutn, path, a.clip, a.device, a.steps, fidelity=fidelity, profile=True)
+        base = base or r["seconds_per_step"]
+        cos = f"{r['grad_cosine']:.4f}" if "grad_cosine" in r else "-"
+        ops = ", ".join(f"{name} {share:.0%}" for name, share in r["profile"][:3])
+        label = f"default ({r['precision']})" if path == "default" else path
+        print(
+            f"| {label} | {r['seconds_per_step']:.2f} | {base / r['seconds_per_step']:.2f}x | "
+            f"{r['peak_rss_mb']:.0f} | {cos} | {ops} |",
+            flush=True,
+        )
 
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"

@@ -43,6 +43,7 @@ class Run:
     plan: PromptPlan
     device: torch.device
     models: object  # pixgen.models.Models
+    precision: object = None  # pixgen.precision.Precision, applied to the models
 
     def record(self) -> dict:
         """The resolved settings as written beside every output (run.json, PNG metadata)."""
@@ -69,6 +70,7 @@ def prepare(
     which model is loading."""
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
+    from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
 
     plan = plan_prompts(settings)
@@ -83,7 +85,9 @@ def prepare(
         check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
         models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
     width, height = fit_size(settings, models.decoder.factor)
-    return Run(replace(settings, size=[width, height], seed=seed), plan, device, models)
+    precision = resolve_precision(settings.precision, device, models.parameters)
+    models.set_precision(precision)
+    return Run(replace(settings, size=[width, height], seed=seed), plan, device, models, precision)
 
 
 def generate(
@@ -178,7 +182,7 @@ def make_loop(run: Run, start=None):
     progressive schedule and the zoom video mode. `start`, a (latent, image in [0, 1]) pair,
     replaces the initial latent and init image (pixgen.restyle)."""
     from pixgen.course import Course
-    from pixgen.device import resolve_precision, seed_everything
+    from pixgen.device import seed_everything
     from pixgen.losses import regulariser
     from pixgen.ops import halve_latent
     from pixgen.optimise import Loop, Objective, init_latent, lr_schedule, pick_start
@@ -201,7 +205,7 @@ def make_loop(run: Run, start=None):
     elif init_image is None and s.init_draws > 1:
         draws = [init_latent(models.decoder, s.width, s.height, generator, s.init) for _ in range(s.init_draws - 1)]
         z = pick_start(models.decoder, terms, [z, *draws], generator)
-    dtype = resolve_precision(s.precision, run.device)
+    dtype = run.precision.autocast
     objective = Objective(terms, generator, regulariser(s, z.detach().clone(), init_image), dtype, tuple(z.shape))
     coarse_until = s.iterations // 2 if s.schedule == "progressive" else 0
     schedule = lr_schedule(s.lr_schedule, s.iterations)
@@ -301,7 +305,8 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
         "seconds": time.perf_counter() - t_start,
         "peak_memory_mb": peak_memory_mb(run.device),
         "device": str(run.device),
-        "clip_dtype": str(loop.clip_dtype or torch.float32).removeprefix("torch."),
+        "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
+        **run.precision.record(),
         "threads": torch.get_num_threads(),
     }
     if failure:

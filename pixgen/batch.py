@@ -305,7 +305,14 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     if job_dir.exists():  # an unfinished earlier attempt at this very job: start it again
         shutil.rmtree(job_dir)
-    key = (settings.vqgan, tuple(settings.clip), settings.vqgan_config, settings.vqgan_ckpt, settings.device)
+    key = (
+        settings.vqgan,
+        tuple(settings.clip),
+        settings.vqgan_config,
+        settings.vqgan_ckpt,
+        settings.device,
+        settings.precision,
+    )
     try:
         loaded[key] = prepare(settings, loaded.get(key), offline).models
         seed = job_seed(settings.seed, job)

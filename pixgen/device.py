@@ -39,34 +39,3 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNGs (used by kornia) and return a CPU generator for pixgen's draws."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); else bf16 is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-# precision -> CLIP's autocast dtype (None: plain fp32); "auto" picks one of them per device
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for CLIP, or None for plain fp32.
-
-    Only CLIP runs in reduced precision: measured, it keeps the gradient (cosine 0.9999 to fp32)
-    while the decoder's bent (0.966), and kornia's perspective warp went non-finite under
-    autocast. "auto" takes bf16 where the hardware runs it natively (CUDA with bf16, CPUs with
-    AVX512-BF16/AMX) and fp32 elsewhere.
-    """
-    if device.type == "mps":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    if precision == "fp16" and device.type != "cuda":
-        raise PixgenError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    return DTYPES[precision]

@@ -25,6 +25,27 @@ class Models:
         if len(self.clip_weights) != len(self.scorers):
             raise ValueError("one weight per CLIP scorer")
 
+    @property
+    def parameters(self) -> int:
+        """The decoder's and the CLIP models' parameter count (what `auto` precision weighs)."""
+        return sum(p.numel() for m in [self.decoder, *self.scorers] for p in m.parameters())
+
+    def set_precision(self, precision) -> None:
+        """Cast the decoder and the CLIP models to `precision.weights` (pixgen.precision), once.
+        Casting back up from a reduced dtype would keep its rounding, so it is refused: models
+        shared between runs (batch, serve) are loaded once per precision."""
+        dtype = precision.weights
+        if dtype == self.decoder.dtype:
+            return
+        if self.decoder.dtype != torch.float32:
+            raise PixgenError(
+                f"setting 'precision': these models were cast to {self.decoder.dtype} for an earlier "
+                f"run and cannot go back to {dtype} (load them again)"
+            )
+        self.decoder.cast(dtype)
+        for scorer in self.scorers:
+            scorer.cast(dtype)
+
     def set_low_memory(self, on: bool) -> None:
         """Activation checkpointing in the decoder's residual blocks (the loop's CLIP terms score
         a few cutouts at a time): about 1.2 GB less at 256x256, cutn 32, for about 1.2x the time

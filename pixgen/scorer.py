@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pixgen import vit
 from pixgen.errors import PixgenError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -37,10 +38,27 @@ class ClipScorer(nn.Module):
         std = cfg.get("std", OPENAI_DATASET_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.fast = vit.supports(model.visual)
+        self.attention = "auto"  # pixgen.vit.attention's kernel: auto, math or sdpa
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def cast(self, dtype: torch.dtype) -> ClipScorer:
+        """Cast CLIP's weights to `dtype` (once, at the edge); images and embeddings stay float32."""
+        self.model.to(dtype)
+        return self
 
     def encode_image(self, images: Tensor) -> Tensor:
-        """(N, 3, s, s) in [0, 1] at s = input_size -> (N, D) unit vectors."""
-        return F.normalize(self.model.encode_image((images - self.mean) / self.std), dim=-1)
+        """(N, 3, s, s) float32 in [0, 1] at s = input_size -> (N, D) float32 unit vectors.
+
+        Normalised in float32, then run in CLIP's own dtype; open_clip's ViTs through
+        `pixgen.vit` (the same function, without the copies of its attention's layout)."""
+        x = ((images - self.mean) / self.std).to(self.dtype)
+        visual = self.model.visual
+        features = vit.forward(visual, x, self.attention) if self.fast else self.model.encode_image(x)
+        return F.normalize(features.float(), dim=-1)
 
     def activation_floats(self) -> int:
         """Roughly how many floats the image tower keeps for backward, per cutout."""
@@ -55,7 +73,7 @@ class ClipScorer(nn.Module):
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
         tokens = self.tokenizer(texts).to(self.mean.device)
-        return F.normalize(self.model.encode_text(tokens), dim=-1)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
 def _register_configs() -> None:

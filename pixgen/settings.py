@@ -242,7 +242,10 @@ class Settings:
     output_dir: str = setting("outputs", "Folder that receives the run folder.", short="-o", panel=OUTPUT)
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.", panel=PERFORMANCE)
     precision: str = setting(
-        "auto", "CLIP's autocast dtype (auto: picked per device).", choices=PRECISIONS, panel=PERFORMANCE
+        "auto",
+        "Compute dtype: bf16 casts the models once; fp16 is CLIP autocast on CUDA; auto measures this machine.",
+        choices=PRECISIONS,
+        panel=PERFORMANCE,
     )
     compile: bool = setting(
         False, "torch.compile the models: slow first step, faster after (long runs).", panel=PERFORMANCE

@@ -120,10 +120,29 @@ class VQGANDecoder(nn.Module):
     # backward and recompute the rest there
     checkpoint_levels: int = 0
 
+    def cast(self, dtype: torch.dtype) -> VQGANDecoder:
+        """Cast the convolutions to `dtype` (once, at the edge); the codebook stays float32. In a
+        reduced dtype the weights and activations go channels_last, the layout in which oneDNN
+        runs its bf16 (AMX) convolutions on a CPU."""
+        fmt = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
+        for module in (self.post_quant_conv, self.decoder):
+            module.to(dtype=dtype).to(memory_format=fmt)
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.post_quant_conv.weight.dtype
+
     def forward(self, zq: Tensor) -> Tensor:
         """taming's Decoder.forward, step for step over its own modules, with SiLU as one op (it
         keeps one tensor for backward where ``x * sigmoid(x)`` keeps two) and attention through
-        ``scaled_dot_product_attention``. The same function, to float rounding."""
+        ``scaled_dot_product_attention``. The same function, to float rounding. The latent comes
+        in float32 and the image goes out in float32, whatever dtype the decoder was cast to."""
+        if self.dtype != zq.dtype:
+            zq = zq.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self._decode(zq).float()
+
+    def _decode(self, zq: Tensor) -> Tensor:
         d = self.decoder
         h = d.conv_in(self.post_quant_conv(zq))
         h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h))

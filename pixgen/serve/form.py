@@ -14,7 +14,18 @@ from pixgen.errors import PixgenError
 from pixgen.settings import FIELDS, Settings, load_settings
 
 # Fixed by `pixgen serve` for every job: the loaded models, their device, where runs go.
-SERVER_KEYS = ("output_dir", "device", "threads", "vqgan", "vqgan_config", "vqgan_ckpt", "clip", "preset", "compile")
+SERVER_KEYS = (
+    "output_dir",
+    "device",
+    "threads",
+    "vqgan",
+    "vqgan_config",
+    "vqgan_ckpt",
+    "clip",
+    "preset",
+    "compile",
+    "precision",
+)
 COMMON = ("prompt", "size", "iterations", "seed", "negative", "init_image")
 PATH_KEYS = ("init_image", "image_prompts")
 

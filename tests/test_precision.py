@@ -1,0 +1,181 @@
+"""Precision (issue 22): bf16 weights cast once, pixgen.vit's ViT walk, and how `auto` decides."""
+
+import copy
+import json
+import logging
+
+import pytest
+import torch
+
+from pixgen import api, precision, vit
+from pixgen.errors import PixgenError
+from pixgen.models import Models
+from pixgen.optimise import render
+from pixgen.precision import Precision, resolve_precision
+from pixgen.scorer import build_clip
+from pixgen.settings import load_settings
+from pixgen.vqgan import tiny_decoder
+
+CPU = torch.device("cpu")
+BF16 = Precision("bf16", torch.bfloat16)
+
+
+def _grad(scorer, x, walk: bool):
+    x = x.clone().requires_grad_(True)
+    visual = scorer.model.visual
+    out = vit.forward(visual, x) if walk else visual(x)
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("arch", ["pixgen-tiny", "pixgen-shapes"])
+@pytest.mark.parametrize("kernel", ["math", "sdpa"])
+def test_vit_walk_is_open_clips_forward_and_gradient(arch, kernel):
+    scorer = build_clip(arch, seed=3)
+    assert vit.supports(scorer.model.visual)
+    x = torch.rand(5, 3, scorer.input_size, scorer.input_size, generator=torch.Generator().manual_seed(0))
+    ref_out, ref_grad = _grad(scorer, x, walk=False)
+    torch.manual_seed(0)
+    out = vit.forward(scorer.model.visual, x.clone().requires_grad_(True), kernel)
+    assert torch.allclose(out, ref_out, atol=1e-5, rtol=1e-4)
+    _, grad = _grad(scorer, x, walk=True)
+    assert torch.allclose(grad, ref_grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_vit_walk_on_vit_b_32():
+    scorer = build_clip("ViT-B-32", seed=0)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ref_out, ref_grad = _grad(scorer, x, walk=False)
+    out, grad = _grad(scorer, x, walk=True)
+    assert torch.allclose(out, ref_out, atol=1e-4, rtol=1e-3)
+    assert torch.nn.functional.cosine_similarity(grad.flatten(), ref_grad.flatten(), dim=0) > 0.9999
+
+
+def test_vit_walk_declines_what_it_does_not_reproduce():
+    scorer = build_clip("pixgen-tiny", seed=0)
+    visual = scorer.model.visual
+    visual.output_tokens = True
+    assert not vit.supports(visual)
+    visual.output_tokens = False
+    visual.transformer.resblocks[0].attn.dropout = 0.1
+    assert not vit.supports(visual)
+    assert not vit.supports(torch.nn.Linear(2, 2))
+
+
+def test_bf16_decoder_keeps_codebook_and_io_in_fp32():
+    dec = tiny_decoder()
+    ref = copy.deepcopy(dec)
+    dec.cast(torch.bfloat16)
+    assert dec.codebook.dtype == torch.float32 and dec.dtype == torch.bfloat16
+    conv = dec.decoder.conv_in.weight
+    assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
+    z = torch.randn(1, dec.arch.embed_dim, 8, 8, generator=torch.Generator().manual_seed(1))
+    out, want = dec(z), ref(z)
+    assert out.dtype == torch.float32 and out.shape == want.shape
+    assert (out - want).abs().mean() < 0.02 * want.abs().mean()  # bf16 rounding, not another function
+
+
+def test_bf16_scorer_embeds_in_fp32_close_to_fp32():
+    scorer = build_clip("pixgen-tiny", seed=0)
+    ref = copy.deepcopy(scorer)
+    scorer.cast(torch.bfloat16)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    a, b = scorer.encode_image(x), ref.encode_image(x)
+    assert a.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    assert scorer.encode_text(["a cat"]).dtype == torch.float32
+
+
+def test_models_cast_once_and_refuse_to_go_back_up():
+    models = Models(tiny_decoder(), [build_clip("pixgen-tiny")])
+    models.set_precision(BF16)
+    models.set_precision(BF16)  # again: nothing to do
+    assert models.scorers[0].dtype == torch.bfloat16
+    with pytest.raises(PixgenError, match="precision"):
+        models.set_precision(precision.FP32)
+
+
+def test_shapes_gradient_in_bf16_points_where_fp32_does():
+    """The latent's gradient through the trained shapes decoder and CLIP, bf16 against fp32."""
+    s = load_settings(preset="shapes", overrides=dict(prompt="a red circle on a blue background", seed=0))
+    run = api.prepare(s)
+    ref = copy.deepcopy(run.models)
+    run.models.set_precision(BF16)
+    grads = []
+    for models in (ref, run.models):
+        run.models, torch_state = models, torch.get_rng_state()
+        term = api.clip_terms(run)[0]
+        z = torch.randn(1, models.decoder.arch.embed_dim, 16, 16, generator=torch.Generator().manual_seed(0))
+        z = z.requires_grad_(True)
+        term.loss(render(models.decoder, z), 1, torch.Generator().manual_seed(5), None).backward()
+        torch.set_rng_state(torch_state)
+        grads.append(z.grad.flatten())
+    assert torch.nn.functional.cosine_similarity(*grads, dim=0) > 0.99
+
+
+def test_explicit_choices_and_mps():
+    assert resolve_precision("fp32", CPU).weights == torch.float32
+    assert resolve_precision("bf16", CPU).weights == torch.bfloat16
+    assert resolve_precision("auto", torch.device("mps")).name == "fp32"
+    with pytest.raises(PixgenError, match="fp16 needs a CUDA"):
+        resolve_precision("fp16", CPU)
+
+
+def test_auto_keeps_fp32_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "measure", lambda: pytest.fail("no calibration without native bf16"))
+    p = resolve_precision("auto", CPU, 10**9)
+    assert p.name == "fp32" and "no native bf16" in p.why
+
+
+def test_bf16_without_native_support_warns_once_with_the_cost(monkeypatch, caplog):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "emulated_slowdown", lambda: 140.0)
+    with caplog.at_level(logging.WARNING, logger="pixgen"):
+        p = resolve_precision("bf16", CPU)
+    assert p.name == "bf16"
+    [record] = caplog.records
+    assert "140x slower" in record.getMessage() and "\n" not in record.getMessage()
+
+
+def test_auto_follows_the_cached_calibration(monkeypatch, tmp_path):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    calls = []
+
+    def fake(speedup):
+        def measure():
+            calls.append(speedup)
+            return {"fp32": 1.0, "bf16": 1.0 / speedup, "speedup": speedup}
+
+        return measure
+
+    monkeypatch.setattr(precision, "measure", fake(0.8))
+    assert resolve_precision("auto", CPU, 10**9).name == "fp32"  # measured slower: never picked
+    assert resolve_precision("auto", CPU, 10**9).name == "fp32"
+    assert calls == [0.8]  # measured once, then read from the cache
+    cached = json.loads((tmp_path / "calibration.json").read_text())
+    assert list(cached) == [precision.calibration_key()]
+    (tmp_path / "calibration.json").write_text("{not json")  # a corrupt cache is measured again
+    monkeypatch.setattr(precision, "measure", fake(3.0))
+    assert resolve_precision("auto", CPU, 10**9).name == "bf16"
+    assert resolve_precision("auto", CPU, 10**6).name == "fp32"  # small models stay fp32
+
+
+def test_calibration_measures_both_dtypes():
+    result = precision.measure(reps=1)
+    assert result["fp32"] > 0 and result["bf16"] > 0
+    assert result["speedup"] == pytest.approx(result["fp32"] / result["bf16"])
+
+
+def test_a_bf16_run_records_its_precision(tmp_path):
+    s = load_settings(
+        preset="smoke", overrides=dict(prompt="a cat", seed=1, precision="bf16", output_dir=str(tmp_path))
+    )
+    result = api.generate(s)
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert record["precision"] == "bf16" and record["clip_dtype"] == "bfloat16"
+    assert all(torch.isfinite(torch.tensor(record["losses"])))
+    again = api.generate(s)
+    assert (result.image.read_bytes() == again.image.read_bytes()) or pytest.fail("bf16 runs must reproduce")
