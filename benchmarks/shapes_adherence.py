@@ -98,7 +98,7 @@ def run(a) -> list[dict]:
                     },
                     sets=sets,
                 )
-                key = (s.vqgan, tuple(s.clip))
+                key = (s.vqgan, tuple(s.clip), s.precision)  # bf16 models are cast once: one set per precision
                 if key not in models_cache:
                     models_cache[key] = load_models(s.vqgan, s.clip, torch.device("cpu"))
                 models = models_cache[key]

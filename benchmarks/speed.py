@@ -62,8 +62,8 @@ LEVERS = {
     "bf16-clip": dict(clip=BF16, vit=False),
     "bf16-weights": dict(clip=BF16, decoder=BF16, vit=False),
     "bf16-vit-sdpa": dict(clip=BF16, decoder=BF16, attention="sdpa"),
+    "bf16-gn-bf16": dict(clip=BF16, decoder=BF16, islands=False),
     "bf16": dict(clip=BF16, decoder=BF16),
-    "bf16-gn-fp32": dict(clip=BF16, decoder=BF16, islands=True),
 }
 
 
@@ -87,9 +87,7 @@ def build_models(args):
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
     lever = dict(LEVERS.get(args.path, {}))
-    precision = resolve_precision(
-        {"default": "auto", "fp16": "fp16"}.get(args.path, "fp32"), device, models.parameters
-    )
+    precision = resolve_precision({"default": "auto", "fp16": "fp16"}.get(args.path, "fp32"), device, models.parameters)
     if args.path == "default":
         lever = {"clip": BF16, "decoder": BF16} if precision.name == "bf16" else {}
     scorer.fast = lever.get("vit", True)
@@ -98,24 +96,20 @@ def build_models(args):
         decoder.cast(torch.bfloat16)
     if lever.get("clip"):
         scorer.cast(torch.bfloat16)
-    if lever.get("islands"):
-        fp32_group_norms(decoder)
+    if lever.get("islands") is False:
+        bf16_group_norms(decoder)
     autocast = precision.autocast or (torch.bfloat16 if lever.get("autocast") else None)
     return models, device, autocast, precision
 
 
-def fp32_group_norms(decoder) -> None:
-    """Make each GroupNorm of a bf16 decoder compute in float32 (an fp32 island)."""
+def bf16_group_norms(decoder) -> None:
+    """Undo the decoder's fp32 GroupNorm islands: each GroupNorm computes in the decoder's bf16."""
     import torch
 
-    def island(norm, x):
-        w = norm.weight.float() if norm.weight is not None else None
-        b = norm.bias.float() if norm.bias is not None else None
-        return torch.nn.functional.group_norm(x.float(), norm.num_groups, w, b, norm.eps).to(x.dtype)
+    import pixgen.vqgan
 
-    for m in decoder.modules():
-        if isinstance(m, torch.nn.GroupNorm):
-            m.forward = island.__get__(m)
+    pixgen.vqgan._norm = lambda norm, x: norm(x)
+    assert decoder.dtype == torch.bfloat16
 
 
 def one(args) -> dict:

@@ -42,11 +42,10 @@ def run(cmd: list[str], env: dict, out: Path) -> tuple[float, float]:
     return wall - (record["seconds"] - record["startup_seconds"]), record["peak_memory_mb"]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=3)
-    a = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="pixgen-startup-"))
+def make_replicas(tmp: Path) -> tuple[dict, Path, Path, Path]:
+    """Random-weight files of the real models, as a user has them: the f16 16384 taming YAML and
+    .ckpt (imported as the cached VQGAN "replica") and a ViT-B-32 safetensors file. Returns the
+    environment that points pixgen at them (offline), the config, the checkpoint, the CLIP file."""
     arch = VQGANArch("vq", 256, 16384, F16)
     sd = taming_state_dict(arch)
     cfg, ckpt = tmp / "model.yaml", tmp / "last.ckpt"
@@ -57,13 +56,22 @@ def main() -> None:
 
     save_file({k: v.contiguous() for k, v in build_clip("ViT-B-32").model.state_dict().items()}, str(clip))
     env = dict(os.environ, PIXGEN_CACHE=str(tmp / "cache"), PIXGEN_OFFLINE="1")
-    pixgen = [sys.executable, "-m", "pixgen"]
     subprocess.run(
-        [*pixgen, "models", "import", "replica", "--config", cfg, "--ckpt", ckpt],
+        [sys.executable, "-m", "pixgen", "models", "import", "replica", "--config", cfg, "--ckpt", ckpt],
         env=env,
         check=True,
         capture_output=True,
     )
+    return env, cfg, ckpt, clip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pixgen-startup-"))
+    env, cfg, ckpt, clip = make_replicas(tmp)
+    pixgen = [sys.executable, "-m", "pixgen"]
     common = [
         "a cat",
         "--clip",

@@ -15,14 +15,15 @@ LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
 def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool = False) -> int:
     """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
     `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
-    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md)."""
+    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md). Models cast to
+    bf16 (pixgen.precision) count two bytes a value."""
     floats = models.decoder.arch.activation_floats(width, height)
     if low_memory:
         floats //= 4
     clip_floats = sum(cutn * scorer.activation_floats() for scorer in models.scorers)
     floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
-    params = sum(p.numel() for m in [models.decoder, *models.scorers] for p in m.parameters())
-    return 4 * (floats + params)
+    size = models.decoder.dtype.itemsize  # bf16 models keep 2-byte weights and activations
+    return size * (floats + models.parameters)
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -158,7 +158,7 @@ class VQGANDecoder(nn.Module):
                 h = up.upsample(h)
         if d.give_pre_end:
             return h
-        return d.conv_out(F.silu(d.norm_out(h)))
+        return d.conv_out(F.silu(_norm(d.norm_out, h)))
 
 
 def _checkpointed(fn, block: nn.Module, x: Tensor) -> Tensor:
@@ -168,10 +168,20 @@ def _checkpointed(fn, block: nn.Module, x: Tensor) -> Tensor:
     return checkpoint(fn, block, x, use_reentrant=False)
 
 
+def _norm(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    """GroupNorm, computed in float32 when the decoder runs in a reduced dtype: an fp32 island
+    that costs two casts, where bf16 GroupNorm's channels_last backward took 18% of a bf16 step
+    on a CPU (BENCHMARKS.md, issue 22); it also keeps the statistics exact."""
+    if x.dtype == torch.float32:
+        return norm(x)
+    w, b = norm.weight.float(), norm.bias.float()
+    return F.group_norm(x.float(), norm.num_groups, w, b, norm.eps).to(x.dtype)
+
+
 def _resnet(block: nn.Module, x: Tensor) -> Tensor:
     """taming's ResnetBlock without a timestep embedding (VQGAN has none)."""
-    h = block.conv1(F.silu(block.norm1(x)))
-    h = block.conv2(block.dropout(F.silu(block.norm2(h))))
+    h = block.conv1(F.silu(_norm(block.norm1, x)))
+    h = block.conv2(block.dropout(F.silu(_norm(block.norm2, h))))
     if block.in_channels != block.out_channels:
         x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
     return x + h
@@ -180,7 +190,7 @@ def _resnet(block: nn.Module, x: Tensor) -> Tensor:
 def _attention(block: nn.Module, x: Tensor) -> Tensor:
     """taming's AttnBlock (one head over all positions) through scaled_dot_product_attention."""
     b, c, hh, ww = x.shape
-    h = block.norm(x)
+    h = _norm(block.norm, x)
     q, k, v = (conv(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for conv in (block.q, block.k, block.v))
     out = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c), scaled by c ** -0.5 like taming
     return x + block.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))

@@ -104,6 +104,14 @@ class _Flaky(torch.nn.Module):
     def factor(self):
         return self.inner.factor
 
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    def cast(self, dtype):
+        self.inner.cast(dtype)
+        return self
+
     def forward(self, z):
         self.calls += 1
         out = self.inner(z)
