@@ -179,3 +179,25 @@ def test_a_bf16_run_records_its_precision(tmp_path):
     assert all(torch.isfinite(torch.tensor(record["losses"])))
     again = api.generate(s)
     assert (result.image.read_bytes() == again.image.read_bytes()) or pytest.fail("bf16 runs must reproduce")
+
+
+@pytest.mark.parametrize("height,width,size,cut_min", [(256, 256, 224, 0.0), (48, 80, 32, 0.8), (20, 20, 32, 0.0)])
+def test_cutouts_resample_exactly_as_roi_align(height, width, size, cut_min):
+    """The matmul resampling is torchvision's roi_align (aligned, adaptive sampling), forward and
+    backward, on shrinking, mixed and enlarging cutouts."""
+    from torchvision.ops import roi_align
+
+    from pixgen.cutouts import Cutouts
+
+    cut = Cutouts(size, 16, 1.0, cut_min)
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    boxes = cut.boxes(height, width, torch.Generator().manual_seed(1))
+    rois = torch.cat([boxes.new_zeros(16, 1), boxes], 1)
+    ref = roi_align(image, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+    (ref_grad,) = torch.autograd.grad((ref * weight).sum(), image)
+    out = cut(image, torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((out * weight).sum(), image)
+    assert out.shape == ref.shape and out.is_contiguous()
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
