@@ -56,13 +56,15 @@ def sync(device):
 # "before" rows are what pixgen did before issue 22; "bf16" is what --precision bf16 does now.
 BF16 = "bfloat16"
 LEVERS = {
-    "fp32-before": dict(vit=False),
-    "autocast-before": dict(vit=False, autocast=BF16),
+    "fp32-before": dict(vit=False, legacy=True),
+    "autocast-before": dict(vit=False, autocast=BF16, legacy=True),
+    "fp32-legacy-cutouts": dict(legacy=True),
     "fp32": dict(),
     "bf16-clip": dict(clip=BF16, vit=False),
     "bf16-weights": dict(clip=BF16, decoder=BF16, vit=False),
     "bf16-vit-sdpa": dict(clip=BF16, decoder=BF16, attention="sdpa"),
     "bf16-gn-bf16": dict(clip=BF16, decoder=BF16, islands=False),
+    "bf16-legacy-cutouts": dict(clip=BF16, decoder=BF16, legacy=True),
     "bf16": dict(clip=BF16, decoder=BF16),
 }
 
@@ -98,8 +100,28 @@ def build_models(args):
         scorer.cast(torch.bfloat16)
     if lever.get("islands") is False:
         bf16_group_norms(decoder)
+    if lever.get("legacy"):
+        legacy_cutouts()
     autocast = precision.autocast or (torch.bfloat16 if lever.get("autocast") else None)
     return models, device, autocast, precision
+
+
+def legacy_cutouts() -> None:
+    """The cutouts of before issue 22: torchvision's roi_align and kornia's ColorJitter."""
+    from torchvision.ops import roi_align
+
+    import pixgen.cutouts as C
+
+    def forward(self, image, generator, cutn=None):
+        boxes = self.boxes(image.shape[2], image.shape[3], generator, cutn).to(image)
+        rois = C.torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], 1)
+        cuts = roi_align(image, rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        return self.augment(cuts) if len(self.augment) else cuts
+
+    C.Cutouts.forward = forward
+    C.AUGMENTATIONS["jitter"] = lambda K, noise: K.ColorJitter(
+        brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.7
+    )
 
 
 def bf16_group_norms(decoder) -> None:

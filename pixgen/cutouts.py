@@ -11,11 +11,58 @@ AUGMENTATIONS = {
     "flip": lambda K, noise: K.RandomHorizontalFlip(p=0.5),
     "affine": lambda K, noise: K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7, padding_mode="border"),
     "perspective": lambda K, noise: K.RandomPerspective(distortion_scale=0.2, p=0.7),
-    "jitter": lambda K, noise: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.7),
+    "jitter": lambda K, noise: ColourJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.05, p=0.7),
     "noise": lambda K, noise: K.RandomGaussianNoise(mean=0.0, std=noise, p=0.5),
     "erasing": lambda K, noise: K.RandomErasing(scale=(0.02, 0.1), p=0.3),
     "sharpness": lambda K, noise: K.RandomSharpness(sharpness=0.3, p=0.5),
 }
+
+
+# luma weights and the RGB -> YIQ matrix (NTSC): a hue shift is a rotation about YIQ's Y axis
+LUMA = (0.299, 0.587, 0.114)
+YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+class ColourJitter(nn.Module):
+    """Brightness, contrast, saturation and hue jitter per cutout, with probability `p`, as one
+    3x3 colour matrix and offset per cutout, then a clamp to [0, 1].
+
+    Brightness scales by b in [1 - brightness, 1 + brightness]; contrast moves each pixel away
+    from the cutout's mean luma by c; saturation away from the pixel's own luma by s; hue turns
+    the colour about the grey axis by h turns (in YIQ), h in [-hue, hue]. Each keeps grey grey,
+    so together they are A x + d with A = b c H S and d = b (1 - c) mean_luma. Drawn from torch's
+    global generator, as kornia draws. kornia's ColorJitter goes through HSV with about 130
+    masked selects: 0.49 s of a 0.56 s augmentation pass at 32 cutouts of 224x224 (issue 22).
+    """
+
+    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float):
+        super().__init__()
+        self.amounts = (brightness, contrast, saturation, hue)
+        self.p = p
+        yiq = torch.tensor(YIQ)
+        self.register_buffer("yiq", yiq, persistent=False)
+        self.register_buffer("rgb", torch.linalg.inv(yiq), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA), persistent=False)
+
+    def matrices(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """From uniform draws u (n, 4): the (n, 3, 3) colour matrices without the contrast's
+        offset, the brightness b and the contrast c, each (n,)."""
+        b, c, s, h = ((2 * u[:, i] - 1) * a for i, a in enumerate(self.amounts))
+        b, c, s, angle = 1 + b, 1 + c, 1 + s, 2 * torch.pi * h
+        eye = torch.eye(3, device=u.device)
+        sat = s[:, None, None] * eye + (1 - s)[:, None, None] * self.luma.expand(3, 3)
+        turn = eye.repeat(len(u), 1, 1)
+        turn[:, 1, 1], turn[:, 1, 2], turn[:, 2, 1], turn[:, 2, 2] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+        matrix = (b * c)[:, None, None] * (self.rgb @ turn @ self.yiq @ sat)
+        return matrix, b, c
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = torch.rand(x.shape[0], 5, device=x.device)
+        matrix, b, c = self.matrices(u[:, 1:])
+        mean_luma = torch.einsum("c,nchw->n", self.luma.to(x.dtype), x) / (x.shape[2] * x.shape[3])
+        offset = (b * (1 - c) * mean_luma)[:, None, None, None]
+        out = (torch.einsum("nij,njhw->nihw", matrix.to(x.dtype), x) + offset).clamp(0, 1)
+        return torch.where((u[:, 0] < self.p)[:, None, None, None], out, x)
 
 
 def _augmentation(name: str, noise: float) -> nn.Module:

@@ -201,3 +201,31 @@ def test_cutouts_resample_exactly_as_roi_align(height, width, size, cut_min):
     assert out.shape == ref.shape and out.is_contiguous()
     assert torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(grad, ref_grad, atol=1e-5)
+
+
+def test_colour_jitter_levers_do_what_they_say():
+    from pixgen.cutouts import LUMA, ColourJitter
+
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    assert torch.allclose(ColourJitter(0, 0, 0, 0, 1.0)(x), x, atol=1e-6)  # nothing to jitter
+    assert torch.equal(ColourJitter(0.5, 0.5, 0.5, 0.5, 0.0)(x), x)  # never applied
+    grey = x[:, :1].expand(-1, 3, -1, -1)
+    torch.manual_seed(0)
+    out = ColourJitter(0.2, 0.4, 0.9, 0.5, 1.0)(grey)
+    assert torch.allclose(out, out[:, :1].expand(-1, 3, -1, -1), atol=1e-5) and not torch.equal(out, grey)  # still grey
+    j = ColourJitter(1.0, 1.0, 1.0, 1.0, 1.0)
+    half = torch.full((1,), 0.5)
+
+    def draw(b=half, c=half, s=half, h=half):
+        return j.matrices(torch.stack([b, c, s, h], 1))[0][0]
+
+    assert torch.allclose(draw(b=torch.full((1,), 0.75)), 1.5 * torch.eye(3), atol=1e-6)  # brightness x1.5
+    luma = torch.tensor(LUMA)
+    assert torch.allclose(draw(s=torch.zeros(1)), luma.expand(3, 3), atol=1e-6)  # saturation 0: the luma
+    assert torch.allclose(draw(h=torch.ones(1)), torch.eye(3), atol=1e-5)  # a full turn of hue
+    red = torch.tensor([0.9, 0.1, 0.1])
+    turned = draw(h=torch.full((1,), 2 / 3)) @ red  # a third of a turn
+    assert turned.argmax() != 0 and torch.allclose(luma @ turned, luma @ red, atol=1e-5)
+    m, b, c = j.matrices(torch.tensor([[0.5, 0.9, 0.5, 0.5]]))  # contrast x1.8 about the mean luma
+    out = torch.einsum("ij,jhw->ihw", m[0], x[0]) + b * (1 - c) * torch.einsum("c,chw->", luma, x[0]) / 64
+    assert torch.allclose(torch.einsum("c,chw->", luma, out), torch.einsum("c,chw->", luma, x[0]), atol=1e-3)
