@@ -205,8 +205,9 @@ def grad_cosine(loop, args) -> float:
 
     from pixgen.optimise import render
 
-    reference = argparse.Namespace(**dict(vars(args), path="fp32-before", channels_last=False))
+    reference = argparse.Namespace(**dict(vars(args), path="fp32", channels_last=False))
     ref_models, _, _, _ = build_models(reference)
+    ref_models.scorers[0].fast = False  # open_clip's own forward
     grads = []
     state = (loop.generator.get_state(), torch.get_rng_state())
     for decoder, scorer, dtype in (
