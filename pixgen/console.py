@@ -35,6 +35,7 @@ class Progress:
 
     def status(self, text: str) -> None:
         """Say what the run is doing before its first step (loading models, encoding prompts)."""
+        signal_at_phase(text)
         console = self.progress.console
         if self.quiet or self.task is not None or not console.is_terminal:
             return
@@ -66,8 +67,26 @@ class Progress:
             self.progress.stop()
 
 
+def signal_at_phase(text: str) -> None:
+    """A test hook: with PIXGEN_TEST_SIGNAL_AT=WORDS[,WORDS...] the process sends itself SIGINT
+    when a phase whose text starts with one of the WORDS is announced (a real signal, through
+    the real handler), so that tests can stop a real run in a phase of their choosing."""
+    import os
+
+    wanted = os.environ.get("PIXGEN_TEST_SIGNAL_AT")
+    if wanted and any(text.startswith(w) for w in wanted.split(",") if w):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+ABORT_GRACE_SECONDS = 2.0  # after a second signal, the most a stuck native call may hold the exit
+
+
 class StopOnSignal:
-    """SIGINT/SIGTERM ask the run to stop after the current step; a second one stops at once."""
+    """SIGINT/SIGTERM ask the run to stop at its next safe point (after the current step, or
+    between the phases before the first step and after the last: pixgen.api.Phases); a second
+    one aborts at once (Aborted; a native call that does not return is cut short by os._exit)."""
 
     def __init__(self):
         self.requested = False
@@ -76,10 +95,17 @@ class StopOnSignal:
         return self.requested
 
     def _handle(self, signum, frame):
+        import os
+        import threading
+
+        from pixgen.errors import Aborted
+
         if self.requested:
-            raise KeyboardInterrupt
+            print("\npixgen: aborting", file=sys.stderr)
+            threading.Timer(ABORT_GRACE_SECONDS, os._exit, (130,)).start()
+            raise Aborted
         self.requested = True
-        print("\npixgen: stopping after this step (again to abort)...", file=sys.stderr)
+        print("\npixgen: stopping at the next safe point, keeping what is done (again to abort)...", file=sys.stderr)
 
     def __enter__(self):
         import signal
@@ -175,9 +201,17 @@ def show_warnings() -> None:
 
 def interrupted(exc: BaseException | None) -> int:
     """Say where an interrupted run's work is and how to go on; the exit code, 130."""
+    from pixgen.errors import Interrupted
+
     result = exc.args[0] if exc is not None and exc.args else None
     where = ""
-    if getattr(result, "run_dir", None):
+    if isinstance(exc, Interrupted) and result is None:
+        where = " before the first step; nothing new was written"
+    elif getattr(result, "run_dir", None) and getattr(result, "interrupted", True):
         where = f"; saved {result.image}; continue with: pixgen resume {result.run_dir}"
+    elif getattr(result, "run_dir", None):
+        where = f" while writing; saved {result.image}; skipped {', '.join(result.skipped)}"
+    elif exc is not None:
+        where = "; aborted"
     print(f"pixgen: interrupted{where}", file=sys.stderr)
     return 130
