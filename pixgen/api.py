@@ -82,6 +82,15 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
     return fw, fh
 
 
+def check_threads(threads: int) -> None:
+    """Refuse more than 8 threads per core: oversubscribed, every step would crawl."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if threads > 8 * cores:
+        raise PixgenError(f"setting 'threads': {threads} threads on {cores} cores is too many (at most {8 * cores})")
+
+
 def prepare(
     settings: Settings, models=None, offline: bool = False, on_status: Callable[[str], None] | None = None
 ) -> Run:
@@ -96,6 +105,7 @@ def prepare(
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
     if settings.threads:
+        check_threads(settings.threads)
         torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:

@@ -161,7 +161,7 @@ class Settings:
         1,
         "Draw N starting latents (tokens, flat, mean) and start from the one CLIP likes best.",
         lo=1,
-        hi=256,
+        hi=32,
         panel=INIT,
     )
     save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.", panel=OUTPUT)
@@ -269,7 +269,11 @@ class Settings:
     )
     low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.", panel=PERFORMANCE)
     threads: int = setting(
-        0, "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS).", lo=0, hi=4096, panel=PERFORMANCE
+        0,
+        "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS; at most 8 per core).",
+        lo=0,
+        hi=4096,
+        panel=PERFORMANCE,
     )
     vqgan: str = setting(
         "vqgan_imagenet_f16_16384", "VQGAN: a registry name (`pixgen models list`) or shapes/tiny.", panel=MODELS
