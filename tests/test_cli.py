@@ -308,4 +308,4 @@ def test_status_before_the_first_step(tmp_path):
     heard = []
     settings = load_settings(preset="smoke", overrides=dict(prompt="a cat", iterations=1, output_dir=str(tmp_path)))
     api.generate(settings, on_status=heard.append)
-    assert heard == ["loading VQGAN tiny…", "loading CLIP tiny…", "encoding prompts…"]
+    assert heard == ["loading VQGAN tiny…", "loading CLIP tiny…", "encoding prompts…", "writing progress.gif…"]
