@@ -108,6 +108,7 @@ class StopOnSignal:
 
     def _watcher(self, reader) -> None:
         import os
+        import signal
         import time
 
         seen = 0
@@ -119,7 +120,8 @@ class StopOnSignal:
                     return
                 if not data:
                     return
-                seen += len(data)
+                # one byte per signal, its number: other signals with Python handlers (SIGCHLD...) don't count
+                seen += sum(1 for b in data if b in (signal.SIGINT, signal.SIGTERM))
         time.sleep(ABORT_GRACE_SECONDS)
         if self.watch is not None:  # still running: the main thread did not get out
             os._exit(130)

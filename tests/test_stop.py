@@ -121,3 +121,39 @@ def test_cli_stops_in_a_phase_on_a_real_sigint_and_exits_130(tmp_path):
     env["PIXGEN_TEST_SIGNAL_AT"] = "loading CLIP,loading CLIP"  # a second signal: out at once
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 130 and "aborting" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_a_second_signal_ends_a_process_stuck_outside_python():
+    """The main thread cannot run Python's handler (here: SIGINT blocked in it, as inside a long
+    native call); the watcher still ends the process, with 130, soon after the second signal."""
+    code = (
+        "import os, signal, time\n"
+        "from pixgen.console import StopOnSignal\n"
+        "with StopOnSignal():\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n"
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "print('still here')\n"
+    )
+    t0 = time.monotonic()
+    proc = _python(code)
+    assert proc.returncode == 130 and "still here" not in proc.stdout and time.monotonic() - t0 < 20
+
+
+def test_other_signals_never_count_as_a_second_stop():
+    code = (
+        "import os, signal, time\n"
+        "from pixgen.console import StopOnSignal\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: None)  # e.g. a child watcher's SIGCHLD\n"
+        "with StopOnSignal() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    for _ in range(3): os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    time.sleep(2)\n"
+        "print('alive', stop.requested)\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0 and "alive True" in proc.stdout, proc.stderr
