@@ -282,6 +282,7 @@ def main() -> None:
     p.add_argument("--fidelity", action="store_true")
     p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--levers", action="store_true", help="only the precision levers at 256x256, cutn 32 (issue 22)")
+    p.add_argument("--only", default="", help="with --levers: these levers only, comma-separated")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--quick-grid", action="store_true", help="only the --sizes x --cutns given")
     p.add_argument("--sizes", default="128,256,384")
@@ -377,7 +378,7 @@ def levers(a) -> None:
     print("| lever | s/step | vs plain fp32 | peak RSS MB | grad cos vs fp32 | top ops (share of a step) |")
     print("|---|---|---|---|---|---|")
     base = None
-    for path in [*LEVERS, "default"]:
+    for path in a.only.split(",") if a.only else [*LEVERS, "default"]:
         fidelity = path not in ("fp32-before",)
         r = spawn(a.size, a.cutn, path, a.clip, a.device, a.steps, fidelity=fidelity, profile=True)
         base = base or r["seconds_per_step"]

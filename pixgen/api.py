@@ -21,7 +21,28 @@ from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
 
-__all__ = ["Result", "Run", "generate", "resume", "prepare", "Interrupted", "estimate_bytes"]
+__all__ = ["Result", "Run", "Phases", "generate", "resume", "prepare", "Interrupted", "estimate_bytes"]
+
+
+@dataclass
+class Phases:
+    """The phases of a run and its safe points. Each phase is announced, `phase(text)`, through
+    `on_status(text)` (loading a model, encoding prompts, composing or drawing the start, writing
+    an output), and each announcement is a point where a stop asked by `should_stop()` is
+    honoured: before the first step `phase(text)` raises Interrupted(None) (nothing is kept
+    yet); `stopping(text)` only says whether to stop (the output phase skips what is left)."""
+
+    on_status: Callable[[str], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    def stopping(self, text: str) -> bool:
+        if self.on_status:
+            self.on_status(text)
+        return bool(self.should_stop and self.should_stop())
+
+    def __call__(self, text: str) -> None:
+        if self.stopping(text):
+            raise Interrupted(None)
 
 
 @dataclass
@@ -32,6 +53,7 @@ class Result:
     seconds: float
     losses: list[float] = field(default_factory=list)
     interrupted: bool = False
+    skipped: list[str] = field(default_factory=list)  # outputs a stop left unwritten (the GIF, the MP4)
 
 
 @dataclass
@@ -61,13 +83,22 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
     return fw, fh
 
 
+def check_threads(threads: int) -> None:
+    """Refuse more than 8 threads per core: oversubscribed, every step would crawl."""
+    import os
+
+    cores = os.cpu_count() or 1
+    if threads > 8 * cores:
+        raise PixgenError(f"setting 'threads': {threads} threads on {cores} cores is too many (at most {8 * cores})")
+
+
 def prepare(
     settings: Settings, models=None, offline: bool = False, on_status: Callable[[str], None] | None = None
 ) -> Run:
     """Resolve a run once: prompts, device, threads, seed, models (loaded unless given) and size.
     `offline`: never touch the network; a model that is not cached is an error at once, and
     every missing model is named in one error before anything loads. `on_status(text)` hears
-    which model is loading."""
+    which model is loading; a Phases there is also a safe point before each model."""
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.models import load_models
     from pixgen.precision import resolve_precision
@@ -76,6 +107,7 @@ def prepare(
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
     if settings.threads:
+        check_threads(settings.threads)
         torch.set_num_threads(settings.threads)
     seed = resolve_seed(settings.seed)
     if models is None:
@@ -108,12 +140,16 @@ def generate(
     `should_stop()` is asked after every step; when it says yes the run saves what it has
     (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
     `force` skips the memory check that refuses runs estimated not to fit.
-    `on_status(text)` hears what the run is doing before its first step (loading, encoding).
+    `on_status(text)` hears what the run is doing (loading, encoding, composing, writing).
+    `should_stop()` is also asked at each of those phases: before the first step the run stops
+    there, writes nothing and raises Interrupted(None); while writing the outputs it writes
+    final.png, state and run.json and skips the GIF and MP4 it has not begun (Result.skipped).
     """
     from pixgen.outputs import RunWriter, make_run_dir
 
     t_start = time.perf_counter()
-    run = prepare(settings, models, offline, on_status)
+    phase = Phases(on_status, should_stop)
+    run = prepare(settings, models, offline, phase)
     s = run.settings
     if not force:
         check_memory(run.models, s.width, s.height, s.cutn, available_bytes(run.device), s.low_memory)
@@ -124,10 +160,20 @@ def generate(
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
-    if on_status:
-        on_status("encoding prompts…")
-    loop = make_loop(run)
-    return _drive(run, loop, RunWriter(run_dir, run.record()), on_step, should_stop, t_start, {})
+    try:
+        loop = make_loop(run, phase=phase)
+    except Interrupted:
+        _remove_if_empty(Path(run_dir))
+        raise
+    return _drive(run, loop, RunWriter(run_dir, run.record()), on_step, phase, t_start, {})
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A run folder a stop left before anything was written in it goes."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def resume(
@@ -160,15 +206,14 @@ def resume(
     settings = settings_from_record(resolved)
     if int(state["step"]) >= settings.iterations:
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
-    run = prepare(settings, models, offline, on_status)
-    if on_status:
-        on_status("encoding prompts…")
-    loop = make_loop(run)
+    phase = Phases(on_status, should_stop)
+    run = prepare(settings, models, offline, phase)
+    loop = make_loop(run, phase=phase)
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)
     writer.frames = sorted(p for p in (run_dir / "frames").glob("*.png") if int(p.stem) <= loop.step)
     previous = {k: record.get(k, [])[: loop.step] for k in ("losses", "seconds_per_step")}
-    return _drive(run, loop, writer, on_step, should_stop, t_start, previous)
+    return _drive(run, loop, writer, on_step, phase, t_start, previous)
 
 
 def _make_loop(settings: Settings, models):
@@ -176,35 +221,41 @@ def _make_loop(settings: Settings, models):
     return make_loop(prepare(settings, models))
 
 
-def make_loop(run: Run, start=None):
+def make_loop(run: Run, start=None, phase: Phases | None = None):
     """Build the run's course (pixgen.course.Course): the Loop on its Objective (one CLIP term per
     ensemble member, the regularisers) and learning-rate Schedule, and the restart events of the
     progressive schedule and the zoom video mode. `start`, a (latent, image in [0, 1]) pair,
-    replaces the initial latent and init image (pixgen.restyle)."""
+    replaces the initial latent and init image (pixgen.restyle). `phase` announces the phases
+    (encoding prompts, composing or drawing the start) and may stop there (Phases)."""
     from pixgen.course import Course
     from pixgen.device import seed_everything
     from pixgen.losses import regulariser
     from pixgen.ops import halve_latent
-    from pixgen.optimise import Loop, Objective, init_latent, lr_schedule, pick_start
+    from pixgen.optimise import Draws, Loop, Objective, lr_schedule, pick_start
 
-    s, models = run.settings, run.models
+    s, models, phase = run.settings, run.models, phase or Phases()
     models.set_low_memory(s.low_memory)
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
-    z, init_image, encoder = _start(run, generator, start)
+    z, init_image, encoder = _start(run, generator, start, phase)
+    phase("encoding prompts…")
     terms = clip_terms(run)
     if init_image is None and s.init == "composed":
         from pixgen.init import load_encoder_for
         from pixgen.layout import composed_start
 
-        encoder = encoder or load_encoder_for(s).to(run.device)
+        if encoder is None:
+            phase("loading the VQGAN encoder…")
+            encoder = load_encoder_for(s).to(run.device)
+        phase("composing the start…")
         z, init_image = composed_start(
-            models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes, s.init_jitter
+            models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes, s.init_jitter, phase
         )
     elif init_image is None and s.init_draws > 1:
-        draws = [init_latent(models.decoder, s.width, s.height, generator, s.init) for _ in range(s.init_draws - 1)]
-        z = pick_start(models.decoder, terms, [z, *draws], generator)
+        phase(f"drawing {s.init_draws} starts…")
+        draws = Draws(models.decoder, (s.width, s.height), generator, s.init, s.init_draws - 1, first=z)
+        z = pick_start(models.decoder, terms, draws, generator, checkpoint=lambda: phase("scoring the starts…"))
     dtype = run.precision.autocast
     objective = Objective(terms, generator, regulariser(s, z.detach().clone(), init_image), dtype, tuple(z.shape))
     coarse_until = s.iterations // 2 if s.schedule == "progressive" else 0
@@ -221,18 +272,22 @@ def make_loop(run: Run, start=None):
     return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every)
 
 
-def _start(run: Run, generator: torch.Generator, start=None):
+def _start(run: Run, generator: torch.Generator, start=None, phase: Phases | None = None):
     """(starting latent, init image or None, VQGAN encoder or None): a random latent, or the
     encoded init image, or `start`. The encoder is loaded when an init image or the zoom mode
     needs it (beside the decoder, it is cached by now)."""
     from pixgen.init import encode, initial_image, load_encoder_for
     from pixgen.optimise import init_latent
 
-    s = run.settings
+    s, phase = run.settings, phase or Phases()
     z = init_latent(run.models.decoder, s.width, s.height, generator, s.init)
     init_image = initial_image(s, s.width, s.height, generator)
-    encoder = load_encoder_for(s).to(run.device) if init_image is not None or zoom_active(s) else None
+    encoder = None
+    if init_image is not None or zoom_active(s):
+        phase("loading the VQGAN encoder…")
+        encoder = load_encoder_for(s).to(run.device)
     if init_image is not None:
+        phase("encoding the start…")
         init_image = init_image.to(run.device)
         z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
     if start is not None:
@@ -266,8 +321,10 @@ def zoom_active(settings: Settings) -> bool:
     return settings.zoom_scale != 1 or any(settings.zoom_shift) or settings.zoom_rotate != 0
 
 
-def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previous: dict) -> Result:
-    """Run the loop to the planned step count, saving frames and state; finish the outputs."""
+def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previous: dict) -> Result:
+    """Run the loop to the planned step count, saving frames and state; finish the outputs.
+    A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
+    from pixgen.errors import Aborted
     from pixgen.optimise import render
     from pixgen.state import save_state
 
@@ -286,9 +343,11 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
             if on_step:
                 on_step(step, s.iterations)
-            if should_stop and should_stop() and step.i < s.iterations:
+            if phase.should_stop and phase.should_stop() and step.i < s.iterations:
                 interrupted = True
                 break
+    except Aborted:  # a second Ctrl-C: out at once
+        raise
     except KeyboardInterrupt:  # no signal handler installed (library use): keep what we have
         interrupted = True
     except NumericalFailure as e:
@@ -311,11 +370,13 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
     }
     if failure:
         record["error"] = str(failure)
-    image = writer.finish(final, record, s.gif, interrupted, s.video, s.fps)
-    result = Result(writer.run_dir, image, s.seed, record["seconds"], losses, interrupted)
+    # a stop during the steps keeps every output, as promised; one that comes later skips the renders
+    stop = None if interrupted else phase.stopping
+    image = writer.finish(final, record, s.gif, interrupted, s.video, s.fps, stop=stop)
+    result = Result(writer.run_dir, image, s.seed, record["seconds"], losses, interrupted, writer.skipped)
     if failure:
         raise failure
-    if interrupted:
+    if interrupted or writer.skipped:
         raise Interrupted(result)
     return result
 

@@ -16,6 +16,7 @@ from pixgen.errors import PixgenError
 from pixgen.outputs import slugify, write_json
 
 log = logging.getLogger("pixgen")
+MAX_CANDIDATES = 100  # images per prompt (--candidates, --seeds)
 
 
 @dataclass
@@ -199,6 +200,11 @@ def run_candidates(
     }
 
 
+def check_candidates(count: int) -> None:
+    if not 1 <= count <= MAX_CANDIDATES:
+        raise PixgenError(f"--candidates must be between 1 and {MAX_CANDIDATES}, got {count}")
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"1,2,3"`` -> [1, 2, 3]: distinct non-negative integers, or a PixgenError."""
     try:
@@ -207,6 +213,8 @@ def parse_seeds(text: str) -> list[int]:
         raise PixgenError(f"--seeds expects integers separated by commas, got {text!r}") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise PixgenError(f"--seeds expects distinct non-negative integers, got {text!r}")
+    if len(seeds) > MAX_CANDIDATES:
+        raise PixgenError(f"--seeds: at most {MAX_CANDIDATES} seeds, got {len(seeds)}")
     return seeds
 
 
@@ -220,12 +228,11 @@ def generate_candidates(
 ) -> tuple[Path, dict]:
     """Best of N: `count` images (seeds seed..seed+count-1, or `seeds`) in a new job folder,
     ranked by CLIP score; returns the folder and what `run_candidates` reports."""
-    from pixgen.api import prepare
+    from pixgen.api import Phases, prepare
     from pixgen.outputs import make_run_dir
 
-    if count < 1:
-        raise PixgenError("--candidates must be at least 1")
-    run = prepare(settings, offline=offline)
+    check_candidates(count)
+    run = prepare(settings, offline=offline, on_status=Phases(should_stop=should_stop))
     seeds = seeds or [run.settings.seed + i for i in range(count)]
     job_dir = make_run_dir(settings.output_dir, settings.prompt)
     job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
@@ -262,8 +269,7 @@ def run_batch(
     k, n = parse_shard(shard)
     if k >= len(jobs):
         raise PixgenError(f"--shard {k}/{n}: the file has only {len(jobs)} job(s), none for shard {k}")
-    if candidates < 1:
-        raise PixgenError("--candidates must be at least 1")
+    check_candidates(candidates)
     out = Path(output_dir)
     mine = [j for j in jobs if j.index % n == k]
     if not resume:
@@ -297,7 +303,7 @@ def run_batch(
 
 def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, offline) -> JobResult:
     """One job: its settings, its models (loaded once per distinct set), its candidates."""
-    from pixgen.api import prepare
+    from pixgen.api import Phases, prepare
 
     try:
         settings = make_settings(job.overrides)
@@ -314,7 +320,7 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         settings.precision,
     )
     try:
-        loaded[key] = prepare(settings, loaded.get(key), offline).models
+        loaded[key] = prepare(settings, loaded.get(key), offline, Phases(should_stop=should_stop)).models
         seed = job_seed(settings.seed, job)
         seeds = [seed + i for i in range(candidates)]
         info = run_candidates(settings, loaded[key], job_dir, seeds, on_step, should_stop)

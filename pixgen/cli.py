@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except Interrupted as e:
         return console.interrupted(e)
-    except KeyboardInterrupt:
-        return console.interrupted(None)
+    except KeyboardInterrupt as e:  # a second Ctrl-C (Aborted), or one before the handler was installed
+        return console.interrupted(e)
     if code == 130:  # a second Ctrl-C: typer turned KeyboardInterrupt into exit code 130
         return console.interrupted(None)
     return code

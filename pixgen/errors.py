@@ -13,3 +13,7 @@ class NumericalFailure(PixgenError):
 
 class Interrupted(Exception):
     """A run stopped on request after saving its work; args[0] is the Result (exit code 130)."""
+
+
+class Aborted(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM: leave at once, writing nothing more (exit code 130)."""

@@ -17,6 +17,7 @@ flat codes decode to muddy textures), so the start is composed in pixel space an
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ MIN_COLOUR_GAP = 0.5  # RGB distance in [0, 1] units below which two colours cou
 SUBJECT_RADIUS = 0.28  # of the image's shorter side: half the side of the subject's box
 RADIUS_RANGE = (0.22, 0.32)  # the seed draws the subject's size from this range ...
 SHIFT_RANGE = 0.12  # ... and moves its centre by up to this share of each side
+BATCH_BYTES = 2**30  # pixel compositions held at once while CLIP scores them (large sizes: fewer)
 
 
 @dataclass(frozen=True)
@@ -87,15 +89,25 @@ def distinct(colours: Tensor, order: list[int], k: int) -> list[int]:
     return chosen
 
 
-def colour_pairs(terms: list, height: int, width: int, k: int = PAIRS) -> list[tuple[Tensor, Tensor]]:
+def colour_pairs(
+    terms: list, height: int, width: int, k: int = PAIRS, checkpoint: Callable[[], None] | None = None
+) -> list[tuple[Tensor, Tensor]]:
     """The k (background, subject) colour pairs CLIP scores best as pixel compositions (a disc):
-    the backgrounds are the plain colours it ranks best, each tried with every other colour."""
+    the backgrounds are the plain colours it ranks best, each tried with every other colour.
+    The compositions are made and scored a batch at a time (at most BATCH_BYTES of them);
+    `checkpoint()` is called before each batch."""
     grid = colour_grid()
     plain = clip_scores(terms, grid[:, :, None, None].expand(-1, 3, 16, 16))
     backgrounds = distinct(grid, plain.argsort(descending=True).tolist(), BACKGROUNDS)
     pairs = [(b, s) for b in backgrounds for s in range(len(grid)) if (grid[b] - grid[s]).norm() >= MIN_COLOUR_GAP]
-    images = torch.stack([compose(grid[b], grid[s], height, width) for b, s in pairs])
-    best = clip_scores(terms, images).argsort(descending=True)[:k].tolist()
+    batch = max(1, min(128, BATCH_BYTES // (3 * 4 * height * width)))
+    scores = []
+    for i in range(0, len(pairs), batch):
+        if checkpoint:
+            checkpoint()
+        images = torch.stack([compose(grid[b], grid[s], height, width) for b, s in pairs[i : i + batch]])
+        scores.append(clip_scores(terms, images))
+    best = torch.cat(scores).argsort(descending=True)[:k].tolist()
     return [(grid[pairs[i][0]], grid[pairs[i][1]]) for i in best]
 
 
@@ -155,26 +167,31 @@ def composed_start(
     height: int,
     silhouettes=("disc",),
     jitter: bool = False,
+    on_stage: Callable[[str], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The composed starting latent (1, C, h, w), snapped to the codebook, and the composition it
     encodes (1, 3, height, width) in [0, 1] (the run's init image: `--init-pixel-weight` keeps
     the picture near it): the best colour pairs in pixel space, then, through the VQGAN, the best
-    of them as a disc, then its best silhouette."""
+    of them as a disc, then its best silhouette. `on_stage(text)` hears each stage before it
+    starts (a safe point: it may raise to stop)."""
     from pixgen.optimise import best_start
 
     device, codebook = decoder.codebook.device, decoder.codebook
+    stage = on_stage or (lambda text: None)
 
     def best(images: list[Tensor]) -> tuple[int, Tensor]:
         latents = encoder(torch.stack(images).to(device) * 2 - 1)
         starts = list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
-        i = best_start(decoder, terms, starts, generator)
+        i = best_start(decoder, terms, starts, generator, checkpoint=lambda: stage("composing the start: scoring…"))
         return i, starts[i]
 
     place = draw_placement(generator) if jitter else Placement()
-    pairs = colour_pairs(terms, height, width)
+    pairs = colour_pairs(terms, height, width, checkpoint=lambda: stage("composing the start: colours…"))
+    stage("composing the start: through the VQGAN…")
     images = [compose(b, s, height, width, silhouettes[0], place) for b, s in pairs]
     i, z = best(images)
     if len(silhouettes) > 1:
+        stage("composing the start: silhouettes…")
         images = [compose(*pairs[i], height, width, shape, place) for shape in silhouettes]
         i, z = best(images)
     return z, images[i][None].to(device)

@@ -64,35 +64,65 @@ def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tenso
 INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean}
 
 
+class Draws(Sequence):
+    """`first`, then `count` starting latents drawn from `generator` one after the other as
+    `init_latent` draws them, held one at a time: making this moves `generator` on exactly as
+    the draws do, and draw i is drawn again, on demand, from the state it was first drawn from."""
+
+    def __init__(self, decoder: VQGANDecoder, size: tuple[int, int], generator, mode: str, count: int, first: Tensor):
+        self.decoder, (self.width, self.height), self.mode, self.first = decoder, size, mode, first
+        self.states = []
+        for _ in range(count):
+            self.states.append(generator.get_state())
+            init_latent(decoder, self.width, self.height, generator, mode)  # moves the generator on
+
+    def __len__(self) -> int:
+        return 1 + len(self.states)
+
+    def __getitem__(self, i: int) -> Tensor:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if i == 0:
+            return self.first
+        generator = torch.Generator().set_state(self.states[i - 1])
+        return init_latent(self.decoder, self.width, self.height, generator, self.mode)
+
+
 @torch.no_grad()
 def pick_start(
     decoder: VQGANDecoder,
     terms: list[ClipTerm],
-    starts: list[Tensor],
+    starts: Sequence[Tensor],
     generator: torch.Generator,
     cutn: int | None = 8,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Tensor:
     """Of several candidate starting latents, the one whose image the CLIP terms already score
     closest to the prompt (the first phase); see best_start."""
-    return starts[best_start(decoder, terms, starts, generator, cutn)]
+    return starts[best_start(decoder, terms, starts, generator, cutn, checkpoint)]
 
 
 @torch.no_grad()
 def best_start(
     decoder: VQGANDecoder,
     terms: list[ClipTerm],
-    starts: list[Tensor],
+    starts: Sequence[Tensor],
     generator: torch.Generator,
     cutn: int | None = 8,
+    checkpoint: Callable[[], None] | None = None,
 ) -> int:
     """The index of the candidate starting latent whose image has the CLIP terms' lowest loss at
     the first step. Each is scored on the same cutouts and the same augmentations (both random
     streams are rewound before each), `cutn` of them (a first look is cheap: 8 cutouts of each
-    start cost about what one step's forward pass does)."""
+    start cost about what one step's forward pass does). `checkpoint()` is called before each
+    candidate (a safe point: it may raise to stop); `starts` may be lazy (Draws)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
-    for z in starts:
+    for i in range(len(starts)):
+        if checkpoint:
+            checkpoint()
+        z = starts[i]
         generator.set_state(state)
         torch.set_rng_state(global_state)
         image = render(decoder, z)
@@ -200,22 +230,28 @@ def lr_factor(schedule: str, step: int, iterations: int) -> float:
 
 @dataclass
 class Schedule:
-    """Learning-rate multipliers, one per 0-based step, precomputed (past the end: the last one).
+    """Learning-rate multipliers of the named schedule (LR_SCHEDULES) for a run of `iterations`
+    steps, computed on demand from (name, step, iterations): nothing is built per step, so a long
+    run costs nothing before its first step. Past the end: the last step's multiplier.
 
     With `plateau` the schedule also adapts: `observe(loss)` after each good step says by what to
     multiply the learning rate from then on (0.5 once the loss has not improved by 1e-4 for
     `patience` steps). Its state, (best, stale), is part of the loop's state_dict."""
 
-    factors: Sequence[float] = ()
-    plateau: bool = False
+    name: str = "constant"
+    iterations: int = 0
     patience: int = 20
     best: float = math.inf
     stale: int = 0
 
+    @property
+    def plateau(self) -> bool:
+        return self.name == "plateau"
+
     def __getitem__(self, step: int) -> float:
-        if not self.factors:
+        if self.iterations <= 0:
             return 1.0
-        return self.factors[min(step, len(self.factors) - 1)]
+        return lr_factor(self.name, min(step, self.iterations - 1), self.iterations)
 
     def observe(self, loss: float) -> float:
         if not self.plateau:
@@ -231,8 +267,8 @@ class Schedule:
 
 
 def lr_schedule(name: str, iterations: int) -> Schedule:
-    """The named schedule (settings.LR_SCHEDULES) precomputed for a run of `iterations` steps."""
-    return Schedule([lr_factor(name, s, iterations) for s in range(iterations)], plateau=name == "plateau")
+    """The named schedule (settings.LR_SCHEDULES) for a run of `iterations` steps."""
+    return Schedule(name, iterations)
 
 
 class Loop:

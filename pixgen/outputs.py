@@ -156,6 +156,7 @@ class RunWriter:
         self.frames: list[Path] = []
         self.video = None  # pixgen.video.VideoWriter once the first frame arrives
         self.video_failed = False
+        self.skipped: list[str] = []  # outputs a stop left unwritten
 
     def frame(self, i: int, image) -> None:
         frames_dir = self.run_dir / "frames"
@@ -241,17 +242,37 @@ class RunWriter:
             smooth_copy(path, smooth)
 
     def finish(
-        self, image, record: dict, gif: bool, interrupted: bool = False, video: bool = False, fps: float = 10.0
+        self,
+        image,
+        record: dict,
+        gif: bool,
+        interrupted: bool = False,
+        video: bool = False,
+        fps: float = 10.0,
+        stop=None,
     ) -> Path:
-        """Write final.png first, then the renders: a failing encoder never loses the images."""
+        """Write final.png first, then the renders: a failing encoder never loses the images.
+        `stop(text)` is asked before each render: when it says yes the render is skipped (named in
+        `self.skipped` and run.json), and run.json is still written."""
         meta = dict(self.settings, interrupted=interrupted) if interrupted else self.settings
         final = self.run_dir / "final.png"
         save_png(final, image, meta)
-        if gif:
-            save_gif(self.run_dir / "progress.gif", self.frames, fps)
-        if video:
-            self._finish_video(image)
-        write_json(self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record})
+        renders = [("progress.gif", gif, lambda: save_gif(self.run_dir / "progress.gif", self.frames, fps))]
+        renders.append(("progress.mp4", video, lambda: self._finish_video(image)))
+        for name, wanted, render in renders:
+            if not wanted:
+                continue
+            if self.skipped or (stop and stop(f"writing {name}…")):
+                self.skipped.append(name)
+                if name == "progress.mp4" and self.video is not None:
+                    self.video.abort()
+                    self.video = None
+                continue
+            render()
+        extra = {"skipped": self.skipped} if self.skipped else {}
+        write_json(
+            self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record, **extra}
+        )
         return final
 
 

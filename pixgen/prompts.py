@@ -18,6 +18,8 @@ from pixgen.errors import PixgenError
 if TYPE_CHECKING:
     from pixgen.settings import Settings
 
+MAX_PHASES = 32  # story-mode phrases ("a ^ b ^ ...")
+MAX_PROMPTS = 64  # weighted parts of one phrase ("a | b | ..."); each is encoded before the first step
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
@@ -122,9 +124,16 @@ class PromptPlan:
 
 
 def parse_prompt_spec(spec: str) -> tuple[tuple[Prompt, ...], ...]:
-    """``"a | b:0.5 ^ c"`` -> the prompts of each story phase."""
+    """``"a | b:0.5 ^ c"`` -> the prompts of each story phase (at most MAX_PHASES phases of
+    MAX_PROMPTS prompts each)."""
     parse_prompts(spec)  # the whole text: empty, NUL
-    return tuple(tuple(parse_prompts(phrase)) for phrase in spec.split("^"))
+    phrases = spec.split("^")
+    if len(phrases) > MAX_PHASES:
+        raise PixgenError(f"setting 'prompt': at most {MAX_PHASES} story phrases (a ^ b), got {len(phrases)}")
+    most = max(phrase.count("|") + 1 for phrase in phrases)
+    if most > MAX_PROMPTS:
+        raise PixgenError(f"setting 'prompt': at most {MAX_PROMPTS} prompts (a | b) per phrase, got {most}")
+    return tuple(tuple(parse_prompts(phrase)) for phrase in phrases)
 
 
 def clip_specs(items: list[str]) -> tuple[tuple[str, float], ...]:

@@ -30,6 +30,7 @@ from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
 RECORD = "restyle.json"
+MAX_FRAMES = 100_000  # input frames a restyle takes (about an hour of video at 25 fps)
 VIDEO = "restyled.mp4"
 
 
@@ -84,6 +85,8 @@ def open_source(path: str | Path) -> Source:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise PixgenError(f"{path} holds no image frames ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        if len(files) > MAX_FRAMES:
+            raise PixgenError(f"{path} holds {len(files)} frames; pixgen restyle takes at most {MAX_FRAMES}")
         seen: dict[str, Path] = {}
         for p in files:
             if p.stem in seen:
@@ -93,6 +96,8 @@ def open_source(path: str | Path) -> Source:
     from pixgen.video import video_info
 
     info = video_info(path)
+    if info["frames"] > MAX_FRAMES:
+        raise PixgenError(f"{path} has about {info['frames']} frames; pixgen restyle takes at most {MAX_FRAMES}")
     return Source(path, "video", fps=info["fps"], audio=info["audio"])
 
 
@@ -168,7 +173,7 @@ def restyle(
     is dropped and RestyleInterrupted is raised; re-running with `resume` continues.
     `offline` and `on_status` are as for `pixgen.api.generate`.
     """
-    from pixgen.api import prepare
+    from pixgen.api import Phases, prepare
     from pixgen.images import open_rgb
     from pixgen.init import load_encoder_for
     from pixgen.outputs import save_png, to_pil
@@ -176,7 +181,9 @@ def restyle(
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
-    run = prepare(settings, models, offline, on_status)
+    phase = Phases(on_status, should_stop)
+    run = prepare(settings, models, offline, phase)
+    phase("loading the VQGAN encoder…")
     encoder = load_encoder_for(run.settings).to(run.device)
     frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []

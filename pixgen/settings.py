@@ -36,6 +36,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_LOSSES = ("spherical", "cosine")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
+# Upper bounds of the settings that size work or memory (each declared with its setting below):
+# a run's work before its first step never grows with them, and a typo cannot ask for years.
+MAX_STEPS = 1_000_000  # iterations, and every "every N steps" setting
+MAX_PROMPT_CHARS = 10_000  # the prompt text (pixgen.prompts also bounds its parts and phases)
 
 # The help panels of `pixgen generate --help`, in the order they are shown; each setting names its
 # own. Options that are not settings (--preset, --json...) pick one in pixgen.commands.options.
@@ -64,24 +68,25 @@ def setting(
     hi: float | None = None,
     open_lo: bool = False,
     open_hi: bool = False,
+    max_items: int | None = None,
     text: str | None = None,
     panel: str | None = None,
     cli: bool = True,
 ) -> Any:
     """A Settings field with its metadata: `help`, the CLI `flag` (default --name-with-dashes)
-    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), `text`, the
-    form a string value is read in (size, csv, pair, one) from flags, YAML or --set, and `panel`,
-    the section of PANELS its flag is listed under in the help."""
+    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), `max_items`,
+    the longest a list may be, `text`, the form a string value is read in (size, csv, pair, one)
+    from flags, YAML or --set, and `panel`, the section of PANELS its flag is listed under in the help."""
     meta = dict(help=help, flag=flag, short=short, metavar=metavar, choices=choices, lo=lo, hi=hi)
-    meta.update(open_lo=open_lo, open_hi=open_hi, text=text, panel=panel, cli=cli)
+    meta.update(open_lo=open_lo, open_hi=open_hi, max_items=max_items, text=text, panel=panel, cli=cli)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _repeatable(help: str, metavar: str, flag: str | None = None) -> Any:
-    """A prompt-like list setting whose flag is given once per item."""
-    return setting([], help, flag=flag, metavar=metavar, text="one", panel=PROMPTS)
+def _repeatable(help: str, metavar: str, max_items: int, flag: str | None = None) -> Any:
+    """A prompt-like list setting whose flag is given once per item, at most `max_items` times."""
+    return setting([], help, flag=flag, metavar=metavar, max_items=max_items, text="one", panel=PROMPTS)
 
 
 @dataclass
@@ -99,7 +104,7 @@ class Settings:
         text="size",
         panel=SIZE,
     )
-    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1, panel=SIZE)
+    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1, hi=MAX_STEPS, panel=SIZE)
     lr: float = setting(0.1, "Learning rate of the --optimizer on the latent.", lo=0, open_lo=True, panel=OPTIMISER)
     cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024, panel=CUTOUTS)
     cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True, panel=CUTOUTS)
@@ -111,19 +116,20 @@ class Settings:
         "Comma list: " + ",".join(AUGMENTS) + ".",
         metavar="A,B,...",
         choices=AUGMENTS,
+        max_items=2 * len(AUGMENTS),
         text="csv",
         panel=CUTOUTS,
     )
     noise: float = setting(0.1, 'Largest std of the gaussian noise augmentation ("noise").', lo=0, panel=CUTOUTS)
-    negative: list[str] = _repeatable("Text to push away from (weight -1); repeatable.", "TEXT")
+    negative: list[str] = _repeatable("Text to push away from (weight -1); repeatable.", "TEXT", 64)
     image_prompts: list[str] = _repeatable(
-        "PATH[:weight]: steer toward an image; repeatable.", "PATH[:W]", "--image-prompt"
+        "PATH[:weight]: steer toward an image; repeatable.", "PATH[:W]", 16, "--image-prompt"
     )
     noise_prompts: list[str] = _repeatable(
-        "SEED[:weight]: a random CLIP direction; repeatable.", "SEED[:W]", "--noise-prompt"
+        "SEED[:weight]: a random CLIP direction; repeatable.", "SEED[:W]", 64, "--noise-prompt"
     )
     change_prompt_every: int = setting(
-        0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0, panel=PROMPTS
+        0, 'Story mode ("a ^ b"): steps per phrase (0: spread evenly).', lo=0, hi=MAX_STEPS, panel=PROMPTS
     )
     init: str = setting(
         "tokens",
@@ -137,6 +143,7 @@ class Settings:
         "--init composed: the subject shapes tried (comma list: " + ",".join(SILHOUETTES) + ").",
         metavar="S,S,...",
         choices=SILHOUETTES,
+        max_items=2 * len(SILHOUETTES),
         text="csv",
         panel=INIT,
     )
@@ -154,7 +161,7 @@ class Settings:
         1,
         "Draw N starting latents (tokens, flat, mean) and start from the one CLIP likes best.",
         lo=1,
-        hi=256,
+        hi=32,
         panel=INIT,
     )
     save_best: bool = setting(False, "Keep the step with the lowest loss, not the last one.", panel=OUTPUT)
@@ -186,14 +193,23 @@ class Settings:
     )
     symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0, panel=REGULARISERS)
     palette: list[str] = setting(
-        [], 'Colours to pull toward: "#ff0000,#00ff00".', metavar="#RGB,...", text="csv", panel=REGULARISERS
+        [],
+        'Colours to pull toward: "#ff0000,#00ff00".',
+        metavar="#RGB,...",
+        max_items=256,
+        text="csv",
+        panel=REGULARISERS,
     )
     palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0, panel=REGULARISERS)
     video: bool = setting(
         False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).", panel=VIDEO
     )
     video_every: int = setting(
-        1, "With --video: a frame every N steps (the first is the starting image).", lo=1, panel=VIDEO
+        1,
+        "With --video: a frame every N steps (the first is the starting image).",
+        lo=1,
+        hi=MAX_STEPS,
+        panel=VIDEO,
     )
     video_fps: float | None = setting(
         None,
@@ -216,7 +232,11 @@ class Settings:
     # zoomed by zoom_scale, rotated by zoom_rotate degrees and moved by zoom_shift (x, y) pixels
     # about its centre, then re-encoded by the VQGAN encoder as the new latent.
     zoom_every: int = setting(
-        10, "Zoom video mode: steps per segment (pair with --save-every and --video).", lo=1, panel=VIDEO
+        10,
+        "Zoom video mode: steps per segment (pair with --save-every and --video).",
+        lo=1,
+        hi=MAX_STEPS,
+        panel=VIDEO,
     )
     zoom_scale: float = setting(
         1.0,
@@ -237,7 +257,7 @@ class Settings:
     )
     fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True, panel=OUTPUT)
     seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1, panel=SIZE)
-    save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0, panel=OUTPUT)
+    save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0, hi=MAX_STEPS, panel=OUTPUT)
     gif: bool = setting(True, "Write progress.gif from the frames.", panel=OUTPUT)
     output_dir: str = setting("outputs", "Folder that receives the run folder.", short="-o", panel=OUTPUT)
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.", panel=PERFORMANCE)
@@ -252,7 +272,11 @@ class Settings:
     )
     low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.", panel=PERFORMANCE)
     threads: int = setting(
-        0, "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS).", lo=0, hi=4096, panel=PERFORMANCE
+        0,
+        "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS; at most 8 per core).",
+        lo=0,
+        hi=4096,
+        panel=PERFORMANCE,
     )
     vqgan: str = setting(
         "vqgan_imagenet_f16_16384", "VQGAN: a registry name (`pixgen models list`) or shapes/tiny.", panel=MODELS
@@ -264,6 +288,7 @@ class Settings:
         f"CLIP as NAME:TAG ({DEFAULT_CLIP}) or NAME:PATH, with an optional :weight. Repeat it for an "
         "ensemble: each model scores its own cutouts and the losses are averaged by weight.",
         metavar="SPEC",
+        max_items=8,
         text="one",
         panel=MODELS,
     )
@@ -493,6 +518,14 @@ def _check_declared(s: Settings) -> None:
                     raise PixgenError(f"setting {key!r}: {why}, got {item}")
 
 
+def _check_declared_lengths(s: Settings) -> None:
+    """Every list against its declared longest (before anything parses the items)."""
+    for key, f in FIELDS.items():
+        most, value = f.metadata["max_items"], getattr(s, key)
+        if most is not None and isinstance(value, list) and len(value) > most:
+            raise PixgenError(f"setting {key!r}: at most {most} entries, got {len(value)}")
+
+
 def validate(s: Settings) -> None:
     """Declared choices and ranges, and the checks that relate settings to each other.
     Raises PixgenError naming the key."""
@@ -502,6 +535,8 @@ def validate(s: Settings) -> None:
         if not cond:
             raise PixgenError(f"setting {key!r}: {msg}")
 
+    need(len(str(s.prompt)) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
+    _check_declared_lengths(s)
     plan_prompts(s)
     need(len(s.size) == 2, "size", f"expected [width, height] in pixels, got {s.size}")
     need(all(type(v) is int for v in s.size), "size", f"width and height must be whole numbers, got {s.size}")

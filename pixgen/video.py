@@ -126,7 +126,7 @@ def read_video(path: str | Path) -> Iterator[np.ndarray]:
 
 
 def video_info(path: str | Path) -> dict:
-    """{"fps", "size", "audio"} of a video, from ffmpeg's description of its streams. A missing
+    """{"fps", "frames", "size", "audio"} of a video, from ffmpeg's description of its streams. A missing
     file, one ffmpeg cannot read, or one without a video stream is a PixgenError."""
     import re
 
@@ -147,8 +147,12 @@ def video_info(path: str | Path) -> dict:
         raise PixgenError(f"cannot read video {path}: it has no video stream")
     rate = re.search(r"([\d.]+) fps", video) or re.search(r"([\d.]+)k? tbr", video)
     size = re.search(r", (\d{2,5})x(\d{2,5})", video)
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
+    fps = float(rate.group(1)) if rate else 24.0
+    seconds = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3)) if duration else 0
     return {
-        "fps": float(rate.group(1)) if rate else 24.0,
+        "fps": fps,
+        "frames": round(seconds * fps),  # about; 0 when ffmpeg gives no duration
         "size": (int(size.group(1)), int(size.group(2))) if size else (0, 0),
         "audio": any("Audio:" in line for line in streams),
     }

@@ -90,3 +90,20 @@ def cli(capsys):
 
 
 SMOKE = ("--preset", "smoke")
+
+
+class StopAfter:
+    """A should_stop for the API that says yes once `steps` steps are done (its on_step counts
+    them): the run is asked at every phase too (pixgen.api.Phases), so counting calls would not do."""
+
+    def __init__(self, steps: int):
+        self.steps, self.done = steps, 0
+
+    def on_step(self, step, total) -> None:
+        self.done = step.i
+
+    def __call__(self) -> bool:
+        return self.done >= self.steps
+
+    def kw(self) -> dict:
+        return {"on_step": self.on_step, "should_stop": self}

@@ -21,7 +21,7 @@ from pixgen.models import Models
 from pixgen.optimise import NumericalFailure
 from pixgen.outputs import read_png_metadata
 from pixgen.settings import load_settings
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, StopAfter
 
 
 def _settings(tmp_path, **kw):
@@ -39,20 +39,10 @@ def _sixty_steps(out, *extra):
             "-o", str(out), *extra]  # fmt: skip
 
 
-def _stop_after(n):
-    calls = {"n": 0}
-
-    def stop():
-        calls["n"] += 1
-        return calls["n"] >= n
-
-    return stop
-
-
 def test_interrupted_run_resumes_bit_identical(tmp_path):
     full = api.generate(_settings(tmp_path / "full"))
     with pytest.raises(api.Interrupted) as e:
-        api.generate(_settings(tmp_path / "cut"), should_stop=_stop_after(3))
+        api.generate(_settings(tmp_path / "cut"), **StopAfter(3).kw())
     part = e.value.args[0]
     assert part.interrupted and (part.run_dir / "state.safetensors").is_file()
     assert read_png_metadata(part.image)["interrupted"] is True

@@ -110,13 +110,13 @@ def test_same_pixels_as_the_cli_for_the_same_settings(client, tmp_path, cli):
 
 
 def test_cancel_stops_after_the_step_and_keeps_the_image(client, tmp_path):
-    job = submit(client, iterations=10_000, save_every=0)
+    job = submit(client, iterations=2000, save_every=0)
     wait(client, job["id"], ("running",))
     while client.get(f"/api/jobs/{job['id']}").json()["step"] < 2:
         time.sleep(0.01)
     assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
     snap = wait(client, job["id"])
-    assert snap["state"] == "cancelled" and 2 <= snap["step"] < 10_000
+    assert snap["state"] == "cancelled" and 2 <= snap["step"] < 2000
     run_dir = tmp_path / "out" / snap["run"]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["interrupted"] is True and record["steps_done"] == snap["step"]
@@ -124,7 +124,7 @@ def test_cancel_stops_after_the_step_and_keeps_the_image(client, tmp_path):
 
 
 def test_jobs_queue_one_at_a_time_with_positions(client, tmp_path):
-    first = submit(client, iterations=10_000, save_every=0)
+    first = submit(client, iterations=2000, save_every=0)
     second, third = submit(client), submit(client)
     wait(client, first["id"], ("running",))
     assert client.get(f"/api/jobs/{second['id']}").json()["position"] == 1
@@ -318,3 +318,75 @@ def test_serve_on_all_interfaces_warns_and_generates_a_token(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert proc.returncode == 0 and "server stopped" in proc.stderr.read()
+
+
+def test_limits_refusals_failures_and_cancels_never_wedge_the_queue(smoke_models, tmp_path):
+    root = tmp_path / "out"
+    queue = JobQueue(smoke_models, root, max_queued=1).start()
+    with TestClient(create_app(queue, "smoke")) as c:
+        for body, words in [
+            ({"iterations": 1_000_000_000}, "'iterations'"),  # the settings' own bound
+            ({"iterations": 2001}, "--max-steps"),  # the server's
+            ({"size": "1100x64"}, "--max-size"),
+        ]:
+            r = c.post("/api/jobs", json={"prompt": "a cat", **body})
+            assert r.status_code == 400 and words in r.json()["error"], r.text
+        slow = submit(c, init_draws=32)  # about 8 s of scoring starts before its first step
+        queued = submit(c)
+        r = c.post("/api/jobs", json={"prompt": "one too many", **FAST})
+        assert r.status_code == 429 and "waiting" in r.json()["error"]
+        wait(c, slow["id"], ("running",))
+        assert c.post(f"/api/jobs/{slow['id']}/cancel").json()["status"] == "stopping…"
+        snap = wait(c, slow["id"], timeout=10)
+        assert snap["state"] == "cancelled" and snap["step"] == 0 and "before the first step" in snap["status"]
+        assert wait(c, queued["id"])["state"] == "done"
+        Image.new("RGB", (8, 8)).save(root / "gone.png")
+        doomed = submit(c, init_image="gone.png")
+        (root / "gone.png").unlink()  # fails when it runs
+        assert wait(c, doomed["id"])["state"] == "failed"
+        assert wait(c, submit(c, seed=1)["id"])["state"] == "done"  # the queue goes on
+
+
+def test_the_serve_command_checks_the_host_header_of_loopback_servers(smoke_models, tmp_path):
+    from pixgen.commands.serve import build_app, is_loopback
+
+    assert is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+    for host in ["127.0.0.1", "::1"]:
+        with TestClient(build_app(JobQueue(smoke_models, tmp_path).start(), "smoke", host, None)) as c:
+            assert c.get("/api/form").status_code == 400  # Host: testserver (DNS rebinding)
+            assert c.get("/api/form", headers={"Host": "evil.example:7860"}).status_code == 400
+            for name in ["127.0.0.1:7860", "localhost:7860", "[::1]:7860", "[::1]", "LOCALHOST"]:
+                assert c.get("/api/form", headers={"Host": name}).status_code == 200, (host, name)
+    with TestClient(build_app(JobQueue(smoke_models, tmp_path).start(), "smoke", "0.0.0.0", "tok")) as c:
+        headers = {"Host": "studio.example", "Authorization": "Bearer tok"}
+        assert c.get("/api/form", headers=headers).status_code == 200  # any name, with the token
+
+
+def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp_path):
+    import httpx
+
+    args = ["serve", "--preset", "smoke", "--port", "0", "-o", str(tmp_path), "--max-steps", "3000"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pixgen", *args], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        while "serving on" not in line:
+            line = proc.stderr.readline()
+            assert line, "the server did not start"
+        base = next(w for w in line.split() if w.startswith("http://")).rstrip("/")
+        assert httpx.post(base + "/api/jobs", json={"prompt": "a cat", "iterations": 3001}).status_code == 400
+        job = httpx.post(base + "/api/jobs", json={"prompt": "a cat", "iterations": 3000, "save_every": 0}).json()
+        while httpx.get(f"{base}/api/jobs/{job['id']}").json()["step"] < 2:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        stopped = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and stopped < 10, (proc.returncode, stopped)
+    (run,) = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
+    record = json.loads((run / "run.json").read_text())
+    assert record["interrupted"] is True and 2 <= record["steps_done"] < 3000
+    assert (run / "final.png").is_file() and (run / "state.safetensors").is_file()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pixgen import api
 from pixgen.settings import load_settings
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, StopAfter
 
 pytest.importorskip("imageio_ffmpeg")
 
@@ -72,8 +72,7 @@ def test_failing_interpolation_warns_and_keeps_the_plain_video(cli, tmp_path, mo
 
 def test_interrupted_video_run_resumes_into_one_whole_video(tmp_path):
     with pytest.raises(api.Interrupted) as e:
-        calls = iter(range(100))
-        api.generate(_settings(tmp_path), should_stop=lambda: next(calls) >= 2)  # stop after step 3
+        api.generate(_settings(tmp_path), **StopAfter(3).kw())
     part = e.value.args[0]
     assert len(_frames(part.run_dir / "progress.mp4")) == 4  # 3 steps' start images, then the image so far
     done = api.resume(part.run_dir)
@@ -85,8 +84,7 @@ def test_interrupted_video_run_resumes_into_one_whole_video(tmp_path):
 
 def test_resume_without_a_matching_video_starts_it_at_the_resumed_step(tmp_path, caplog):
     with pytest.raises(api.Interrupted) as e:
-        calls = iter(range(100))
-        api.generate(_settings(tmp_path), should_stop=lambda: next(calls) >= 2)
+        api.generate(_settings(tmp_path), **StopAfter(3).kw())
     run = e.value.args[0].run_dir
     (run / "progress.mp4").unlink()  # as after kill -9: the video was never finished
     api.resume(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import signal
 import socket
 from typing import Annotated
 
@@ -11,8 +12,10 @@ import typer
 
 from pixgen import console
 from pixgen.errors import PixgenError
+from pixgen.settings import MAX_SIDE, MAX_STEPS
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+STOP_SECONDS = 5.0  # on SIGTERM or Ctrl-C: the longest the running job is waited for
 
 
 def is_loopback(host: str) -> bool:
@@ -63,11 +66,22 @@ def serve(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never touch the network; fail at once if a model is missing.")
     ] = False,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="The most steps a job may ask for.", min=1, max=MAX_STEPS)
+    ] = 2000,
+    max_size: Annotated[
+        int,
+        typer.Option("--max-size", help="The longest image side a job may ask for, in pixels.", min=1, max=MAX_SIDE),
+    ] = 1024,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="The most jobs waiting; more are refused (HTTP 429).", min=1, max=10_000)
+    ] = 16,
 ):
     """A local web studio: a form, a live preview, a queue and a history, with the models kept in memory."""
     from pixgen.serve.form import server_settings
 
     base = server_settings(preset, output_dir)
+    limits = {"max_steps": max_steps, "max_size": max_size, "max_queue": max_queue}
     if token is not None and not token.strip():
         raise PixgenError("--token must not be empty")
     if not is_loopback(host):
@@ -76,42 +90,67 @@ def serve(
         console.note(
             f"pixgen: warning: serving on {host}, reachable from other machines; every request needs the token"
         )
-    run_server(base, preset, host, bind(host, port), token, offline)
+    run_server(base, preset, host, bind(host, port), token, offline, limits)
 
 
-def run_server(base, preset: str | None, host: str, sock: socket.socket, token: str | None, offline: bool) -> None:
-    """Load the models once, start the job queue and serve on `sock` until Ctrl-C."""
+def build_app(queue, preset: str | None, host: str, token: str | None, info: dict | None = None, limits=None):
+    """The app as `pixgen serve` sets it up for `host`: on a loopback host only its loopback
+    names are accepted in the Host header (against DNS rebinding; IPv6's [::1] included)."""
+    from pixgen.serve.app import create_app
+
+    allowed = LOOPBACK_NAMES if is_loopback(host) else None
+    return create_app(queue, preset, token, allowed, info, limits, close_timeout=STOP_SECONDS)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_server(
+    base, preset: str | None, host: str, sock: socket.socket, token: str | None, offline: bool, limits: dict
+) -> None:
+    """Load the models once, start the job queue and serve on `sock` until Ctrl-C or SIGTERM: the
+    first stops the queue at once (the running job keeps what it has, as a CLI run does) and the
+    server within a few seconds; a second one leaves without waiting for open connections."""
     from pathlib import Path
 
     try:
         import uvicorn
 
-        from pixgen.serve.app import create_app
-        from pixgen.serve.jobs import JobQueue, load_server_models
+        from pixgen.serve.jobs import JobQueue, Limits, load_server_models
     except ImportError as e:
         sock.close()
         raise PixgenError(f"pixgen serve needs its extra: pip install 'pixgen[serve]' ({e})") from None
     root = Path(base.output_dir)
     console.note(f"pixgen: loading models ({base.vqgan}, {', '.join(base.clip)})…")
     try:
-        queue = JobQueue(load_server_models(base, offline), root).start()
+        queue = JobQueue(load_server_models(base, offline), root, limits["max_queue"]).start()
     except BaseException:
         sock.close()
         raise
     info = {"vqgan": base.vqgan, "clip": base.clip, "output_dir": str(root.resolve())}
-    allowed = LOOPBACK_NAMES if is_loopback(host) else None
-    app = create_app(queue, preset, token=token, allowed_hosts=allowed, info=info)
+    app = build_app(queue, preset, host, token, info, Limits(**limits))
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
     console.note(f"pixgen: serving on {url}  (runs in {root}; Ctrl-C to stop)")
     if token:
         console.note(f"pixgen: token: {token}")
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    exit_on_signal = server.handle_exit
+
+    def handle_exit(sig, frame):  # the job stops now, while the open connections drain
+        queue.stop()
+        exit_on_signal(sig, frame)
+
+    server.handle_exit = handle_exit
+    saved = signal.signal(signal.SIGTERM, _raise_interrupt)  # what uvicorn re-raises once it has shut down
     try:
-        uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: a normal stop here
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C or SIGTERM it shut down on: a normal stop here
         pass
     finally:
-        queue.close()
+        signal.signal(signal.SIGTERM, saved)
+        queue.close(STOP_SECONDS)
         sock.close()
     console.note("pixgen: server stopped")

@@ -21,14 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pixgen.errors import PixgenError
 from pixgen.serve.form import form_schema, server_settings, settings_from_request, to_form
-from pixgen.serve.jobs import FINISHED, JobQueue, QueueFull, run_files
+from pixgen.serve.jobs import FINISHED, JobQueue, Limits, QueueFull, run_files
 
 log = logging.getLogger("pixgen")
 
@@ -42,6 +41,31 @@ TOKEN_COOKIE = "pixgen_token"
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port: "[::1]:7860" -> "[::1]", "localhost:80" -> "localhost"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.split(":", 1)[0]
+
+
+class HostGuard:
+    """ASGI middleware: only requests whose Host header names one of `allowed` (a loopback
+    server's own names, against DNS rebinding) get through; others get a JSON 400."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if host_name(headers.get("host", "")) not in self.allowed:
+                return await error(400, "invalid Host header (this server answers to its loopback names only)")(
+                    scope, receive, send
+                )
+        return await self.app(scope, receive, send)
 
 
 class TokenGuard:
@@ -158,10 +182,14 @@ def _form_keys() -> set[str]:
 class Studio:
     """The route handlers over one JobQueue (its models loaded) and its output folder."""
 
-    def __init__(self, queue: JobQueue, preset: str | None, token: str | None, info: dict | None):
+    def __init__(self, queue: JobQueue, preset: str | None, token: str | None, info: dict | None, limits: Limits):
         self.queue, self.root, self.preset, self.token = queue, queue.root, preset, token
         self.schema = form_schema(server_settings(preset, str(queue.root)), queue.root)
-        self.info = info or {}
+        for entry in self.schema:  # the form shows the server's own limits where they are lower
+            hi = {"iterations": limits.max_steps, "size": limits.max_size}.get(entry["name"])
+            if hi is not None:
+                entry["hi"] = min(entry["hi"], hi)
+        self.info, self.limits = info or {}, limits
 
     def job(self, request: Request):
         job = self.queue.get(request.path_params["job_id"])
@@ -186,6 +214,7 @@ class Studio:
             return error(400, "the body must be a JSON object of setting: value")
         try:
             settings = await asyncio.to_thread(settings_from_request, data, self.preset, self.root)
+            self.limits.check(settings)
             job = self.queue.submit(settings)
         except QueueFull as e:
             return error(429, str(e))
@@ -291,21 +320,25 @@ def create_app(
     token: str | None = None,
     allowed_hosts: list[str] | None = None,
     info: dict | None = None,
+    limits: Limits | None = None,
+    close_timeout: float = 60.0,
 ) -> Starlette:
     """The app over a started JobQueue (its models loaded). `token`: every request must carry it.
     `allowed_hosts`: the Host headers accepted (a loopback server refuses other names, against
-    DNS rebinding). Shutting the app down stops the queue gracefully (the running job keeps its image)."""
+    DNS rebinding). `limits`: the steps and size a job may ask for (default Limits(); the queue
+    holds its own maximum). Shutting the app down stops the queue, waiting up to `close_timeout`
+    seconds for the running job to keep what it has."""
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        await asyncio.to_thread(queue.close)
+        await asyncio.to_thread(queue.close, close_timeout)
 
     middleware = [Middleware(TokenGuard, token=token)]
     if allowed_hosts:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+        middleware.insert(0, Middleware(HostGuard, allowed=allowed_hosts))
     return Starlette(
-        routes=Studio(queue, preset, token, info).routes(),
+        routes=Studio(queue, preset, token, info, limits or Limits()).routes(),
         middleware=middleware,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

@@ -2,8 +2,11 @@
 through `pixgen.api.generate` on models loaded once, so each job's folder is a CLI run's
 (final.png, frames, GIF, run.json). A job lives on in the server when its browser goes away.
 
-Cancel is the CLI's Ctrl-C: `should_stop` says yes after the current step and the run keeps its
-image (final.png marked interrupted, state.safetensors for `pixgen resume`)."""
+Cancel is the CLI's Ctrl-C, honoured in every phase of a job (pixgen.api.Phases): before the first
+step the job stops and keeps nothing; during the steps it stops after the current one and keeps
+its image (final.png marked interrupted, state.safetensors for `pixgen resume`); while writing it
+keeps final.png and run.json and skips the GIF and MP4. A job that fails, whatever it raises,
+never stops the worker: the next job runs."""
 
 from __future__ import annotations
 
@@ -28,6 +31,30 @@ FINISHED = (DONE, CANCELLED, FAILED)
 
 class QueueFull(PixgenError):
     """Too many jobs waiting (HTTP 429)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What `pixgen serve` accepts, on top of the settings' own bounds: steps per job
+    (--max-steps), the longer side of an image (--max-size) and jobs waiting (--max-queue)."""
+
+    max_steps: int = 2000
+    max_size: int = 1024
+    max_queue: int = 16
+
+    def check(self, settings: Settings) -> None:
+        """A PixgenError naming the setting and the server option when a job is over a limit."""
+        if settings.iterations > self.max_steps:
+            raise PixgenError(
+                f"setting 'iterations': this server runs at most {self.max_steps} steps per job, "
+                f"got {settings.iterations} (pixgen serve --max-steps)"
+            )
+        if max(settings.size) > self.max_size:
+            w, h = settings.size
+            raise PixgenError(
+                f"setting 'size': this server draws at most {self.max_size} pixels a side, "
+                f"got {w}x{h} (pixgen serve --max-size)"
+            )
 
 
 @dataclass
@@ -69,7 +96,7 @@ def preview_every(total: int) -> int:
 class JobQueue:
     """Jobs in order, run one at a time by a worker thread on `models` (pixgen.models.Models)."""
 
-    def __init__(self, models, root: Path, max_queued: int = 100, keep: int = 200):
+    def __init__(self, models, root: Path, max_queued: int = Limits.max_queue, keep: int = 200):
         self.models = models
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -114,7 +141,9 @@ class JobQueue:
                 return 0
 
     def cancel(self, job: Job) -> None:
-        """A queued job leaves the queue; a running one stops after its current step, keeping its image."""
+        """A queued job leaves the queue; a running one stops at its next safe point (after the
+        current step, or between the phases before the first step and after the last), keeping
+        what it has."""
         with self.cond:
             if job.state == QUEUED:
                 self.pending.remove(job)
@@ -122,7 +151,7 @@ class JobQueue:
                 self._bump_all()
             elif job.state == RUNNING:
                 job.stop = True
-                job.status = "stopping after this step…"
+                job.status = "stopping…"
                 self._bump(job)
 
     def snapshot(self, job: Job) -> dict:
@@ -154,8 +183,9 @@ class JobQueue:
         with self.cond:
             return ([self.current] if self.current else []) + list(self.pending)
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Stop taking jobs; the running one stops gracefully (its image kept), the queued are cancelled."""
+    def stop(self) -> None:
+        """Stop taking jobs, at once (any thread, a signal handler's too): the queued ones are
+        cancelled and the running one is asked to stop at its next safe point."""
         with self.cond:
             self.closing = True
             for job in list(self.pending):
@@ -163,7 +193,12 @@ class JobQueue:
             self.pending.clear()
             if self.current is not None:
                 self.current.stop = True
+                self.current.status = "stopping…"
             self.cond.notify_all()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """`stop()`, then wait up to `timeout` seconds for the running job to keep what it has."""
+        self.stop()
         if self.thread.is_alive():
             self.thread.join(timeout)
 
@@ -199,7 +234,7 @@ class JobQueue:
                 self._bump_all()
             try:
                 self._run(job)
-            except Exception as e:  # never lose the worker: the job fails, the queue goes on
+            except BaseException as e:  # never lose the worker, whatever a job raises: the queue goes on
                 log.exception("job %s failed", job.id)
                 with self.cond:
                     self._finish(job, FAILED, "failed", f"{type(e).__name__}: {e}")
@@ -243,10 +278,7 @@ class JobQueue:
                 s, self.models, on_step=on_step, run_dir=run_dir, should_stop=lambda: job.stop, on_status=on_status
             )
         except Interrupted as e:
-            result = e.args[0]
-            with self.cond:
-                job.seed = result.seed
-                self._finish(job, CANCELLED, f"cancelled at step {job.step}; image kept")
+            self._cancelled(job, e.args[0] if e.args else None)
             return
         except PixgenError as e:
             with self.cond:
@@ -257,6 +289,23 @@ class JobQueue:
         with self.cond:
             job.seed = result.seed
             self._finish(job, DONE, f"done in {result.seconds:.1f} s")
+
+    def _cancelled(self, job: Job, result) -> None:
+        """A job that stopped on request: before its first step (nothing kept), during its steps
+        (its image kept) or while writing (final.png kept, the renders skipped)."""
+        with self.cond:
+            if result is None:
+                if job.run_dir is not None and not job.run_dir.exists():
+                    job.run_dir = None
+                self._finish(job, CANCELLED, "cancelled before the first step; nothing kept")
+                return
+            job.seed = result.seed
+            if result.interrupted:
+                self._finish(job, CANCELLED, f"cancelled at step {job.step}; image kept")
+            else:
+                self._finish(
+                    job, CANCELLED, f"cancelled while writing; image kept, {', '.join(result.skipped)} skipped"
+                )
 
 
 def run_files(root: Path, run_dir: Path) -> dict:
