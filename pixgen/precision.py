@@ -51,6 +51,8 @@ class Precision:
 
 
 FP32 = Precision("fp32")
+# the explicit choices of the `precision` setting (besides "auto")
+CHOICES = ("fp32", "bf16", "fp16")
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -64,6 +66,8 @@ def cpu_has_fast_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device, parameters: int | None = None) -> Precision:
     """The run's Precision for the `precision` setting on `device`; `parameters`, the models'
     parameter count, lets `auto` keep small models in fp32."""
+    if precision not in (*CHOICES, "auto"):
+        raise PixgenError(f"setting 'precision': {precision!r} is not one of auto, {', '.join(CHOICES)}")
     if device.type == "mps":
         return Precision("fp32", why="MPS: fp32")
     if precision == "fp32":

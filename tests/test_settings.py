@@ -51,7 +51,7 @@ def test_flags_are_validated_too(cli, tmp_path, args, needle):
 
 
 def test_choices_match_the_tables_that_implement_them():
-    from pixgen import cutouts, device, init, losses, optimise, settings
+    from pixgen import cutouts, init, losses, optimise, precision, settings
 
     assert set(settings.AUGMENTS) == set(cutouts.AUGMENTATIONS)
     assert set(settings.OPTIMIZERS) == set(optimise.OPTIMIZERS)
@@ -61,7 +61,7 @@ def test_choices_match_the_tables_that_implement_them():
     assert set(settings.INITS) == set(optimise.INITS)
     assert set(settings.INIT_FITS) == set(init.FITS)
     assert set(settings.INIT_NOISES) == set(init.NOISES)
-    assert set(settings.PRECISIONS) == {"auto", *device.DTYPES}
+    assert set(settings.PRECISIONS) == {"auto", *precision.CHOICES}
 
 
 def test_every_setting_has_help_and_every_flag_is_unique():
