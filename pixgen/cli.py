@@ -19,6 +19,7 @@ from pixgen.commands.options import (
     ConfigOpt,
     ForceOpt,
     GenerateJsonOpt,
+    JsonOpt,
     OfflineOpt,
     PanelCommand,
     PresetOpt,
@@ -129,12 +130,15 @@ def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, fo
 
 
 @app.command()
-def presets():
+def presets(json_out: JsonOpt = False):
     """List the presets, with a one-line description each."""
     from pixgen.settings import list_presets
 
-    for name, desc in list_presets().items():
-        typer.echo(f"{name:12s} {desc}")
+    found = list_presets()
+    if json_out:
+        console.echo_json([{"name": name, "description": desc} for name, desc in found.items()])
+    else:
+        console.table(["preset", "description"], [list(item) for item in found.items()])
 
 
 app.add_typer(models_commands.app, name="models")
