@@ -45,8 +45,12 @@ class Run:
     models: object  # pixgen.models.Models
 
     def record(self) -> dict:
-        """The resolved settings as written beside every output (run.json, PNG metadata)."""
-        return dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
+        """The resolved settings as written beside every output (run.json, PNG metadata), with
+        the environment the pixels depend on (device, threads, torch, CPU capability)."""
+        from pixgen.environment import environment
+
+        record = dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
+        return dict(record, environment=environment(self.device))
 
 
 def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
@@ -83,7 +87,8 @@ def prepare(
         check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
         models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
     width, height = fit_size(settings, models.decoder.factor)
-    return Run(replace(settings, size=[width, height], seed=seed), plan, device, models)
+    resolved = replace(settings, size=[width, height], seed=seed, threads=torch.get_num_threads())  # recorded
+    return Run(resolved, plan, device, models)
 
 
 def generate(
@@ -123,7 +128,9 @@ def generate(
     if on_status:
         on_status("encoding prompts…")
     loop = make_loop(run)
-    return _drive(run, loop, RunWriter(run_dir, run.record()), on_step, should_stop, t_start, {})
+    writer = RunWriter(run_dir, run.record())
+    writer.start()  # run.json from the start: the folder is resumable once a state is saved
+    return _drive(run, loop, writer, on_step, should_stop, t_start, {})
 
 
 def resume(
@@ -134,9 +141,11 @@ def resume(
     offline: bool = False,
     on_status: Callable[[str], None] | None = None,
 ) -> Result:
-    """Continue an interrupted run in its own folder to its planned number of steps.
+    """Continue an interrupted run in its own folder to its planned number of steps, from the
+    state it saved last: at Ctrl-C or SIGTERM, or every `save_every` steps (so after a kill -9).
 
-    On the same device and precision the result is bit-identical to an uninterrupted run.
+    On the same device, precision and thread count the result is bit-identical to an
+    uninterrupted run.
     """
     import json
 
@@ -152,10 +161,10 @@ def resume(
         raise PixgenError(f"{run_dir} is not a pixgen run folder (no run.json)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PixgenError(f"{run_dir / 'run.json'} is unreadable: {e}") from None
-    state = load_state(run_dir / "state.safetensors")
     settings = settings_from_record(resolved)
-    if int(state["step"]) >= settings.iterations:
+    if record.get("finished", not record.get("interrupted", False)):
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
+    state = load_state(run_dir / "state.safetensors")  # at the planned step (killed before the end): just finish
     run = prepare(settings, models, offline, on_status)
     if on_status:
         on_status("encoding prompts…")
@@ -264,6 +273,7 @@ def zoom_active(settings: Settings) -> bool:
 
 def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs."""
+    from pixgen.environment import environment
     from pixgen.optimise import render
     from pixgen.state import save_state
 
@@ -279,6 +289,7 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
             writer.video_step(step.i, step.image)
             if s.save_every and step.i % s.save_every == 0:
                 writer.frame(step.i, step.image)
+                writer.progress(step.i, losses, step_seconds)  # run.json first: it never runs ahead
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
             if on_step:
                 on_step(step, s.iterations)
@@ -300,9 +311,8 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
         "startup_seconds": t_loop - t_start,
         "seconds": time.perf_counter() - t_start,
         "peak_memory_mb": peak_memory_mb(run.device),
-        "device": str(run.device),
         "clip_dtype": str(loop.clip_dtype or torch.float32).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
+        **environment(run.device),  # device, threads, torch, cpu_capability
     }
     if failure:
         record["error"] = str(failure)
@@ -345,10 +355,22 @@ def ensemble_score(models, image_path: Path, prompt: str) -> float:
 
 
 def settings_from_png(path: Path, **overrides) -> Settings:
-    """The settings a pixgen PNG was made with, ready to run again."""
+    """The settings a pixgen PNG was made with, ready to run again (its recorded thread count
+    included). Warns in one line when this machine cannot match the recorded environment."""
+    from pixgen.device import resolve_device
+    from pixgen.environment import warn_if_not_reproducible
     from pixgen.outputs import read_png_metadata
 
     meta = read_png_metadata(path)
     if "prompt" not in meta:
         raise PixgenError(f"{path}: its pixgen settings lack a prompt")
-    return settings_from_record(dict(meta, **{k: v for k, v in overrides.items() if v is not None}))
+    recorded = meta.get("environment", {})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "device" not in given and recorded.get("device"):
+        try:  # the recorded device, where this machine has it
+            given["device"] = str(resolve_device(recorded["device"]))
+        except PixgenError:
+            pass
+    settings = settings_from_record(dict(meta, **given))
+    warn_if_not_reproducible(recorded, resolve_device(settings.device), settings.threads)
+    return settings

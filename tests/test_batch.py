@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixgen.batch import parse_shard, read_jobs
+from pixgen.batch import job_finished, parse_shard, read_jobs
 from pixgen.errors import PixgenError
 from tests.conftest import SMOKE
 
@@ -81,17 +81,22 @@ def test_shards_split_the_file(cli, tmp_path):
     assert code == 2 and "shard" in err
 
 
+def _finished(out):
+    """The run.json files of the finished jobs (a job writes one at its start too)."""
+    return [p for p in out.glob("*/run.json") if job_finished(p.parent)]
+
+
 def test_kill_halfway_then_resume_completes(tmp_path):
     f = _write(tmp_path, "p.txt", "\n".join(f"prompt number {i}" for i in range(8)) + "\n")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pixgen", "batch", str(f), "-o", str(out), *SMOKE, "--set", "iterations=6"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*/run.json"))) < 3:
+    while time.time() < deadline and len(_finished(out)) < 3:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in _finished(out)}
     assert 3 <= len(done_before) < 8
     subprocess.run([*cmd, "--resume"], check=True, capture_output=True, timeout=300)
     finished = sorted(p.parent.name for p in out.glob("*/final.png"))
