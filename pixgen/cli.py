@@ -151,13 +151,17 @@ app.command()(serve_commands.serve)
 def reproduce(
     image: Annotated[Path, typer.Argument(help="A final.png written by pixgen.")],
     output_dir: Annotated[str | None, typer.Option("-o", "--output-dir", help="Where the new run goes.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="Override the device.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Override the recorded device.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Override the recorded CPU thread count.", min=1)
+    ] = None,
     json_out: RunJsonOpt = False,
 ):
-    """Run again with the settings stored in a pixgen PNG (same device and precision: same pixels)."""
+    """Run again with the settings stored in a pixgen PNG: the same device, thread count, torch
+    version and CPU give the same pixels (a one-line warning says when they cannot match)."""
     from pixgen.api import settings_from_png
 
-    settings = settings_from_png(image, output_dir=output_dir, device=device)
+    settings = settings_from_png(image, output_dir=output_dir, device=device, threads=threads)
     result = _run_with_progress(settings, quiet=json_out)
     console.report(result, json_out)
 
