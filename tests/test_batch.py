@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,16 +107,51 @@ def test_kill_halfway_then_resume_completes(tmp_path):
         assert (out / name / "run.json").stat().st_mtime_ns == mtime
 
 
+def _smoke_models():
+    """The smoke preset's models (tiny random VQGAN and CLIP, seeded): the scorer a run used."""
+    from pixgen.api import prepare
+    from pixgen.settings import load_settings
+
+    return prepare(load_settings(preset="smoke", overrides={"prompt": "a cat"})).models
+
+
+def _check_ranking(ranking, prompt):
+    """Each score is the CLIP similarity of the saved image to the prompt, best first."""
+    from pixgen.api import clip_score
+
+    (scorer,) = _smoke_models().scorers
+    for c in ranking:
+        assert c["clip_score"] == pytest.approx(clip_score(scorer, c["image"], prompt), abs=1e-5)
+    scores = [c["clip_score"] for c in ranking]
+    assert scores == sorted(scores, reverse=True) and [c["rank"] for c in ranking] == list(range(1, len(scores) + 1))
+
+
 def test_candidates_are_ranked_and_best_is_linked(cli, tmp_path):
     code, out, err = cli("a cat", *FAST, "--seeds", "5,6,7", "-o", tmp_path, "--json")
     assert code == 0, err
     res = json.loads(out)
     ranking = res["ranking"]
-    assert [c["seed"] for c in ranking] != [] and sorted(c["seed"] for c in ranking) == [5, 6, 7]
-    scores = [c["clip_score"] for c in ranking]
-    assert scores == sorted(scores, reverse=True)
-    best = np.asarray(Image.open(res["image"]))
-    assert np.array_equal(best, np.asarray(Image.open(ranking[0]["image"])))
+    assert sorted(c["seed"] for c in ranking) == [5, 6, 7]
+    _check_ranking(ranking, "a cat")
+    best = Path(res["run_dir"]) / "best.png"
+    assert best.is_file() and Path(res["image"]) == best and res["seed"] == ranking[0]["seed"]
+    assert np.array_equal(np.asarray(Image.open(best)), np.asarray(Image.open(ranking[0]["image"])))
+
+
+def test_candidates_option_draws_n_consecutive_seeds(cli, tmp_path):
+    code, out, err = cli("a cat", *FAST, "--candidates", "3", "--seed", "40", "-o", tmp_path, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    job = Path(res["run_dir"])
+    assert sorted(c["seed"] for c in res["ranking"]) == [40, 41, 42]
+    assert sorted(p.name for p in (job / "candidates").iterdir()) == ["seed-40", "seed-41", "seed-42"]
+    _check_ranking(res["ranking"], "a cat")
+    record = json.loads((job / "run.json").read_text())
+    assert record["ranking"] == res["ranking"] and (job / "best.png").is_file()
+    images = [np.asarray(Image.open(c["image"])) for c in res["ranking"]]
+    assert not np.array_equal(images[0], images[1])  # other seeds, other images
+    code, _, err = cli("a cat", *FAST, "--candidates", "0", "-o", tmp_path)
+    assert code == 2 and "--candidates" in err and "Traceback" not in err
 
 
 def test_reproduce_gives_the_same_pixels(cli, tmp_path):
