@@ -72,6 +72,24 @@ def test_resume_refuses_finished_or_foreign_folders(tmp_path):
         api.resume(tmp_path)
 
 
+def test_resume_finishes_a_run_killed_during_its_final_writes(tmp_path):
+    """Killed after its last state save but before final.png and the final run.json: resume
+    writes the outputs from the state, the same as the run would have."""
+    full = api.generate(_settings(tmp_path / "full", save_every=1))
+    record = json.loads((full.run_dir / "run.json").read_text())
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("state.safetensors", "frames"):
+        (full.run_dir / name).rename(cut / name)
+    manifest = {"settings": record["settings"], "finished": False, "steps_done": 8, "losses": record["losses"]}
+    (cut / "run.json").write_text(json.dumps(manifest))
+    done = api.resume(cut)
+    assert np.array_equal(_pixels(done.image), _pixels(full.image)) and done.losses == record["losses"]
+    assert json.loads((cut / "run.json").read_text())["finished"] is True and (cut / "progress.gif").is_file()
+    with pytest.raises(PixgenError, match="already complete"):
+        api.resume(cut)
+
+
 def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
     cmd = _sixty_steps(tmp_path, "--seed", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
