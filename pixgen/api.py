@@ -79,6 +79,7 @@ def prepare(
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
     if models is None:
         from pixgen.weights import check_models
@@ -87,8 +88,7 @@ def prepare(
         check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
         models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
     width, height = fit_size(settings, models.decoder.factor)
-    resolved = replace(settings, size=[width, height], seed=seed, threads=torch.get_num_threads())  # recorded
-    return Run(resolved, plan, device, models)
+    return Run(replace(settings, size=[width, height], seed=seed), plan, device, models)
 
 
 def generate(
@@ -311,8 +311,10 @@ def _drive(run: Run, loop, writer, on_step, should_stop, t_start: float, previou
         "startup_seconds": t_loop - t_start,
         "seconds": time.perf_counter() - t_start,
         "peak_memory_mb": peak_memory_mb(run.device),
+        "device": str(run.device),
         "clip_dtype": str(loop.clip_dtype or torch.float32).removeprefix("torch."),
-        **environment(run.device),  # device, threads, torch, cpu_capability
+        "threads": torch.get_num_threads(),
+        **environment(run.device),  # device and threads again, torch, cpu_capability
     }
     if failure:
         record["error"] = str(failure)
