@@ -68,8 +68,12 @@ class Run:
     precision: object = None  # pixgen.precision.Precision, applied to the models
 
     def record(self) -> dict:
-        """The resolved settings as written beside every output (run.json, PNG metadata)."""
-        return dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
+        """The resolved settings as written beside every output (run.json, PNG metadata), with
+        the environment the pixels depend on (device, threads, torch, CPU capability)."""
+        from pixgen.environment import environment
+
+        record = dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
+        return dict(record, environment=environment(self.device))
 
 
 def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
@@ -109,6 +113,7 @@ def prepare(
     if settings.threads:
         check_threads(settings.threads)
         torch.set_num_threads(settings.threads)
+    settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
     if models is None:
         from pixgen.weights import check_models
@@ -165,7 +170,9 @@ def generate(
     except Interrupted:
         _remove_if_empty(Path(run_dir))
         raise
-    return _drive(run, loop, RunWriter(run_dir, run.record()), on_step, phase, t_start, {})
+    writer = RunWriter(run_dir, run.record())
+    writer.start()  # run.json from the start: the folder is resumable once a state is saved
+    return _drive(run, loop, writer, on_step, phase, t_start, {})
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -184,9 +191,11 @@ def resume(
     offline: bool = False,
     on_status: Callable[[str], None] | None = None,
 ) -> Result:
-    """Continue an interrupted run in its own folder to its planned number of steps.
+    """Continue an interrupted run in its own folder to its planned number of steps, from the
+    state it saved last: at Ctrl-C or SIGTERM, or every `save_every` steps (so after a kill -9).
 
-    On the same device and precision the result is bit-identical to an uninterrupted run.
+    On the same device, precision and thread count the result is bit-identical to an
+    uninterrupted run.
     """
     import json
 
@@ -202,10 +211,10 @@ def resume(
         raise PixgenError(f"{run_dir} is not a pixgen run folder (no run.json)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PixgenError(f"{run_dir / 'run.json'} is unreadable: {e}") from None
-    state = load_state(run_dir / "state.safetensors")
     settings = settings_from_record(resolved)
-    if int(state["step"]) >= settings.iterations:
+    if record.get("finished", not record.get("interrupted", False)):
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
+    state = load_state(run_dir / "state.safetensors")  # at the planned step (killed before the end): just finish
     phase = Phases(on_status, should_stop)
     run = prepare(settings, models, offline, phase)
     loop = make_loop(run, phase=phase)
@@ -324,6 +333,7 @@ def zoom_active(settings: Settings) -> bool:
 def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
+    from pixgen.environment import environment
     from pixgen.errors import Aborted
     from pixgen.optimise import render
     from pixgen.state import save_state
@@ -340,6 +350,7 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
             writer.video_step(step.i, step.image)
             if s.save_every and step.i % s.save_every == 0:
                 writer.frame(step.i, step.image)
+                writer.progress(step.i, losses, step_seconds)  # run.json first: it never runs ahead
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
             if on_step:
                 on_step(step, s.iterations)
@@ -367,6 +378,7 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
         "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
         **run.precision.record(),
         "threads": torch.get_num_threads(),
+        **environment(run.device),  # device and threads again, torch, cpu_capability
     }
     if failure:
         record["error"] = str(failure)
@@ -411,10 +423,22 @@ def ensemble_score(models, image_path: Path, prompt: str) -> float:
 
 
 def settings_from_png(path: Path, **overrides) -> Settings:
-    """The settings a pixgen PNG was made with, ready to run again."""
+    """The settings a pixgen PNG was made with, ready to run again (its recorded thread count
+    included). Warns in one line when this machine cannot match the recorded environment."""
+    from pixgen.device import resolve_device
+    from pixgen.environment import warn_if_not_reproducible
     from pixgen.outputs import read_png_metadata
 
     meta = read_png_metadata(path)
     if "prompt" not in meta:
         raise PixgenError(f"{path}: its pixgen settings lack a prompt")
-    return settings_from_record(dict(meta, **{k: v for k, v in overrides.items() if v is not None}))
+    recorded = meta.get("environment", {})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "device" not in given and recorded.get("device"):
+        try:  # the recorded device, where this machine has it
+            given["device"] = str(resolve_device(recorded["device"]))
+        except PixgenError:
+            pass
+    settings = settings_from_record(dict(meta, **given))
+    warn_if_not_reproducible(recorded, resolve_device(settings.device), settings.threads)
+    return settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -155,13 +156,11 @@ def run_candidates(
     """
     from dataclasses import replace
 
-    from pixgen.api import ensemble_score, generate
+    from pixgen.api import ensemble_score
 
     t0 = time.perf_counter()
     if len(seeds) == 1:
-        r = generate(
-            replace(settings, seed=seeds[0]), models=models, on_step=on_step, run_dir=job_dir, should_stop=should_stop
-        )
+        r = run_or_resume(replace(settings, seed=seeds[0]), models, job_dir, on_step, should_stop)
         score = ensemble_score(models, r.image, settings.prompt)
         record = json.loads((job_dir / "run.json").read_text())
         write_json(job_dir / "run.json", dict(record, clip_score=score))
@@ -169,12 +168,8 @@ def run_candidates(
     job_dir.mkdir(parents=True, exist_ok=True)
     ranked = []
     for seed in seeds:
-        r = generate(
-            replace(settings, seed=seed),
-            models=models,
-            on_step=on_step,
-            run_dir=job_dir / "candidates" / f"seed-{seed}",
-            should_stop=should_stop,
+        r = run_or_resume(
+            replace(settings, seed=seed), models, job_dir / "candidates" / f"seed-{seed}", on_step, should_stop
         )
         ranked.append({"seed": seed, "image": r.image, "score": ensemble_score(models, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
@@ -184,6 +179,7 @@ def run_candidates(
     tmp.replace(best)
     record = {
         "prompt": settings.prompt,
+        "seconds": time.perf_counter() - t0,
         "best": str(best),
         "ranking": [
             {"rank": i + 1, "seed": c["seed"], "clip_score": c["score"], "image": str(c["image"])}
@@ -240,12 +236,41 @@ def generate_candidates(
 
 
 def job_finished(job_dir: Path) -> bool:
-    """A job is finished when its run.json exists and says it was not interrupted."""
+    """A job (or run) is finished when its run.json exists and says neither that it is under way
+    (the manifest a run writes at its start) nor that it was interrupted."""
     try:
         record = json.loads((job_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return not record.get("interrupted", False)
+    return isinstance(record, dict) and record.get("finished", True) and not record.get("interrupted", False)
+
+
+def run_or_resume(settings, models, run_dir: Path, on_step=None, should_stop=None):
+    """One run of a batch job into `run_dir` (an api.Result): the finished run found there; or
+    the interrupted one continued from its saved state (after Ctrl-C, SIGTERM or kill -9:
+    bit-identical to an uninterrupted run, as `pixgen resume`); or, failing those, a new run."""
+    from pixgen.api import Result, generate, resume
+
+    if job_finished(run_dir):
+        record = json.loads((run_dir / "run.json").read_text())
+        return Result(run_dir, run_dir / "final.png", record["settings"]["seed"], record.get("seconds", 0.0))
+    if _resumable(run_dir, settings):
+        log.info("resuming %s from its saved state", run_dir)
+        return resume(run_dir, models=models, on_step=on_step, should_stop=should_stop)
+    if run_dir.exists():  # an attempt that saved no state (or of other settings): start it again
+        shutil.rmtree(run_dir)
+    return generate(settings, models=models, on_step=on_step, run_dir=run_dir, should_stop=should_stop)
+
+
+def _resumable(run_dir: Path, settings) -> bool:
+    """An earlier attempt at these very settings left a state to go on from."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    same = ("prompt", "seed", "iterations", "vqgan", "clip", "lr", "cutn", "init")
+    mine = settings.to_dict()
+    return (run_dir / "state.safetensors").is_file() and all(recorded.get(k) == mine.get(k) for k in same)
 
 
 def run_batch(
@@ -295,10 +320,33 @@ def run_batch(
                 on_job(results[-1], len(mine))
     finally:
         if results:
-            from pixgen.outputs import write_gallery
-
-            write_gallery(out, [r for r in results if r.image is not None])
+            update_gallery(out)
     return results
+
+
+def update_gallery(out: Path) -> None:
+    """index.html and contact_sheet.png of every finished job in the folder, whichever shard ran
+    it, built from what is on disk under a file lock: shards finishing at once never lose a job."""
+    from filelock import FileLock
+
+    from pixgen.outputs import write_gallery
+
+    with FileLock(str(Path(out) / ".gallery.lock")):
+        write_gallery(Path(out), finished_jobs(Path(out)))
+
+
+def finished_jobs(out: Path) -> list[JobResult]:
+    """The finished jobs of a batch folder, in job order, from their run.json files."""
+    found = []
+    for job_dir in sorted(Path(out).iterdir()):
+        number = re.match(r"(\d{4,})-", job_dir.name)
+        if not number or not job_dir.is_dir() or not job_finished(job_dir):
+            continue
+        try:
+            found.append(_finished_result(Job(int(number[1]) - 1, 0, {}), job_dir))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            continue  # a damaged record: left out of the gallery, never fatal
+    return found
 
 
 def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, offline) -> JobResult:
@@ -309,8 +357,6 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         settings = make_settings(job.overrides)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
-    if job_dir.exists():  # an unfinished earlier attempt at this very job: start it again
-        shutil.rmtree(job_dir)
     key = (
         settings.vqgan,
         tuple(settings.clip),
@@ -332,10 +378,13 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
 
 
 def _finished_result(job: Job, job_dir: Path) -> JobResult:
+    """A finished job's result from its run.json (its prompt too, when `job` lacks it)."""
     record = json.loads((job_dir / "run.json").read_text())
+    job.overrides.setdefault("prompt", record.get("prompt") or record.get("settings", {}).get("prompt", ""))
     if "ranking" in record:
         best = record["ranking"][0]
-        return JobResult(job, "skipped", job_dir / "best.png", best["seed"], best["clip_score"])
+        seconds = record.get("seconds", 0.0)
+        return JobResult(job, "skipped", job_dir / "best.png", best["seed"], best["clip_score"], seconds)
     return JobResult(
         job,
         "skipped",

@@ -19,6 +19,7 @@ from pixgen.commands.options import (
     ConfigOpt,
     ForceOpt,
     GenerateJsonOpt,
+    JsonOpt,
     OfflineOpt,
     PanelCommand,
     PresetOpt,
@@ -129,12 +130,15 @@ def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, fo
 
 
 @app.command()
-def presets():
+def presets(json_out: JsonOpt = False):
     """List the presets, with a one-line description each."""
     from pixgen.settings import list_presets
 
-    for name, desc in list_presets().items():
-        typer.echo(f"{name:12s} {desc}")
+    found = list_presets()
+    if json_out:
+        console.echo_json([{"name": name, "description": desc} for name, desc in found.items()])
+    else:
+        console.table(["preset", "description"], [list(item) for item in found.items()])
 
 
 app.add_typer(models_commands.app, name="models")
@@ -147,13 +151,17 @@ app.command()(serve_commands.serve)
 def reproduce(
     image: Annotated[Path, typer.Argument(help="A final.png written by pixgen.")],
     output_dir: Annotated[str | None, typer.Option("-o", "--output-dir", help="Where the new run goes.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="Override the device.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Override the recorded device.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Override the recorded CPU thread count.", min=1)
+    ] = None,
     json_out: RunJsonOpt = False,
 ):
-    """Run again with the settings stored in a pixgen PNG (same device and precision: same pixels)."""
+    """Run again with the settings stored in a pixgen PNG: the same device, thread count, torch
+    version and CPU give the same pixels (a one-line warning says when they cannot match)."""
     from pixgen.api import settings_from_png
 
-    settings = settings_from_png(image, output_dir=output_dir, device=device)
+    settings = settings_from_png(image, output_dir=output_dir, device=device, threads=threads)
     result = _run_with_progress(settings, quiet=json_out)
     console.report(result, json_out)
 

@@ -182,17 +182,51 @@ def indexing(quiet: bool):
         yield lambda i, n: bar.update(task, completed=i, total=n)
 
 
-def table(headers: list[str], rows: list[list]) -> None:
-    """A table on stdout; floats with 4 decimals; long cells fold instead of being cut."""
+def table(headers: list[str], rows: list[list], optional: tuple[int, ...] = ()) -> None:
+    """A table on stdout, floats with 4 decimals. Piped (stdout not a terminal): plain lines of
+    tab-separated cells, a header first, never wrapped, for grep, cut and awk. On a terminal: a
+    rich table that breaks a cell only between words, dropping the `optional` columns (indices,
+    the first one first) while the terminal is too narrow for whole words."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    if not sys.stdout.isatty():
+        for line in [headers, *cells]:
+            typer.echo("\t".join(c.replace("\t", " ").replace("\n", " ") for c in line))
+        return
     from rich.console import Console
+
+    console = Console()
+    console.print(rich_table(headers, cells, optional, console.width))
+
+
+def rich_table(headers: list[str], cells: list[list[str]], optional: tuple[int, ...] = (), width: int = 80):
+    """The rich Table of `table`, fitted to `width` columns: wrapped only at spaces (so names,
+    paths and numbers stay whole) once the remaining columns' longest words fit, else folded."""
+    from rich.cells import cell_len
     from rich.table import Table
 
+    def longest(i: int, words: bool = True) -> int:
+        return max(cell_len(w) for row in [headers, *cells] for w in (row[i].split() if words else [row[i]]) or [""])
+
+    keep = list(range(len(headers)))
+    drop = [i for i in optional if i in keep]
+
+    def spare() -> int:  # the room left when every kept column is as wide as its longest word
+        return width - sum(longest(i) + 3 for i in keep) - 1  # 2 of padding and 1 of rule a column
+
+    while drop and spare() < 0:
+        keep.remove(drop.pop(0))
+    widths = {i: None for i in keep}  # rich's own widths (folding a word wider than the terminal)
+    if spare() >= 0:  # whole words fit: each column its longest word, then the room left in order
+        extra = spare()
+        for i in keep:
+            widths[i] = longest(i) + min(extra, longest(i, words=False) - longest(i))
+            extra -= widths[i] - longest(i)
     out = Table()
-    for header in headers:
-        out.add_column(header, overflow="fold")  # wrap long paths in narrow terminals, never cut them
-    for row in rows:
-        out.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(out)
+    for i in keep:
+        out.add_column(headers[i], overflow="fold", width=widths[i])
+    for row in cells:
+        out.add_row(*[row[i] for i in keep])
+    return out
 
 
 def echo_json(data) -> None:

@@ -158,6 +158,16 @@ class RunWriter:
         self.video_failed = False
         self.skipped: list[str] = []  # outputs a stop left unwritten
 
+    def start(self) -> None:
+        """run.json at the start of a run: its settings, seed and environment, marked unfinished."""
+        write_json(self.run_dir / "run.json", {"settings": self.settings, "finished": False, "steps_done": 0})
+
+    def progress(self, step: int, losses: list, seconds: list) -> None:
+        """run.json as the state of `step` is about to be saved (so `pixgen resume` works after a
+        kill -9): the steps done, their losses and times, still marked unfinished."""
+        record = {"settings": self.settings, "finished": False, "steps_done": step}
+        write_json(self.run_dir / "run.json", dict(record, losses=list(losses), seconds_per_step=list(seconds)))
+
     def frame(self, i: int, image) -> None:
         frames_dir = self.run_dir / "frames"
         frames_dir.mkdir(exist_ok=True)
@@ -270,9 +280,8 @@ class RunWriter:
                 continue
             render()
         extra = {"skipped": self.skipped} if self.skipped else {}
-        write_json(
-            self.run_dir / "run.json", {"settings": self.settings, "interrupted": interrupted, **record, **extra}
-        )
+        done = {"settings": self.settings, "interrupted": interrupted, "finished": not interrupted}
+        write_json(self.run_dir / "run.json", {**done, **record, **extra})
         return final
 
 

@@ -62,6 +62,24 @@ def test_resume_refuses_finished_or_foreign_folders(tmp_path):
         api.resume(tmp_path)
 
 
+def test_resume_finishes_a_run_killed_during_its_final_writes(tmp_path):
+    """Killed after its last state save but before final.png and the final run.json: resume
+    writes the outputs from the state, the same as the run would have."""
+    full = api.generate(_settings(tmp_path / "full", save_every=1))
+    record = json.loads((full.run_dir / "run.json").read_text())
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("state.safetensors", "frames"):
+        (full.run_dir / name).rename(cut / name)
+    manifest = {"settings": record["settings"], "finished": False, "steps_done": 8, "losses": record["losses"]}
+    (cut / "run.json").write_text(json.dumps(manifest))
+    done = api.resume(cut)
+    assert np.array_equal(_pixels(done.image), _pixels(full.image)) and done.losses == record["losses"]
+    assert json.loads((cut / "run.json").read_text())["finished"] is True and (cut / "progress.gif").is_file()
+    with pytest.raises(PixgenError, match="already complete"):
+        api.resume(cut)
+
+
 def test_sigint_saves_and_exits_130_then_cli_resume_finishes(tmp_path):
     cmd = _sixty_steps(tmp_path, "--seed", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,28 +147,99 @@ def test_repeated_nan_stops_with_the_last_good_image(tmp_path):
     assert (run / "final.png").is_file() and "error" in json.loads((run / "run.json").read_text())
 
 
+def _record(run):
+    try:
+        return json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _run_past(root, step, proc, known=()):
+    """The new run folder under `root` (not in `known`) once that run, the one `proc` is
+    running, has a saved state and is past `step` (run.json is written just before the state:
+    the state may still be one save behind); None if it ends first."""
+    deadline = time.time() + 180  # slow machines too
+    while time.time() < deadline and proc.poll() is None:
+        for run in root.glob("*/") if root.is_dir() else []:
+            if run not in known and _record(run).get("steps_done", 0) >= step and (run / "state.safetensors").is_file():
+                return run
+        time.sleep(0.01)
+    return None
+
+
+def _check_file(path) -> str:
+    """Open and fully read a file pixgen wrote; its kind."""
+    from safetensors.torch import load_file
+
+    if path.suffix == ".png":
+        with Image.open(path) as im:
+            im.load()
+    elif path.suffix == ".gif":
+        with Image.open(path) as im:
+            for n in range(im.n_frames):
+                im.seek(n)
+                im.load()
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".safetensors":
+        assert "step" in load_file(str(path))
+    else:
+        raise AssertionError(f"unexpected file {path}")
+    return path.suffix
+
+
 def test_kill_9_never_leaves_a_truncated_file(tmp_path):
     rng = random.Random(0)
     cmd = _sixty_steps(tmp_path)
-    for i in range(4):
+    runs = set()
+    for i in range(5):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 180  # wait until this run is writing frames (slow machines too)
-        while time.time() < deadline and len(list(tmp_path.glob("*/frames/*.png"))) <= i:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))  # then kill at a random moment of the writing
+        if i < 4:  # wait until this very run is past a random step, then kill at a random moment
+            run = _run_past(tmp_path, rng.randint(1, 59), proc, runs)
+        else:  # while it writes its final outputs (final.png, the GIF of 60 frames, run.json)
+            run = _run_past(tmp_path, 60, proc, runs)
+        assert run is not None and proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()
         proc.wait()
-    checked = 0
+        runs.add(run)
+    kinds = []
     for path in tmp_path.rglob("*"):
         if path.name.startswith(".") or not path.is_file():
             continue  # temporary files of an unfinished write
-        if path.suffix == ".png":
-            with Image.open(path) as im:
-                im.load()
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
-        checked += 1
-    assert checked > 0
+        kinds.append(_check_file(path))
+    assert {".png", ".json", ".safetensors"} <= set(kinds) and len(runs) == 5
+    assert kinds.count(".safetensors") == 5  # every killed run is resumable
+
+
+def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path):
+    """A run SIGKILLed mid-way (no clean exit, no final run.json) resumes from its last saved
+    state, to the same latent, pixels and losses as the same run never interrupted."""
+    from safetensors.torch import load_file
+
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    cmd = _sixty_steps(cut, "--seed", "4", "--set", "threads=1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = _run_past(cut, 15, proc)
+    proc.kill()
+    proc.wait()
+    assert run is not None and not (run / "final.png").exists()
+    killed_at = int(load_file(str(run / "state.safetensors"))["step"])
+    assert 14 <= killed_at < 60 and _record(run)["finished"] is False
+    resumed = subprocess.run([sys.executable, "-m", "pixgen", "resume", str(run), "--json"], capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    reference = subprocess.run(
+        _sixty_steps(full, "--seed", "4", "--set", "threads=1"), capture_output=True, timeout=300
+    )
+    assert reference.returncode == 0, reference.stderr
+    (ref,) = full.iterdir()
+    assert np.array_equal(_pixels(run / "final.png"), _pixels(ref / "final.png"))
+    a, b = load_file(str(run / "state.safetensors")), load_file(str(ref / "state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the latent, Adam's moments...
+    done, expected = _record(run), _record(ref)
+    assert done["steps_done"] == 60 and done["finished"] is True and done["threads"] == 1
+    assert done["losses"] == expected["losses"]  # those before the kill come from the manifest
 
 
 def _mount_tmpfs(path, opts):

@@ -96,3 +96,34 @@ def test_resume_without_a_matching_video_starts_it_at_the_resumed_step(tmp_path,
 def test_bad_video_settings(cli, tmp_path, key, value):
     code, _, err = cli("a cat", *SMOKE, "--set", f"{key}={value}", "-o", tmp_path)
     assert code == 2 and key in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_after_kill_9_starts_the_video_at_the_resumed_step(tmp_path):
+    """The hard-kill path: no clean interrupt, so no finished progress.mp4 (only the manifest
+    and the state); the resumed video starts at the step the state was saved at."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "--set", "iterations=40", "--save-every", "1",
+           "--video", "-o", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, run = time.time() + 180, None
+    while run is None and time.time() < deadline and proc.poll() is None:
+        for d in tmp_path.glob("*/state.safetensors"):
+            if json.loads((d.parent / "run.json").read_text()).get("steps_done", 0) >= 10:
+                run = d.parent
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run is not None and not (run / "progress.mp4").exists()
+    step = int(load_file(str(run / "state.safetensors"))["step"])
+    done = subprocess.run([sys.executable, "-m", "pixgen", "resume", str(run)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "the new video starts there" in done.stderr and "Traceback" not in done.stderr
+    assert len(_frames(run / "progress.mp4")) == 40 - step + 1  # steps step+1..40 and the final image

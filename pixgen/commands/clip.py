@@ -65,7 +65,9 @@ def classify(
         )
     else:
         console.table(
-            ["image", "best", *names], [[str(im), b, *row] for im, b, row in zip(images, best, rows, strict=True)]
+            ["image", "best", *names],
+            [[str(im), b, *row] for im, b, row in zip(images, best, rows, strict=True)],
+            optional=tuple(range(len(names) + 1, 1, -1)),  # a narrow terminal keeps the image and its label
         )
 
 

@@ -8,8 +8,13 @@ from typing import Annotated
 import typer
 
 from pixgen import console
+from pixgen.commands.options import JsonOpt
 
 app = typer.Typer(help="List, download, inspect and import models.", no_args_is_help=True)
+
+
+VQGAN_COLUMNS = ["name", "also", "kind", "size", "cached", "licence"]
+NARROW_DROPS = (5, 3, 2, 4, 1)  # the columns a narrow terminal loses first: licence, size, kind...
 
 
 @app.command("list")
@@ -17,15 +22,25 @@ def models_list(
     clip: Annotated[
         bool, typer.Option("--clip", help="List open_clip's pretrained CLIP models instead, and which are cached.")
     ] = False,
+    json_out: JsonOpt = False,
 ):
     """Every registered VQGAN (with its other names): kind, size, whether cached, licence."""
     from pixgen.weights import clip_rows, registry, vqgan_rows
 
     if clip:
-        console.table(["CLIP (use as NAME:TAG)", "cached"], clip_rows())
+        rows = clip_rows()
+        if json_out:
+            console.echo_json([{"name": name, "cached": cached} for name, cached in rows])
+        else:
+            console.table(["CLIP (use as NAME:TAG)", "cached"], rows, optional=(1,))
         return
-    console.table(["name", "also", "kind", "size", "cached", "licence"], vqgan_rows())
-    typer.echo(
+    rows = vqgan_rows()
+    if json_out:
+        records = [dict(zip(VQGAN_COLUMNS, row, strict=True)) for row in rows]
+        console.echo_json([dict(r, also=[a for a in r["also"].split(", ") if a]) for r in records])
+        return
+    console.table(VQGAN_COLUMNS, rows, optional=NARROW_DROPS)
+    console.note(
         f"CLIP: open_clip NAME:TAG, e.g. {registry()['default_clip']} or ViT-B-16:laion2b_s34b_b88k; "
         "`pixgen models list --clip` lists them all."
     )

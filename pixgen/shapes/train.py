@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -71,13 +72,43 @@ def train_vqgan(
     """taming's Encoder/Decoder/VectorQuantizer2 on the world's images, trained as the real VQGANs
     were: reconstruction + VQ loss, then a hinge adversarial term from taming's
     NLayerDiscriminator after `disc_start` of the steps. An L1 on Sobel edges stands in for LPIPS."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    m = _vqgan_parts(lr)
+    usage = torch.zeros(VQGAN_ARCH.n_embed)
+    start_d = int(disc_start * steps)
+    t0, mse, d_loss = time.time(), torch.tensor(float("nan")), torch.tensor(float("nan"))
+    for step in range(steps):
+        for o, base in ((m.opt, lr), (m.opt_d, lr / 2)):
+            for g in o.param_groups:
+                g["lr"] = _cosine_lr(step, steps, base)
+        images, _, _ = world.batch(rng, batch)
+        x = _to_tensor(images) * 2 - 1
+        mse, step_d_loss, z, idx = _vqgan_step(m, x, step, step >= start_d, disc_weight, edge_weight)
+        d_loss = d_loss if step_d_loss is None else step_d_loss
+        _restart_dead_codes(m.quant, usage, z, idx, step, steps)
+        if log_every and (step + 1) % log_every == 0:
+            print(
+                f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} d {d_loss.item():.3f} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    m.enc.eval(), m.dec.eval()
+    m.dec.codebook.copy_(m.quant.embedding.weight.detach())
+    kept = _save_pruned_vqgan(m.enc, m.dec, out, seed)
+    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info["codes_kept"] = kept
+    info.update(evaluate_vqgan(out))
+    return info
+
+
+def _vqgan_parts(lr: float) -> SimpleNamespace:
+    """The VQGAN being trained (encoder, decoder, quantiser), its discriminator and their
+    optimisers, built in this order from torch's seeded stream."""
     from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
     from taming.modules.vqvae.quantize import VectorQuantizer2
 
-    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, save_safetensors
+    from pixgen.vqgan import VQGANDecoder, VQGANEncoder
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     arch = VQGAN_ARCH
     enc, dec = VQGANEncoder(arch), VQGANDecoder(arch)
     quant = VectorQuantizer2(arch.n_embed, arch.embed_dim, beta=0.25, legacy=False)
@@ -86,52 +117,55 @@ def train_vqgan(
     params = [*enc.parameters(), *dec.parameters(), *quant.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 2, betas=(0.5, 0.9))
-    last = dec.decoder.conv_out.weight
-    usage = torch.zeros(arch.n_embed)
-    start_d = int(disc_start * steps)
-    t0, mse, d_loss = time.time(), torch.tensor(float("nan")), torch.tensor(float("nan"))
-    for step in range(steps):
-        for o, base in ((opt, lr), (opt_d, lr / 2)):
-            for g in o.param_groups:
-                g["lr"] = _cosine_lr(step, steps, base)
-        images, _, _ = world.batch(rng, batch)
-        x = _to_tensor(images) * 2 - 1
-        z = enc(x)
-        if step == 0:  # data-dependent init: codes start on real encoder outputs
-            flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-            pick = torch.randint(len(flat), (arch.n_embed,))
-            quant.embedding.weight.data.copy_(flat[pick])
-        zq, vq_loss, (_, _, idx) = quant(z)
-        rec = dec.decoder(dec.post_quant_conv(zq))
-        mse = F.mse_loss(rec, x)
-        rec_loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
-        loss = rec_loss + vq_loss
-        adversarial = step >= start_d
-        if adversarial:
-            g_loss = -disc(rec).mean()
-            loss = loss + disc_weight * _adaptive_weight(rec_loss, g_loss, last) * g_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if adversarial:
-            d_loss = _hinge_d(disc(x), disc(rec.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        usage += torch.bincount(idx.flatten(), minlength=arch.n_embed).float()
-        if (step + 1) % 25 == 0 and step < 0.8 * steps:  # restart codes nobody used
-            dead = (usage == 0).nonzero().flatten()
-            if len(dead):
-                flat = z.detach().movedim(1, -1).reshape(-1, arch.embed_dim)
-                quant.embedding.weight.data[dead] = flat[torch.randint(len(flat), (len(dead),))]
-            usage.zero_()
-        if log_every and (step + 1) % log_every == 0:
-            print(
-                f"vqgan step {step + 1}/{steps} mse {mse.item():.4f} d {d_loss.item():.3f} ({time.time() - t0:.0f} s)",
-                flush=True,
-            )
-    enc.eval(), dec.eval()
-    dec.codebook.copy_(quant.embedding.weight.detach())
+    return SimpleNamespace(enc=enc, dec=dec, quant=quant, disc=disc, opt=opt, opt_d=opt_d)
+
+
+def _vqgan_step(m: SimpleNamespace, x: torch.Tensor, step: int, adversarial: bool, disc_weight, edge_weight):
+    """One training step on the batch `x` in [-1, 1]: (mse, discriminator loss or None, the
+    encoder's output, the codes picked)."""
+    z = m.enc(x)
+    if step == 0:  # data-dependent init: codes start on real encoder outputs
+        flat = z.detach().movedim(1, -1).reshape(-1, VQGAN_ARCH.embed_dim)
+        pick = torch.randint(len(flat), (VQGAN_ARCH.n_embed,))
+        m.quant.embedding.weight.data.copy_(flat[pick])
+    zq, vq_loss, (_, _, idx) = m.quant(z)
+    rec = m.dec.decoder(m.dec.post_quant_conv(zq))
+    mse = F.mse_loss(rec, x)
+    rec_loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+    loss = rec_loss + vq_loss
+    if adversarial:
+        g_loss = -m.disc(rec).mean()
+        loss = loss + disc_weight * _adaptive_weight(rec_loss, g_loss, m.dec.decoder.conv_out.weight) * g_loss
+    m.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    m.opt.step()
+    d_loss = None
+    if adversarial:
+        d_loss = _hinge_d(m.disc(x), m.disc(rec.detach()))
+        m.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        m.opt_d.step()
+    return mse, d_loss, z, idx
+
+
+def _restart_dead_codes(quant, usage: torch.Tensor, z: torch.Tensor, idx: torch.Tensor, step: int, steps: int):
+    """Count the codes used; every 25 steps (until 80% of them) restart those nobody used on
+    this batch's encoder outputs."""
+    usage += torch.bincount(idx.flatten(), minlength=VQGAN_ARCH.n_embed).float()
+    if (step + 1) % 25 == 0 and step < 0.8 * steps:
+        dead = (usage == 0).nonzero().flatten()
+        if len(dead):
+            flat = z.detach().movedim(1, -1).reshape(-1, VQGAN_ARCH.embed_dim)
+            quant.embedding.weight.data[dead] = flat[torch.randint(len(flat), (len(dead),))]
+        usage.zero_()
+
+
+def _save_pruned_vqgan(enc, dec, out: Path, seed: int) -> int:
+    """Save the decoder with only the codes the encoder uses, and the encoder (fp16); how many
+    codes were kept."""
+    from pixgen.vqgan import VQGANDecoder, save_safetensors
+
+    arch = VQGAN_ARCH
     keep = _used_codes(enc, dec, np.random.default_rng(seed + 1))
     pruned = type(arch)(**{**arch.__dict__, "n_embed": len(keep)})
     small = VQGANDecoder(pruned)
@@ -139,10 +173,7 @@ def train_vqgan(
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / "vqgan.safetensors", small, pruned, torch.float16)
     save_safetensors(out / "vqgan_encoder.safetensors", enc, pruned, torch.float16)
-    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
-    info["codes_kept"] = len(keep)
-    info.update(evaluate_vqgan(out))
-    return info
+    return len(keep)
 
 
 @torch.no_grad()
