@@ -161,6 +161,11 @@ def test_history_survives_a_restart_and_offers_reproduce_and_init(smoke_models, 
         record = json.loads((root / again["run"] / "run.json").read_text())
         assert record["settings"]["init_image"] == str((root / job["run"] / "final.png").resolve())
         assert record["settings"]["negative"] == ["blue", "green"]
+    killed = root / "20990101-000000-killed"  # a run killed before its image: run.json only, unfinished
+    killed.mkdir()
+    (killed / "run.json").write_text(json.dumps({"settings": record["settings"], "finished": False}))
+    with make_client(smoke_models, root) as c:
+        assert [r["run"] for r in c.get("/api/runs").json()["runs"]] == [again["run"], job["run"]]
 
 
 def test_shapes_models_job(tmp_path):

@@ -148,6 +148,8 @@ def read_runs(root: Path, limit: int = HISTORY) -> list[dict]:
     for mtime, d, record in found[:limit]:
         try:
             data = json.loads(record.read_text())
+            if data.get("finished") is False and not (d / "final.png").is_file():
+                continue  # under way, or killed before its image (run.json is written at the start)
             settings = data["settings"]
             form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
         except (OSError, ValueError, KeyError, TypeError, PixgenError):
