@@ -333,7 +333,6 @@ def zoom_active(settings: Settings) -> bool:
 def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
-    from pixgen.environment import environment
     from pixgen.errors import Aborted
     from pixgen.optimise import render
     from pixgen.state import save_state
@@ -367,19 +366,7 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
         final = render(run.models.decoder, loop.good if failure else loop.result())
     if interrupted:
         save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
-    record = {
-        "steps_done": loop.step,
-        "losses": losses,
-        "seconds_per_step": step_seconds,
-        "startup_seconds": t_loop - t_start,
-        "seconds": time.perf_counter() - t_start,
-        "peak_memory_mb": peak_memory_mb(run.device),
-        "device": str(run.device),
-        "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
-        **run.precision.record(),
-        "threads": torch.get_num_threads(),
-        **environment(run.device),  # device and threads again, torch, cpu_capability
-    }
+    record = _record(run, loop, losses, step_seconds, t_loop - t_start, time.perf_counter() - t_start)
     if failure:
         record["error"] = str(failure)
     # a stop during the steps keeps every output, as promised; one that comes later skips the renders
@@ -391,6 +378,26 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
     if interrupted or writer.skipped:
         raise Interrupted(result)
     return result
+
+
+def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, seconds: float) -> dict:
+    """What run.json records of a run beside its settings: steps, losses, times, memory, precision
+    and the environment the pixels depend on."""
+    from pixgen.environment import environment
+
+    return {
+        "steps_done": loop.step,
+        "losses": losses,
+        "seconds_per_step": step_seconds,
+        "startup_seconds": startup,
+        "seconds": seconds,
+        "peak_memory_mb": peak_memory_mb(run.device),
+        "device": str(run.device),
+        "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
+        **run.precision.record(),
+        "threads": torch.get_num_threads(),
+        **environment(run.device),  # device and threads again, torch, cpu_capability
+    }
 
 
 def settings_from_record(data: dict) -> Settings:
