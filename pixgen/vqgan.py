@@ -127,6 +127,9 @@ class VQGANDecoder(nn.Module):
         fmt = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
         for module in (self.post_quant_conv, self.decoder):
             module.to(dtype=dtype).to(memory_format=fmt)
+        # a codebook read from safetensors lives in the file's memory map: left there, it would keep
+        # the whole mapped file (the fp32 weights just replaced) resident; a copy lets it go
+        self.codebook = self.codebook.clone()
         return self
 
     @property

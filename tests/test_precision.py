@@ -65,9 +65,11 @@ def test_vit_walk_declines_what_it_does_not_reproduce():
 
 def test_bf16_decoder_keeps_codebook_and_io_in_fp32():
     dec = tiny_decoder()
-    ref = copy.deepcopy(dec)
+    ref, codebook = copy.deepcopy(dec), dec.codebook
     dec.cast(torch.bfloat16)
     assert dec.codebook.dtype == torch.float32 and dec.dtype == torch.bfloat16
+    # a copy: the codebook must not pin the memory-mapped weight file it was read from
+    assert torch.equal(dec.codebook, codebook) and dec.codebook.data_ptr() != codebook.data_ptr()
     conv = dec.decoder.conv_in.weight
     assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
     z = torch.randn(1, dec.arch.embed_dim, 8, 8, generator=torch.Generator().manual_seed(1))
