@@ -48,7 +48,7 @@ def main() -> None:
     for precision, records in rows.items():
         step = statistics.median(s for r in records for s in r["seconds_per_step"][1:])
         base = base or step
-        why = f"{records[0]['precision']} ({records[0]['precision_why'] or 'asked'})"
+        why = f"{records[0]['precision']} ({records[0]['precision_why']})"
         rss = max(r["peak_memory_mb"] for r in records)
         print(f"| {precision} | {why} | {step:.2f} | {base / step:.2f}x | {rss:.0f} |")
 

@@ -50,7 +50,7 @@ class Precision:
         return {"precision": self.name, "precision_why": self.why}
 
 
-FP32 = Precision("fp32")
+FP32 = Precision("fp32", why="asked")
 # the explicit choices of the `precision` setting (besides "auto")
 CHOICES = ("fp32", "bf16", "fp16")
 
@@ -153,8 +153,8 @@ def calibration() -> dict:
         cached = json.loads(path.read_text()).get(key)
         if cached:
             return cached
-    except (OSError, ValueError, AttributeError):
-        cached = None
+    except (OSError, ValueError, AttributeError):  # none yet, or unreadable: measure again
+        pass
     result = measure()
     _store(path, key, result)
     return result
