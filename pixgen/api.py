@@ -87,13 +87,17 @@ def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
     return fw, fh
 
 
-def check_threads(threads: int) -> None:
-    """Refuse more than 8 threads per core: oversubscribed, every step would crawl."""
+def max_threads() -> int:
+    """At most 8 threads per core: beyond that, oversubscribed, every step would crawl."""
     import os
 
-    cores = os.cpu_count() or 1
-    if threads > 8 * cores:
-        raise PixgenError(f"setting 'threads': {threads} threads on {cores} cores is too many (at most {8 * cores})")
+    return 8 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int) -> None:
+    """Refuse more threads than `max_threads`."""
+    if threads > max_threads():
+        raise PixgenError(f"setting 'threads': {threads} threads is too many here (at most {max_threads()})")
 
 
 def prepare(
@@ -199,7 +203,7 @@ def resume(
     """
     import json
 
-    from pixgen.outputs import RunWriter
+    from pixgen.outputs import RunWriter, run_finished
     from pixgen.state import load_state
 
     t_start = time.perf_counter()
@@ -212,7 +216,7 @@ def resume(
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PixgenError(f"{run_dir / 'run.json'} is unreadable: {e}") from None
     settings = settings_from_record(resolved)
-    if record.get("finished", not record.get("interrupted", False)):
+    if run_finished(record):
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
     state = load_state(run_dir / "state.safetensors")  # at the planned step (killed before the end): just finish
     phase = Phases(on_status, should_stop)
@@ -404,7 +408,10 @@ def settings_from_record(data: dict) -> Settings:
     """Settings from a saved dict (run.json, PNG metadata), ignoring the extra recorded keys."""
     from pixgen.settings import FIELDS, load_settings
 
-    return load_settings(overrides={k: v for k, v in data.items() if k in FIELDS})
+    overrides = {k: v for k, v in data.items() if k in FIELDS}
+    if isinstance(overrides.get("threads"), int) and overrides["threads"] > max_threads():
+        overrides["threads"] = max_threads()  # recorded on a bigger machine: as many as this one allows
+    return load_settings(overrides=overrides)
 
 
 def clip_score(scorer, image_path: Path, prompt: str) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pixgen.errors import PixgenError
-from pixgen.outputs import slugify, write_json
+from pixgen.outputs import run_finished, slugify, write_json
 
 log = logging.getLogger("pixgen")
 MAX_CANDIDATES = 100  # images per prompt (--candidates, --seeds)
@@ -242,7 +242,7 @@ def job_finished(job_dir: Path) -> bool:
         record = json.loads((job_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return isinstance(record, dict) and record.get("finished", True) and not record.get("interrupted", False)
+    return isinstance(record, dict) and run_finished(record)
 
 
 def run_or_resume(settings, models, run_dir: Path, on_step=None, should_stop=None):
@@ -268,9 +268,9 @@ def _resumable(run_dir: Path, settings) -> bool:
         recorded = json.loads((run_dir / "run.json").read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    same = ("prompt", "seed", "iterations", "vqgan", "clip", "lr", "cutn", "init")
-    mine = settings.to_dict()
-    return (run_dir / "state.safetensors").is_file() and all(recorded.get(k) == mine.get(k) for k in same)
+    resolved = ("size", "threads")  # filled in when the run was prepared (fitted size, thread count used)
+    mine = {k: v for k, v in settings.to_dict().items() if k not in resolved}
+    return (run_dir / "state.safetensors").is_file() and all(recorded.get(k) == v for k, v in mine.items())
 
 
 def run_batch(

@@ -139,6 +139,12 @@ def save_gif(path: str | Path, frame_paths: list[Path], fps: float = 10.0) -> No
     atomic_write(path, buf.getvalue())
 
 
+def run_finished(record: dict) -> bool:
+    """Whether a run.json says its run finished: not the manifest of a run under way (or killed),
+    not an interrupted run (records older than the manifest have no "finished" key)."""
+    return bool(record.get("finished", True)) and not record.get("interrupted", False)
+
+
 class RunWriter:
     """The output stage of one run: frames as they come, the video streamed step by step, then
     final.png, the GIF, the MP4 (and its smooth copy) and run.json.
@@ -160,7 +166,7 @@ class RunWriter:
 
     def start(self) -> None:
         """run.json at the start of a run: its settings, seed and environment, marked unfinished."""
-        write_json(self.run_dir / "run.json", {"settings": self.settings, "finished": False, "steps_done": 0})
+        self.progress(0, [], [])
 
     def progress(self, step: int, losses: list, seconds: list) -> None:
         """run.json as the state of `step` is about to be saved (so `pixgen resume` works after a

@@ -91,3 +91,11 @@ def test_reproduce_refuses_zero_threads(cli, tmp_path):
     first = _run(cli, tmp_path / "a")["image"]
     code, _, err = cli("reproduce", first, "--threads", "0")
     assert code == 2 and "Traceback" not in err and "--threads" in err
+
+
+def test_a_thread_count_recorded_on_a_bigger_machine_is_capped_here():
+    from pixgen.api import max_threads, settings_from_record
+
+    s = settings_from_record({"prompt": "a cat", "threads": 4096})
+    assert s.threads == min(4096, max_threads())
+    assert settings_from_record({"prompt": "a cat", "threads": 1}).threads == 1

@@ -12,6 +12,7 @@ import typer
 
 from pixgen import console
 from pixgen.errors import PixgenError
+from pixgen.serve.jobs import Limits
 from pixgen.settings import MAX_SIDE, MAX_STEPS
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -68,14 +69,14 @@ def serve(
     ] = False,
     max_steps: Annotated[
         int, typer.Option("--max-steps", help="The most steps a job may ask for.", min=1, max=MAX_STEPS)
-    ] = 2000,
+    ] = Limits.max_steps,
     max_size: Annotated[
         int,
         typer.Option("--max-size", help="The longest image side a job may ask for, in pixels.", min=1, max=MAX_SIDE),
-    ] = 1024,
+    ] = Limits.max_size,
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="The most jobs waiting; more are refused (HTTP 429).", min=1, max=10_000)
-    ] = 16,
+    ] = Limits.max_queue,
 ):
     """A local web studio: a form, a live preview, a queue and a history, with the models kept in memory."""
     from pixgen.serve.form import server_settings
