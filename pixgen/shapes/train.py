@@ -377,7 +377,8 @@ def _can_write(folder: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
-    p.add_argument("model", choices=["vqgan", "clip"])
+    p.add_argument("model", choices=["vqgan", "clip", "prior"])
+    p.add_argument("--cond", choices=["text", "clip"], default="clip", help="prior: what conditions it")
     p.add_argument("--steps", type=_positive, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
@@ -388,9 +389,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
+    elif a.model == "prior":
+        from pixgen.shapes.train_prior import train_prior
+
+        info = train_prior(a.cond, a.steps or 4000, a.seed, a.out)
     else:
         info = train_clip(a.steps or 6000, a.seed, a.out)
-    (a.out / f"{a.model}_train.json").write_text(json.dumps(info, indent=1) + "\n")
+    name = f"prior_{a.cond}" if a.model == "prior" else a.model
+    (a.out / f"{name}_train.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), file=sys.stdout)
 
 

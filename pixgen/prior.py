@@ -1,0 +1,337 @@
+"""A learned prior over VQGAN codes: a decoder-only transformer that draws a code grid in raster
+order from a condition (DALL-E's row of the VQGAN+CLIP family, and taming's own transformer).
+
+One sequence is the condition's positions, then the image's codes. The condition is either tokens
+in the same embedding table as the codes (`class`: taming's ImageNet class token; `text`: caption
+tokens after the codes, DALL-E 1 style) or a CLIP embedding projected to a few prefix positions
+(`clip`: DALL-E 2's decoder, CLIP-GEN, LAFITE). Pre-LayerNorm blocks, causal attention through
+`scaled_dot_product_attention`, and a key/value cache for sampling.
+
+The state dict is taming's `mingpt.GPT` layout (`tok_emb`, `pos_emb`, `blocks.N.ln1/ln2`,
+`attn.key/query/value/proj`, `mlp.0/mlp.2`, `ln_f`, `head`), plus `cond_proj` for the `clip`
+condition, so taming's checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+CONDITIONS = ("none", "class", "text", "clip")
+
+
+@dataclass(frozen=True)
+class PriorArch:
+    """The shape of a prior. Codes are token ids [0, n_codes). `cond_len` positions of condition
+    come first; `class` and `text` conditions are token ids starting at `cond_offset` (taming's
+    class-conditional transformer puts the class at 0, in the codes' own range), `clip` is a
+    `clip_dim` embedding projected to `cond_len` positions. `null_token` (text) or a zero
+    embedding (clip) is the dropped condition of classifier-free guidance (-1: not trained)."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_codes: int
+    grid: tuple[int, int]  # (rows, columns) of the code grid
+    cond: str = "none"
+    cond_len: int = 0
+    cond_offset: int = 0
+    clip_dim: int = 0
+    null_token: int = -1
+    vocabulary: dict = field(default_factory=dict)  # text: BPE id (str) -> token id, and tokenizer context
+
+    def __post_init__(self):
+        object.__setattr__(self, "grid", tuple(self.grid))
+        if self.cond not in CONDITIONS:
+            raise ValueError(f"unknown prior condition {self.cond!r}")
+        if self.cond_len + self.tokens - 1 > self.block_size:
+            raise ValueError(f"block size {self.block_size} is shorter than the sequence")
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def guidance(self) -> bool:
+        """Whether the prior was trained with dropped conditions (classifier-free guidance)."""
+        return self.cond == "clip" or self.null_token >= 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PriorArch:
+        return cls(**json.loads(text))
+
+
+class Attention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.key, self.query, self.value = (nn.Linear(n_embd, n_embd) for _ in range(3))
+        self.proj = nn.Linear(n_embd, n_embd)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        return x.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        start = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        # a first chunk attends causally; a later single token sees everything cached
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=start == 0 and q.shape[2] > 1)
+        if start and q.shape[2] > 1:
+            raise ValueError("the cache takes one token at a time after the first chunk")
+        b, h, t, d = y.shape
+        return self.proj(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+        self.attn = Attention(n_embd, n_head)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for the whole sequence: (B, heads, T, d)."""
+
+    def __init__(self, arch: PriorArch, batch: int, device, dtype):
+        shape = (arch.n_layer, batch, arch.n_head, arch.block_size, arch.n_embd // arch.n_head)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.layers = arch.n_layer
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = self.length + k.shape[2]
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        if layer == self.layers - 1:
+            self.length = end
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class Prior(nn.Module):
+    """The transformer. `forward(idx, prefix)` gives logits for every position, as taming's GPT:
+    `prefix` (B, L, n_embd) embeddings, when given, come before the tokens `idx`."""
+
+    def __init__(self, arch: PriorArch):
+        super().__init__()
+        self.arch = arch
+        self.tok_emb = nn.Embedding(arch.vocab_size, arch.n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(1, arch.block_size, arch.n_embd))
+        self.blocks = nn.Sequential(*(Block(arch.n_embd, arch.n_head) for _ in range(arch.n_layer)))
+        self.ln_f = nn.LayerNorm(arch.n_embd)
+        self.head = nn.Linear(arch.n_embd, arch.vocab_size, bias=False)
+        if arch.cond == "clip":
+            self.cond_proj = nn.Linear(arch.clip_dim, arch.cond_len * arch.n_embd)
+        self.apply(_init_weights)
+
+    def forward(self, idx: Tensor, prefix: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        x = self.tok_emb(idx)
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], 1)
+        start = cache.length if cache is not None else 0
+        x = x + self.pos_emb[:, start : start + x.shape[1]]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        return self.head(self.ln_f(x))
+
+    def condition(self, cond: Tensor | None) -> Tensor | None:
+        """The condition's prefix embeddings (B, cond_len, n_embd): token ids (B, cond_len) for
+        class and text, CLIP embeddings (B, clip_dim) for clip; None for an unconditional prior."""
+        if self.arch.cond == "none":
+            return None
+        if self.arch.cond == "clip":
+            return self.cond_proj(cond.to(self.cond_proj.weight.dtype)).view(len(cond), self.arch.cond_len, -1)
+        return self.tok_emb(cond)
+
+    def null_condition(self, batch: int, device) -> Tensor:
+        """The dropped condition of classifier-free guidance, as `condition` takes it."""
+        a = self.arch
+        if a.cond == "clip":
+            return torch.zeros(batch, a.clip_dim, device=device)
+        if a.null_token < 0:
+            raise ValueError("this prior was not trained for classifier-free guidance")
+        return torch.full((batch, a.cond_len), a.null_token, dtype=torch.long, device=device)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def code_loss(prior: Prior, cond: Tensor | None, codes: Tensor) -> Tensor:
+    """Cross-entropy of the codes (B, T) given the condition (as `Prior.condition` takes it):
+    the training objective. Logits at the last condition position predict the first code."""
+    prefix = prior.condition(cond)
+    logits = prior(codes[:, :-1], prefix)
+    skip = 0 if prefix is None else prefix.shape[1] - 1
+    if prefix is None:  # unconditional: the first code has no position before it and is not scored
+        return F.cross_entropy(logits.flatten(0, 1), codes[:, 1:].flatten())
+    logits = logits[:, skip:]
+    return F.cross_entropy(logits.flatten(0, 1), codes.flatten())
+
+
+def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Logits (B, V) divided by the temperature, with all but the `top_k` largest and outside the
+    smallest set of probability mass `top_p` set to -inf (0 and 1: no filter)."""
+    logits = logits / max(temperature, 1e-6)
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        mass = ordered.softmax(-1).cumsum(-1)
+        drop = mass - ordered.softmax(-1) >= top_p  # keeps the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How codes are drawn: temperature, top-k, top-p and the classifier-free guidance scale
+    (1: none)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    guidance: float = 1.0
+
+
+@torch.no_grad()
+def sample(
+    prior: Prior, cond: Tensor | None, n: int, generator: torch.Generator, how: Sampling = Sampling(), batch: int = 16
+) -> Tensor:
+    """Draw `n` code grids (n, rows, columns) for one condition (as `Prior.condition` takes it,
+    with a batch dimension of 1), `batch` at a time, from `generator` (a CPU generator: the same
+    seed gives the same codes on any device)."""
+    out = []
+    for start in range(0, n, batch):
+        out.append(_sample_batch(prior, cond, min(batch, n - start), generator, how))
+    return torch.cat(out).view(n, *prior.arch.grid)
+
+
+def _sample_batch(prior: Prior, cond: Tensor | None, b: int, generator: torch.Generator, how: Sampling) -> Tensor:
+    a, device = prior.arch, prior.tok_emb.weight.device
+    guided = how.guidance != 1.0 and cond is not None
+    prefix = None if cond is None else prior.condition(cond.expand(b, *cond.shape[1:]).to(device))
+    if guided:
+        prefix = torch.cat([prefix, prior.condition(prior.null_condition(b, device))])
+    rows = len(prefix) if prefix is not None else b
+    cache = KVCache(a, rows, device, prior.tok_emb.weight.dtype)
+    codes = torch.empty(b, a.tokens, dtype=torch.long)
+    if prefix is None:  # unconditional: the first code is uniform, as nothing predicts it
+        codes[:, 0] = torch.randint(a.n_codes, (b,), generator=generator)
+        logits = prior(codes[:, :1].to(device), None, cache)[:, -1]
+        first = 1
+    else:
+        logits, first = prior(torch.empty(rows, 0, dtype=torch.long, device=device), prefix, cache)[:, -1], 0
+    for i in range(first, a.tokens):
+        logits = logits.float()[:, : a.n_codes]
+        if guided:
+            logits = logits[b:] + how.guidance * (logits[:b] - logits[b:])
+        probs = filter_logits(logits, how.temperature, how.top_k, how.top_p).softmax(-1).cpu()
+        codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        if i + 1 < a.tokens:
+            step = codes[:, i : i + 1].to(device)
+            logits = prior(step.repeat(2, 1) if guided else step, None, cache)[:, -1]
+    return codes
+
+
+def text_vocabulary(tokenizer, texts: list[str], context: int) -> dict:
+    """The text vocabulary of a `text` prior: the BPE ids that `texts` use, in order, and the
+    tokenizer's context length."""
+    ids = sorted({int(i) for i in tokenizer(texts).flatten().tolist()} - {0})
+    return {"bpe_ids": ids, "context": context}
+
+
+def text_condition(arch: PriorArch, tokenizer, texts: list[str]) -> Tensor:
+    """(B, cond_len) token ids of captions for a `text` prior: the tokenizer's BPE ids mapped to
+    the prior's rows (padding, then unknown, then the known ids, from `cond_offset`)."""
+    known = {b: arch.cond_offset + 2 + i for i, b in enumerate(arch.vocabulary["bpe_ids"])}
+    bpe = tokenizer(texts)[:, : arch.cond_len]
+    rows = [[arch.cond_offset if b == 0 else known.get(b, arch.cond_offset + 1) for b in t] for t in bpe.tolist()]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def save_prior(path, prior: Prior, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
+    """The prior's weights and arch as safetensors, written atomically; `extra` metadata (str
+    values) is kept beside the arch (the training recipe, its seed and time)."""
+    from safetensors.torch import save
+
+    from pixgen.outputs import atomic_write
+
+    sd = {k: v.detach().to(dtype).contiguous() for k, v in prior.state_dict().items()}
+    atomic_write(path, save(sd, metadata={"pixgen_prior_arch": prior.arch.to_json(), **(extra or {})}))
+
+
+def read_prior_metadata(path) -> dict:
+    """The metadata of a prior file written by `save_prior`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
+def load_prior(path, n_codes: int | None = None) -> Prior:
+    """A prior written by `save_prior` (no pickle), in fp32. `n_codes`, the VQGAN's codebook
+    size, must match the prior's code vocabulary. Every failure is one PixgenError line."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from pixgen.errors import PixgenError
+
+    path = Path(path)
+    if not path.is_file():
+        raise PixgenError(f"prior weights not found: {path}")
+    try:
+        meta = read_prior_metadata(path)
+        if "pixgen_prior_arch" not in meta:
+            raise PixgenError(f"{path} is not a pixgen prior file (no architecture metadata)")
+        arch = PriorArch.from_json(meta["pixgen_prior_arch"])
+        sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    except PixgenError:
+        raise
+    except Exception as e:
+        raise PixgenError(f"prior weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    if n_codes is not None and arch.n_codes != n_codes:
+        raise PixgenError(
+            f"prior {path.name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
+            "they were not trained together"
+        )
+    return build_prior(arch, sd, str(path))
+
+
+def build_prior(arch: PriorArch, sd: dict, source: str) -> Prior:
+    """A Prior of `arch` with the weights `sd` (taming's `attn.mask` buffers are dropped);
+    missing or unexpected weights are one PixgenError line."""
+    from pixgen.errors import PixgenError
+
+    prior = Prior(arch)
+    sd = {k: v for k, v in sd.items() if not k.endswith(".attn.mask")}
+    try:
+        prior.load_state_dict(sd)
+    except RuntimeError as e:
+        raise PixgenError(f"{source} does not fit its prior architecture: {str(e).splitlines()[1:2]}") from None
+    return prior.eval().requires_grad_(False)
