@@ -66,6 +66,7 @@ class Run:
     device: torch.device
     models: object  # pixgen.models.Models
     precision: object = None  # pixgen.precision.Precision, applied to the models
+    start: dict = field(default_factory=dict)  # how a drawn start was chosen (--init prior), for run.json
 
     def record(self) -> dict:
         """The resolved settings as written beside every output (run.json, PNG metadata), with
@@ -265,6 +266,10 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
         z, init_image = composed_start(
             models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes, s.init_jitter, phase
         )
+    elif init_image is None and s.init == "prior":
+        from pixgen.sampler import prior_start
+
+        z, run.start = prior_start(run, terms, generator, phase)
     elif init_image is None and s.init_draws > 1:
         phase(f"drawing {s.init_draws} starts…")
         draws = Draws(models.decoder, (s.width, s.height), generator, s.init, s.init_draws - 1, first=z)
@@ -399,6 +404,7 @@ def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, se
         "device": str(run.device),
         "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
         **run.precision.record(),
+        **({"start": run.start} if run.start else {}),
         "threads": torch.get_num_threads(),
         **environment(run.device),  # device and threads again, torch, cpu_capability
     }

@@ -58,6 +58,7 @@ COMMANDS = {
     "resume",
     "restyle",
     "serve",
+    "sample",
 }
 
 
@@ -127,6 +128,37 @@ def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, fo
         return api.generate(
             settings, on_step=on_step, should_stop=stop, force=force, offline=offline, on_status=on_step.status
         )
+
+
+@app.command(
+    cls=PanelCommand,
+    epilog="Each sample-N.png carries the settings that make it again: pixgen reproduce sample-2.png. "
+    "To polish the best sample with CLIP steps instead, run pixgen PROMPT --init prior.",
+)
+@with_setting_flags()
+def sample(
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
+    keep: Annotated[
+        int, typer.Option("--keep", help="Samples kept, the best by CLIP first.", rich_help_panel=OUTPUT)
+    ] = 4,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    offline: OfflineOpt = False,
+    json_out: GenerateJsonOpt = False,
+    quiet: QuietOpt = False,
+    *,
+    flags: dict,
+):
+    """Draw --prior-samples images from the learned prior (DALL-E style), rerank them by CLIP and
+    keep the best --keep; no gradient steps."""
+    from pixgen.dalle import sample_images
+    from pixgen.settings import load_settings
+
+    settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
+    with console.running(json_out or quiet) as (on_step, stop):
+        result = sample_images(settings, keep, None, None, offline, on_step.status, stop)
+    console.report_samples(result, json_out)
 
 
 @app.command()

@@ -247,6 +247,18 @@ def report(result, json_out: bool) -> None:
         note(f"saved {result.image} (seed {result.seed}, {result.seconds:.1f} s)")
 
 
+def report_samples(result, json_out: bool) -> None:
+    """The kept samples of `pixgen sample`: JSON, or one line each and where the gallery is."""
+    if json_out:
+        head = {"run_dir": str(result.run_dir), "seed": result.seed, "seconds": round(result.seconds, 3)}
+        echo_json(dict(head, kept=[dict(k, image=str(result.run_dir / k["image"])) for k in result.scores]))
+        return
+    for k in result.scores:
+        note(f"#{k['rank']} {result.run_dir / k['image']} (CLIP {k['clip']:.3f}, sample {k['sample']})")
+    gallery = result.run_dir / "index.html"
+    note(f"kept {len(result.scores)} (seed {result.seed}, {result.seconds:.1f} s); gallery: {gallery}")
+
+
 def report_candidates(job_dir, info: dict, json_out: bool) -> None:
     """The ranking of `generate --candidates`: JSON with the best first, or one line each."""
     if json_out:

@@ -59,9 +59,9 @@ def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tenso
     return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
 
 
-# settings.init -> the starting latent; "composed" (pixgen.layout) needs CLIP, so the run replaces
-# this neutral placeholder once its CLIP terms exist (api.make_loop)
-INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean}
+# settings.init -> the starting latent; "composed" (pixgen.layout) and "prior" (pixgen.sampler) need
+# CLIP, so the run replaces this neutral placeholder once its CLIP terms exist (api.make_loop)
+INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean, "prior": _mean}
 
 
 class Draws(Sequence):
@@ -112,10 +112,25 @@ def best_start(
     checkpoint: Callable[[], None] | None = None,
 ) -> int:
     """The index of the candidate starting latent whose image has the CLIP terms' lowest loss at
-    the first step. Each is scored on the same cutouts and the same augmentations (both random
-    streams are rewound before each), `cutn` of them (a first look is cheap: 8 cutouts of each
-    start cost about what one step's forward pass does). `checkpoint()` is called before each
-    candidate (a safe point: it may raise to stop); `starts` may be lazy (Draws)."""
+    the first step (see start_losses)."""
+    losses = start_losses(decoder, terms, starts, generator, cutn, checkpoint)
+    return min(range(len(starts)), key=losses.__getitem__)
+
+
+@torch.no_grad()
+def start_losses(
+    decoder: VQGANDecoder,
+    terms: list[ClipTerm],
+    starts: Sequence[Tensor],
+    generator: torch.Generator,
+    cutn: int | None = 8,
+    checkpoint: Callable[[], None] | None = None,
+) -> list[float]:
+    """The CLIP terms' loss at the first step of each candidate starting latent's image. Each is
+    scored on the same cutouts and the same augmentations (both random streams are rewound
+    before each), `cutn` of them (a first look is cheap: 8 cutouts of
+    each start cost about what one step's forward pass does). `checkpoint()` is called before
+    each candidate (a safe point: it may raise to stop); `starts` may be lazy (Draws)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
@@ -127,7 +142,7 @@ def best_start(
         torch.set_rng_state(global_state)
         image = render(decoder, z)
         losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
-    return min(range(len(starts)), key=losses.__getitem__)
+    return losses
 
 
 def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:

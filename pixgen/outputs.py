@@ -291,7 +291,7 @@ class RunWriter:
         return final
 
 
-def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
+def write_gallery(out_dir: Path, results: list, thumb: int = 192, title: str = "pixgen batch") -> None:
     """index.html (self-contained: images inline) and contact_sheet.png for finished jobs."""
     import base64
     import html
@@ -326,10 +326,14 @@ def write_gallery(out_dir: Path, results: list, thumb: int = 192) -> None:
         )
         tiles.append((im, r))
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>pixgen batch</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;width:"
         f"{thumb + 16}px;vertical-align:top;margin:.5em}}img{{width:{thumb}px}}figcaption{{font-size:.8em;"
-        "overflow-wrap:anywhere}</style></head><body><h1>pixgen batch</h1>" + "".join(cards) + "</body></html>\n"
+        "overflow-wrap:anywhere}</style></head><body><h1>"
+        + html.escape(title)
+        + "</h1>"
+        + "".join(cards)
+        + "</body></html>\n"
     )
     atomic_write(out_dir / "index.html", page.encode("utf-8"))
     if tiles:

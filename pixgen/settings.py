@@ -24,7 +24,8 @@ DEFAULT_CLIP = "ViT-B-32:openai"
 # The choices of each named option. The tables that implement them (cutouts.AUGMENTATIONS,
 # optimise.OPTIMIZERS, losses.DISTANCES, ...) import torch; a test checks that they match.
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
-INITS = ("tokens", "flat", "mean", "composed")
+INITS = ("tokens", "flat", "mean", "composed", "prior")
+MAX_PRIOR_SAMPLES = 256  # code grids a learned prior draws for one start (pixgen.sampler)
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
 SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.layout
@@ -104,7 +105,9 @@ class Settings:
         text="size",
         panel=SIZE,
     )
-    iterations: int = setting(300, "Optimisation steps.", short="-i", lo=1, hi=MAX_STEPS, panel=SIZE)
+    iterations: int = setting(
+        300, "Optimisation steps (0: none, the start is the image).", short="-i", lo=0, hi=MAX_STEPS, panel=SIZE
+    )
     lr: float = setting(0.1, "Learning rate of the --optimizer on the latent.", lo=0, open_lo=True, panel=OPTIMISER)
     cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024, panel=CUTOUTS)
     cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True, panel=CUTOUTS)
@@ -134,7 +137,8 @@ class Settings:
     init: str = setting(
         "tokens",
         "Start latent without an init image: tokens is random codes; composed is a plain"
-        " background and a centred subject whose colours and shape CLIP picks.",
+        " background and a centred subject whose colours and shape CLIP picks; prior draws code"
+        " grids from a learned prior (DALL-E style) and starts from the one CLIP ranks best.",
         choices=INITS,
         panel=INIT,
     )
@@ -148,6 +152,41 @@ class Settings:
         panel=INIT,
     )
     init_jitter: bool = setting(False, "--init composed: the seed moves and sizes the subject.", panel=INIT)
+    prior: str | None = setting(
+        None,
+        "--init prior: the prior over the VQGAN's codes, a registry name or a .safetensors file"
+        " (default: the one trained with the VQGAN).",
+        panel=INIT,
+    )
+    prior_samples: int = setting(
+        16, "--init prior: code grids drawn; CLIP ranks them.", lo=1, hi=MAX_PRIOR_SAMPLES, panel=INIT
+    )
+    prior_rank: int = setting(
+        1,
+        "--init prior: start from the Nth best sample (pixgen sample records it).",
+        lo=1,
+        hi=MAX_PRIOR_SAMPLES,
+        panel=INIT,
+    )
+    prior_temperature: float = setting(1.0, "--init prior: sampling temperature.", lo=0, open_lo=True, panel=INIT)
+    prior_top_k: int = setting(0, "--init prior: draw from the K likeliest codes (0: all).", lo=0, panel=INIT)
+    prior_top_p: float = setting(
+        1.0,
+        "--init prior: draw from the likeliest codes holding this much probability.",
+        lo=0,
+        hi=1,
+        open_lo=True,
+        panel=INIT,
+    )
+    prior_guidance: float = setting(
+        1.0, "--init prior: classifier-free guidance scale (1: none).", lo=0, hi=100, panel=INIT
+    )
+    prior_class: str | None = setting(
+        None,
+        "--init prior, class-conditional priors (ImageNet): the class to draw (default: the one CLIP"
+        " picks for the prompt).",
+        panel=INIT,
+    )
     init_image: str | None = setting(None, "Start from this image.", panel=INIT)
     init_fit: str = setting("cover", "How the init image fits the size.", choices=INIT_FITS, panel=INIT)
     init_noise: str | None = setting(
@@ -552,3 +591,4 @@ def validate(s: Settings) -> None:
         f"a shift of {s.zoom_shift} pixels moves the image out of its {s.size[0]}x{s.size[1]} frame",
     )
     parse_palette(s.palette)
+    need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")

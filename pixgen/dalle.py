@@ -1,0 +1,97 @@
+"""`pixgen sample`: the DALL-E pipeline alone. Draw `prior_samples` code grids from the learned
+prior, rerank their images by CLIP, keep the best K, and take no gradient steps.
+
+Each kept image is saved with the settings that make it again (`--init prior`, its
+`prior_rank`, no steps), so `pixgen reproduce sample-2.png` draws the same samples and gives the
+same pixels; beside them `scores.json`, a contact sheet and index.html."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from pixgen.errors import PixgenError
+
+MAX_KEEP = 64
+
+
+@dataclass
+class SampleResult:
+    run_dir: Path
+    images: list[Path]
+    scores: list[dict]  # per kept image, best first: rank, sample, loss, clip
+    seed: int
+    seconds: float
+
+
+def check_keep(keep: int, samples: int) -> None:
+    if not 1 <= keep <= min(samples, MAX_KEEP):
+        raise PixgenError(f"--keep must be between 1 and {min(samples, MAX_KEEP)} (--prior-samples), got {keep}")
+
+
+def sample_images(
+    settings,
+    keep: int = 4,
+    models=None,
+    run_dir: Path | None = None,
+    offline: bool = False,
+    on_status=None,
+    should_stop=None,
+) -> SampleResult:
+    """Draw, rerank and keep the best `keep` samples of the run's prior; write them (see the
+    module's docstring). The random streams are those of `generate` with `--init prior` and no
+    steps, so each kept image is what that run gives at its rank."""
+    from pixgen.api import Phases, clip_terms, prepare
+    from pixgen.device import seed_everything
+    from pixgen.outputs import make_run_dir
+    from pixgen.sampler import draw_and_rank
+
+    t0 = time.perf_counter()
+    check_keep(keep, settings.prior_samples)
+    phase = Phases(on_status, should_stop)
+    run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, offline, phase)
+    generator = seed_everything(run.settings.seed)
+    phase("encoding prompts…")
+    terms = clip_terms(run)
+    ranked = draw_and_rank(run, terms, generator, phase, offline)
+    phase("writing the samples…")
+    if run_dir is None:
+        run_dir = make_run_dir(run.settings.output_dir, run.settings.prompt)
+    else:
+        try:
+            Path(run_dir).mkdir(parents=True)
+        except OSError as e:
+            raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
+    images, scores = _write(run, ranked, keep, Path(run_dir), time.perf_counter() - t0)
+    return SampleResult(run_dir, images, scores, run.settings.seed, time.perf_counter() - t0)
+
+
+def _write(run, ranked, keep: int, run_dir: Path, seconds: float) -> tuple[list[Path], list[dict]]:
+    """The kept samples' PNGs (each with the settings that make it again), scores.json, run.json,
+    the contact sheet and index.html."""
+    from pixgen.api import ensemble_score
+    from pixgen.optimise import render
+    from pixgen.outputs import save_png, write_gallery, write_json
+    from pixgen.sampler import prior_name
+
+    images, scores, cards = [], [], []
+    for rank in range(1, keep + 1):
+        index = ranked.order[rank - 1]
+        with torch.no_grad():
+            image = render(run.models.decoder, ranked.starts[index])
+        record = dict(run.record(), prior_rank=rank, start=ranked.record(prior_name(run.settings), rank))
+        path = run_dir / f"sample-{rank}.png"
+        save_png(path, image, record)
+        clip = ensemble_score(run.models, path, run.settings.prompt)
+        scores.append({"rank": rank, "sample": index, "loss": ranked.losses[index], "clip": clip, "image": path.name})
+        images.append(path)
+        job = SimpleNamespace(prompt=f"#{rank} {run.settings.prompt}")
+        cards.append(SimpleNamespace(image=path, score=clip, seed=run.settings.seed, seconds=seconds, job=job))
+    write_json(run_dir / "scores.json", {"condition": ranked.condition, "samples": len(ranked.losses), "kept": scores})
+    write_json(run_dir / "run.json", {"settings": run.record(), "finished": True, "kept": scores})
+    write_gallery(run_dir, cards, title="pixgen sample")
+    return images, scores
