@@ -163,7 +163,7 @@ def draw_and_rank(run, terms: list, generator: torch.Generator, phase=None, offl
     prior = load_run_prior(run, offline, phase)
     if phase:
         phase(f"drawing {s.prior_samples} samples from the prior…")
-    if prior.arch.cond != "none" and s.prior_guidance != 1 and not prior.arch.guidance:
+    if s.prior_guidance != 1 and not prior.arch.guidance:
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
     condition = condition_for(prior, run)
     codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s))

@@ -1,0 +1,115 @@
+"""--init prior and `pixgen sample` (pixgen.sampler, pixgen.dalle) on the tiny smoke models with a
+small random prior over the tiny VQGAN's codes, written and read as a real prior file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixgen.prior import Prior, PriorArch, save_prior
+from tests.conftest import SMOKE
+
+
+def _prior_file(tmp_path, n_codes: int = 64, cond: str = "clip", name: str = "prior.safetensors"):
+    arch = PriorArch(
+        vocab_size=n_codes, block_size=2 + 15, n_layer=1, n_head=2, n_embd=16, n_codes=n_codes, grid=(4, 4),
+        cond=cond, cond_len=2 if cond == "clip" else 0, clip_dim=32 if cond == "clip" else 0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    prior = Prior(arch)
+    with torch.no_grad():
+        prior.head.weight.normal_(0, 1.0)  # peaked enough that samples differ in their codes
+    save_prior(tmp_path / name, prior, torch.float32)
+    return tmp_path / name
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_sample_keeps_the_best_k_ranked_and_each_reproduces(cli, tmp_path):
+    prior = _prior_file(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, _ = cli(
+        "sample", "a red cat", *SMOKE, "--prior", prior, "--prior-samples", "5", "--keep", "3", "-o", out,
+        "--seed", "3", "--json",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(stdout)
+    run_dir = tmp_path / report["run_dir"]
+    kept = report["kept"]
+    assert [k["rank"] for k in kept] == [1, 2, 3]
+    assert [k["loss"] for k in kept] == sorted(k["loss"] for k in kept)
+    assert len({k["sample"] for k in kept}) == 3
+    for name in ("sample-1.png", "sample-3.png", "scores.json", "index.html", "contact_sheet.png", "run.json"):
+        assert (run_dir / name).is_file()
+    scores = json.loads((run_dir / "scores.json").read_text())
+    assert scores["samples"] == 5 and "text embedding" in scores["condition"]
+    code, stdout, _ = cli("reproduce", run_dir / "sample-2.png", "-o", tmp_path / "again", "--json")
+    assert code == 0
+    again = json.loads(stdout)["image"]
+    assert np.array_equal(_pixels(again), _pixels(run_dir / "sample-2.png"))
+    assert not np.array_equal(_pixels(run_dir / "sample-1.png"), _pixels(run_dir / "sample-2.png"))
+
+
+def test_init_prior_starts_from_the_best_sample_and_seeds_differ(tmp_path):
+    from pixgen.api import generate
+    from pixgen.settings import load_settings
+
+    prior = _prior_file(tmp_path)
+    starts = []
+    for seed in (1, 2):
+        sets = ["init=prior", f"prior={prior}", "prior_samples=4", "iterations=0", f"seed={seed}"]
+        s = load_settings("smoke", overrides={"prompt": "a red cat", "output_dir": str(tmp_path)}, sets=sets)
+        result = generate(s)
+        record = json.loads((result.run_dir / "run.json").read_text())
+        assert record["start"]["rank"] == 1 and len(record["start"]["losses"]) == 4
+        assert record["start"]["losses"] == sorted(record["start"]["losses"])
+        starts.append(_pixels(result.image))
+    assert not np.array_equal(*starts)
+
+
+def test_a_story_prompt_conditions_the_prior_on_its_first_phrase(tmp_path):
+    from pixgen.api import prepare
+    from pixgen.sampler import condition_for, load_run_prior
+    from pixgen.settings import load_settings
+
+    prior = _prior_file(tmp_path)
+    s = load_settings("smoke", overrides={"prompt": "a red cat ^ a blue dog"}, sets=["init=prior", f"prior={prior}"])
+    run = prepare(s)
+    value = condition_for(load_run_prior(run), run).value
+    first = torch.nn.functional.normalize(run.models.scorers[0].encode_text(["a red cat"]).float(), dim=-1)
+    assert torch.allclose(value, first, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--prior-samples", "0"), "'prior_samples'"),
+        (("--prior-samples", "2", "--set", "prior_rank=3"), "'prior_rank'"),
+        (("--prior", "{missing}"), "not found"),
+        (("--prior", "{corrupt}"), "unreadable"),
+        (("--prior", "{mismatch}"), "codebook has 64"),
+        (("--prior", "{prior}", "--prior-guidance", "2"), "classifier-free guidance"),
+    ],
+)
+def test_bad_prior_input_is_one_line_and_exit_2(cli, tmp_path, args, needle):
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not a safetensors file" * 4)
+    files = {
+        "missing": tmp_path / "missing.safetensors",
+        "corrupt": tmp_path / "corrupt.safetensors",
+        "mismatch": _prior_file(tmp_path, n_codes=128, name="big.safetensors"),
+        "prior": _prior_file(tmp_path, cond="none", name="plain.safetensors"),
+    }
+    args = [a.format(**files) for a in args]
+    for command in (["sample", "a cat"], ["a cat", "--init", "prior"]):
+        code, _, err = cli(*command, *SMOKE, *args, "-o", tmp_path / "out")
+        assert code == 2, err
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_keep_more_than_drawn_is_refused(cli, tmp_path):
+    code, _, err = cli("sample", "a cat", *SMOKE, "--prior", _prior_file(tmp_path), "--prior-samples", "2", "--keep", "3")
+    assert code == 2 and "--keep" in err
