@@ -44,7 +44,7 @@ from pixgen.models import load_models  # noqa: E402
 from pixgen.optimise import init_latent, render  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
-from pixgen.shapes.judge import judge, off_palette  # noqa: E402
+from pixgen.shapes.judge import judge, off_palette, subject_box  # noqa: E402
 
 FIELDS = ("background", "colour", "shape")
 COLUMNS = ("background", "colour", "colours", "shape", "all", "off_palette")
@@ -57,6 +57,12 @@ def grade(image: np.ndarray, combo: world.Combo) -> dict[str, bool]:
     marks["all"] = all(marks[f] for f in FIELDS)
     marks["off_palette"] = off_palette(image)
     return marks
+
+
+def geometry(image: np.ndarray) -> dict:
+    """The subject's centre and size as the judge sees them (None when it sees none)."""
+    box = subject_box(image)
+    return dict(zip(("cx", "cy", "side"), box, strict=True)) if box else {"cx": None, "cy": None, "side": None}
 
 
 def rates(marks: list[dict]) -> dict[str, float]:
@@ -107,7 +113,8 @@ def run(a) -> list[dict]:
                 seconds = time.perf_counter() - t0
                 from PIL import Image
 
-                marks = grade(np.asarray(Image.open(result.image).convert("RGB")), combo)
+                pixels = np.asarray(Image.open(result.image).convert("RGB"))
+                marks = dict(grade(pixels, combo), **geometry(pixels), image=str(result.image))
                 rec = {"variant": label, "sets": sets, "combo": combo.caption(0), "seed": seed, "seconds": seconds}
                 found = [{**rec, **marks}]
                 for frame in sorted((result.run_dir / "frames").glob("*.png")) if a.frames else []:
@@ -123,6 +130,13 @@ def run(a) -> list[dict]:
                     with open(a.jsonl, "a") as f:
                         f.writelines(json.dumps(r) + "\n" for r in found)
                 print(f"{label:>24} seed {seed} {combo.caption(0):<45} {seconds:5.1f} s  {marks}", flush=True)
+            if a.world:  # the world's own pictures of the combination: the variety to match
+                pixels = world.sample(np.random.default_rng([seed, 7]), combo)
+                path = out / f"world-{combo.caption(0).replace(' ', '-')}-{seed}.png"
+                Image.fromarray(pixels).save(path)
+                marks = dict(grade(pixels, combo), **geometry(pixels), image=str(path))
+                rec = {"variant": "world samples", "combo": combo.caption(0), "seed": seed, "seconds": 0.0}
+                records.append({**rec, **marks})
             if a.baseline:
                 g = seed_everything(seed)
                 with torch.no_grad():
@@ -131,6 +145,52 @@ def run(a) -> list[dict]:
                 records.append({"variant": "initial image, no optimisation", "seed": seed, "seconds": 0.0, **marks})
     print(f"images in {out}")
     return records
+
+
+def _pairwise(paths: list[str]) -> float:
+    """Mean absolute difference per pixel channel (0-255) over every pair of images."""
+    from PIL import Image
+
+    images = [np.asarray(Image.open(p).convert("RGB").resize((64, 64)), dtype=np.float32) for p in paths]
+    pairs = [np.abs(a - b).mean() for i, a in enumerate(images) for b in images[i + 1 :]]
+    return float(np.mean(pairs)) if pairs else float("nan")
+
+
+def _spread(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.std(values)) if len(values) > 1 else float("nan")
+
+
+def variety(marks: list[dict]) -> dict[str, float]:
+    """Per prompt, across its seeds: the mean pairwise pixel distance and the spread (std, px) of
+    the subject's centre and size; averaged over the prompts."""
+    by_combo = defaultdict(list)
+    for m in marks:
+        if m.get("image"):
+            by_combo[m["combo"]].append(m)
+    rows = [
+        (_pairwise([m["image"] for m in ms]), np.hypot(_spread([m["cx"] for m in ms]), _spread([m["cy"] for m in ms])),
+         _spread([m["side"] for m in ms]))
+        for ms in by_combo.values()
+    ]  # fmt: skip
+    if not rows:
+        return {}
+    pixel, centre, side = (float(np.nanmean([r[i] for r in rows])) for i in range(3))
+    return {"pixel": pixel, "centre": centre, "side": side}
+
+
+def report_variety(by: dict) -> None:
+    table = {label: variety(marks) for label, marks in by.items()}
+    table = {k: v for k, v in table.items() if v}
+    if not table:
+        return
+    ref = table.get("world samples")
+    print()
+    print("| variant | pixel distance between seeds | of the world's | centre spread (px) | size spread (px) |")
+    print("|---|---|---|---|---|")
+    for label, v in table.items():
+        share = f"{100 * v['pixel'] / ref['pixel']:.0f}%" if ref else "n/a"
+        print(f"| {label} | {v['pixel']:.1f} | {share} | {v['centre']:.1f} | {v['side']:.1f} |")
 
 
 def report(records: list[dict]) -> None:
@@ -159,6 +219,7 @@ def report(records: list[dict]) -> None:
             wins = sum(b and not a for a, b in pairs)
             losses = sum(a and not b for a, b in pairs)
             print(f"paired vs {first!r}: {label!r} all-three right {wins} more, {losses} fewer (n={len(pairs)})")
+    report_variety(by)
 
 
 def main() -> None:
@@ -171,6 +232,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], help="LABEL|key=value ... (repeatable)")
     p.add_argument("--template", type=int, default=0, help="caption template for the prompt")
     p.add_argument("--baseline", action="store_true", help="also grade each run's initial image")
+    p.add_argument("--world", action="store_true", help="also grade the world's own picture of each prompt and seed")
     p.add_argument("--judge-check", action="store_true", help="grade 450 rendered world images first")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument(

@@ -41,6 +41,28 @@ ZOOM = ("a white circle on a red background", {"zoom_scale": 1.25, "zoom_shift":
 
 
 GRID_SEEDS = (0, 1, 2)
+SAMPLE_SEEDS = (0, 1, 2, 3, 4, 5)
+
+
+def _tile(path: Path) -> np.ndarray:
+    image = Image.open(path).convert("RGB").resize((128, 128), Image.NEAREST)
+    return np.pad(np.asarray(image), ((2, 2), (2, 2), (0, 0)), constant_values=255)
+
+
+def sample_grid(tmp: Path) -> None:
+    """`pixgen sample --keep 1` (the DALL-E pipeline alone: the best of --prior-samples by CLIP, no
+    steps) on the 10 held-out prompts (rows) x 6 seeds (columns)."""
+    from pixgen.dalle import sample_images
+
+    rows = []
+    for combo in world.HELD_OUT:
+        row = []
+        for seed in SAMPLE_SEEDS:
+            s = load_settings(preset="shapes", overrides=dict(prompt=combo.caption(0), seed=seed, output_dir=str(tmp)))
+            row.append(_tile(sample_images(s, keep=1).images[0]))
+        rows.append(np.concatenate(row, 1))
+        print(f"sample grid: {combo.caption(0)!r} seeds {SAMPLE_SEEDS}")
+    Image.fromarray(np.concatenate(rows, 0)).save(OUT / "sample_grid.png")
 
 
 def held_out_grid(tmp: Path) -> None:
@@ -53,8 +75,7 @@ def held_out_grid(tmp: Path) -> None:
                 preset="shapes",
                 overrides=dict(prompt=combo.caption(0), seed=seed, output_dir=str(tmp), gif=False, save_every=0),
             )
-            image = Image.open(api.generate(s).image).convert("RGB").resize((128, 128), Image.NEAREST)
-            row.append(np.pad(np.asarray(image), ((2, 2), (2, 2), (0, 0)), constant_values=255))
+            row.append(_tile(api.generate(s).image))
         rows.append(np.concatenate(row, 1))
         print(f"grid: {combo.caption(0)!r} seeds {GRID_SEEDS}")
     Image.fromarray(np.concatenate(rows, 0)).save(OUT / "held_out_grid.png")
@@ -100,6 +121,7 @@ def main() -> None:
     shutil.copyfile(run / "progress.gif", OUT / "zoom.gif")
     print(f"zoom: {prompt!r} {extra}, {len(frames)} frames")
     held_out_grid(tmp)
+    sample_grid(tmp)
 
 
 if __name__ == "__main__":

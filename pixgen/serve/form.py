@@ -25,6 +25,7 @@ SERVER_KEYS = (
     "preset",
     "compile",
     "precision",
+    "prior",  # a model file, like the VQGAN: the server's, not a request's
 )
 COMMON = ("prompt", "size", "iterations", "seed", "negative", "init_image")
 PATH_KEYS = ("init_image", "image_prompts")

@@ -77,6 +77,22 @@ def judge(image: np.ndarray) -> Combo:
     return Combo(shape, _NAMES[fg] if counts[fg] else "none", _NAMES[bg])
 
 
+def subject_box(image: np.ndarray) -> tuple[float, float, float] | None:
+    """Where the subject sits, as the judge sees it: the centre (x, y) of the largest blob of the
+    foreground colour and the square root of its area, in pixels of a 64x64 image; None when
+    there is no subject."""
+    if image.shape[:2] != (64, 64):
+        from PIL import Image
+
+        image = np.asarray(Image.fromarray(image).convert("RGB").resize((64, 64), Image.BILINEAR))
+    got = judge(image)
+    if got.colour == "none":
+        return None
+    blob = largest_blob(palette_labels(image[..., :3]) == _NAMES.index(got.colour))
+    ys, xs = np.nonzero(blob)
+    return float(xs.mean() + 0.5), float(ys.mean() + 0.5), float(np.sqrt(blob.sum()))
+
+
 OFF_PALETTE_DISTANCE = 60.0  # RGB distance (of 441) beyond which a pixel is no palette colour
 OFF_PALETTE_SHARE = 0.05  # an image is off-palette when more of its flat pixels than this are
 
