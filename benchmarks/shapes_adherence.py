@@ -137,6 +137,9 @@ def run(a) -> list[dict]:
                 marks = dict(grade(pixels, combo), **geometry(pixels), image=str(path))
                 rec = {"variant": "world samples", "combo": combo.caption(0), "seed": seed, "seconds": 0.0}
                 records.append({**rec, **marks})
+                if a.jsonl:
+                    with open(a.jsonl, "a") as f:
+                        f.write(json.dumps(records[-1]) + "\n")
             if a.baseline:
                 g = seed_everything(seed)
                 with torch.no_grad():

@@ -152,3 +152,19 @@ def test_prior_files_round_trip_and_refuse_bad_ones(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(PixgenError, match="unreadable"):
         load_prior(tmp_path / "bad.safetensors")
+
+
+def test_the_shapes_prior_training_is_reproducible_from_its_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    from pixgen.shapes.train_prior import train_prior
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        report = train_prior("clip", 3, 7, tmp_path / name, images=24, batch=8, held=8)
+    assert report["steps"] == 3 and report["held_out_loss"] > 0
+    a, b = (load_file(str(tmp_path / n / "prior_clip.safetensors")) for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from pixgen.prior import load_prior
+
+    assert load_prior(tmp_path / "a" / "prior_clip.safetensors", n_codes=1024).arch.cond == "clip"

@@ -90,13 +90,16 @@ def _lr(step: int, steps: int, base: float, warmup: int = 100) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
-def train_prior(cond: str, steps: int, seed: int, out: Path, images: int = 40_000, batch: int = 64) -> dict:
-    """Train one shapes prior and save it to `out`; returns its measured losses and time."""
+def train_prior(
+    cond: str, steps: int, seed: int, out: Path, images: int = 40_000, batch: int = 64, held: int = 1000
+) -> dict:
+    """Train one shapes prior and save it to `out`; returns its measured losses and time (the
+    held-out loss on `held` images of the held-out combinations)."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     data = world_codes(images, seed)
-    held = world_codes(1000, seed + 1, combos=world.HELD_OUT)
+    held_data = world_codes(held, seed + 1, combos=world.HELD_OUT)
     prior = Prior(shapes_arch(cond, data["tokenizer"]))
     opt = torch.optim.AdamW(prior.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
     n = len(data["codes"])
@@ -112,7 +115,7 @@ def train_prior(cond: str, steps: int, seed: int, out: Path, images: int = 40_00
         if step % 250 == 0 or step == steps - 1:
             print(f"step {step} loss {loss.item():.3f}", flush=True)
     prior.eval()
-    report = {"train_loss": held_out_loss(prior, data, g), "held_out_loss": held_out_loss(prior, held, g)}
+    report = {"train_loss": held_out_loss(prior, data, g), "held_out_loss": held_out_loss(prior, held_data, g)}
     report.update(seconds=round(time.perf_counter() - t0), steps=steps, seed=seed, images=images, batch=batch)
     report["threads"] = torch.get_num_threads()
     recipe = {k: str(v) for k, v in report.items()}
