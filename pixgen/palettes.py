@@ -51,7 +51,7 @@ NAMED = {
     ],  # fmt: skip
 }
 for _n in (2, 4, 8, 16):  # evenly spaced grey ramps, black to white
-    NAMED[f"grayscale-{_n}"] = [f"#{round(255 * i / (_n - 1)):02x}" * 3 for i in range(_n)]
+    NAMED[f"grayscale-{_n}"] = ["#" + f"{round(255 * i / (_n - 1)):02x}" * 3 for i in range(_n)]
 
 
 def parse_colour(text: str) -> tuple[float, float, float] | None:
@@ -72,10 +72,10 @@ def palette_colours(entries: list[str]) -> list[tuple[float, float, float]]:
     out = []
     for c in entries:
         rgb = parse_colour(c)
-        if rgb is None:
-            if re.fullmatch(r"[#0-9a-fA-F]*", str(c).strip()):
-                raise PixgenError(f"setting 'palette': bad colour {c!r} (use #rrggbb or #rgb)")
+        if rgb is None and len(entries) == 1 and not str(c).strip().startswith("#"):
             names = ", ".join(NAMED)
             raise PixgenError(f"setting 'palette': unknown palette {c!r} (named: {names}; or colours #rrggbb,...)")
+        if rgb is None:
+            raise PixgenError(f"setting 'palette': bad colour {c!r} (use #rrggbb or #rgb)")
         out.append(rgb)
     return out
