@@ -358,6 +358,7 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     key = (
+        settings.drawer == "vqgan",  # the other drawers load no VQGAN
         settings.vqgan,
         tuple(settings.clip),
         settings.vqgan_config,
