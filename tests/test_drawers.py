@@ -67,7 +67,7 @@ def run_smoke(cli, tmp_path, *args):
     return tmp_path / json.loads(out)["run_dir"].split("/")[-1]
 
 
-@pytest.mark.parametrize("drawer, extra", [("pixel", "cells.png"), ("fft", None)])
+@pytest.mark.parametrize("drawer, extra", [("pixel", "cells.png"), ("fft", None), ("lines", "final.svg")])
 def test_drawers_run_without_a_vqgan(cli, tmp_path, monkeypatch, drawer, extra):
     import pixgen.models
 
@@ -75,10 +75,13 @@ def test_drawers_run_without_a_vqgan(cli, tmp_path, monkeypatch, drawer, extra):
         raise AssertionError("the VQGAN was loaded")
 
     monkeypatch.setattr(pixgen.models, "load_decoder", no_vqgan)
-    run = run_smoke(cli, tmp_path, "--drawer", drawer, "--pixel-size", "8x4", "--palette", "gameboy")
+    args = ("--drawer", drawer, "--pixel-size", "8x4", "--palette", "gameboy", "--strokes", "8")
+    run = run_smoke(cli, tmp_path, *args)
     record = json.loads((run / "run.json").read_text())
     assert record["settings"]["drawer"] == drawer and record["settings"]["lr"] > 0
-    if extra:
+    if extra == "final.svg":
+        assert (run / extra).read_text().startswith("<svg") and (run / extra).read_text().count("<path") >= 8
+    if extra == "cells.png":
         assert Image.open(run / extra).size == (8, 4)
         colours = {tuple(c) for c in np.asarray(Image.open(run / "final.png")).reshape(-1, 3)}
         assert colours <= {tuple(int(v[i : i + 2], 16) for i in (1, 3, 5)) for v in NAMED["gameboy"]}
@@ -96,11 +99,26 @@ def seam_and_interior(image: np.ndarray) -> tuple[float, float]:
     return seam, interior
 
 
-@pytest.mark.parametrize("drawer", ["vqgan", "pixel", "fft"])
+@pytest.mark.parametrize("drawer", ["vqgan", "pixel", "fft", "lines"])
 def test_tiles_have_no_seams(cli, tmp_path, drawer):
-    run = run_smoke(cli, tmp_path, "--drawer", drawer, "--tile", "--pixel-size", "8x8")
+    run = run_smoke(cli, tmp_path, "--drawer", drawer, "--tile", "--pixel-size", "8x8", "--strokes", "16")
     seam, interior = seam_and_interior(np.asarray(Image.open(run / "final.png").convert("RGB")))
     assert seam <= interior, (seam, interior)
+
+
+def test_lines_drawer_packs_its_strokes_and_fits_an_image():
+    from pixgen.drawers.lines import LinesDrawer
+
+    d = LinesDrawer(5, (16, 24), (1.0, 3.0), None, False, torch.device("cpu"))
+    params = d.start(torch.Generator().manual_seed(0))
+    points, widths, colours, paper = d.split(params)
+    assert points.shape == (5, 4, 2) and widths.shape == (5,) and colours.shape == (5, 3)
+    assert torch.allclose(d.pack(points, widths, colours, paper), params, atol=1e-6)
+    image = torch.zeros(1, 3, 16, 24)
+    image[:, 0] = 1  # all red
+    _, _, colours, paper = d.split(d.fit(image, torch.Generator().manual_seed(0)))
+    assert torch.equal(paper, torch.tensor([1.0, 0, 0])) and torch.equal(colours, paper.expand(5, 3))
+    assert torch.allclose(d.render(d.fit(image, torch.Generator())), image, atol=1e-3)
 
 
 def test_a_tiled_vqgan_pads_circularly_and_an_untiled_one_with_zeros():
