@@ -17,6 +17,7 @@ from pixgen.drawers.pixel import snap_to_palette
 PER_STROKE = 4 * 2 + 1 + 3  # control points, width, colour
 SOFTNESS = 1.0  # pixels of edge blur (pixgen.strokes)
 SAMPLES = 16  # points per curve
+INK = 0.1  # fit: a pixel further than this from the paper colour (in any channel) is drawn
 
 
 class LinesDrawer(Drawer):
@@ -60,16 +61,25 @@ class LinesDrawer(Drawer):
         return random_strokes(self.n, *self.size, generator, self.widths)
 
     def fit(self, image: Tensor, generator: torch.Generator) -> Tensor:
-        """Random strokes, each of the image's colour under its middle, on paper of the colour of
-        the image's border (its median): a rough drawing of `image`, for a start."""
+        """A rough drawing of `image`, for a start: paper of the colour of the image's border (its
+        median), and random short strokes centred on the pixels that differ from it (anywhere,
+        if none do), each of the image's colour under its centre."""
         points, widths, _ = self._random(generator)
         image = image[0].float().cpu()
-        h, w = self.size
-        middle = points.mean(1)
-        x = middle[:, 0].long().remainder(w) if self.wrap else middle[:, 0].long().clamp(0, w - 1)
-        y = middle[:, 1].long().remainder(h) if self.wrap else middle[:, 1].long().clamp(0, h - 1)
         border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], 1)
-        return self.pack(points, widths, image[:, y, x].T, border.median(1).values)
+        paper = border.median(1).values
+        ink = ((image - paper[:, None, None]).abs().amax(0) > INK).flatten().float()
+        weights = ink if ink.any() else torch.ones_like(ink)
+        at = torch.multinomial(weights, self.n, replacement=True, generator=generator)
+        w = self.size[1]
+        centre = torch.stack([at % w, at // w], 1).float() + 0.5
+        points = points - points.mean(1, keepdim=True) + centre[:, None]
+        colours = image.flatten(1)[:, at].T
+        return self.pack(points if self.wrap else self._onto(points), widths, colours, paper)
+
+    def _onto(self, points: Tensor) -> Tensor:
+        h, w = self.size
+        return torch.stack([points[..., 0].clamp(0, w), points[..., 1].clamp(0, h)], -1)
 
     def render(self, params: Tensor) -> Tensor:
         from pixgen.strokes import rasterise
