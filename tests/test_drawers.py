@@ -164,3 +164,36 @@ def test_wrapping_cutouts_roll_the_image():
 def test_bad_drawer_input_is_one_line_and_exit_2(cli, tmp_path, args, needle):
     code, _, err = cli("a cat", *SMOKE, *args, "-o", tmp_path / "o")
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("drawer", ["pixel", "lines"])
+def test_a_drawer_run_resumes_bit_identical(tmp_path, drawer):
+    from pixgen import api
+    from pixgen.settings import load_settings
+    from tests.conftest import StopAfter
+
+    def settings(out):
+        base = dict(prompt="a red house", seed=3, iterations=4, save_every=2, size=[32, 32], gif=False)
+        return load_settings(preset="smoke", overrides=dict(base, drawer=drawer, strokes=8, output_dir=str(out)))
+
+    full = api.generate(settings(tmp_path / "full"))
+    with pytest.raises(api.Interrupted) as e:
+        api.generate(settings(tmp_path / "cut"), **StopAfter(2).kw())
+    done = api.resume(e.value.args[0].run_dir)
+    assert np.array_equal(np.asarray(Image.open(done.image)), np.asarray(Image.open(full.image)))
+    extra = "cells.png" if drawer == "pixel" else "final.svg"
+    assert (done.run_dir / extra).read_bytes() == (full.run_dir / extra).read_bytes()
+
+
+def test_batch_and_serve_take_the_drawer_settings(cli, tmp_path):
+    from pixgen.serve.form import settings_from_request
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- a cat\n- {prompt: a dog, drawer: pixel, pixel_size: 4x4}\n- {prompt: a cow, drawer: fft}\n")
+    code, _, err = cli("batch", jobs, *SMOKE, "-i", "1", "-s", "16x16", "--no-gif", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert Image.open(tmp_path / "o" / "0002-a-dog" / "cells.png").size == (4, 4)
+    assert json.loads((tmp_path / "o" / "0003-a-cow" / "run.json").read_text())["settings"]["drawer"] == "fft"
+    request = {"prompt": "x", "drawer": "lines", "stroke_width": "1,3", "tile": True, "palette": "gameboy"}
+    s = settings_from_request(request, "smoke", tmp_path)
+    assert (s.drawer, s.stroke_width, s.tile, s.palette) == ("lines", [1.0, 3.0], True, ["gameboy"])

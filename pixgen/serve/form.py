@@ -26,7 +26,7 @@ SERVER_KEYS = (
     "compile",
     "precision",
 )
-COMMON = ("prompt", "size", "iterations", "seed", "negative", "init_image")
+COMMON = ("prompt", "size", "iterations", "seed", "negative", "drawer", "init_image")
 PATH_KEYS = ("init_image", "image_prompts")
 
 
