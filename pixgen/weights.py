@@ -358,8 +358,8 @@ def check_models(
         f"{len(missing)} model(s) this run needs{no_vqgan} are not cached and {why}: "
         + ", ".join(f"{kind} {label}" for kind, label, _ in missing)
         + f"; fetch them all with network: pixgen models download {names} "
-        "(or use files you have: --vqgan-config PATH --vqgan-ckpt PATH, --clip NAME:PATH; "
-        "offline demo: --preset shapes)"
+        f"(or use files you have: {'' if vqgan is None else '--vqgan-config PATH --vqgan-ckpt PATH, '}"
+        "--clip NAME:PATH; offline demo: --preset shapes)"
     )
 
 

@@ -197,3 +197,9 @@ def test_batch_and_serve_take_the_drawer_settings(cli, tmp_path):
     request = {"prompt": "x", "drawer": "lines", "stroke_width": "1,3", "tile": True, "palette": "gameboy"}
     s = settings_from_request(request, "smoke", tmp_path)
     assert (s.drawer, s.stroke_width, s.tile, s.palette) == ("lines", [1.0, 3.0], True, ["gameboy"])
+
+
+def test_the_missing_models_check_needs_no_vqgan_for_other_drawers(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli("a cat", "--drawer", "pixel", "--offline", "-o", tmp_path / "o")
+    assert code == 2 and "no VQGAN needed" in err and "vqgan_imagenet" not in err, err
