@@ -114,7 +114,7 @@ def prepare(
     from pixgen.drawers import fit_factor
     from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
-    from pixgen.settings import DRAWER_LR
+    from pixgen.settings import drawer_lr
 
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
@@ -127,7 +127,7 @@ def prepare(
     width, height = fit_size(settings, fit_factor(settings, models.decoder))
     precision = resolve_precision(settings.precision, device, models.parameters)
     models.set_precision(precision)
-    lr = settings.lr or DRAWER_LR[settings.drawer]
+    lr = drawer_lr(settings)
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
 
 

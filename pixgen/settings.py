@@ -356,6 +356,11 @@ def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
     return palette_colours(colours)
 
 
+def drawer_lr(s: Settings) -> float:
+    """The learning rate a run uses: --lr, else its drawer's default (DRAWER_LR)."""
+    return s.lr if s.lr is not None else DRAWER_LR[s.drawer]
+
+
 def needs_vqgan(s: Settings) -> bool:
     """Whether a run loads a VQGAN: only the vqgan drawer draws through one."""
     return s.drawer == "vqgan"
