@@ -89,10 +89,17 @@ def run(a) -> list[dict]:
     variants = [parse_variant(v) for v in a.variant] or [("preset", [])]
     models_cache: dict = {}
     out = Path(tempfile.mkdtemp(prefix="pixgen-adherence-"))
-    records = []
-    for combo in combos_of(a.combos, a.first):
+    records, done = [], set()
+    if a.skip_done and a.jsonl and Path(a.jsonl).is_file():  # resume an interrupted measurement
+        done = {
+            (r["variant"], r["combo"], r["seed"]) for r in map(json.loads, Path(a.jsonl).read_text().split("\n")[:-1])
+        }
+    k, n = (int(x) for x in a.combo_slice.split("/"))
+    for combo in combos_of(a.combos, a.first)[k::n]:
         for seed in range(a.seed_offset, a.seed_offset + a.seeds):
             for label, sets in variants:
+                if (label, combo.caption(0), seed) in done:
+                    continue
                 s = load_settings(
                     preset=a.preset,
                     overrides={
@@ -242,6 +249,8 @@ def main() -> None:
         "--frames", type=int, default=0, help="also grade the progress frame every N steps (constant lr only)"
     )
     p.add_argument("--jsonl", help="append one record per image to this file")
+    p.add_argument("--combo-slice", default="0/1", metavar="K/N", help="only every N-th combination from the K-th")
+    p.add_argument("--skip-done", action="store_true", help="skip the images --jsonl already holds")
     p.add_argument("--report", nargs="+", metavar="JSONL", help="only report these record files")
     a = p.parse_args()
     if a.report:

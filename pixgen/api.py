@@ -77,14 +77,17 @@ class Run:
         return dict(record, environment=environment(self.device))
 
 
-def fit_size(settings: Settings, factor: int) -> tuple[int, int]:
-    """Round the size down to a multiple of the VQGAN factor, warning when it changes."""
+def fit_size(settings: Settings, factor: int | tuple[int, int]) -> tuple[int, int]:
+    """Round the size down to a multiple of the drawer's factor (the VQGAN's), warning when it
+    changes."""
     w, h = settings.size
-    fw, fh = w - w % factor, h - h % factor
+    fx, fy = factor if isinstance(factor, tuple) else (factor, factor)
+    fw, fh = w - w % fx, h - h % fy
+    what = f"this VQGAN's factor {fx}" if settings.drawer == "vqgan" else f"the {settings.drawer} drawer's {fx}x{fy}"
     if fw == 0 or fh == 0:
-        raise PixgenError(f"setting 'size': {w}x{h} is smaller than this VQGAN's factor {factor}")
+        raise PixgenError(f"setting 'size': {w}x{h} is smaller than {what}")
     if (fw, fh) != (w, h):
-        log.warning("size %dx%d is not a multiple of %d; using %dx%d", w, h, factor, fw, fh)
+        log.warning("size %dx%d is not a multiple of %s; using %dx%d", w, h, what, fw, fh)
     return fw, fh
 
 
@@ -109,9 +112,10 @@ def prepare(
     every missing model is named in one error before anything loads. `on_status(text)` hears
     which model is loading; a Phases there is also a safe point before each model."""
     from pixgen.device import resolve_device, resolve_seed
-    from pixgen.models import load_models
+    from pixgen.drawers import fit_factor
     from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
+    from pixgen.settings import drawer_lr
 
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
@@ -120,16 +124,31 @@ def prepare(
         torch.set_num_threads(settings.threads)
     settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
+    models = _models(settings, models, device, offline, on_status)
+    width, height = fit_size(settings, fit_factor(settings, models.decoder))
+    precision = resolve_precision(settings.precision, device, models.parameters)
+    models.set_precision(precision)
+    lr = drawer_lr(settings)
+    return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
+
+
+def _models(settings: Settings, models, device, offline: bool, on_status: Callable[[str], None] | None):
+    """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
+    from pixgen.models import load_models
+    from pixgen.settings import needs_vqgan
+
+    s, vqgan = settings, needs_vqgan(settings)
+    if not vqgan and on_status:
+        on_status(f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
         from pixgen.weights import check_models
 
-        s = settings
-        check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
-        models = load_models(s.vqgan, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
-    width, height = fit_size(settings, models.decoder.factor)
-    precision = resolve_precision(settings.precision, device, models.parameters)
-    models.set_precision(precision)
-    return Run(replace(settings, size=[width, height], seed=seed), plan, device, models, precision)
+        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
+        vqgan_name = s.vqgan if vqgan else None
+        return load_models(vqgan_name, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
+    if vqgan and models.decoder is None:
+        raise PixgenError("setting 'drawer': vqgan needs a VQGAN, and these models were loaded without one")
+    return models
 
 
 def generate(
@@ -243,6 +262,7 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     (encoding prompts, composing or drawing the start) and may stop there (Phases)."""
     from pixgen.course import Course
     from pixgen.device import seed_everything
+    from pixgen.drawers import make_drawer
     from pixgen.losses import regulariser
     from pixgen.ops import halve_latent
     from pixgen.optimise import Draws, Loop, Objective, lr_schedule, pick_start
@@ -252,20 +272,12 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
-    z, init_image, encoder = _start(run, generator, start, phase)
+    drawer = make_drawer(s, models.decoder, run.device)
+    z, init_image, encoder = _start(run, drawer, generator, start, phase)
     phase("encoding prompts…")
     terms = clip_terms(run)
     if init_image is None and s.init == "composed":
-        from pixgen.init import load_encoder_for
-        from pixgen.layout import composed_start
-
-        if encoder is None:
-            phase("loading the VQGAN encoder…")
-            encoder = load_encoder_for(s).to(run.device)
-        phase("composing the start…")
-        z, init_image = composed_start(
-            models.decoder, encoder, terms, generator, s.width, s.height, s.init_silhouettes, s.init_jitter, phase
-        )
+        z, init_image = _composed(run, drawer, encoder, terms, generator, phase)
     elif init_image is None and s.init == "prior":
         from pixgen.sampler import prior_start
 
@@ -279,9 +291,7 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     coarse_until = s.iterations // 2 if s.schedule == "progressive" else 0
     schedule = lr_schedule(s.lr_schedule, s.iterations)
     first = halve_latent(z) if coarse_until > 0 else z
-    loop = Loop(
-        models.decoder, objective, first, generator, s.lr, schedule, s.optimizer, save_best=s.save_best, ema=s.ema
-    )
+    loop = Loop(drawer, objective, first, generator, s.lr, schedule, s.optimizer, save_best=s.save_best, ema=s.ema)
     zoom = None
     if zoom_active(s):
         from pixgen.zoom import Zoom
@@ -290,14 +300,44 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every)
 
 
-def _start(run: Run, generator: torch.Generator, start=None, phase: Phases | None = None):
-    """(starting latent, init image or None, VQGAN encoder or None): a random latent, or the
-    encoded init image, or `start`. The encoder is loaded when an init image or the zoom mode
-    needs it (beside the decoder, it is cached by now)."""
+def _composed(run: Run, drawer, encoder, terms: list, generator: torch.Generator, phase: Phases):
+    """The composed start (pixgen.layout) through the run's drawer: (its tensor, the composition)."""
+    from pixgen.layout import composed_start, vqgan_fit
+
+    s = run.settings
+    if s.drawer == "vqgan":
+        from pixgen.init import load_encoder_for
+
+        if encoder is None:
+            phase("loading the VQGAN encoder…")
+            encoder = load_encoder_for(s).to(run.device)
+        fit = vqgan_fit(run.models.decoder, encoder)
+    else:
+
+        def fit(images: torch.Tensor) -> list:
+            return [drawer.fit(image[None], generator) for image in images]
+
+    phase("composing the start…")
+    size, shapes = (s.width, s.height), s.init_silhouettes
+    return composed_start(drawer, fit, terms, generator, *size, shapes, s.init_jitter, phase, run.device)
+
+
+def _start(run: Run, drawer, generator: torch.Generator, start=None, phase: Phases | None = None):
+    """(starting tensor, init image or None, VQGAN encoder or None): the drawer's random start (a
+    random latent), or the init image drawn (encoded), or `start`. The encoder is loaded when an
+    init image or the zoom mode needs it (beside the decoder, it is cached by now)."""
     from pixgen.init import encode, initial_image, load_encoder_for
     from pixgen.optimise import init_latent
 
     s, phase = run.settings, phase or Phases()
+    if s.drawer != "vqgan":
+        z, init_image = drawer.start(generator), initial_image(s, s.width, s.height, generator)
+        if init_image is not None:
+            init_image = init_image.to(run.device)
+            z = drawer.fit(init_image, generator)
+        if start is not None:
+            z, init_image = start[0], start[1].to(run.device)
+        return z, init_image, None
     z = init_latent(run.models.decoder, s.width, s.height, generator, s.init)
     init_image = initial_image(s, s.width, s.height, generator)
     encoder = None
@@ -324,7 +364,7 @@ def clip_terms(run: Run) -> list:
     return [
         ClipTerm(
             scorer,
-            Cutouts(scorer.input_size, s.cutn, s.cut_pow, s.cut_min, s.augment, s.noise),
+            Cutouts(scorer.input_size, s.cutn, s.cut_pow, s.cut_min, s.augment, s.noise, wrap=s.tile),
             build_schedule(s, scorer, run.plan),
             weight,
             chunk=chunk,
@@ -336,14 +376,16 @@ def clip_terms(run: Run) -> list:
 
 def zoom_active(settings: Settings) -> bool:
     """The zoom/pan video mode is on when any of its movements is."""
-    return settings.zoom_scale != 1 or any(settings.zoom_shift) or settings.zoom_rotate != 0
+    from pixgen.settings import zoom_on
+
+    return zoom_on(settings)
 
 
 def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
     from pixgen.errors import Aborted
-    from pixgen.optimise import render
+    from pixgen.outputs import atomic_write
     from pixgen.state import save_state
 
     s = run.settings
@@ -372,7 +414,10 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
     except NumericalFailure as e:
         failure = e
     with torch.no_grad():
-        final = render(run.models.decoder, loop.good if failure else loop.result())
+        kept = loop.good if failure else loop.result()
+        final = loop.drawer.render(kept)
+        for name, data in loop.drawer.extras(kept).items():  # cells.png, final.svg
+            atomic_write(writer.run_dir / name, data)
     if interrupted:
         save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
     record = _record(run, loop, losses, step_seconds, t_loop - t_start, time.perf_counter() - t_start)

@@ -268,8 +268,11 @@ def _resumable(run_dir: Path, settings) -> bool:
         recorded = json.loads((run_dir / "run.json").read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    from pixgen.settings import drawer_lr
+
     resolved = ("size", "threads")  # filled in when the run was prepared (fitted size, thread count used)
     mine = {k: v for k, v in settings.to_dict().items() if k not in resolved}
+    mine["lr"] = drawer_lr(settings)  # so was the learning rate, when it was left to the drawer
     return (run_dir / "state.safetensors").is_file() and all(recorded.get(k) == v for k, v in mine.items())
 
 
@@ -358,6 +361,7 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     key = (
+        settings.drawer == "vqgan",  # the other drawers load no VQGAN
         settings.vqgan,
         tuple(settings.clip),
         settings.vqgan_config,

@@ -39,8 +39,7 @@ class Course:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        f = self.loop.decoder.factor
-        return self.full_shape[-2] * f, self.full_shape[-1] * f
+        return self.loop.drawer.image_size(self.full_shape)
 
     def run(self, until: int) -> Iterator[Step]:
         for step in self.loop.run(until):

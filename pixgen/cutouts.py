@@ -91,9 +91,11 @@ class Cutouts(nn.Module):
         cut_min: float = 0.0,
         augment: list[str] = (),
         noise: float = 0.1,
+        wrap: bool = False,
     ):
         super().__init__()
         self.size, self.cutn, self.cut_pow, self.cut_min = size, cutn, cut_pow, cut_min
+        self.wrap = wrap
         self.augment = nn.Sequential(*[_augmentation(a, noise) for a in augment])
 
     def boxes(self, height: int, width: int, generator: torch.Generator, cutn: int | None = None) -> Tensor:
@@ -108,8 +110,13 @@ class Cutouts(nn.Module):
         return torch.stack([x1, y1, x1 + s, y1 + s], 1)
 
     def forward(self, image: Tensor, generator: torch.Generator, cutn: int | None = None) -> Tensor:
-        """`cutn` overrides the number of cutouts for this call."""
+        """`cutn` overrides the number of cutouts for this call. With `wrap` (a seamless tile) the
+        image is first rolled by a random offset, so that cutouts cross its edges and CLIP sees
+        the seams."""
         height, width = image.shape[2], image.shape[3]
+        if self.wrap:
+            dy, dx = (int(torch.randint(n, (), generator=generator)) for n in (height, width))
+            image = image.roll((dy, dx), (2, 3))
         boxes = self.boxes(height, width, generator, cutn).to(image)
         rows = resample_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], self.size, height)
         cols = resample_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], self.size, width)

@@ -29,6 +29,7 @@ class SampleResult:
 
 
 def check_keep(keep: int, samples: int) -> None:
+    """Refuse a --keep that is not between 1 and the samples drawn (at most MAX_KEEP)."""
     if not 1 <= keep <= min(samples, MAX_KEEP):
         raise PixgenError(f"--keep must be between 1 and {min(samples, MAX_KEEP)} (--prior-samples), got {keep}")
 
@@ -52,6 +53,8 @@ def sample_images(
 
     t0 = time.perf_counter()
     check_keep(keep, settings.prior_samples)
+    if settings.drawer != "vqgan":
+        raise PixgenError("setting 'drawer': pixgen sample draws VQGAN codes: it needs --drawer vqgan")
     phase = Phases(on_status, should_stop)
     run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, offline, phase)
     generator = seed_everything(run.settings.seed)

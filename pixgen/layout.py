@@ -1,5 +1,6 @@
 """The composed start (`--init composed`): a plain background and a centred subject, each of one
-colour, chosen by CLIP and drawn through the VQGAN's encoder before the first step.
+colour, chosen by CLIP and drawn through the VQGAN's encoder (or the run's other drawer) before
+the first step.
 
 A VQGAN trained on pictures draws a picture far better than a latent filled with one code (its
 flat codes decode to muddy textures), so the start is composed in pixel space and encoded:
@@ -7,8 +8,9 @@ flat codes decode to muddy textures), so the start is composed in pixel space an
 1. The colours, in pixel space (CLIP only): the backgrounds are the few plain colours of a grid
    that the ensemble puts closest to the prompt; each is composed with every other colour of the
    grid as a centred disc, and the best-scored pairs go on.
-2. Through the VQGAN: each of those pairs is encoded, snapped to the codebook and decoded, and
-   the CLIP terms score the decoded images as they score a step (cutouts, augmentations;
+2. Through the drawer: each of those pairs is drawn as the run's drawer draws it (for the VQGAN:
+   encoded, snapped to the codebook and decoded; pixgen.drawers), and the CLIP terms score the
+   drawn images as they score a step (cutouts, augmentations;
    optimise.best_start). The best pair wins.
 3. The silhouette: that pair is composed again with each subject shape of
    `--init-silhouettes` (disc, box, triangle, diamond, wide ellipse), and the best start wins.
@@ -159,8 +161,8 @@ def compose(
 
 @torch.no_grad()
 def composed_start(
-    decoder,
-    encoder,
+    drawer,
+    fit: Callable[[Tensor], list[Tensor]],
     terms: list,
     generator: torch.Generator,
     width: int,
@@ -168,26 +170,26 @@ def composed_start(
     silhouettes=("disc",),
     jitter: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The composed starting latent (1, C, h, w), snapped to the codebook, and the composition it
-    encodes (1, 3, height, width) in [0, 1] (the run's init image: `--init-pixel-weight` keeps
-    the picture near it): the best colour pairs in pixel space, then, through the VQGAN, the best
-    of them as a disc, then its best silhouette. `on_stage(text)` hears each stage before it
-    starts (a safe point: it may raise to stop)."""
+    """The composed starting tensor of `drawer` (pixgen.drawers; for the VQGAN a latent snapped to
+    the codebook) and the composition it draws (1, 3, height, width) in [0, 1] (the run's init
+    image: `--init-pixel-weight` keeps the picture near it): the best colour pairs in pixel
+    space, then, through the drawer (`fit(images)`: the starting tensors that draw a batch of
+    images, e.g. `vqgan_fit`), the best of them as a disc, then its best silhouette.
+    `on_stage(text)` hears each stage before it starts (a safe point: it may raise to stop)."""
     from pixgen.optimise import best_start
 
-    device, codebook = decoder.codebook.device, decoder.codebook
     stage = on_stage or (lambda text: None)
 
     def best(images: list[Tensor]) -> tuple[int, Tensor]:
-        latents = encoder(torch.stack(images).to(device) * 2 - 1)
-        starts = list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
-        i = best_start(decoder, terms, starts, generator, checkpoint=lambda: stage("composing the start: scoring…"))
+        starts = fit(torch.stack(images).to(device))
+        i = best_start(drawer, terms, starts, generator, checkpoint=lambda: stage("composing the start: scoring…"))
         return i, starts[i]
 
     place = draw_placement(generator) if jitter else Placement()
     pairs = colour_pairs(terms, height, width, checkpoint=lambda: stage("composing the start: colours…"))
-    stage("composing the start: through the VQGAN…")
+    stage(f"composing the start: through the {drawer.name} drawer…")
     images = [compose(b, s, height, width, silhouettes[0], place) for b, s in pairs]
     i, z = best(images)
     if len(silhouettes) > 1:
@@ -195,3 +197,14 @@ def composed_start(
         images = [compose(*pairs[i], height, width, shape, place) for shape in silhouettes]
         i, z = best(images)
     return z, images[i][None].to(device)
+
+
+def vqgan_fit(decoder, encoder) -> Callable[[Tensor], list[Tensor]]:
+    """The VQGAN's `fit` for `composed_start`: images encoded, snapped to the codebook."""
+
+    def fit(images: Tensor) -> list[Tensor]:
+        codebook = decoder.codebook
+        latents = encoder(images.to(codebook.device) * 2 - 1)
+        return list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
+
+    return fit

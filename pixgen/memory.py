@@ -17,12 +17,12 @@ def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool 
     `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
     of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md). Models cast to
     bf16 (pixgen.precision) count two bytes a value."""
-    floats = models.decoder.arch.activation_floats(width, height)
+    floats = models.decoder.arch.activation_floats(width, height) if models.decoder is not None else 0
     if low_memory:
         floats //= 4
     clip_floats = sum(cutn * scorer.activation_floats() for scorer in models.scorers)
     floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
-    size = models.decoder.dtype.itemsize  # bf16 models keep 2-byte weights and activations
+    size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
     return size * (floats + models.parameters)
 
 
@@ -46,7 +46,8 @@ def check_memory(models, width: int, height: int, cutn: int, have: int | None, l
     if have is None or need <= have:
         return
     side = max(width, height)
-    while side > models.decoder.factor and estimate_bytes(models, side, side, cutn, low_memory) > have:
+    factor = models.decoder.factor if models.decoder is not None else 1
+    while side > factor and estimate_bytes(models, side, side, cutn, low_memory) > have:
         side = int(side * 0.8)
     hint = f"about {side}x{side} would fit"
     if not low_memory and estimate_bytes(models, width, height, cutn, True) <= have:

@@ -15,7 +15,7 @@ from pixgen.vqgan import VQGANDecoder, VQGANEncoder
 
 @dataclass
 class Models:
-    decoder: VQGANDecoder
+    decoder: VQGANDecoder | None  # None: loaded for a drawer that needs no VQGAN (pixgen.drawers)
     scorers: list[ClipScorer]
     clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
 
@@ -28,41 +28,50 @@ class Models:
     @property
     def parameters(self) -> int:
         """The decoder's and the CLIP models' parameter count (what `auto` precision weighs)."""
-        return sum(p.numel() for m in [self.decoder, *self.scorers] for p in m.parameters())
+        return sum(p.numel() for m in self.modules for p in m.parameters())
+
+    @property
+    def modules(self) -> list:
+        """The decoder (when there is one) and the CLIP models."""
+        return [m for m in [self.decoder, *self.scorers] if m is not None]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the models were cast to (set_precision)."""
+        return self.decoder.dtype if self.decoder is not None else self.scorers[0].dtype
 
     def set_precision(self, precision) -> None:
         """Cast the decoder and the CLIP models to `precision.weights` (pixgen.precision), once.
         Casting back up from a reduced dtype would keep its rounding, so it is refused: models
         shared between runs (batch, serve) are loaded once per precision."""
         dtype = precision.weights
-        if dtype == self.decoder.dtype:
+        if dtype == self.dtype:
             return
-        if self.decoder.dtype != torch.float32:
+        if self.dtype != torch.float32:
             raise PixgenError(
-                f"setting 'precision': these models were cast to {self.decoder.dtype} for an earlier "
+                f"setting 'precision': these models were cast to {self.dtype} for an earlier "
                 f"run and cannot go back to {dtype} (load them again)"
             )
-        self.decoder.cast(dtype)
-        for scorer in self.scorers:
-            scorer.cast(dtype)
+        for model in self.modules:
+            model.cast(dtype)
 
     def set_low_memory(self, on: bool) -> None:
         """Activation checkpointing in the decoder's residual blocks (the loop's CLIP terms score
         a few cutouts at a time): about 1.2 GB less at 256x256, cutn 32, for about 1.2x the time
         per step (BENCHMARKS.md)."""
-        self.decoder.checkpoint_levels = self.decoder.arch.levels if on else 0
+        if self.decoder is not None:
+            self.decoder.checkpoint_levels = self.decoder.arch.levels if on else 0
 
     def compile(self) -> None:
         """torch.compile the decoder and each CLIP image tower, in place (once). The first step then
         pays the compile time (run.json: seconds_per_step[0]); see BENCHMARKS.md for when it pays off."""
-        for module in [self.decoder, *(s.model.visual for s in self.scorers)]:
+        for module in [m for m in [self.decoder, *(s.model.visual for s in self.scorers)] if m is not None]:
             if getattr(module, "_compiled_call_impl", None) is None:
                 module.compile()
 
     def to(self, device: torch.device) -> Models:
-        self.decoder.to(device).eval().requires_grad_(False)
-        for scorer in self.scorers:
-            scorer.to(device).eval().requires_grad_(False)
+        for model in self.modules:
+            model.to(device).eval().requires_grad_(False)
         return self
 
 
@@ -114,7 +123,7 @@ def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
 
 
 def load_models(
-    vqgan: str,
+    vqgan: str | None,
     clip: str | list[str],
     device: torch.device,
     vqgan_config: str | None = None,
@@ -122,15 +131,18 @@ def load_models(
     offline: bool = False,
     on_status: Callable[[str], None] | None = None,
 ) -> Models:
-    """The decoder and the CLIP ensemble; `clip` entries are SPEC[:weight]. `offline`: never
+    """The decoder (none when `vqgan` is None) and the CLIP ensemble; `clip` entries are
+    SPEC[:weight]. `offline`: never
     touch the network, fail at once if a model is not cached. `on_status(text)` hears what is
     being loaded (for a status line)."""
     from pixgen.prompts import clip_specs
 
     say = on_status or (lambda text: None)
     specs = clip_specs([clip] if isinstance(clip, str) else clip)
-    say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
-    decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt, offline)
+    decoder = None
+    if vqgan is not None:
+        say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
+        decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt, offline)
     scorers = []
     for spec, _ in specs:
         say(f"loading CLIP {spec}…")

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pixgen.cutouts import Cutouts
+from pixgen.drawers import as_drawer
 from pixgen.errors import NumericalFailure
 from pixgen.losses import prompt_loss
 from pixgen.ops import clamp_with_grad, codes_to_latent, quantize_st
@@ -111,7 +112,7 @@ def best_start(
     cutn: int | None = 8,
     checkpoint: Callable[[], None] | None = None,
 ) -> int:
-    """The index of the candidate starting latent whose image has the CLIP terms' lowest loss at
+    """The index of the candidate starting tensor whose image has the CLIP terms' lowest loss at
     the first step (see start_losses)."""
     losses = start_losses(decoder, terms, starts, generator, cutn, checkpoint)
     return min(range(len(starts)), key=losses.__getitem__)
@@ -126,7 +127,7 @@ def start_losses(
     cutn: int | None = 8,
     checkpoint: Callable[[], None] | None = None,
 ) -> list[float]:
-    """The CLIP terms' loss at the first step of each candidate starting latent's image. Each is
+    """The CLIP terms' loss at the first step of each candidate starting tensor's image. Each is
     scored on the same cutouts and the same augmentations (both random streams are rewound
     before each), `cutn` of them (a first look is cheap: 8 cutouts of
     each start cost about what one step's forward pass does). `checkpoint()` is called before
@@ -140,7 +141,7 @@ def start_losses(
         z = starts[i]
         generator.set_state(state)
         torch.set_rng_state(global_state)
-        image = render(decoder, z)
+        image = as_drawer(decoder).render(z)
         losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
     return losses
 
@@ -287,12 +288,13 @@ def lr_schedule(name: str, iterations: int) -> Schedule:
 
 
 class Loop:
-    """The optimisation of one latent, resumable: `run(until)` yields a Step after each
-    iteration and does no I/O.
+    """The optimisation of one drawer's tensor (a latent, for the VQGAN), resumable: `run(until)`
+    yields a Step after each iteration and does no I/O.
 
     Like a sampler that takes a model and a noise schedule, it takes `loss(image, z, step)` (an
     Objective) and a `schedule` of learning-rate multipliers (a Schedule; None: constant). It
-    owns what every step needs: the optimiser, the clamp to the codebook's range, the NaN
+    draws through `drawer` (pixgen.drawers; a VQGAN decoder is the vqgan drawer) and owns what
+    every step needs: the optimiser, the clamp to the drawer's range (the codebook's), the NaN
     rollback (a non-finite loss or latent rolls z back to the last good value and halves the
     learning rate; `max_failures` in a row raise NumericalFailure), what the run keeps
     (`save_best`: the lowest-loss step's latent; `ema`: a moving average; else the last), and
@@ -302,7 +304,7 @@ class Loop:
 
     def __init__(
         self,
-        decoder: VQGANDecoder,
+        drawer,
         loss: Callable[[Tensor, Tensor, int], Tensor],
         z: Tensor,
         generator: torch.Generator,
@@ -313,14 +315,13 @@ class Loop:
         save_best: bool = False,
         ema: float = 0.0,
     ):
-        self.decoder, self.loss, self.generator = decoder, loss, generator
+        self.drawer, self.loss, self.generator = as_drawer(drawer), loss, generator
+        self.decoder = getattr(self.drawer, "decoder", None)
         self.base_lr, self.schedule = lr, schedule or Schedule()
         self.optimizer, self.max_failures = optimizer, max_failures
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
         self.opt = OPTIMIZERS[optimizer]([self.z], lr=lr)
-        self.lo = decoder.codebook.min(0).values.view(1, -1, 1, 1)  # per-channel codebook range
-        self.hi = decoder.codebook.max(0).values.view(1, -1, 1, 1)
         self.step, self.failures, self.warned = 0, 0, False
         self.scale = 1.0  # halved on each numerical failure, and when the schedule says so
         self.save_best, self.ema = save_best, ema
@@ -337,7 +338,7 @@ class Loop:
             for group in self.opt.param_groups:
                 group["lr"] = self.base_lr * self.scale * self.schedule[self.step]
             self.opt.zero_grad(set_to_none=True)
-            image = render(self.decoder, self.z)
+            image = self.drawer.render(self.z)
             loss = self.loss(image, self.z, self.step + 1)
             ok = bool(torch.isfinite(loss))
             if ok and self.save_best and loss.item() < self.kept_loss:  # `loss` scores z before this update
@@ -345,8 +346,7 @@ class Loop:
             if ok:
                 loss.backward()
                 self.opt.step()
-                with torch.no_grad():
-                    self.z.copy_(torch.maximum(torch.minimum(self.z, self.hi), self.lo))
+                self.drawer.clamp_(self.z)
                 ok = bool(torch.isfinite(self.z).all())
             self.step += 1
             if ok:

@@ -183,8 +183,10 @@ def restyle(
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
     phase = Phases(on_status, should_stop)
     run = prepare(settings, models, offline, phase)
-    phase("loading the VQGAN encoder…")
-    encoder = load_encoder_for(run.settings).to(run.device)
+    encoder = None  # other drawers draw each frame by their own `fit` (pixgen.drawers)
+    if run.settings.drawer == "vqgan":
+        phase("loading the VQGAN encoder…")
+        encoder = load_encoder_for(run.settings).to(run.device)
     frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []
     previous = None  # the previous frame's result, as saved (8-bit)
@@ -251,10 +253,11 @@ def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> 
 
 def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_stop) -> torch.Tensor | None:
     """One frame's result image, started from the encoding of the frame blended with the previous
-    result; None when `should_stop()` said yes."""
+    result (for a drawer other than vqgan, `encoder` None: the drawer's fit of it); None when
+    `should_stop()` said yes."""
     from pixgen.api import make_loop
+    from pixgen.drawers import make_drawer
     from pixgen.init import encode
-    from pixgen.optimise import render
 
     s, device = run.settings, run.device
     image = frame() if isinstance(frame, _Lazy) else frame
@@ -262,7 +265,10 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
     start = init
     if previous is not None and blend > 0:  # blended as images: a blend of two latents can snap to unrelated codes
         start = torch.lerp(init, _to_tensor(previous, s.width, s.height, "stretch").to(device), blend)
-    z = encode(encoder, start)
+    if encoder is None:
+        z = make_drawer(s, run.models.decoder, device).fit(start, torch.Generator().manual_seed(s.seed))
+    else:
+        z = encode(encoder, start)
     loop = make_loop(run, start=(z, init))
     for step in loop.run(s.iterations):
         if on_step:
@@ -270,7 +276,7 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
         if should_stop and should_stop():
             return None
     with torch.no_grad():
-        return render(run.models.decoder, loop.result())
+        return loop.drawer.render(loop.result())
 
 
 def write_video(frames: list[Path], out: Path, fps: float, audio_from: Path | None) -> Path | None:

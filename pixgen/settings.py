@@ -35,6 +35,9 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 SCHEDULES = ("plain", "progressive")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_LOSSES = ("spherical", "cosine")
+# pixgen.drawers: what turns the optimised tensor into the image. Only vqgan needs a VQGAN.
+DRAWERS = ("vqgan", "pixel", "fft", "lines")
+DRAWER_LR = {"vqgan": 0.1, "pixel": 0.05, "fft": 0.03, "lines": 0.01}  # each drawer's --lr default
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MAX_SIDE = 8192
 # Upper bounds of the settings that size work or memory (each declared with its setting below):
@@ -46,6 +49,7 @@ MAX_PROMPT_CHARS = 10_000  # the prompt text (pixgen.prompts also bounds its par
 # own. Options that are not settings (--preset, --json...) pick one in pixgen.commands.options.
 PROMPTS = "Prompts"
 SIZE = "Size and steps"
+DRAWER = "Drawer"
 MODELS = "Models"
 CUTOUTS = "Cutouts and augmentation"
 OPTIMISER = "Optimiser"
@@ -54,7 +58,7 @@ INIT = "Init"
 VIDEO = "Video and zoom"
 OUTPUT = "Output"
 PERFORMANCE = "Performance"
-PANELS = (PROMPTS, SIZE, MODELS, CUTOUTS, OPTIMISER, REGULARISERS, INIT, VIDEO, OUTPUT, PERFORMANCE)
+PANELS = (PROMPTS, SIZE, DRAWER, MODELS, CUTOUTS, OPTIMISER, REGULARISERS, INIT, VIDEO, OUTPUT, PERFORMANCE)
 
 
 def setting(
@@ -108,7 +112,15 @@ class Settings:
     iterations: int = setting(
         300, "Optimisation steps (0: none, the start is the image).", short="-i", lo=0, hi=MAX_STEPS, panel=SIZE
     )
-    lr: float = setting(0.1, "Learning rate of the --optimizer on the latent.", lo=0, open_lo=True, panel=OPTIMISER)
+    lr: float | None = setting(
+        None,
+        "Learning rate of the --optimizer (default by drawer: "
+        + ", ".join(f"{k} {v:g}" for k, v in DRAWER_LR.items())
+        + ").",
+        lo=0,
+        open_lo=True,
+        panel=OPTIMISER,
+    )
     cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024, panel=CUTOUTS)
     cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True, panel=CUTOUTS)
     cut_min: float = setting(
@@ -233,13 +245,40 @@ class Settings:
     symmetry_weight: float = setting(0.0, "How strongly to pull toward the symmetry.", lo=0, panel=REGULARISERS)
     palette: list[str] = setting(
         [],
-        'Colours to pull toward: "#ff0000,#00ff00".',
+        'Colours, "#ff0000,#00ff00", or a named palette (gameboy, pico-8, c64, grayscale-4...): a hard '
+        "palette for the pixel and lines drawers, and what --palette-weight pulls toward.",
         metavar="#RGB,...",
         max_items=256,
         text="csv",
         panel=REGULARISERS,
     )
     palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0, panel=REGULARISERS)
+    drawer: str = setting(
+        "vqgan",
+        "What draws the image: vqgan (a VQGAN latent), pixel (a grid of flat cells), fft (a Fourier"
+        " spectrum) or lines (Bezier strokes). Only vqgan needs a VQGAN.",
+        choices=DRAWERS,
+        panel=DRAWER,
+    )
+    pixel_size: list[int] | None = setting(
+        None,
+        "pixel: the grid in cells, WxH (default by aspect: 40x40 square, 40x50 portrait, 80x45 wide).",
+        metavar="WxH",
+        lo=1,
+        hi=MAX_SIDE,
+        text="size",
+        panel=DRAWER,
+    )
+    strokes: int = setting(64, "lines: how many Bezier strokes.", lo=1, hi=4096, panel=DRAWER)
+    stroke_width: list[float] = setting(
+        [1.0, 5.0], "lines: the stroke widths' range in pixels, MIN,MAX.", metavar="MIN,MAX", text="pair", panel=DRAWER
+    )
+    fft_decay: float = setting(
+        1.0, "fft: the spectrum is scaled by 1/frequency^decay (higher: smoother).", lo=0, hi=4, panel=DRAWER
+    )
+    tile: bool = setting(
+        False, "A seamless texture: the image wraps around its edges, and so do the cutouts.", panel=DRAWER
+    )
     video: bool = setting(
         False, "Also write progress.mp4: a frame every step, streamed (needs imageio-ffmpeg).", panel=VIDEO
     )
@@ -349,16 +388,58 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
-    """``["#ff0000", "00f"]`` -> RGB triples in [0, 1]; a bad colour is a PixgenError."""
-    out = []
-    for c in colours:
-        h = str(c).strip().lstrip("#")
-        if len(h) == 3:
-            h = "".join(ch * 2 for ch in h)
-        if not re.fullmatch(r"[0-9a-fA-F]{6}", h):
-            raise PixgenError(f"setting 'palette': bad colour {c!r} (use #rrggbb or #rgb)")
-        out.append(tuple(int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)))
-    return out
+    """``["#ff0000", "00f"]`` or ``["gameboy"]`` -> RGB triples in [0, 1]; a bad colour or an
+    unknown palette name is a PixgenError (pixgen.palettes)."""
+    from pixgen.palettes import palette_colours
+
+    return palette_colours(colours)
+
+
+def drawer_lr(s: Settings) -> float:
+    """The learning rate a run uses: --lr, else its drawer's default (DRAWER_LR)."""
+    return s.lr if s.lr is not None else DRAWER_LR[s.drawer]
+
+
+def needs_vqgan(s: Settings) -> bool:
+    """Whether a run loads a VQGAN: only the vqgan drawer draws through one."""
+    return s.drawer == "vqgan"
+
+
+def zoom_on(s: Settings) -> bool:
+    """The zoom/pan video mode is on when any of its movements is."""
+    return s.zoom_scale != 1 or any(s.zoom_shift) or s.zoom_rotate != 0
+
+
+def pixel_grid(s: Settings) -> tuple[int, int]:
+    """The pixel drawer's grid (columns, rows): --pixel-size, else by aspect as pixray chooses
+    (40x40 square, 40x50 portrait, 80x45 wide), never more cells than pixels."""
+    if s.pixel_size:
+        return s.pixel_size[0], s.pixel_size[1]
+    w, h = s.size
+    cols, rows = (40, 40) if w == h else (40, 50) if h > w else (80, 45)
+    return min(cols, w), min(rows, h)
+
+
+def _check_drawer(s: Settings, need) -> None:
+    """The drawer settings, and what only the VQGAN drawer can do."""
+    if s.pixel_size is not None:
+        need(len(s.pixel_size) == 2, "pixel_size", f"expected [columns, rows], got {s.pixel_size}")
+        cols, rows = s.pixel_size
+        need(
+            cols <= s.size[0] and rows <= s.size[1],
+            "pixel_size",
+            f"a {cols}x{rows} grid is larger than the {s.size[0]}x{s.size[1]} image",
+        )
+    lo, hi = s.stroke_width if len(s.stroke_width) == 2 else (0, 0)
+    need(0 < lo <= hi <= MAX_SIDE, "stroke_width", f"expected MIN,MAX with 0 < MIN <= MAX, got {s.stroke_width}")
+    need(not (s.tile and zoom_on(s)), "tile", "a seamless tile cannot be zoomed or moved (drop --zoom-*)")
+    if s.drawer == "vqgan":
+        return
+    why = f"needs --drawer vqgan (drawer {s.drawer} has no VQGAN)"
+    need(not zoom_on(s), "drawer", f"the zoom video mode re-encodes through the VQGAN: it {why}")
+    need(s.schedule == "plain", "schedule", f"progressive halves the VQGAN latent: it {why}")
+    need(s.init_draws == 1, "init_draws", f"drawing several starting latents {why}")
+    need(s.init != "prior", "init", f"a prior draws VQGAN codes: --init prior {why}")
 
 
 def parse_size(text: str) -> list[int]:
@@ -592,3 +673,4 @@ def validate(s: Settings) -> None:
     )
     parse_palette(s.palette)
     need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")
+    _check_drawer(s, need)

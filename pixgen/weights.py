@@ -295,15 +295,15 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
 BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
 
 
-def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
+def missing_models(vqgan: str | None, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
     """[(kind, name, download name)] of the models a run needs that are not cached; never
     touches the network. Built-in models, local files and unknown names (which fail later, with
-    their own message) are not listed."""
+    their own message) are not listed; no VQGAN (`vqgan` None: a drawer that needs none) neither."""
     from pixgen.prompts import split_weight
     from pixgen.scorer import looks_like_path, parse_clip_spec
 
     missing = []
-    if not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
+    if vqgan is not None and not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
         name = canonical_vqgan(vqgan)
         folder = vqgan_dir(name)
         cached = (folder / "decoder.safetensors").is_file() or (
@@ -328,14 +328,15 @@ def missing_models(vqgan: str, clips: list[str], vqgan_config: str | None = None
 
 
 def check_models(
-    vqgan: str,
+    vqgan: str | None,
     clips: list[str],
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
     offline: bool = False,
 ):
     """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
-    or their hosts unreachable), one error naming all of them and one command fetching them all."""
+    or their hosts unreachable), one error naming all of them and one command fetching them all.
+    `vqgan` None: the run's drawer needs no VQGAN (the error says so)."""
     missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt)
     if not missing:
         return
@@ -352,12 +353,13 @@ def check_models(
             return  # they will be downloaded as the run loads them
         why = "their download hosts are unreachable"
     names = " ".join(n for _, _, n in missing)
+    no_vqgan = " (no VQGAN needed: the drawer draws without one)" if vqgan is None else ""
     raise PixgenError(
-        f"{len(missing)} model(s) this run needs are not cached and {why}: "
+        f"{len(missing)} model(s) this run needs{no_vqgan} are not cached and {why}: "
         + ", ".join(f"{kind} {label}" for kind, label, _ in missing)
         + f"; fetch them all with network: pixgen models download {names} "
-        "(or use files you have: --vqgan-config PATH --vqgan-ckpt PATH, --clip NAME:PATH; "
-        "offline demo: --preset shapes)"
+        f"(or use files you have: {'' if vqgan is None else '--vqgan-config PATH --vqgan-ckpt PATH, '}"
+        "--clip NAME:PATH; offline demo: --preset shapes)"
     )
 
 

@@ -110,6 +110,12 @@ def test_bad_prior_input_is_one_line_and_exit_2(cli, tmp_path, args, needle):
         assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_sample_needs_the_vqgan_drawer(cli, tmp_path):
+    code, _, err = cli("sample", "a cat", *SMOKE, "--drawer", "pixel")
+    assert code == 2 and "--drawer vqgan" in err
+
+
 def test_keep_more_than_drawn_is_refused(cli, tmp_path):
-    code, _, err = cli("sample", "a cat", *SMOKE, "--prior", _prior_file(tmp_path), "--prior-samples", "2", "--keep", "3")
+    prior = _prior_file(tmp_path)
+    code, _, err = cli("sample", "a cat", *SMOKE, "--prior", prior, "--prior-samples", "2", "--keep", "3")
     assert code == 2 and "--keep" in err

@@ -79,7 +79,7 @@ def test_every_flag_has_a_help_panel_and_a_default_as_typed():
     missing = [k for k, f in FIELDS.items() if f.metadata["cli"] and f.metadata["panel"] not in PANELS]
     assert not missing, f"settings with no help panel: {missing}"
     keys = ("iterations", "size", "lr", "zoom_shift", "gif", "video", "seed", "negative")
-    assert [default_text(k) for k in keys] == ["300", "256x256", "0.1", "0,0", "gif", "no-video", None, None]
+    assert [default_text(k) for k in keys] == ["300", "256x256", None, "0,0", "gif", "no-video", None, None]
     assert metavar_of("optimizer") == "[adam|adamw|adagrad|rmsprop|radam]"
     assert metavar_of("size") == "WxH" and metavar_of("cutn") is None
 

@@ -27,7 +27,7 @@ SERVER_KEYS = (
     "precision",
     "prior",  # a model file, like the VQGAN: the server's, not a request's
 )
-COMMON = ("prompt", "size", "iterations", "seed", "negative", "init_image")
+COMMON = ("prompt", "size", "iterations", "seed", "negative", "drawer", "init_image")
 PATH_KEYS = ("init_image", "image_prompts")
 
 

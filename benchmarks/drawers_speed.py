@@ -1,0 +1,115 @@
+"""Seconds per step of each drawer on the real architectures (random weights): ViT-B/32 at
+256x256 with 32 cutouts, against the VQGAN step (the imagenet f16 16384 decoder).
+
+Each drawer runs in its own process: the time to build its models (imports, CLIP, the decoder
+for vqgan only), then its first step, then the median of --steps timed steps.
+
+    .venv/bin/python benchmarks/drawers_speed.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+T0 = time.perf_counter()
+
+DRAWERS = {  # label -> settings
+    "vqgan": {"drawer": "vqgan"},
+    "pixel 40x40": {"drawer": "pixel"},
+    "pixel 40x40 pico-8 palette": {"drawer": "pixel", "palette": ["pico-8"]},
+    "fft": {"drawer": "fft"},
+    "lines 16 strokes": {"drawer": "lines", "strokes": 16},
+    "lines 64 strokes": {"drawer": "lines", "strokes": 64},
+    "lines 256 strokes": {"drawer": "lines", "strokes": 256},
+}
+
+
+def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str = "fp32") -> dict:
+    """Build the models and the loop for drawer `label`, run it; its figures."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from pixgen.cutouts import Cutouts
+    from pixgen.drawers import make_drawer
+    from pixgen.optimise import ClipTerm, Loop, Objective
+    from pixgen.prompts import parse_prompts
+    from pixgen.scorer import build_clip
+    from pixgen.settings import DRAWER_LR, load_settings
+    from pixgen.targets import Targets
+    from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch, VQGANDecoder
+
+    s = load_settings(
+        overrides={"prompt": "a watercolor portrait of a teacher", "size": [size, size], **DRAWERS[label]}
+    )
+    torch.manual_seed(0)
+    decoder = None
+    if s.drawer == "vqgan":
+        decoder = VQGANDecoder(VQGANArch("vq", 256, 16384, IMAGENET_F16_DDCONFIG)).eval().requires_grad_(False)
+        decoder.codebook.normal_()
+    scorer = build_clip("ViT-B-32").eval().requires_grad_(False)
+    if dtype == "bf16":  # the weights cast once, as --precision bf16 (auto, on a CPU with native bf16) does
+        for model in (decoder, scorer):
+            if model is not None:
+                model.cast(torch.bfloat16)
+    device = torch.device("cpu")
+    drawer = make_drawer(s, decoder, device)
+    g = torch.Generator().manual_seed(0)
+    if s.drawer == "vqgan":
+        from pixgen.optimise import init_latent
+
+        z = init_latent(decoder, size, size, g)
+    else:
+        z = drawer.start(g)
+    targets = Targets.from_prompts(scorer, parse_prompts(s.prompt))
+    term = ClipTerm(scorer, Cutouts(scorer.input_size, cutn, 1.0, 0.0, s.augment, 0.1), targets)
+    loop = Loop(drawer, Objective([term], g), z, g, DRAWER_LR[s.drawer])
+    ready = time.perf_counter() - T0
+    times = [step.seconds for step in loop.run(steps + 1)]
+    return {"ready_s": ready, "first_step": times[0], "seconds_per_step": statistics.median(times[1:])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--cutn", type=int, default=32)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", default="", help="these drawers only (labels, comma-separated)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one, a.size, a.cutn, a.steps, a.threads, a.precision)))
+        return
+    from speed import machine_header
+
+    print(machine_header())
+    print(
+        f"{a.size}x{a.size}, cutn {a.cutn}, ViT-B/32 (random weights), {a.precision}, {a.threads} thread(s); "
+        f"median of {a.steps} steps after the first; each drawer in its own process"
+    )
+    print("| drawer | s/step | VQGAN step / this | first step s | models built (s from start) |")
+    print("|---|---|---|---|---|")
+    base = None
+    for label in a.only.split(",") if a.only else DRAWERS:
+        cmd = [sys.executable, __file__, "--one", label, "--size", str(a.size), "--cutn", str(a.cutn)]
+        cmd += ["--steps", str(a.steps), "--threads", str(a.threads), "--precision", a.precision]
+        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        base = base or r["seconds_per_step"]
+        print(
+            f"| {label} | {r['seconds_per_step']:.2f} | {base / r['seconds_per_step']:.2f}x | "
+            f"{r['first_step']:.2f} | {r['ready_s']:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

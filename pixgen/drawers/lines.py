@@ -1,0 +1,106 @@
+"""The lines drawer: N cubic Bezier strokes on a paper colour, CLIPDraw-style, rasterised in pure
+torch by pixgen.strokes (a soft distance field to each curve) and written as SVG too.
+
+The tensor packs, per stroke, its 4 control points as fractions of the image's width and height,
+its width as a fraction of the --stroke-width range and its colour, then the paper colour: all in
+[0, 1], so one learning rate suits them all. With --tile the canvas is a torus (strokes wrap
+around the edges); with a palette the strokes and the paper snap to it, straight through."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pixgen.drawers import Drawer
+from pixgen.drawers.pixel import snap_to_palette
+
+PER_STROKE = 4 * 2 + 1 + 3  # control points, width, colour
+SOFTNESS = 1.0  # pixels of edge blur (pixgen.strokes)
+SAMPLES = 16  # points per curve
+INK = 0.1  # fit: a pixel further than this from the paper colour (in any channel) is drawn
+
+
+class LinesDrawer(Drawer):
+    name = "lines"
+
+    def __init__(self, strokes: int, size: tuple[int, int], widths, palette: Tensor | None, wrap: bool, device):
+        self.n, self.size, self.widths = strokes, size, widths
+        self.palette, self.wrap, self.device = palette, wrap, device
+
+    def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The tensor -> points (N, 4, 2) in pixels, widths (N,) in pixels, colours (N, 3) and
+        paper (3,), colours snapped to the palette when there is one."""
+        h, w = self.size
+        strokes, paper = params[:-3].view(self.n, PER_STROKE), params[-3:]
+        points = strokes[:, :8].reshape(self.n, 4, 2) * strokes.new_tensor([w, h])
+        lo, hi = self.widths
+        widths = lo + (hi - lo) * strokes[:, 8]
+        colours = strokes[:, 9:]
+        if self.palette is not None:
+            colours = snap_to_palette(colours.T[None, :, :, None], self.palette)[0, :, :, 0].T
+            paper = snap_to_palette(paper.view(1, 3, 1, 1), self.palette).view(3)
+        return points, widths, colours, paper
+
+    def pack(self, points: Tensor, widths: Tensor, colours: Tensor, paper: Tensor) -> Tensor:
+        """The inverse of `split` (before the palette): pixels and widths in pixels -> the tensor."""
+        h, w = self.size
+        lo, hi = self.widths
+        unit = ((widths - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
+        points = points / points.new_tensor([w, h])
+        strokes = torch.cat([points.reshape(self.n, 8), unit[:, None], colours[:, :3]], 1)
+        return torch.cat([strokes.reshape(-1), paper]).float().to(self.device)
+
+    def start(self, generator: torch.Generator) -> Tensor:
+        """Random short strokes of random colours (as CLIPDraw starts) on white paper."""
+        points, widths, colours = self._random(generator)
+        return self.pack(points, widths, colours, torch.ones(3))
+
+    def _random(self, generator: torch.Generator):
+        from pixgen.strokes import random_strokes
+
+        return random_strokes(self.n, *self.size, generator, self.widths)
+
+    def fit(self, image: Tensor, generator: torch.Generator) -> Tensor:
+        """A rough drawing of `image`, for a start: paper of the colour of the image's border (its
+        median), and random short strokes centred on the pixels that differ from it (anywhere,
+        if none do), each of the image's colour under its centre."""
+        points, widths, _ = self._random(generator)
+        image = image[0].float().cpu()
+        border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], 1)
+        paper = border.median(1).values
+        ink = ((image - paper[:, None, None]).abs().amax(0) > INK).flatten().float()
+        weights = ink if ink.any() else torch.ones_like(ink)
+        at = torch.multinomial(weights, self.n, replacement=True, generator=generator)
+        w = self.size[1]
+        centre = torch.stack([at % w, at // w], 1).float() + 0.5
+        points = points - points.mean(1, keepdim=True) + centre[:, None]
+        colours = image.flatten(1)[:, at].T
+        return self.pack(points if self.wrap else self._onto(points), widths, colours, paper)
+
+    def _onto(self, points: Tensor) -> Tensor:
+        h, w = self.size
+        return torch.stack([points[..., 0].clamp(0, w), points[..., 1].clamp(0, h)], -1)
+
+    def render(self, params: Tensor) -> Tensor:
+        from pixgen.strokes import rasterise
+
+        points, widths, colours, paper = self.split(params)
+        return rasterise(points, widths, colours, paper, *self.size, self.wrap, SOFTNESS, SAMPLES).clamp(0, 1)
+
+    def clamp_(self, params: Tensor) -> None:
+        """Colours, widths and the paper into [0, 1]; the points onto the canvas (with --tile
+        they may leave it: the canvas wraps)."""
+        with torch.no_grad():
+            strokes = params[:-3].view(self.n, PER_STROKE)
+            if not self.wrap:
+                strokes[:, :8].clamp_(0, 1)
+            strokes[:, 8:].clamp_(0, 1)
+            params[-3:].clamp_(0, 1)
+
+    def extras(self, params: Tensor) -> dict[str, bytes]:
+        """final.svg: the same strokes as an SVG document."""
+        from pixgen.strokes import to_svg
+
+        with torch.no_grad():
+            points, widths, colours, paper = self.split(params)
+        return {"final.svg": to_svg(points, widths, colours, paper, *self.size, self.wrap).encode()}
