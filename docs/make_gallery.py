@@ -24,16 +24,34 @@ from pixgen.shapes import world  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "gallery"
 
+# The shapes preset takes no steps (its start is the image): the controls that act through steps
+# get them here, as a user would give them with -i.
 EXAMPLES = [
     ("plain", "a red circle on a blue background", {}),
     ("negative", "a circle on a white background", {"negative": ["red"]}),
-    # story mode needs steps to move from the first phrase's composed start to the second
-    ("story", "a yellow square on a black background ^ a red circle on a blue background", {"iterations": 60}),
-    ("symmetry", "a green triangle on a white background", {"symmetry": "horizontal", "symmetry_weight": 50.0}),
-    ("palette", "a square on a background", {"palette": ["#e61e1e", "#fafafa"], "palette_weight": 5.0}),
+    # story mode needs steps to move from the first phrase's start to the second
+    (
+        "story",
+        "a yellow square on a black background ^ a red circle on a blue background",
+        {"iterations": 60, "lr": 0.2},
+    ),
+    (
+        "symmetry",
+        "a green triangle on a white background",
+        {"symmetry": "horizontal", "symmetry_weight": 50.0, "iterations": 20},
+    ),
+    (
+        "palette",
+        "a square on a background",
+        {"palette": ["#e61e1e", "#fafafa"], "palette_weight": 5.0, "iterations": 20},
+    ),
     ("image_prompt", "a shape", {"image_prompts": ["{square}:2"]}),
-    ("init_image", "a blue background with a red circle", {"init_image": "{square}", "init_weight": 5.0}),
-    ("perlin", "a yellow circle on a black background", {"init_noise": "perlin"}),
+    (
+        "init_image",
+        "a blue background with a red circle",
+        {"init_image": "{square}", "init_weight": 5.0, "iterations": 20},
+    ),
+    ("perlin", "a yellow circle on a black background", {"init_noise": "perlin", "iterations": 40, "lr": 0.1}),
 ]
 # The zoom/pan video mode: every 15 steps zoom in by 1.25 and pan left; the strip shows the
 # frame at the end of each segment.
