@@ -310,7 +310,9 @@ def load_prior(path, n_codes: int | None = None) -> Prior:
         if "pixgen_prior_arch" not in meta:
             raise PixgenError(f"{path} is not a pixgen prior file (no architecture metadata)")
         arch = PriorArch.from_json(meta["pixgen_prior_arch"])
-        sd = {k: v.float() for k, v in load_file(str(path)).items()}
+        sd = load_file(str(path))
+        for k in sd:  # one tensor at a time: the fp16 file's copy is freed as its fp32 one is made
+            sd[k] = sd[k].float()
     except PixgenError:
         raise
     except Exception as e:
@@ -324,14 +326,16 @@ def load_prior(path, n_codes: int | None = None) -> Prior:
 
 
 def build_prior(arch: PriorArch, sd: dict, source: str) -> Prior:
-    """A Prior of `arch` with the weights `sd` (taming's `attn.mask` buffers are dropped);
-    missing or unexpected weights are one PixgenError line."""
+    """A Prior of `arch` with the weights `sd` (taming's `attn.mask` buffers are dropped), which
+    it takes as they are: built on the meta device, so a 1.4B prior is neither initialised at
+    random nor held twice. Missing or unexpected weights are one PixgenError line."""
     from pixgen.errors import PixgenError
 
-    prior = Prior(arch)
+    with torch.device("meta"):
+        prior = Prior(arch)
     sd = {k: v for k, v in sd.items() if not k.endswith(".attn.mask")}
     try:
-        prior.load_state_dict(sd)
+        prior.load_state_dict(sd, assign=True)
     except RuntimeError as e:
         raise PixgenError(f"{source} does not fit its prior architecture: {str(e).splitlines()[1:2]}") from None
     return prior.eval().requires_grad_(False)
