@@ -79,7 +79,8 @@ def choose_classes(
     """The `k` classes most like the prompt: [(index, name, probability)], best first. The prompt
     is the weighted mean of the unit embeddings of its positive-weight texts; probabilities are
     the softmax over all classes at CLIP's logit scale. `on_progress(done, total)` hears the
-    class embedding when it is not cached (minutes the first time for a real CLIP on a CPU)."""
+    texts embedded when the class matrix is not cached (minutes the first time for a real CLIP
+    on a CPU: 1000 classes x 80 templates)."""
     classes = list(classes) if classes is not None else imagenet_classes()
     weights = list(weights) if weights is not None else [1.0] * len(prompt_texts)
     if len(weights) != len(prompt_texts):
@@ -116,16 +117,18 @@ def class_embeddings(
 
 
 def _embed_classes(scorer, classes, templates, on_progress=None, batch: int = 256) -> Tensor:
-    per_batch = max(1, batch // len(templates))
-    rows = []
-    for start in range(0, len(classes), per_batch):
-        names = classes[start : start + per_batch]
-        texts = [t.replace("{}", c) for c in names for t in templates]
-        e = encode_texts(scorer, texts).cpu().view(len(names), len(templates), -1)
-        rows.append(F.normalize(e.mean(1), dim=-1))
+    """Every class in every template, shortest texts first so that each batch is cut short."""
+    texts = [t.replace("{}", c) for c in classes for t in templates]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = None
+    for start in range(0, len(texts), batch):
+        rows = order[start : start + batch]
+        e = encode_texts(scorer, [texts[i] for i in rows]).cpu()
+        out = out if out is not None else torch.empty(len(texts), e.shape[1])
+        out[rows] = e
         if on_progress:
-            on_progress(start + len(names), len(classes))
-    return torch.cat(rows)
+            on_progress(start + len(rows), len(texts))
+    return F.normalize(out.view(len(classes), len(templates), -1).mean(1), dim=-1)
 
 
 @torch.no_grad()
