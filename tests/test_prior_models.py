@@ -227,3 +227,47 @@ def test_choose_classes_returns_the_top_k_sorted_and_caches_the_matrix(tiny_clip
 def test_choose_classes_needs_a_positive_prompt(tiny_clip):
     with pytest.raises(PixgenError, match="positive weight"):
         choose_classes(tiny_clip, ["a cat"], [-1.0], classes=CLASSES, templates=TEMPLATES)
+
+
+TINY = dict(
+    vocab_size=40, block_size=17, n_layer=1, n_head=2, n_embd=16, n_codes=32, grid=[4, 4], cond="class", cond_len=1
+)
+
+
+def test_models_download_fetches_converts_and_lists_a_prior(cli, tmp_path, monkeypatch):
+    from tests.test_weights import _Server
+
+    prior = Prior(PriorArch(**TINY))
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": {f"transformer.{k}": v for k, v in prior.state_dict().items()}}, ckpt)
+    server = _Server({"/tiny.ckpt": ckpt.read_bytes()})
+    try:
+        reg = _registry()
+        reg["priors"]["tiny_prior"] = dict(
+            REAL, vqgan="tiny", arch=TINY, ckpt=[server.url + "/gone.ckpt", server.url + "/tiny.ckpt"]
+        )
+        monkeypatch.setattr(weights, "registry", lambda: reg)
+        monkeypatch.setattr(prior_models, "registry", lambda: reg)
+        code, out, err = cli("models", "download", "tiny_prior")
+    finally:
+        server.close()
+    assert code == 0, err
+    path = weights.cache_dir() / "prior" / "tiny_prior" / "prior.safetensors"
+    assert out.strip() == f"tiny_prior: {path}" and not (path.parent / "last.ckpt").exists()
+    assert "prior/tiny_prior/last.ckpt" in weights._known_hashes()  # trust on first use, as for VQGANs
+    assert torch.equal(load_prior_model("tiny_prior", 32).tok_emb.weight, prior.tok_emb.weight.half().float())
+    assert prior_for_vqgan("tiny") == "tiny_prior"
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"transformer.tok_emb.weight": torch.zeros(2, 2)}, "callbacks": _Payload()}, path)
+    with pytest.raises(PixgenError, match="refusing to load"):
+        load_prior_model(str(path), 16384)
