@@ -28,6 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TOKENS_PER_IMAGE = 256
 
 
+def dtype_of(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def build(dtype_name: str):
     """The cin architecture with random weights in `dtype`, built without a second copy."""
     import torch
@@ -36,7 +42,7 @@ def build(dtype_name: str):
     from pixgen.weights import registry
 
     arch = PriorArch(**registry()["priors"]["cin_transformer"]["arch"])
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    dtype = dtype_of(dtype_name)
     with torch.device("meta"):
         prior = Prior(arch)
     prior = prior.to(dtype).to_empty(device="cpu")
@@ -78,6 +84,14 @@ def one(a) -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    if a.load_file:
+        from pixgen.prior_models import load_prior_model
+
+        t0 = time.perf_counter()
+        load_prior_model(a.load_file, 16384, dtype=dtype_of(a.dtype))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"load_s": time.perf_counter() - t0, "peak_rss_mb": rss}), flush=True)
+        return
     t0 = time.perf_counter()
     prior = build(a.dtype)
     out = {"build_s": time.perf_counter() - t0, "s_per_step": time_tokens(prior, a.batch, a.tokens)}
@@ -87,9 +101,10 @@ def one(a) -> None:
     print(json.dumps(out), flush=True)
 
 
-def spawn(dtype: str, batch: int, a) -> dict:
+def spawn(dtype: str, batch: int, a, load_file: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--one", "--dtype", dtype, "--batch", str(batch)]
     cmd += ["--tokens", str(a.tokens), "--threads", str(a.threads)] + (["--late"] if a.late else [])
+    cmd += ["--load-file", load_file] if load_file else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -111,6 +126,25 @@ def sampling_table(a) -> None:
                 f"{r['peak_rss_mb']:.0f} |",
                 flush=True,
             )
+
+
+def load_table(a) -> None:
+    """Loading the converted file (fp16 safetensors, 2.8 GB) as runs do, into fp32 or bf16."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "prior.safetensors")
+        prior = build("fp16")
+        save_file(prior.state_dict(), path, metadata={"pixgen_prior_arch": prior.arch.to_json()})
+        del prior
+        print("\nLoading the converted cin prior (fp16 safetensors, 2.8 GB; file in the page cache)")
+        print("| into | seconds | peak RSS MB |")
+        print("|---|---|---|")
+        for dtype in ("fp32", "bf16"):
+            r = spawn(dtype, 1, a, load_file=path)
+            print(f"| {dtype} | {r['load_s']:.1f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 
 def classes_table(a) -> None:
@@ -150,7 +184,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--late", action="store_true", help="also time steps after a 240-token prefix")
     p.add_argument("--sample-classes", type=int, default=8, help="classes timed for the CLIP table (0: skip it)")
+    p.add_argument("--load", action="store_true", help="also time loading the converted 2.8 GB file")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--load-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -165,6 +201,8 @@ def main() -> None:
     print(machine_header())
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
     sampling_table(a)
+    if a.load:
+        load_table(a)
     if a.sample_classes:
         classes_table(a)
 

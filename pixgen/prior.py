@@ -293,9 +293,11 @@ def read_prior_metadata(path) -> dict:
         return f.metadata() or {}
 
 
-def load_prior(path, n_codes: int | None = None) -> Prior:
-    """A prior written by `save_prior` (no pickle), in fp32. `n_codes`, the VQGAN's codebook
-    size, must match the prior's code vocabulary. Every failure is one PixgenError line."""
+def load_prior(path, n_codes: int | None = None, dtype: torch.dtype = torch.float32) -> Prior:
+    """A prior written by `save_prior` (no pickle), in `dtype` (fp32 unless the caller's edge
+    decides otherwise: bf16 goes straight from the file, never through fp32). `n_codes`, the
+    VQGAN's codebook size, must match the prior's code vocabulary. Every failure is one
+    PixgenError line."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -311,8 +313,8 @@ def load_prior(path, n_codes: int | None = None) -> Prior:
             raise PixgenError(f"{path} is not a pixgen prior file (no architecture metadata)")
         arch = PriorArch.from_json(meta["pixgen_prior_arch"])
         sd = load_file(str(path))
-        for k in sd:  # one tensor at a time: the fp16 file's copy is freed as its fp32 one is made
-            sd[k] = sd[k].float()
+        for k in sd:  # one tensor at a time: the file's copy is freed as the new one is made
+            sd[k] = sd[k].to(dtype)
     except PixgenError:
         raise
     except Exception as e:

@@ -100,11 +100,16 @@ def ensure_prior(name: str, offline: bool = False, show_progress: bool = True) -
     return out
 
 
-def load_prior_model(name_or_path: str, n_codes: int, offline: bool = False, on_status=None) -> Prior:
-    """A prior in fp32, eval mode: a registry name (downloaded and converted when needed),
-    "shapes", a `.safetensors` prior file, or a taming `.ckpt` (read safely, converted in memory).
-    `n_codes` is the VQGAN's codebook size; a prior drawing another vocabulary, a missing or
-    corrupt file are one PixgenError line. `on_status(text)` hears what is loaded."""
+def load_prior_model(
+    name_or_path: str, n_codes: int, offline: bool = False, on_status=None, dtype: torch.dtype | None = None
+) -> Prior:
+    """A prior in eval mode, in `dtype` (None: fp32): a registry name (downloaded and converted
+    when needed), "shapes", a `.safetensors` prior file, or a taming `.ckpt` (read safely,
+    converted in memory). `n_codes` is the VQGAN's codebook size; a prior drawing another
+    vocabulary, a missing or corrupt file are one PixgenError line. `on_status(text)` hears
+    what is loaded."""
+    import torch
+
     from pixgen.prior import build_prior, load_prior
 
     say = on_status or (lambda text: None)
@@ -119,12 +124,12 @@ def load_prior_model(name_or_path: str, n_codes: int, offline: bool = False, on_
             say(f"converting prior {path.name}…")
             arch, sd = read_taming_prior(path)
             _check_vocabulary(arch, n_codes, path)
-            return build_prior(arch, {k: v.float() for k, v in sd.items()}, str(path))
+            return build_prior(arch, {k: v.to(dtype or torch.float32) for k, v in sd.items()}, str(path))
         if path.suffix.lower() != ".safetensors" and not path.exists():
             known = ", ".join([*prior_entries(), "shapes"])
             raise PixgenError(f"unknown prior {name_or_path!r}: give one of {known}, or a .safetensors or .ckpt file")
     say(f"loading prior {path.name}…")
-    return load_prior(path, n_codes)
+    return load_prior(path, n_codes, dtype or torch.float32)
 
 
 def _check_vocabulary(arch: PriorArch, n_codes: int, path: Path) -> None:

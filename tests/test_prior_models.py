@@ -103,7 +103,8 @@ def test_registry_prior_converts_once_to_fp16_and_drops_the_checkpoint(cin, cli)
     for k, v in prior.state_dict().items():  # fp16 rounding and nothing else
         assert torch.equal(loaded.state_dict()[k], v.half().float()), k
     assert (_logits(loaded) - _logits(prior)).abs().max() < 1e-2  # logits spread about 1
-    assert load_prior_model("cin_transformer", 16384).arch == CIN  # no checkpoint needed now
+    again = load_prior_model("cin_transformer", 16384, dtype=torch.bfloat16)  # no checkpoint needed now
+    assert again.arch == CIN and {p.dtype for p in again.parameters()} == {torch.bfloat16}
     code, out_text, _ = cli("models", "list", "--json")
     row = next(r for r in __import__("json").loads(out_text) if r["name"] == "cin_transformer")
     assert (row["licence"], row["cached"]) == ("MIT", "yes")
