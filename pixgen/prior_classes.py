@@ -17,12 +17,12 @@ import logging
 import re
 import weakref
 from collections.abc import Callable, Sequence
-
-import torch
-from torch import Tensor
-from torch.nn import functional as F
+from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
+
+if TYPE_CHECKING:  # torch is imported where it is used: class_index checks --prior-class without it
+    from torch import Tensor
 
 log = logging.getLogger("pixgen")
 PROBE = "a photo of something"
@@ -64,6 +64,8 @@ def class_index(name: str, classes: Sequence[str] | None = None) -> int:
 
 def class_condition(index: int) -> Tensor:
     """The (1, 1) long condition of a class-conditional prior, as pixgen.prior.sample takes it."""
+    import torch
+
     return torch.tensor([[int(index)]], dtype=torch.long)
 
 
@@ -81,6 +83,9 @@ def choose_classes(
     the softmax over all classes at CLIP's logit scale. `on_progress(done, total)` hears the
     texts embedded when the class matrix is not cached (minutes the first time for a real CLIP
     on a CPU: 1000 classes x 80 templates)."""
+    import torch
+    from torch.nn import functional as F
+
     classes = list(classes) if classes is not None else imagenet_classes()
     weights = list(weights) if weights is not None else [1.0] * len(prompt_texts)
     if len(weights) != len(prompt_texts):
@@ -118,6 +123,9 @@ def class_embeddings(
 
 def _embed_classes(scorer, classes, templates, on_progress=None, batch: int = 256) -> Tensor:
     """Every class in every template, shortest texts first so that each batch is cut short."""
+    import torch
+    from torch.nn import functional as F
+
     texts = [t.replace("{}", c) for c in classes for t in templates]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = None
@@ -131,15 +139,23 @@ def _embed_classes(scorer, classes, templates, on_progress=None, batch: int = 25
     return F.normalize(out.view(len(classes), len(templates), -1).mean(1), dim=-1)
 
 
-@torch.no_grad()
 def encode_texts(scorer, texts: list[str]) -> Tensor:
     """(N, D) float32 unit text embeddings, as `scorer.encode_text` gives them. For open_clip's
     CLIP (causal text tower, pooled at the end-of-text token) the padding after the longest
-    text is cut first: the same embeddings, 3-5x sooner for short texts such as class prompts."""
+    text is cut first: the same embeddings, about 5x sooner for short texts such as class prompts."""
+    import torch
+
     model = scorer.model
     if not _cuttable(model):
         return scorer.encode_text(texts)
-    tokens = scorer.tokenizer(texts).to(scorer.mean.device)
+    with torch.no_grad():
+        return _encode_cut(model, scorer.tokenizer(texts).to(scorer.mean.device))
+
+
+def _encode_cut(model, tokens: Tensor) -> Tensor:
+    import torch
+    from torch.nn import functional as F
+
     n = int((tokens != 0).sum(1).max())  # the tokenizer pads with 0; the end-of-text id is the largest
     tokens = tokens[:, :n]
     cast = model.transformer.get_cast_dtype()
@@ -171,6 +187,7 @@ def _disk_path(name: str, key: str):
 def _read_cached(path, probe: Tensor) -> Tensor | None:
     """The cached matrix at `path` when it was made by a CLIP that embeds the probe the same."""
     from safetensors.torch import load_file
+    from torch.nn import functional as F
 
     if not path.is_file():
         return None
