@@ -95,7 +95,10 @@ def ensure_prior(name: str, offline: bool = False, show_progress: bool = True) -
             hash_key=f"prior/{name}/last.ckpt",
             show_progress=show_progress,
         )
-    convert_prior(ckpt, out, PriorArch(**entry["arch"]))
+    try:
+        convert_prior(ckpt, out, PriorArch(**entry["arch"]))
+    except PixgenError as e:
+        raise PixgenError(f"{e}; delete {ckpt} and run `pixgen models download {name}` again") from None
     ckpt.unlink()  # the VQGAN and training state in it are never read; the hash stays recorded
     return out
 
@@ -129,7 +132,12 @@ def load_prior_model(
             known = ", ".join([*prior_entries(), "shapes"])
             raise PixgenError(f"unknown prior {name_or_path!r}: give one of {known}, or a .safetensors or .ckpt file")
     say(f"loading prior {path.name}…")
-    return load_prior(path, n_codes, dtype or torch.float32)
+    try:
+        return load_prior(path, n_codes, dtype or torch.float32)
+    except PixgenError as e:
+        if name_or_path not in prior_entries() or "unreadable" not in str(e):
+            raise
+        raise PixgenError(f"{e}; delete it and run `pixgen models download {name_or_path}` again") from None
 
 
 def _check_vocabulary(arch: PriorArch, n_codes: int, path: Path) -> None:

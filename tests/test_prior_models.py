@@ -163,6 +163,17 @@ def test_vocabulary_mismatch_and_bad_files_are_one_line(cin, tmp_path):
         load_prior_model("nope", 16384)
 
 
+def test_a_corrupt_cached_prior_says_how_to_fetch_it_again():
+    folder = weights.cache_dir() / "prior" / "cin_transformer"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(PixgenError, match=r"not a readable torch checkpoint.*delete .*last.ckpt and run"):
+        load_prior_model("cin_transformer", 16384)
+    (folder / "prior.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(PixgenError, match=r"unreadable.*delete it and run `pixgen models download cin_transformer`"):
+        load_prior_model("cin_transformer", 16384)
+
+
 def test_a_checkpoint_of_other_shapes_is_refused(tmp_path):
     small = Prior(PriorArch(**dict(REAL["arch"], n_layer=1, n_embd=48, n_head=2)))
     path = tmp_path / "other.ckpt"
