@@ -7,10 +7,11 @@ taming's recommended filter (top-k 600, top-p 0.92), one warm-up token first. A 
 256 tokens: seconds per image are extrapolated from the timed tokens, which is honest to a few
 per cent because a token's cost is its weights (2.8 GFLOP), not its attention over the cache
 (under 3% of it even at the 256th token); `--late` also times tokens after a 240-token prefix to
-show it. A second table times CLIP embedding ImageNet's classes (1000 x 80 templates, ViT-B/32).
+show it. A second table times loading the converted file (fp16 safetensors) into fp32 and bf16,
+and a third CLIP embedding ImageNet's classes (1000 x 80 templates, ViT-B/32).
 
     .venv/bin/python benchmarks/prior_speed.py                  # the table in BENCHMARKS.md
-    .venv/bin/python benchmarks/prior_speed.py --tokens 8 --batches 1 --dtypes bf16
+    .venv/bin/python benchmarks/prior_speed.py --tokens 8 --batches 1 --dtypes bf16 --tables sampling
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ def main() -> None:
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--late", action="store_true", help="also time steps after a 240-token prefix")
-    p.add_argument("--sample-classes", type=int, default=8, help="classes timed for the CLIP table (0: skip it)")
-    p.add_argument("--load", action="store_true", help="also time loading the converted 2.8 GB file")
+    p.add_argument("--sample-classes", type=int, default=8, help="classes timed for the CLIP table")
+    p.add_argument("--tables", default="sampling,load,classes", help="which of sampling,load,classes to run")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -200,10 +201,12 @@ def main() -> None:
 
     print(machine_header())
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
-    sampling_table(a)
-    if a.load:
+    tables = a.tables.split(",")
+    if "sampling" in tables:
+        sampling_table(a)
+    if "load" in tables:
         load_table(a)
-    if a.sample_classes:
+    if "classes" in tables:
         classes_table(a)
 
 

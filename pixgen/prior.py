@@ -300,8 +300,6 @@ def load_prior(path, n_codes: int | None = None, dtype: torch.dtype = torch.floa
     PixgenError line."""
     from pathlib import Path
 
-    from safetensors.torch import load_file
-
     from pixgen.errors import PixgenError
 
     path = Path(path)
@@ -312,19 +310,31 @@ def load_prior(path, n_codes: int | None = None, dtype: torch.dtype = torch.floa
         if "pixgen_prior_arch" not in meta:
             raise PixgenError(f"{path} is not a pixgen prior file (no architecture metadata)")
         arch = PriorArch.from_json(meta["pixgen_prior_arch"])
-        sd = load_file(str(path))
-        for k in sd:  # one tensor at a time: the file's copy is freed as the new one is made
-            sd[k] = sd[k].to(dtype)
+        if n_codes is not None and arch.n_codes != n_codes:  # before reading gigabytes of weights
+            raise PixgenError(
+                f"prior {path.name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
+                "they were not trained together"
+            )
+        sd = _read_tensors(path, dtype)
     except PixgenError:
         raise
     except Exception as e:
         raise PixgenError(f"prior weights {path} are unreadable: {str(e).splitlines()[0]}") from None
-    if n_codes is not None and arch.n_codes != n_codes:
-        raise PixgenError(
-            f"prior {path.name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
-            "they were not trained together"
-        )
     return build_prior(arch, sd, str(path))
+
+
+def _read_tensors(path, dtype: torch.dtype) -> dict:
+    """The file's tensors, each read and cast in turn. Read with pread where safetensors has it
+    (0.7+): the file is not mapped into the process, so the peak is the cast weights alone (the
+    1.4B cin prior into bf16: 2.8 GB, not 5.9)."""
+    from safetensors import safe_open
+
+    try:
+        f = safe_open(str(path), "pt", backend="pread")
+    except TypeError:  # an older safetensors: memory-mapped
+        f = safe_open(str(path), "pt")
+    with f:
+        return {k: f.get_tensor(k).to(dtype) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
 
 
 def build_prior(arch: PriorArch, sd: dict, source: str) -> Prior:
