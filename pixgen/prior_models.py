@@ -113,12 +113,13 @@ def load_prior_model(
     what is loaded."""
     import torch
 
-    from pixgen.prior import build_prior, load_prior
+    from pixgen.prior import PriorArch, build_prior, load_prior
 
     say = on_status or (lambda text: None)
     if name_or_path == "shapes":
         path = SHAPES_PRIOR
     elif name_or_path in prior_entries():
+        _check_vocabulary(PriorArch(**prior_entries()[name_or_path]["arch"]), n_codes, Path(name_or_path))
         say(f"preparing prior {name_or_path}…")
         path = ensure_prior(name_or_path, offline)
     else:

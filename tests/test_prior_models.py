@@ -145,6 +145,8 @@ def test_vocabulary_mismatch_and_bad_files_are_one_line(cin, tmp_path):
     prior, ckpt = cin
     with pytest.raises(PixgenError, match="draws 16384 codes but the VQGAN's codebook has 1024"):
         load_prior_model(str(ckpt), n_codes=1024)
+    with pytest.raises(PixgenError, match="cin_transformer draws 16384 codes but the VQGAN's codebook has 1024"):
+        load_prior_model("cin_transformer", 1024)  # before anything is downloaded
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
     with pytest.raises(PixgenError, match="unreadable"):
