@@ -141,9 +141,11 @@ def _models(settings: Settings, models, device, offline: bool, on_status: Callab
     if not vqgan and on_status:
         on_status(f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
+        from pixgen.sampler import prior_name
         from pixgen.weights import check_models
 
-        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)
+        prior = prior_name(s) if s.init == "prior" and vqgan else None
+        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, offline, prior)
         vqgan_name = s.vqgan if vqgan else None
         return load_models(vqgan_name, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
     if vqgan and models.decoder is None:

@@ -43,11 +43,9 @@ def prior_name(settings) -> str:
         return settings.prior
     if settings.vqgan in BUILTIN_PRIORS:
         return settings.vqgan
-    try:
-        from pixgen.prior_models import prior_for_vqgan
-    except ImportError:  # no registry of real priors
-        prior_for_vqgan = None
-    name = prior_for_vqgan(settings.vqgan) if prior_for_vqgan and not settings.vqgan_ckpt else None
+    from pixgen.prior_models import prior_for_vqgan
+
+    name = None if settings.vqgan_ckpt else prior_for_vqgan(settings.vqgan)
     if name is None:
         raise PixgenError(f"setting 'prior': no prior is known for the VQGAN {settings.vqgan!r} (give --prior)")
     return name
@@ -61,16 +59,16 @@ def load_run_prior(run, offline: bool = False, on_status=None) -> Prior:
     cache = models.__dict__.setdefault("priors", {})
     if name not in cache:
         n_codes = models.decoder.codebook.shape[0]
+        dtype = run.precision.weights if run.precision is not None else torch.float32
         path = BUILTIN_PRIORS.get(name) or (Path(name) if name.endswith(".safetensors") else None)
         if path is not None:
-            prior = load_prior(path, n_codes)
+            prior = load_prior(path, n_codes, dtype)
             prior.clip_name = read_prior_metadata(path).get("pixgen_prior_clip")
         else:
             from pixgen.prior_models import load_prior_model
 
-            prior = load_prior_model(name, n_codes, offline, on_status)
-        dtype = run.precision.weights if run.precision is not None else torch.float32
-        cache[name] = prior.to(run.device, dtype)
+            prior = load_prior_model(name, n_codes, offline, on_status, dtype)
+        cache[name] = prior.to(run.device)
     return cache[name]
 
 
@@ -107,7 +105,7 @@ def condition_for(prior: Prior, run) -> Condition:
 
 
 def _class_condition(run, texts: list[str], weights: list[float]) -> Condition:
-    from pixgen.prior_models import choose_classes, class_condition, class_index, imagenet_classes
+    from pixgen.prior_classes import choose_classes, class_condition, class_index, imagenet_classes
 
     if run.settings.prior_class:
         index = class_index(run.settings.prior_class)

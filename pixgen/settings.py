@@ -673,4 +673,11 @@ def validate(s: Settings) -> None:
     )
     parse_palette(s.palette)
     need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")
+    if s.prior_class:
+        from pixgen.prior_classes import class_index
+
+        try:
+            class_index(s.prior_class)
+        except PixgenError as e:
+            raise PixgenError(f"setting 'prior_class': {e}") from None
     _check_drawer(s, need)

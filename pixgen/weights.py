@@ -295,10 +295,17 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
 BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
 
 
-def missing_models(vqgan: str | None, clips: list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None):
-    """[(kind, name, download name)] of the models a run needs that are not cached; never
-    touches the network. Built-in models, local files and unknown names (which fail later, with
-    their own message) are not listed; no VQGAN (`vqgan` None: a drawer that needs none) neither."""
+def missing_models(
+    vqgan: str | None,
+    clips: list[str],
+    vqgan_config: str | None = None,
+    vqgan_ckpt: str | None = None,
+    prior: str | None = None,
+):
+    """[(kind, name, download name)] of the models a run needs that are not cached (`prior`: the
+    registry prior it draws its start from, if any); never touches the network. Built-in models,
+    local files and unknown names (which fail later, with their own message) are not listed; no
+    VQGAN (`vqgan` None: a drawer that needs none) neither."""
     from pixgen.prompts import split_weight
     from pixgen.scorer import looks_like_path, parse_clip_spec
 
@@ -324,6 +331,10 @@ def missing_models(vqgan: str | None, clips: list[str], vqgan_config: str | None
         cfg = open_clip.get_pretrained_cfg(arch, ref)
         if cfg and not _clip_cached(cfg, cache_dir() / "clip"):
             missing.append(("CLIP", spec, spec))
+    if prior:
+        from pixgen.prior_models import missing_prior
+
+        missing += [m for m in [missing_prior(prior)] if m]
     return missing
 
 
@@ -333,11 +344,12 @@ def check_models(
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
     offline: bool = False,
+    prior: str | None = None,
 ):
     """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
     or their hosts unreachable), one error naming all of them and one command fetching them all.
     `vqgan` None: the run's drawer needs no VQGAN (the error says so)."""
-    missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt)
+    missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt, prior)
     if not missing:
         return
     if offline_requested(offline):
@@ -345,8 +357,8 @@ def check_models(
     else:
         hosts = []
         for kind, _, name in missing:
-            if kind == "VQGAN":
-                hosts.append(registry()["vqgan"][name]["ckpt"][0])
+            if kind in ("VQGAN", "prior"):
+                hosts.append(registry()["vqgan" if kind == "VQGAN" else "priors"][name]["ckpt"][0])
             else:
                 hosts.append("https://huggingface.co")
         if all(reachable(h) for h in dict.fromkeys(hosts)):
@@ -404,7 +416,7 @@ def clip_rows() -> list[tuple[str, str]]:
 
 
 def fetch_models(names: list[str], defaults: bool = False, offline: bool = False, on_fetched=None) -> list[Path]:
-    """Download VQGANs (by name) and CLIPs (NAME:TAG) into the cache; with `defaults` also the
+    """Download VQGANs and priors (by name) and CLIPs (NAME:TAG) into the cache; with `defaults` also the
     default VQGAN and CLIP. `on_fetched(name, path)` hears each one as it is ready. Those that
     fail do not stop the others; then one PixgenError names them all."""
     names = list(names)
@@ -418,6 +430,10 @@ def fetch_models(names: list[str], defaults: bool = False, offline: bool = False
         try:
             if ":" in name:
                 path = clip_weights_file(*name.split(":", 1), offline)
+            elif name in (registry().get("priors") or {}):
+                from pixgen.prior_models import ensure_prior
+
+                path = ensure_prior(name, offline)
             else:
                 path = ensure_vqgan(name, offline)
         except PixgenError as e:

@@ -24,7 +24,8 @@ def models_list(
     ] = False,
     json_out: JsonOpt = False,
 ):
-    """Every registered VQGAN (with its other names): kind, size, whether cached, licence."""
+    """Every registered VQGAN (with its other names) and prior: kind, size, whether cached, licence."""
+    from pixgen.prior_models import prior_rows
     from pixgen.weights import clip_rows, registry, vqgan_rows
 
     if clip:
@@ -34,7 +35,7 @@ def models_list(
         else:
             console.table(["CLIP (use as NAME:TAG)", "cached"], rows, optional=(1,))
         return
-    rows = vqgan_rows()
+    rows = vqgan_rows() + prior_rows()
     if json_out:
         records = [dict(zip(VQGAN_COLUMNS, row, strict=True)) for row in rows]
         console.echo_json([dict(r, also=[a for a in r["also"].split(", ") if a]) for r in records])
@@ -48,24 +49,26 @@ def models_list(
 
 @app.command("download")
 def models_download(
-    names: Annotated[list[str] | None, typer.Argument(help="VQGAN names, or CLIP NAME:TAG.")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="VQGAN or prior names, or CLIP NAME:TAG.")] = None,
     defaults: Annotated[
         bool, typer.Option("--defaults", help="Also fetch the default VQGAN and CLIP (what a plain run needs).")
     ] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Only check the cache.")] = False,
 ):
-    """Download models into the cache (VQGANs are converted to decoder-only safetensors)."""
+    """Download models into the cache (VQGANs are converted to decoder-only safetensors, priors to
+    transformer-only fp16 safetensors)."""
     from pixgen.weights import fetch_models
 
     fetch_models(names or [], defaults, offline, on_fetched=lambda name, path: typer.echo(f"{name}: {path}"))
 
 
 @app.command("info")
-def models_info(name: Annotated[str, typer.Argument(help="A VQGAN name.")]):
-    """Architecture, scale factor, codebook size and cache paths of a VQGAN."""
+def models_info(name: Annotated[str, typer.Argument(help="A VQGAN or prior name.")]):
+    """Architecture, scale factor, codebook size and cache paths of a VQGAN (or a prior)."""
+    from pixgen.prior_models import describe_prior, prior_entries
     from pixgen.weights import describe_vqgan
 
-    for line in describe_vqgan(name):
+    for line in describe_prior(name) if name in prior_entries() else describe_vqgan(name):
         typer.echo(line)
 
 

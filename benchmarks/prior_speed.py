@@ -1,0 +1,214 @@
+"""Sampling speed of taming's ImageNet class-conditional transformer (cin_transformer: 48 layers,
+width 1536, 24 heads, vocabulary 16384, 1.4B parameters) on this machine, random weights.
+
+Each (dtype, batch) runs in its own process for a clean peak RSS: the model is built in that
+dtype, the class prefix is run, then `--tokens` codes are drawn through the key/value cache with
+taming's recommended filter (top-k 600, top-p 0.92), one warm-up token first. A full image is
+256 tokens: seconds per image are extrapolated from the timed tokens, which is honest to a few
+per cent because a token's cost is its weights (2.8 GFLOP), not its attention over the cache
+(under 3% of it even at the 256th token); `--late` also times tokens after a 240-token prefix to
+show it. A second table times loading the converted file (fp16 safetensors) into fp32 and bf16,
+and a third CLIP embedding ImageNet's classes (1000 x 80 templates, ViT-B/32).
+
+    .venv/bin/python benchmarks/prior_speed.py                  # the table in BENCHMARKS.md
+    .venv/bin/python benchmarks/prior_speed.py --tokens 8 --batches 1 --dtypes bf16 --tables sampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TOKENS_PER_IMAGE = 256
+
+
+def dtype_of(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def build(dtype_name: str):
+    """The cin architecture with random weights in `dtype`, built without a second copy."""
+    import torch
+
+    from pixgen.prior import Prior, PriorArch
+    from pixgen.weights import registry
+
+    arch = PriorArch(**registry()["priors"]["cin_transformer"]["arch"])
+    dtype = dtype_of(dtype_name)
+    with torch.device("meta"):
+        prior = Prior(arch)
+    prior = prior.to(dtype).to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in prior.named_parameters():
+            if "ln" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            elif "ln" in name or name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).mul_(0.02).to(dtype))
+    return prior.eval().requires_grad_(False)
+
+
+def time_tokens(prior, batch: int, tokens: int, prefix_codes: int = 0) -> float:
+    """Seconds per cached sampling step at `batch`, after the class token and `prefix_codes` codes."""
+    import torch
+
+    from pixgen.prior import KVCache, filter_logits
+
+    g = torch.Generator().manual_seed(0)
+    cache = KVCache(prior.arch, batch, "cpu", prior.tok_emb.weight.dtype)
+    cond = prior.condition(torch.full((batch, 1), 3, dtype=torch.long))
+    codes = torch.randint(0, prior.arch.n_codes, (batch, prefix_codes), generator=g)
+    with torch.no_grad():
+        logits = prior(codes, cond, cache)[:, -1]
+        times = []
+        for _ in range(tokens + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            probs = filter_logits(logits.float(), 1.0, 600, 0.92).softmax(-1)
+            step = torch.multinomial(probs, 1, generator=g)
+            logits = prior(step, None, cache)[:, -1]
+            times.append(time.perf_counter() - t0)
+    return sum(times[1:]) / tokens
+
+
+def one(a) -> None:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    if a.load_file:
+        from pixgen.prior_models import load_prior_model
+
+        t0 = time.perf_counter()
+        load_prior_model(a.load_file, 16384, dtype=dtype_of(a.dtype))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"load_s": time.perf_counter() - t0, "peak_rss_mb": rss}), flush=True)
+        return
+    t0 = time.perf_counter()
+    prior = build(a.dtype)
+    out = {"build_s": time.perf_counter() - t0, "s_per_step": time_tokens(prior, a.batch, a.tokens)}
+    if a.late:
+        out["late_s_per_step"] = time_tokens(prior, a.batch, max(2, a.tokens // 4), prefix_codes=240)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out), flush=True)
+
+
+def spawn(dtype: str, batch: int, a, load_file: str | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--one", "--dtype", dtype, "--batch", str(batch)]
+    cmd += ["--tokens", str(a.tokens), "--threads", str(a.threads)] + (["--late"] if a.late else [])
+    cmd += ["--load-file", load_file] if load_file else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def sampling_table(a) -> None:
+    print(f"cin_transformer, random weights; {a.tokens} timed tokens after 1 warm-up, top-k 600, top-p 0.92")
+    print(
+        "| dtype | batch | s per step | tokens/s | s per image (x256, extrapolated) | late / early step | peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for dtype in a.dtypes.split(","):
+        for batch in (int(b) for b in a.batches.split(",")):
+            r = spawn(dtype, batch, a)
+            step = r["s_per_step"]
+            late = f"{r['late_s_per_step'] / step:.2f}" if "late_s_per_step" in r else "-"
+            per_image = step * TOKENS_PER_IMAGE / batch
+            print(
+                f"| {dtype} | {batch} | {step:.3f} | {batch / step:.1f} | {per_image:.1f} | {late} | "
+                f"{r['peak_rss_mb']:.0f} |",
+                flush=True,
+            )
+
+
+def load_table(a) -> None:
+    """Loading the converted file (fp16 safetensors, 2.8 GB) as runs do, into fp32 or bf16."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "prior.safetensors")
+        prior = build("fp16")
+        save_file(prior.state_dict(), path, metadata={"pixgen_prior_arch": prior.arch.to_json()})
+        del prior
+        print("\nLoading the converted cin prior (fp16 safetensors, 2.8 GB; file in the page cache)")
+        print("| into | seconds | peak RSS MB |")
+        print("|---|---|---|")
+        for dtype in ("fp32", "bf16"):
+            r = spawn(dtype, 1, a, load_file=path)
+            print(f"| {dtype} | {r['load_s']:.1f} | {r['peak_rss_mb']:.0f} |", flush=True)
+
+
+def classes_table(a) -> None:
+    """CLIP ViT-B/32 (random weights, the real shapes) embedding a sample of ImageNet's class
+    prompts through pixgen.prior_classes, extrapolated to all 1000 x 80."""
+    import random
+
+    import torch
+
+    from pixgen import prior_classes as pc
+    from pixgen.scorer import build_clip
+
+    torch.set_num_threads(a.threads)
+    classes, templates = pc.imagenet_classes(), pc.imagenet_templates()
+    sample = random.Random(0).sample(classes, a.sample_classes)
+    texts = [t.replace("{}", c) for c in sample for t in templates]
+    print(f"\nViT-B/32 text tower, {len(texts)} ImageNet class prompts timed, extrapolated to 80,000")
+    print("| dtype | open_clip encode_text (77 tokens), s | pixgen (padding cut, shortest first), s |")
+    print("|---|---|---|")
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        scorer = build_clip("ViT-B-32").cast(dtype)
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), 256):
+            scorer.encode_text(texts[i : i + 256])
+        full = (time.perf_counter() - t0) * 80000 / len(texts)
+        t0 = time.perf_counter()
+        pc._embed_classes(scorer, sample, templates)
+        cut = (time.perf_counter() - t0) * 80000 / len(texts)
+        print(f"| {name} | {full:.0f} | {cut:.0f} |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--batches", default="1,16")
+    p.add_argument("--dtypes", default="fp32,bf16")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--late", action="store_true", help="also time steps after a 240-token prefix")
+    p.add_argument("--sample-classes", type=int, default=8, help="classes timed for the CLIP table")
+    p.add_argument("--tables", default="sampling,load,classes", help="which of sampling,load,classes to run")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--load-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        one(a)
+        return
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from benchmarks.speed import machine_header
+
+    print(machine_header())
+    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    tables = a.tables.split(",")
+    if "sampling" in tables:
+        sampling_table(a)
+    if "load" in tables:
+        load_table(a)
+    if "classes" in tables:
+        classes_table(a)
+
+
+if __name__ == "__main__":
+    main()
