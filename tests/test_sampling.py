@@ -119,3 +119,22 @@ def test_keep_more_than_drawn_is_refused(cli, tmp_path):
     prior = _prior_file(tmp_path)
     code, _, err = cli("sample", "a cat", *SMOKE, "--prior", prior, "--prior-samples", "2", "--keep", "3")
     assert code == 2 and "--keep" in err
+
+
+def test_a_class_conditional_prior_draws_the_named_class(tmp_path):
+    """taming's cin layout (the class a token of the codes' own table, one condition position),
+    small: --prior-class picks the condition and run.json says which."""
+    from pixgen.api import generate
+    from pixgen.settings import load_settings
+
+    arch = PriorArch(
+        vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16, n_codes=64, grid=(4, 4), cond="class",
+        cond_len=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    save_prior(tmp_path / "cin.safetensors", Prior(arch), torch.float32)
+    sets = ["init=prior", f"prior={tmp_path / 'cin.safetensors'}", "prior_samples=2", "iterations=0", "seed=1"]
+    sets.append("prior_class=tabby cat")
+    s = load_settings("smoke", overrides={"prompt": "a cat", "output_dir": str(tmp_path)}, sets=sets)
+    record = json.loads((generate(s).run_dir / "run.json").read_text())
+    assert "'tabby cat' (--prior-class)" in record["start"]["condition"]
