@@ -97,11 +97,15 @@ def condition_for(prior: Prior, run) -> Condition:
 
         main = texts[max(range(len(texts)), key=weights.__getitem__)] if texts else ""
         return Condition(text_condition(prior.arch, scorer.tokenizer, [main]), f"caption tokens of {main!r}")
+    if not texts:
+        return Condition(prior.null_condition(1, "cpu"), "nothing (no positive prompt)")
+    steer = [p for p in (*run.plan.phases[0], *run.plan.negatives)]  # negatives subtract
     with torch.no_grad():
-        embeds = F.normalize(scorer.encode_text(texts).float(), dim=-1) if texts else torch.zeros(0)
-    w = torch.tensor(weights, device=embeds.device)[:, None]
-    value = F.normalize((embeds * w).sum(0), dim=0)[None] if texts else prior.null_condition(1, "cpu")
-    return Condition(value, f"{scorer.name} text embedding of the prompt")
+        embeds = F.normalize(scorer.encode_text([p.text for p in steer]).float(), dim=-1)
+    w = torch.tensor([p.weight for p in steer], device=embeds.device)[:, None]
+    value = F.normalize((embeds * w).sum(0), dim=0)[None]
+    less = " less the negatives" if w.min() < 0 else ""
+    return Condition(value, f"{scorer.name} text embedding of the prompt{less}")
 
 
 def _class_condition(run, texts: list[str], weights: list[float]) -> Condition:

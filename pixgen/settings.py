@@ -26,6 +26,7 @@ DEFAULT_CLIP = "ViT-B-32:openai"
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
 INITS = ("tokens", "flat", "mean", "composed", "prior")
 MAX_PRIOR_SAMPLES = 256  # code grids a learned prior draws for one start (pixgen.sampler)
+MAX_PRIOR_CODES = 1 << 20  # top-k beyond any VQGAN's codebook
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
 SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.layout
@@ -181,7 +182,9 @@ class Settings:
         panel=INIT,
     )
     prior_temperature: float = setting(1.0, "--init prior: sampling temperature.", lo=0, open_lo=True, panel=INIT)
-    prior_top_k: int = setting(0, "--init prior: draw from the K likeliest codes (0: all).", lo=0, panel=INIT)
+    prior_top_k: int = setting(
+        0, "--init prior: draw from the K likeliest codes (0: all).", lo=0, hi=MAX_PRIOR_CODES, panel=INIT
+    )
     prior_top_p: float = setting(
         1.0,
         "--init prior: draw from the likeliest codes holding this much probability.",

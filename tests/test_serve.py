@@ -186,7 +186,7 @@ def test_shapes_models_job(tmp_path):
         (b'{"prompt": "x", "output_dir": "/tmp"}', "fixed by the server"),
         (b'{"prompt": "x", "size": "99999x64"}', "size"),
         (b'{"prompt": "x", "cutn": 5000}', "cutn"),
-        (b'{"prompt": "x", "iterations": 0}', "iterations"),
+        (b'{"prompt": "x", "iterations": -1}', "iterations"),
         (b'{"prompt": "x", "iterations": "many"}', "iterations"),
         (b'{"prompt": "x", "optimizer": "sgd"}', "optimizer"),
         (b'{"prompt": "x", "init_image": "../../etc/passwd"}', "init_image"),
