@@ -175,7 +175,6 @@ def restyle(
     """
     from pixgen.api import Phases, prepare
     from pixgen.images import open_rgb
-    from pixgen.init import load_encoder_for
     from pixgen.outputs import save_png, to_pil
 
     out_dir = Path(out_dir)
@@ -183,10 +182,7 @@ def restyle(
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
     phase = Phases(on_status, should_stop)
     run = prepare(settings, models, offline, phase)
-    encoder = None  # other drawers draw each frame by their own `fit` (pixgen.drawers)
-    if run.settings.drawer == "vqgan":
-        phase("loading the VQGAN encoder…")
-        encoder = load_encoder_for(run.settings).to(run.device)
+    encoder = _encoder(run, phase)
     frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []
     previous = None  # the previous frame's result, as saved (8-bit)
@@ -212,6 +208,17 @@ def restyle(
     if rendered or not video.is_file():
         video = write_video(done, video, fps or src.fps or run.settings.fps, src.path if src.audio else None)
     return RestyleResult(out_dir, done, rendered, video)
+
+
+def _encoder(run, phase):
+    """The VQGAN encoder that starts each frame; None for the other drawers, which draw each
+    frame by their own `fit` (pixgen.drawers)."""
+    from pixgen.init import load_encoder_for
+
+    if run.settings.drawer != "vqgan":
+        return None
+    phase("loading the VQGAN encoder…")
+    return load_encoder_for(run.settings).to(run.device)
 
 
 def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):

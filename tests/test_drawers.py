@@ -203,3 +203,21 @@ def test_the_missing_models_check_needs_no_vqgan_for_other_drawers(cli, tmp_path
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
     code, _, err = cli("a cat", "--drawer", "pixel", "--offline", "-o", tmp_path / "o")
     assert code == 2 and "no VQGAN needed" in err and "vqgan_imagenet" not in err, err
+
+
+def test_restyle_draws_each_frame_through_the_drawer(cli, tmp_path, monkeypatch):
+    import pixgen.init
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the VQGAN encoder was loaded")
+
+    monkeypatch.setattr(pixgen.init, "load_encoder_for", no_encoder)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(src / f"{i}.png")
+    out = tmp_path / "out"
+    args = ("--set", "drawer=pixel", "--set", "pixel_size=4x4", "-s", "16x16", "-i", "1", "-o", out)
+    code, _, err = cli("restyle", src, "a red circle", *SMOKE, *args)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["0.png", "1.png"]
