@@ -4,13 +4,16 @@ width 1536, 24 heads, vocabulary 16384, 1.4B parameters) on this machine, random
 Each (dtype, batch) runs in its own process for a clean peak RSS: the model is built in that
 dtype, the class prefix is run, then `--tokens` codes are drawn through the key/value cache with
 taming's recommended filter (top-k 600, top-p 0.92), one warm-up token first. A full image is
-256 tokens: seconds per image are extrapolated from the timed tokens, which is honest to a few
-per cent because a token's cost is its weights (2.8 GFLOP), not its attention over the cache
-(under 3% of it even at the 256th token); `--late` also times tokens after a 240-token prefix to
-show it. A second table times loading the converted file (fp16 safetensors) into fp32 and bf16,
-and a third CLIP embedding ImageNet's classes (1000 x 80 templates, ViT-B/32).
+256 tokens: seconds per image are extrapolated from the first timed tokens. A step's cost is
+mostly its weights (2.8 GFLOP; 5.6 GB read in fp32); the attention over the cache grows along the
+sequence, little at batch 1 but at batch 16 its cache reads (150 MB per row at the end in fp32)
+make a late step about 1.2x an early one. `--late` times steps after a 240-token prefix to show
+by how much the extrapolation is short: about half the late/early excess, over a whole image.
+A second table times loading the converted file (fp16 safetensors) into fp32 and bf16, and a
+third CLIP embedding ImageNet's classes (1000 x 80 templates, ViT-B/32). Wall and CPU seconds
+are both shown: on a shared machine a one-thread run's CPU time is close to what it takes alone.
 
-    .venv/bin/python benchmarks/prior_speed.py                  # the table in BENCHMARKS.md
+    .venv/bin/python benchmarks/prior_speed.py --threads 1 --tokens 16 --late --sample-classes 4
     .venv/bin/python benchmarks/prior_speed.py --tokens 8 --batches 1 --dtypes bf16 --tables sampling
 """
 
@@ -59,8 +62,10 @@ def build(dtype_name: str):
     return prior.eval().requires_grad_(False)
 
 
-def time_tokens(prior, batch: int, tokens: int, prefix_codes: int = 0) -> float:
-    """Seconds per cached sampling step at `batch`, after the class token and `prefix_codes` codes."""
+def time_tokens(prior, batch: int, tokens: int, prefix_codes: int = 0) -> tuple[float, float]:
+    """(wall, CPU) seconds per cached sampling step at `batch`, after the class token and
+    `prefix_codes` codes. On a shared machine the CPU time of a one-thread run is what it would
+    take alone (less the memory bandwidth the others take)."""
     import torch
 
     from pixgen.prior import KVCache, filter_logits
@@ -71,14 +76,13 @@ def time_tokens(prior, batch: int, tokens: int, prefix_codes: int = 0) -> float:
     codes = torch.randint(0, prior.arch.n_codes, (batch, prefix_codes), generator=g)
     with torch.no_grad():
         logits = prior(codes, cond, cache)[:, -1]
-        times = []
-        for _ in range(tokens + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
+        for i in range(tokens + 1):  # the first is a warm-up
+            if i == 1:
+                wall, cpu = time.perf_counter(), time.process_time()
             probs = filter_logits(logits.float(), 1.0, 600, 0.92).softmax(-1)
             step = torch.multinomial(probs, 1, generator=g)
             logits = prior(step, None, cache)[:, -1]
-            times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / tokens
+    return (time.perf_counter() - wall) / tokens, (time.process_time() - cpu) / tokens
 
 
 def one(a) -> None:
@@ -88,16 +92,18 @@ def one(a) -> None:
     if a.load_file:
         from pixgen.prior_models import load_prior_model
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         load_prior_model(a.load_file, 16384, dtype=dtype_of(a.dtype))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"load_s": time.perf_counter() - t0, "peak_rss_mb": rss}), flush=True)
+        out = {"load_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "peak_rss_mb": rss}
+        print(json.dumps(out), flush=True)
         return
     t0 = time.perf_counter()
     prior = build(a.dtype)
-    out = {"build_s": time.perf_counter() - t0, "s_per_step": time_tokens(prior, a.batch, a.tokens)}
+    out = {"build_s": time.perf_counter() - t0}
+    out["s_per_step"], out["cpu_s_per_step"] = time_tokens(prior, a.batch, a.tokens)
     if a.late:
-        out["late_s_per_step"] = time_tokens(prior, a.batch, max(2, a.tokens // 4), prefix_codes=240)
+        out["late_cpu_s_per_step"] = time_tokens(prior, a.batch, max(2, a.tokens // 4), prefix_codes=240)[1]
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out), flush=True)
 
@@ -113,18 +119,17 @@ def spawn(dtype: str, batch: int, a, load_file: str | None = None) -> dict:
 def sampling_table(a) -> None:
     print(f"cin_transformer, random weights; {a.tokens} timed tokens after 1 warm-up, top-k 600, top-p 0.92")
     print(
-        "| dtype | batch | s per step | tokens/s | s per image (x256, extrapolated) | late / early step | peak RSS MB |"
+        "| dtype | batch | wall s/step | CPU s/step | tokens/s (CPU) | s/image (CPU, x256) | late/early | peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for dtype in a.dtypes.split(","):
         for batch in (int(b) for b in a.batches.split(",")):
             r = spawn(dtype, batch, a)
-            step = r["s_per_step"]
-            late = f"{r['late_s_per_step'] / step:.2f}" if "late_s_per_step" in r else "-"
-            per_image = step * TOKENS_PER_IMAGE / batch
+            cpu = r["cpu_s_per_step"]
+            late = f"{r['late_cpu_s_per_step'] / cpu:.2f}" if "late_cpu_s_per_step" in r else "-"
             print(
-                f"| {dtype} | {batch} | {step:.3f} | {batch / step:.1f} | {per_image:.1f} | {late} | "
-                f"{r['peak_rss_mb']:.0f} |",
+                f"| {dtype} | {batch} | {r['s_per_step']:.2f} | {cpu:.3f} | {batch / cpu:.1f} | "
+                f"{cpu * TOKENS_PER_IMAGE / batch:.1f} | {late} | {r['peak_rss_mb']:.0f} |",
                 flush=True,
             )
 
@@ -141,11 +146,11 @@ def load_table(a) -> None:
         save_file(prior.state_dict(), path, metadata={"pixgen_prior_arch": prior.arch.to_json()})
         del prior
         print("\nLoading the converted cin prior (fp16 safetensors, 2.8 GB; file in the page cache)")
-        print("| into | seconds | peak RSS MB |")
-        print("|---|---|---|")
+        print("| into | wall s | CPU s | peak RSS MB |")
+        print("|---|---|---|---|")
         for dtype in ("fp32", "bf16"):
             r = spawn(dtype, 1, a, load_file=path)
-            print(f"| {dtype} | {r['load_s']:.1f} | {r['peak_rss_mb']:.0f} |", flush=True)
+            print(f"| {dtype} | {r['load_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 
 def classes_table(a) -> None:
@@ -163,17 +168,17 @@ def classes_table(a) -> None:
     sample = random.Random(0).sample(classes, a.sample_classes)
     texts = [t.replace("{}", c) for c in sample for t in templates]
     print(f"\nViT-B/32 text tower, {len(texts)} ImageNet class prompts timed, extrapolated to 80,000")
-    print("| dtype | open_clip encode_text (77 tokens), s | pixgen (padding cut, shortest first), s |")
+    print("| dtype | open_clip encode_text (77 tokens), CPU s | pixgen (padding cut, shortest first), CPU s |")
     print("|---|---|---|")
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         scorer = build_clip("ViT-B-32").cast(dtype)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for i in range(0, len(texts), 256):
             scorer.encode_text(texts[i : i + 256])
-        full = (time.perf_counter() - t0) * 80000 / len(texts)
-        t0 = time.perf_counter()
+        full = (time.process_time() - t0) * 80000 / len(texts)
+        t0 = time.process_time()
         pc._embed_classes(scorer, sample, templates)
-        cut = (time.perf_counter() - t0) * 80000 / len(texts)
+        cut = (time.process_time() - t0) * 80000 / len(texts)
         print(f"| {name} | {full:.0f} | {cut:.0f} |", flush=True)
 
 
