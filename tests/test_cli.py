@@ -250,7 +250,8 @@ def test_generate_help_groups_every_setting_under_its_panel(cli):
     assert "--preset" in sections["Options"] and "--json" in sections["Output"]
     assert "--offline" in sections["Models"] and "--force" in sections["Performance"]
     text = " ".join(out.split())
-    assert "Optimisation steps (0: none, the start is the image). [default: 300]" in text and "[default: 256x256]" in text
+    assert "Optimisation steps (0: none, the start is the image). [default: 300]" in text
+    assert "[default: 256x256]" in text
     assert "--optimizer [adam|adamw|adagrad|rmsprop|radam]" in text
     assert "--gif / --no-gif Write progress.gif from the frames. [default: gif]" in text
     assert "[default: (" not in text and "<str> What to draw" not in text.replace("PROMPT <str>", "")

@@ -57,6 +57,7 @@ def _generate(settings, phase: str, times: int = 1):
     return heard, steps, outcome
 
 
+PRIOR = {"vqgan": "shapes", "clip": ["shapes"], "init": "prior", "prior_samples": 4}  # the shipped prior
 BEFORE_THE_FIRST_STEP = [
     ("loading VQGAN", {}),
     ("loading CLIP", {}),
@@ -65,7 +66,9 @@ BEFORE_THE_FIRST_STEP = [
     ("scoring the starts", {"init_draws": 3}),
     ("loading the VQGAN encoder", {"init": "composed"}),
     ("composing the start: colours", {"init": "composed"}),
-    ("composing the start: through the VQGAN", {"init": "composed"}),
+    ("composing the start: through the vqgan drawer", {"init": "composed"}),
+    ("drawing 4 samples from the prior", PRIOR),
+    ("ranking the samples", PRIOR),
     ("composing the start: silhouettes", {"init": "composed", "init_silhouettes": ["disc", "box"]}),
     ("encoding the start", {"init_noise": "perlin"}),
 ]
