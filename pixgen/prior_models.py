@@ -239,8 +239,8 @@ def _fp16_if_it_fits(t: torch.Tensor) -> torch.Tensor:
 
 
 def prior_rows() -> list[tuple[str, str, str, str, str, str]]:
-    """`pixgen models list` rows of the registry's priors: (name, other names, kind, size, cached,
-    licence), as pixgen.weights.vqgan_rows gives the VQGANs'."""
+    """`pixgen models list` rows of the registry's priors and the shipped shapes prior: (name,
+    other names, kind, size, cached, licence), as pixgen.weights.vqgan_rows gives the VQGANs'."""
     return [
         (
             name,
@@ -251,7 +251,7 @@ def prior_rows() -> list[tuple[str, str, str, str, str, str]]:
             e["license"].split(" (")[0],
         )
         for name, e in prior_entries().items()
-    ]
+    ] + [("shapes", "", "prior (clip)", "~2 MB", "ships", "MIT")]  # beside the shapes VQGAN
 
 
 def describe_prior(name: str) -> list[str]:
