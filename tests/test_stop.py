@@ -66,7 +66,7 @@ BEFORE_THE_FIRST_STEP = [
     ("scoring the starts", {"init_draws": 3}),
     ("loading the VQGAN encoder", {"init": "composed"}),
     ("composing the start: colours", {"init": "composed"}),
-    ("composing the start: through the vqgan drawer", {"init": "composed"}),
+    ("composing the start: through the VQGAN", {"init": "composed"}),
     ("drawing 4 samples from the prior", PRIOR),
     ("ranking the samples", PRIOR),
     ("composing the start: silhouettes", {"init": "composed", "init_silhouettes": ["disc", "box"]}),
