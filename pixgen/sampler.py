@@ -114,6 +114,7 @@ def _class_condition(run, texts: list[str], weights: list[float]) -> Condition:
     if run.settings.prior_class:
         index = class_index(run.settings.prior_class)
         return Condition(class_condition(index), f"class {imagenet_classes()[index]!r} (--prior-class)")
+    log.info("choosing the ImageNet class (a CLIP's first use embeds 80,000 class prompts: minutes; then cached)")
     top = choose_classes(_scorer_named(run, None), texts, weights)
     picks = ", ".join(f"{name} {p:.0%}" for _, name, p in top)
     log.info("ImageNet classes CLIP picks for the prompt: %s", picks)
