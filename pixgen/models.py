@@ -18,6 +18,7 @@ class Models:
     decoder: VQGANDecoder | None  # None: loaded for a drawer that needs no VQGAN (pixgen.drawers)
     scorers: list[ClipScorer]
     clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
+    priors: dict = field(default_factory=dict)  # priors loaded for --init prior, by name (pixgen.sampler)
 
     def __post_init__(self):
         if not self.clip_weights:

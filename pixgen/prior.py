@@ -132,6 +132,7 @@ class Prior(nn.Module):
     def __init__(self, arch: PriorArch):
         super().__init__()
         self.arch = arch
+        self.clip_name: str | None = None  # the CLIP whose embeddings or tokenizer condition it (its file says)
         self.tok_emb = nn.Embedding(arch.vocab_size, arch.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, arch.block_size, arch.n_embd))
         self.blocks = nn.Sequential(*(Block(arch.n_embd, arch.n_head) for _ in range(arch.n_layer)))
@@ -320,7 +321,9 @@ def load_prior(path, n_codes: int | None = None, dtype: torch.dtype = torch.floa
         raise
     except Exception as e:
         raise PixgenError(f"prior weights {path} are unreadable: {str(e).splitlines()[0]}") from None
-    return build_prior(arch, sd, str(path))
+    prior = build_prior(arch, sd, str(path))
+    prior.clip_name = meta.get("pixgen_prior_clip")
+    return prior
 
 
 def _read_tensors(path, dtype: torch.dtype) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -24,9 +23,6 @@ from pixgen.ops import codes_to_latent
 from pixgen.prior import Prior, Sampling, sample
 
 log = logging.getLogger("pixgen")
-
-SHAPES_PRIOR = Path(__file__).resolve().parent / "shapes" / "weights" / "prior_clip.safetensors"
-BUILTIN_PRIORS = {"shapes": SHAPES_PRIOR}  # the prior of a built-in VQGAN, shipped beside it
 
 
 @dataclass
@@ -41,8 +37,6 @@ def prior_name(settings) -> str:
     """The prior a run draws from: `settings.prior`, else the one trained with its VQGAN."""
     if settings.prior:
         return settings.prior
-    if settings.vqgan in BUILTIN_PRIORS:
-        return settings.vqgan
     from pixgen.prior_models import prior_for_vqgan
 
     name = None if settings.vqgan_ckpt else prior_for_vqgan(settings.vqgan)
@@ -53,23 +47,14 @@ def prior_name(settings) -> str:
 
 def load_run_prior(run, offline: bool = False, on_status=None) -> Prior:
     """The run's prior on its device, loaded once per Models (batch and serve reuse it)."""
-    from pixgen.prior import load_prior, read_prior_metadata
+    from pixgen.prior_models import load_prior_model
 
     name, models = prior_name(run.settings), run.models
-    cache = models.__dict__.setdefault("priors", {})
-    if name not in cache:
-        n_codes = models.decoder.codebook.shape[0]
+    if name not in models.priors:
         dtype = run.precision.weights if run.precision is not None else torch.float32
-        path = BUILTIN_PRIORS.get(name) or (Path(name) if name.endswith(".safetensors") else None)
-        if path is not None:
-            prior = load_prior(path, n_codes, dtype)
-            prior.clip_name = read_prior_metadata(path).get("pixgen_prior_clip")
-        else:
-            from pixgen.prior_models import load_prior_model
-
-            prior = load_prior_model(name, n_codes, offline, on_status, dtype)
-        cache[name] = prior.to(run.device)
-    return cache[name]
+        prior = load_prior_model(name, models.decoder.codebook.shape[0], offline, on_status, dtype)
+        models.priors[name] = prior.to(run.device)
+    return models.priors[name]
 
 
 def _scorer_named(run, name: str | None):
@@ -91,7 +76,7 @@ def condition_for(prior: Prior, run) -> Condition:
         return Condition(None, "unconditional")
     if kind == "class":
         return _class_condition(run, texts, weights)
-    scorer = _scorer_named(run, getattr(prior, "clip_name", None))
+    scorer = _scorer_named(run, prior.clip_name)
     if kind == "text":
         from pixgen.prior import text_condition
 
