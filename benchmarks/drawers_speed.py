@@ -65,7 +65,7 @@ def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str =
     drawer = make_drawer(s, decoder, device)
     g = torch.Generator().manual_seed(0)
     if s.drawer == "vqgan":
-        from pixgen.optimise import init_latent
+        from pixgen.drawers.vqgan import init_latent
 
         z = init_latent(decoder, size, size, g)
     else:

@@ -41,7 +41,7 @@ def stages(precision: str, clip: str) -> list:
         overrides=dict(prompt="a cat", vqgan="replica", clip=[f"ViT-B-32:{clip}"], size=[256, 256], cutn=32)
     )
     s = api.replace(s, precision=precision, iterations=3, device="cpu")
-    run = api.prepare(s, offline=True)
+    run = api.prepare(s, hooks=api.Hooks(offline=True))
     out.append((f"models loaded and cast ({run.precision.name})", *rss_mb()))
     loop = api.make_loop(run)
     out.append(("prompts encoded, loop built", *rss_mb()))

@@ -42,7 +42,7 @@ def build(dtype_name: str):
     """The cin architecture with random weights in `dtype`, built without a second copy."""
     import torch
 
-    from pixgen.prior import Prior, PriorArch
+    from pixgen.prior.model import Prior, PriorArch
     from pixgen.weights import registry
 
     arch = PriorArch(**registry()["priors"]["cin_transformer"]["arch"])
@@ -68,7 +68,7 @@ def time_tokens(prior, batch: int, tokens: int, prefix_codes: int = 0) -> tuple[
     take alone (less the memory bandwidth the others take)."""
     import torch
 
-    from pixgen.prior import KVCache, filter_logits
+    from pixgen.prior.model import KVCache, filter_logits
 
     g = torch.Generator().manual_seed(0)
     cache = KVCache(prior.arch, batch, "cpu", prior.tok_emb.weight.dtype)
@@ -90,7 +90,7 @@ def one(a) -> None:
 
     torch.set_num_threads(a.threads)
     if a.load_file:
-        from pixgen.prior_models import load_prior_model
+        from pixgen.prior.registry import load_prior_model
 
         t0, c0 = time.perf_counter(), time.process_time()
         load_prior_model(a.load_file, 16384, dtype=dtype_of(a.dtype))
@@ -155,12 +155,12 @@ def load_table(a) -> None:
 
 def classes_table(a) -> None:
     """CLIP ViT-B/32 (random weights, the real shapes) embedding a sample of ImageNet's class
-    prompts through pixgen.prior_classes, extrapolated to all 1000 x 80."""
+    prompts through pixgen.prior.classes, extrapolated to all 1000 x 80."""
     import random
 
     import torch
 
-    from pixgen import prior_classes as pc
+    from pixgen.prior import classes as pc
     from pixgen.scorer import build_clip
 
     torch.set_num_threads(a.threads)

@@ -62,7 +62,7 @@ def timing(models, prompts: int) -> None:
     for i, combo in enumerate(world.HELD_OUT[:prompts]):
         s = load_settings(preset="shapes", overrides=dict(prompt=combo.caption(0), seed=i))
         t0 = time.perf_counter()
-        loop = api._make_loop(s, models)
+        loop = api.make_loop(api.prepare(s, models))
         t1 = time.perf_counter()
         for _ in loop.run(10):
             pass

@@ -139,9 +139,10 @@ def one(args) -> dict:
     import torch
 
     from pixgen.cutouts import Cutouts
+    from pixgen.drawers.vqgan import VQGANDrawer, init_latent
     from pixgen.memory import LOW_MEMORY_CHUNK
     from pixgen.ops import halve_latent
-    from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
+    from pixgen.optimise import ClipTerm, Loop, Objective
     from pixgen.precision import cpu_has_fast_bf16
     from pixgen.prompts import parse_prompts
     from pixgen.settings import Settings
@@ -161,7 +162,7 @@ def one(args) -> dict:
     objective = Objective([term], g, clip_dtype=autocast, full_shape=tuple(z.shape))
     if args.path == "progressive":  # time the coarse phase of the progressive schedule: half size, half the cutouts
         z = halve_latent(z)
-    loop = Loop(decoder, objective, z, g, 0.1)
+    loop = Loop(VQGANDrawer(decoder), objective, z, g, 0.1)
     print("READY", flush=True)
     times = []
     for step in loop.run(args.steps + 1):
@@ -203,7 +204,7 @@ def grad_cosine(loop, args) -> float:
     models of the same seed, open_clip's own forward), on the same cutouts and augmentations."""
     import torch
 
-    from pixgen.optimise import render
+    from pixgen.drawers.vqgan import render
 
     reference = argparse.Namespace(**dict(vars(args), path="fp32", channels_last=False))
     ref_models, _, _, _ = build_models(reference)

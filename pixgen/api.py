@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,33 +15,13 @@ import torch
 from pixgen._version import __version__
 from pixgen.errors import Interrupted, NumericalFailure, PixgenError
 from pixgen.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
+from pixgen.phases import Hooks, Phase
 from pixgen.prompts import PromptPlan
 from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
 
-__all__ = ["Result", "Run", "Phases", "generate", "resume", "prepare", "Interrupted", "estimate_bytes"]
-
-
-@dataclass
-class Phases:
-    """The phases of a run and its safe points. Each phase is announced, `phase(text)`, through
-    `on_status(text)` (loading a model, encoding prompts, composing or drawing the start, writing
-    an output), and each announcement is a point where a stop asked by `should_stop()` is
-    honoured: before the first step `phase(text)` raises Interrupted(None) (nothing is kept
-    yet); `stopping(text)` only says whether to stop (the output phase skips what is left)."""
-
-    on_status: Callable[[str], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-
-    def stopping(self, text: str) -> bool:
-        if self.on_status:
-            self.on_status(text)
-        return bool(self.should_stop and self.should_stop())
-
-    def __call__(self, text: str) -> None:
-        if self.stopping(text):
-            raise Interrupted(None)
+__all__ = ["Result", "Run", "Hooks", "Phase", "generate", "resume", "prepare", "Interrupted", "estimate_bytes"]
 
 
 @dataclass
@@ -104,19 +83,18 @@ def check_threads(threads: int) -> None:
         raise PixgenError(f"setting 'threads': {threads} threads is too many here (at most {max_threads()})")
 
 
-def prepare(
-    settings: Settings, models=None, offline: bool = False, on_status: Callable[[str], None] | None = None
-) -> Run:
+def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     """Resolve a run once: prompts, device, threads, seed, models (loaded unless given) and size.
-    `offline`: never touch the network; a model that is not cached is an error at once, and
-    every missing model is named in one error before anything loads. `on_status(text)` hears
-    which model is loading; a Phases there is also a safe point before each model."""
+    With `hooks.offline` a model that is not cached is an error at once, and every missing model
+    is named in one error before anything loads; loading each model is a phase of `hooks` (a safe
+    point)."""
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.drawers import fit_factor
     from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
     from pixgen.settings import drawer_lr
 
+    hooks = hooks or Hooks()
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
     if settings.threads:
@@ -124,7 +102,7 @@ def prepare(
         torch.set_num_threads(settings.threads)
     settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
-    models = _models(settings, models, device, offline, on_status)
+    models = _models(settings, models, device, hooks)
     width, height = fit_size(settings, fit_factor(settings, models.decoder))
     precision = resolve_precision(settings.precision, device, models.parameters)
     models.set_precision(precision)
@@ -132,55 +110,46 @@ def prepare(
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
 
 
-def _models(settings: Settings, models, device, offline: bool, on_status: Callable[[str], None] | None):
+def _models(settings: Settings, models, device, hooks: Hooks):
     """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
     from pixgen.models import load_models
     from pixgen.settings import needs_vqgan
 
     s, vqgan = settings, needs_vqgan(settings)
-    if not vqgan and on_status:
-        on_status(f"drawer {s.drawer}: no VQGAN needed…")
+    if not vqgan:
+        hooks.enter(Phase.NO_VQGAN, f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
-        from pixgen.sampler import prior_name
+        from pixgen.prior.start import prior_name
         from pixgen.weights import check_models
 
         prior = prior_name(s) if s.init == "prior" and vqgan else None
-        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, offline, prior)
+        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, hooks.offline, prior)
         vqgan_name = s.vqgan if vqgan else None
-        return load_models(vqgan_name, s.clip, device, s.vqgan_config, s.vqgan_ckpt, offline, on_status)
+        return load_models(vqgan_name, s.clip, device, s.vqgan_config, s.vqgan_ckpt, hooks.offline, hooks)
     if vqgan and models.decoder is None:
         raise PixgenError("setting 'drawer': vqgan needs a VQGAN, and these models were loaded without one")
     return models
 
 
 def generate(
-    settings: Settings,
-    models=None,
-    on_step: Callable | None = None,
-    run_dir: Path | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    force: bool = False,
-    offline: bool = False,
-    on_status: Callable[[str], None] | None = None,
+    settings: Settings, models=None, run_dir: Path | None = None, force: bool = False, hooks: Hooks | None = None
 ) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
     `models` (pixgen.models.Models) can be passed to reuse loaded models across runs.
-    `on_step(step, total)` is called after every step, for progress display.
     `run_dir` names the run folder (it must not exist yet); by default a new dated folder.
-    `should_stop()` is asked after every step; when it says yes the run saves what it has
-    (final.png marked interrupted, the GIF so far, state.safetensors) and raises Interrupted.
     `force` skips the memory check that refuses runs estimated not to fit.
-    `on_status(text)` hears what the run is doing (loading, encoding, composing, writing).
-    `should_stop()` is also asked at each of those phases: before the first step the run stops
-    there, writes nothing and raises Interrupted(None); while writing the outputs it writes
+    `hooks` (pixgen.phases.Hooks) hear the phases and the steps and may stop the run: asked after
+    every step, a stop saves what the run has (final.png marked interrupted, the GIF so far,
+    state.safetensors) and raises Interrupted; asked at a phase before the first step, the run
+    stops there, writes nothing and raises Interrupted(None); while writing the outputs it writes
     final.png, state and run.json and skips the GIF and MP4 it has not begun (Result.skipped).
     """
     from pixgen.outputs import RunWriter, make_run_dir
 
     t_start = time.perf_counter()
-    phase = Phases(on_status, should_stop)
-    run = prepare(settings, models, offline, phase)
+    hooks = hooks or Hooks()
+    run = prepare(settings, models, hooks)
     s = run.settings
     if not force:
         check_memory(run.models, s.width, s.height, s.cutn, available_bytes(run.device), s.low_memory)
@@ -192,13 +161,13 @@ def generate(
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
     try:
-        loop = make_loop(run, phase=phase)
+        loop = make_loop(run, hooks=hooks)
     except Interrupted:
         _remove_if_empty(Path(run_dir))
         raise
     writer = RunWriter(run_dir, run.record())
     writer.start()  # run.json from the start: the folder is resumable once a state is saved
-    return _drive(run, loop, writer, on_step, phase, t_start, {})
+    return _drive(run, loop, writer, hooks, t_start, {})
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -209,16 +178,10 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def resume(
-    run_dir: str | Path,
-    models=None,
-    on_step: Callable | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    offline: bool = False,
-    on_status: Callable[[str], None] | None = None,
-) -> Result:
+def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Result:
     """Continue an interrupted run in its own folder to its planned number of steps, from the
     state it saved last: at Ctrl-C or SIGTERM, or every `save_every` steps (so after a kill -9).
+    `hooks` as for `generate`.
 
     On the same device, precision and thread count the result is bit-identical to an
     uninterrupted run.
@@ -241,118 +204,93 @@ def resume(
     if run_finished(record):
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
     state = load_state(run_dir / "state.safetensors")  # at the planned step (killed before the end): just finish
-    phase = Phases(on_status, should_stop)
-    run = prepare(settings, models, offline, phase)
-    loop = make_loop(run, phase=phase)
+    hooks = hooks or Hooks()
+    run = prepare(settings, models, hooks)
+    loop = make_loop(run, hooks=hooks)
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)
     writer.frames = sorted(p for p in (run_dir / "frames").glob("*.png") if int(p.stem) <= loop.step)
     previous = {k: record.get(k, [])[: loop.step] for k in ("losses", "seconds_per_step")}
-    return _drive(run, loop, writer, on_step, phase, t_start, previous)
+    return _drive(run, loop, writer, hooks, t_start, previous)
 
 
-def _make_loop(settings: Settings, models):
-    """The Loop of already resolved settings (seed and size fixed) on loaded models."""
-    return make_loop(prepare(settings, models))
-
-
-def make_loop(run: Run, start=None, phase: Phases | None = None):
+def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     """Build the run's course (pixgen.course.Course): the Loop on its Objective (one CLIP term per
-    ensemble member, the regularisers) and learning-rate Schedule, and the restart events of the
-    progressive schedule and the zoom video mode. `start`, a (latent, image in [0, 1]) pair,
-    replaces the initial latent and init image (pixgen.restyle). `phase` announces the phases
-    (encoding prompts, composing or drawing the start) and may stop there (Phases)."""
+    ensemble member, the regularisers) and learning-rate schedule, and the restart events of the
+    progressive schedule and the zoom video mode. `start`, a (tensor, image in [0, 1]) pair,
+    replaces the start and the init image (pixgen.restyle, which passes its `drawer` too). The
+    phases (encoding prompts, loading the encoder, composing or drawing the start) are safe points
+    of `hooks`."""
     from pixgen.course import Course
     from pixgen.device import seed_everything
-    from pixgen.drawers import make_drawer
-    from pixgen.losses import regulariser
-    from pixgen.ops import halve_latent
-    from pixgen.optimise import Draws, Loop, Objective, lr_schedule, pick_start
+    from pixgen.optimise import Loop, Objective, lr_schedule
+    from pixgen.starts.make import make_start
 
-    s, models, phase = run.settings, run.models, phase or Phases()
+    s, models, hooks = run.settings, run.models, hooks or Hooks()
     models.set_low_memory(s.low_memory)
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
-    drawer = make_drawer(s, models.decoder, run.device)
-    z, init_image, encoder = _start(run, drawer, generator, start, phase)
-    phase("encoding prompts…")
+    drawer = drawer or make_run_drawer(run)
+    hooks.enter(Phase.PROMPTS, "encoding prompts…")
     terms = clip_terms(run)
-    if init_image is None and s.init == "composed":
-        z, init_image = _composed(run, drawer, encoder, terms, generator, phase)
-    elif init_image is None and s.init == "prior":
-        from pixgen.sampler import prior_start
-
-        z, run.start = prior_start(run, terms, generator, phase)
-    elif init_image is None and s.init_draws > 1:
-        phase(f"drawing {s.init_draws} starts…")
-        draws = Draws(models.decoder, (s.width, s.height), generator, s.init, s.init_draws - 1, first=z)
-        z = pick_start(models.decoder, terms, draws, generator, checkpoint=lambda: phase("scoring the starts…"))
-    dtype = run.precision.autocast
-    objective = Objective(terms, generator, regulariser(s, z.detach().clone(), init_image), dtype, tuple(z.shape))
+    begin = make_start(run, drawer, terms, generator, hooks, start)
+    z, run.start = begin.z, begin.record
+    if zoom_active(s) and not drawer.fit_ready:
+        hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
+        drawer.prepare_fit()
+    objective = Objective(
+        terms, generator, _regulariser(s, z.detach().clone(), begin.image), run.precision.autocast, tuple(z.shape)
+    )
     coarse_until = s.iterations // 2 if s.schedule == "progressive" else 0
-    schedule = lr_schedule(s.lr_schedule, s.iterations)
-    first = halve_latent(z) if coarse_until > 0 else z
-    loop = Loop(drawer, objective, first, generator, s.lr, schedule, s.optimizer, save_best=s.save_best, ema=s.ema)
+    first = drawer.halve(z) if coarse_until > 0 else z
+    loop = Loop(
+        drawer,
+        objective,
+        first,
+        generator,
+        s.lr,
+        lr_schedule(s.lr_schedule, s.iterations),
+        s.optimizer,
+        save_best=s.save_best,
+        ema=s.ema,
+    )
     zoom = None
     if zoom_active(s):
-        from pixgen.zoom import Zoom
-
-        zoom = Zoom(models.decoder, encoder, s.zoom_scale, s.zoom_shift, s.zoom_rotate)
+        zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate)  # noqa: E731
     return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every)
 
 
-def _composed(run: Run, drawer, encoder, terms: list, generator: torch.Generator, phase: Phases):
-    """The composed start (pixgen.layout) through the run's drawer: (its tensor, the composition)."""
-    from pixgen.layout import composed_start, vqgan_fit
+def make_run_drawer(run: Run):
+    """The run's drawer on its models; the VQGAN's encoder is loaded when a fit first needs it."""
+    from pixgen.drawers import make_drawer
+    from pixgen.models import load_encoder
 
     s = run.settings
-    if s.drawer == "vqgan":
-        from pixgen.init import load_encoder_for
 
-        if encoder is None:
-            phase("loading the VQGAN encoder…")
-            encoder = load_encoder_for(s).to(run.device)
-        fit = vqgan_fit(run.models.decoder, encoder)
-    else:
+    def load() -> torch.nn.Module:
+        return load_encoder(s.vqgan, s.vqgan_config, s.vqgan_ckpt).to(run.device)
 
-        def fit(images: torch.Tensor) -> list:
-            return [drawer.fit(image[None], generator) for image in images]
-
-    phase("composing the start…")
-    size, shapes = (s.width, s.height), s.init_silhouettes
-    return composed_start(drawer, fit, terms, generator, *size, shapes, s.init_jitter, phase, run.device)
+    return make_drawer(s, run.models.decoder, run.device, load)
 
 
-def _start(run: Run, drawer, generator: torch.Generator, start=None, phase: Phases | None = None):
-    """(starting tensor, init image or None, VQGAN encoder or None): the drawer's random start (a
-    random latent), or the init image drawn (encoded), or `start`. The encoder is loaded when an
-    init image or the zoom mode needs it (beside the decoder, it is cached by now)."""
-    from pixgen.init import encode, initial_image, load_encoder_for
-    from pixgen.optimise import init_latent
+def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
+    """The regularisers the settings turn on, as one function of (image, z), or None."""
+    from pixgen.losses import regulariser
+    from pixgen.settings import parse_palette
 
-    s, phase = run.settings, phase or Phases()
-    if s.drawer != "vqgan":
-        z, init_image = drawer.start(generator), initial_image(s, s.width, s.height, generator)
-        if init_image is not None:
-            init_image = init_image.to(run.device)
-            z = drawer.fit(init_image, generator)
-        if start is not None:
-            z, init_image = start[0], start[1].to(run.device)
-        return z, init_image, None
-    z = init_latent(run.models.decoder, s.width, s.height, generator, s.init)
-    init_image = initial_image(s, s.width, s.height, generator)
-    encoder = None
-    if init_image is not None or zoom_active(s):
-        phase("loading the VQGAN encoder…")
-        encoder = load_encoder_for(s).to(run.device)
-    if init_image is not None:
-        phase("encoding the start…")
-        init_image = init_image.to(run.device)
-        z = encode(encoder, init_image)[..., : z.shape[-2], : z.shape[-1]].contiguous()
-    if start is not None:
-        z, init_image = start[0][..., : z.shape[-2], : z.shape[-1]].contiguous(), start[1].to(run.device)
-    return z, init_image, encoder
+    return regulariser(
+        z0,
+        image,
+        tv=s.tv_weight,
+        saturation=s.saturation_weight,
+        symmetry=s.symmetry,
+        symmetry_weight=s.symmetry_weight,
+        palette=parse_palette(s.palette) if s.palette else None,
+        palette_weight=s.palette_weight,
+        init_weight=s.init_weight,
+        init_pixel_weight=s.init_pixel_weight,
+    )
 
 
 def clip_terms(run: Run) -> list:
@@ -367,7 +305,7 @@ def clip_terms(run: Run) -> list:
         ClipTerm(
             scorer,
             Cutouts(scorer.input_size, s.cutn, s.cut_pow, s.cut_min, s.augment, s.noise, wrap=s.tile),
-            build_schedule(s, scorer, run.plan),
+            build_schedule(scorer, run.plan, s.seed, s.change_prompt_every, s.iterations),
             weight,
             chunk=chunk,
             distance=s.clip_loss,
@@ -383,9 +321,9 @@ def zoom_active(settings: Settings) -> bool:
     return zoom_on(settings)
 
 
-def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previous: dict) -> Result:
+def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
-    A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
+    A stop (`hooks.should_stop`) is asked after every step and before each output is begun."""
     from pixgen.errors import Aborted
     from pixgen.outputs import atomic_write
     from pixgen.state import save_state
@@ -404,9 +342,9 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
                 writer.frame(step.i, step.image)
                 writer.progress(step.i, losses, step_seconds)  # run.json first: it never runs ahead
                 save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
-            if on_step:
-                on_step(step, s.iterations)
-            if phase.should_stop and phase.should_stop() and step.i < s.iterations:
+            if hooks.on_step:
+                hooks.on_step(step, s.iterations)
+            if hooks.stop_requested() and step.i < s.iterations:
                 interrupted = True
                 break
     except Aborted:  # a second Ctrl-C: out at once
@@ -426,7 +364,7 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
     if failure:
         record["error"] = str(failure)
     # a stop during the steps keeps every output, as promised; one that comes later skips the renders
-    stop = None if interrupted else phase.stopping
+    stop = None if interrupted else hooks.stopping
     image = writer.finish(final, record, s.gif, interrupted, s.video, s.fps, stop=stop)
     result = Result(writer.run_dir, image, s.seed, record["seconds"], losses, interrupted, writer.skipped)
     if failure:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pixgen.errors import PixgenError
 from pixgen.outputs import run_finished, slugify, write_json
+from pixgen.phases import Hooks
 
 log = logging.getLogger("pixgen")
 MAX_CANDIDATES = 100  # images per prompt (--candidates, --seeds)
@@ -147,8 +148,7 @@ def run_candidates(
     models,
     job_dir: Path,
     seeds: list[int],
-    on_step: Callable | None = None,
-    should_stop: Callable | None = None,
+    hooks: Hooks | None = None,
 ) -> dict:
     """Generate one image per seed into job_dir, rank them by CLIP score, link the best.
 
@@ -160,7 +160,7 @@ def run_candidates(
 
     t0 = time.perf_counter()
     if len(seeds) == 1:
-        r = run_or_resume(replace(settings, seed=seeds[0]), models, job_dir, on_step, should_stop)
+        r = run_or_resume(replace(settings, seed=seeds[0]), models, job_dir, hooks)
         score = ensemble_score(models, r.image, settings.prompt)
         record = json.loads((job_dir / "run.json").read_text())
         write_json(job_dir / "run.json", dict(record, clip_score=score))
@@ -168,9 +168,7 @@ def run_candidates(
     job_dir.mkdir(parents=True, exist_ok=True)
     ranked = []
     for seed in seeds:
-        r = run_or_resume(
-            replace(settings, seed=seed), models, job_dir / "candidates" / f"seed-{seed}", on_step, should_stop
-        )
+        r = run_or_resume(replace(settings, seed=seed), models, job_dir / "candidates" / f"seed-{seed}", hooks)
         ranked.append({"seed": seed, "image": r.image, "score": ensemble_score(models, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
     best = job_dir / "best.png"
@@ -218,21 +216,19 @@ def generate_candidates(
     settings,
     count: int = 1,
     seeds: list[int] | None = None,
-    on_step: Callable | None = None,
-    should_stop: Callable | None = None,
-    offline: bool = False,
+    hooks: Hooks | None = None,
 ) -> tuple[Path, dict]:
     """Best of N: `count` images (seeds seed..seed+count-1, or `seeds`) in a new job folder,
     ranked by CLIP score; returns the folder and what `run_candidates` reports."""
-    from pixgen.api import Phases, prepare
+    from pixgen.api import prepare
     from pixgen.outputs import make_run_dir
 
     check_candidates(count)
-    run = prepare(settings, offline=offline, on_status=Phases(should_stop=should_stop))
+    run = prepare(settings, hooks=hooks)
     seeds = seeds or [run.settings.seed + i for i in range(count)]
     job_dir = make_run_dir(settings.output_dir, settings.prompt)
     job_dir.rmdir()  # run_candidates creates it, with candidates/ inside
-    return job_dir, run_candidates(settings, run.models, job_dir, seeds, on_step, should_stop)
+    return job_dir, run_candidates(settings, run.models, job_dir, seeds, hooks)
 
 
 def job_finished(job_dir: Path) -> bool:
@@ -245,7 +241,7 @@ def job_finished(job_dir: Path) -> bool:
     return isinstance(record, dict) and run_finished(record)
 
 
-def run_or_resume(settings, models, run_dir: Path, on_step=None, should_stop=None):
+def run_or_resume(settings, models, run_dir: Path, hooks: Hooks | None = None):
     """One run of a batch job into `run_dir` (an api.Result): the finished run found there; or
     the interrupted one continued from its saved state (after Ctrl-C, SIGTERM or kill -9:
     bit-identical to an uninterrupted run, as `pixgen resume`); or, failing those, a new run."""
@@ -256,10 +252,10 @@ def run_or_resume(settings, models, run_dir: Path, on_step=None, should_stop=Non
         return Result(run_dir, run_dir / "final.png", record["settings"]["seed"], record.get("seconds", 0.0))
     if _resumable(run_dir, settings):
         log.info("resuming %s from its saved state", run_dir)
-        return resume(run_dir, models=models, on_step=on_step, should_stop=should_stop)
+        return resume(run_dir, models=models, hooks=hooks)
     if run_dir.exists():  # an attempt that saved no state (or of other settings): start it again
         shutil.rmtree(run_dir)
-    return generate(settings, models=models, on_step=on_step, run_dir=run_dir, should_stop=should_stop)
+    return generate(settings, models=models, run_dir=run_dir, hooks=hooks)
 
 
 def _resumable(run_dir: Path, settings) -> bool:
@@ -284,9 +280,7 @@ def run_batch(
     shard: str | None = None,
     candidates: int = 1,
     on_job: Callable | None = None,
-    on_step: Callable | None = None,
-    should_stop: Callable | None = None,
-    offline: bool = False,
+    hooks: Hooks | None = None,
 ) -> list[JobResult]:
     """Run every job of a prompt file (this shard's share), loading each model pair once.
 
@@ -317,8 +311,7 @@ def run_batch(
             elif resume and job_finished(job_dir):
                 results.append(_finished_result(job, job_dir))
             else:
-                run = dict(candidates=candidates, on_step=on_step, should_stop=should_stop, offline=offline)
-                results.append(_run_job(job, job_dir, make_settings, loaded, **run))
+                results.append(_run_job(job, job_dir, make_settings, loaded, candidates, hooks or Hooks()))
             if on_job:
                 on_job(results[-1], len(mine))
     finally:
@@ -352,9 +345,9 @@ def finished_jobs(out: Path) -> list[JobResult]:
     return found
 
 
-def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_stop, offline) -> JobResult:
+def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
     """One job: its settings, its models (loaded once per distinct set), its candidates."""
-    from pixgen.api import Phases, prepare
+    from pixgen.api import prepare
 
     try:
         settings = make_settings(job.overrides)
@@ -370,10 +363,11 @@ def _run_job(job, job_dir, make_settings, loaded, candidates, on_step, should_st
         settings.precision,
     )
     try:
-        loaded[key] = prepare(settings, loaded.get(key), offline, Phases(should_stop=should_stop)).models
+        loading = Hooks(should_stop=hooks.should_stop, offline=hooks.offline)  # no status line while loading
+        loaded[key] = prepare(settings, loaded.get(key), loading).models
         seed = job_seed(settings.seed, job)
         seeds = [seed + i for i in range(candidates)]
-        info = run_candidates(settings, loaded[key], job_dir, seeds, on_step, should_stop)
+        info = run_candidates(settings, loaded[key], job_dir, seeds, hooks)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     return JobResult(

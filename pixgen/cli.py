@@ -112,9 +112,9 @@ def generate(
 def _generate_candidates(settings, candidates: int, seeds: str | None, quiet: bool, offline: bool, json_out: bool):
     from pixgen.batch import generate_candidates, parse_seeds
 
-    with console.running(quiet) as (on_step, stop):
+    with console.running(quiet, offline) as hooks:
         seed_list = parse_seeds(seeds) if seeds else None
-        job_dir, info = generate_candidates(settings, candidates, seed_list, on_step, stop, offline)
+        job_dir, info = generate_candidates(settings, candidates, seed_list, hooks)
     console.report_candidates(job_dir, info, json_out)
 
 
@@ -122,12 +122,10 @@ def _run_with_progress(settings, quiet: bool, resume_dir: Path | None = None, fo
     """Run generate() (or resume()) with a progress bar, a status line and graceful Ctrl-C."""
     from pixgen import api
 
-    with console.running(quiet) as (on_step, stop):
+    with console.running(quiet, offline) as hooks:
         if resume_dir is not None:
-            return api.resume(resume_dir, on_step=on_step, should_stop=stop, on_status=on_step.status)
-        return api.generate(
-            settings, on_step=on_step, should_stop=stop, force=force, offline=offline, on_status=on_step.status
-        )
+            return api.resume(resume_dir, hooks=hooks)
+        return api.generate(settings, force=force, hooks=hooks)
 
 
 @app.command(
@@ -152,12 +150,12 @@ def sample(
 ):
     """Draw --prior-samples images from the learned prior (DALL-E style), rerank them by CLIP and
     keep the best --keep; no gradient steps."""
-    from pixgen.dalle import sample_images
+    from pixgen.sample import sample_images
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
-    with console.running(json_out or quiet) as (on_step, stop):
-        result = sample_images(settings, keep, None, None, offline, on_step.status, stop)
+    with console.running(json_out or quiet, offline) as hooks:
+        result = sample_images(settings, keep, hooks=hooks)
     console.report_samples(result, json_out)
 
 
@@ -250,8 +248,8 @@ def batch(
         msg = f"[{r.job.index + 1}] {r.status}: {r.job.prompt[:60]!r}{where}"
         console.note(msg + (f" ({r.error})" if r.error else ""))
 
-    with console.running(quiet=False) as (on_step, stop):
-        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, on_step, stop, offline)
+    with console.running(False, offline) as hooks:
+        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, hooks)
     failed = [r for r in results if r.status == "failed"]
     console.note(
         f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}"
@@ -323,8 +321,8 @@ def restyle(
         if not quiet:
             console.note(f"[{i + 1}] {name}" + (" (done before)" if skipped else ""))
 
-    with console.running(quiet) as (on_step, stop):
-        result = run(input_, settings, out, blend, fps, resume, None, on_frame, on_step, stop, offline, on_step.status)
+    with console.running(quiet, offline) as hooks:
+        result = run(input_, settings, out, blend, fps, resume, None, on_frame, hooks)
     where = f"; video: {result.video}" if result.video else ""
     console.note(f"restyled {result.rendered} of {len(result.frames)} frames into {result.out_dir}{where}")
 

@@ -33,9 +33,10 @@ class Progress:
         self.quiet = quiet
         self.spinner = None  # the status line shown before the first step, on a terminal only
 
-    def status(self, text: str) -> None:
-        """Say what the run is doing before its first step (loading models, encoding prompts)."""
-        signal_at_phase(text)
+    def status(self, phase, text: str) -> None:
+        """Say what the run is doing before its first step (loading models, encoding prompts):
+        `phase` (a pixgen.phases.Phase), in words `text`."""
+        signal_at_phase(phase)
         console = self.progress.console
         if self.quiet or self.task is not None or not console.is_terminal:
             return
@@ -67,14 +68,15 @@ class Progress:
             self.progress.stop()
 
 
-def signal_at_phase(text: str) -> None:
-    """A test hook: with PIXGEN_TEST_SIGNAL_AT=WORDS[,WORDS...] the process sends itself SIGINT
-    when a phase whose text starts with one of the WORDS is announced, once per match (a real signal, through
-    the real handler), so that tests can stop a real run in a phase of their choosing."""
+def signal_at_phase(phase) -> None:
+    """A test hook: with PIXGEN_TEST_SIGNAL_AT=PHASE[,PHASE...] (pixgen.phases.Phase names, such
+    as LOADING_CLIP) the process sends itself SIGINT when that phase begins, once per name given (a
+    real signal, through the real handler), so that tests can stop a real run in a phase of their
+    choosing. The test names a phase, never a message: rewording a message cannot move a stop."""
     import os
 
     wanted = os.environ.get("PIXGEN_TEST_SIGNAL_AT")
-    for _ in [w for w in (wanted or "").split(",") if w and text.startswith(w)]:  # twice: a second signal
+    for _ in [w for w in (wanted or "").split(",") if w == phase.name]:  # twice: a second signal
         import signal
 
         os.kill(os.getpid(), signal.SIGINT)
@@ -85,7 +87,7 @@ ABORT_GRACE_SECONDS = 1.0  # after a second signal, how long a native call may h
 
 class StopOnSignal:
     """SIGINT/SIGTERM ask the run to stop at its next safe point (after the current step, or
-    between the phases before the first step and after the last: pixgen.api.Phases); a second
+    between the phases before the first step and after the last: pixgen.phases); a second
     one aborts at once: Aborted in Python code, and, should the main thread be stuck in a native
     call (where Python's handler cannot run), a watcher thread that sees the signals through
     `signal.set_wakeup_fd` ends the process (exit code 130) after ABORT_GRACE_SECONDS."""
@@ -161,12 +163,15 @@ class StopOnSignal:
 
 
 @contextmanager
-def running(quiet: bool):
-    """(on_step, should_stop) for a run: a progress bar and graceful Ctrl-C, both undone after."""
+def running(quiet: bool, offline: bool = False):
+    """The Hooks of a run on the terminal (pixgen.phases): a status line and a progress bar, and
+    graceful Ctrl-C, all undone after."""
+    from pixgen.phases import Hooks
+
     bar = Progress(quiet)
     try:
         with StopOnSignal() as stop:
-            yield bar, stop
+            yield Hooks(on_phase=bar.status, on_step=bar, should_stop=stop, offline=offline)
     finally:
         bar.close()
 

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from pixgen.settings import Settings
 
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -81,27 +77,42 @@ def latent_anchor(z: Tensor, z0: Tensor) -> Tensor:
     return (z - z0).pow(2).mean()
 
 
-def regulariser(settings: Settings, z0: Tensor, init_image: Tensor | None) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """The weighted sum of the regularisers `settings` turn on, as one function of (image, z),
-    or None. `z0` is the initial latent and `init_image` the init image (for the anchors)."""
+def regulariser(
+    z0: Tensor,
+    init_image: Tensor | None,
+    *,
+    tv: float = 0.0,
+    saturation: float = 0.0,
+    symmetry: str = "none",
+    symmetry_weight: float = 0.0,
+    palette: list[tuple[float, float, float]] | None = None,
+    palette_weight: float = 0.0,
+    init_weight: float = 0.0,
+    init_pixel_weight: float = 0.0,
+) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """The weighted sum of the regularisers with a non-zero weight, as one function of (image, z),
+    or None. `z0` is the initial latent and `init_image` the init image (for the anchors);
+    `palette` the colours (RGB in [0, 1]) that `palette_weight` pulls toward."""
     from pixgen.ops import resize_like
-    from pixgen.settings import parse_palette
 
-    s, terms = settings, []
-    if s.tv_weight:
-        terms.append(lambda image, z: s.tv_weight * total_variation(image))
-    if s.saturation_weight:
-        terms.append(lambda image, z: s.saturation_weight * saturation(image))
-    if s.symmetry != "none" and s.symmetry_weight:
-        terms.append(lambda image, z: s.symmetry_weight * symmetry(image, s.symmetry))
-    if s.palette and s.palette_weight:
-        colours = torch.tensor(parse_palette(s.palette))
-        terms.append(lambda image, z: s.palette_weight * palette_distance(image, colours))
+    terms = []
+    if tv:
+        terms.append(lambda image, z: tv * total_variation(image))
+    if saturation:
+        terms.append(lambda image, z: saturation * _saturation(image))
+    if symmetry != "none" and symmetry_weight:
+        terms.append(lambda image, z: symmetry_weight * _symmetry(image, symmetry))
+    if palette and palette_weight:
+        colours = torch.tensor(palette)
+        terms.append(lambda image, z: palette_weight * palette_distance(image, colours))
     # resize_like: in the coarse part of the progressive schedule z and the image are half size
-    if s.init_weight:
-        terms.append(lambda image, z: s.init_weight * latent_anchor(z, resize_like(z0, z)))
-    if s.init_pixel_weight and init_image is not None:
-        terms.append(lambda image, z: s.init_pixel_weight * (image - resize_like(init_image, image)).abs().mean())
+    if init_weight:
+        terms.append(lambda image, z: init_weight * latent_anchor(z, resize_like(z0, z)))
+    if init_pixel_weight and init_image is not None:
+        terms.append(lambda image, z: init_pixel_weight * (image - resize_like(init_image, image)).abs().mean())
     if not terms:
         return None
     return lambda image, z: sum(term(image, z) for term in terms)
+
+
+_saturation, _symmetry = saturation, symmetry  # the names regulariser's weights shadow

@@ -3,12 +3,12 @@ decoder and one or more CLIP scorers (an ensemble, each with a weight)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.phases import Hooks, Phase
 from pixgen.scorer import ClipScorer
 from pixgen.vqgan import VQGANDecoder, VQGANEncoder
 
@@ -18,7 +18,7 @@ class Models:
     decoder: VQGANDecoder | None  # None: loaded for a drawer that needs no VQGAN (pixgen.drawers)
     scorers: list[ClipScorer]
     clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
-    priors: dict = field(default_factory=dict)  # priors loaded for --init prior, by name (pixgen.sampler)
+    priors: dict = field(default_factory=dict)  # priors loaded for --init prior, by name (pixgen.prior.start)
 
     def __post_init__(self):
         if not self.clip_weights:
@@ -130,22 +130,22 @@ def load_models(
     vqgan_config: str | None = None,
     vqgan_ckpt: str | None = None,
     offline: bool = False,
-    on_status: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> Models:
     """The decoder (none when `vqgan` is None) and the CLIP ensemble; `clip` entries are
     SPEC[:weight]. `offline`: never
-    touch the network, fail at once if a model is not cached. `on_status(text)` hears what is
-    being loaded (for a status line)."""
+    touch the network, fail at once if a model is not cached. Loading each model is a phase of
+    `hooks` (a status line, and a safe point)."""
     from pixgen.prompts import clip_specs
 
-    say = on_status or (lambda text: None)
+    hooks = hooks or Hooks()
     specs = clip_specs([clip] if isinstance(clip, str) else clip)
     decoder = None
     if vqgan is not None:
-        say(f"loading VQGAN {vqgan_ckpt or vqgan}…")
+        hooks.enter(Phase.LOADING_VQGAN, f"loading VQGAN {vqgan_ckpt or vqgan}…")
         decoder = load_decoder(vqgan, vqgan_config, vqgan_ckpt, offline)
     scorers = []
     for spec, _ in specs:
-        say(f"loading CLIP {spec}…")
+        hooks.enter(Phase.LOADING_CLIP, f"loading CLIP {spec}…")
         scorers.append(load_scorer(spec, offline))
     return Models(decoder, scorers, [w for _, w in specs]).to(device)

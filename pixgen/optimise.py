@@ -5,20 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from pixgen.cutouts import Cutouts
-from pixgen.drawers import as_drawer
 from pixgen.errors import NumericalFailure
 from pixgen.losses import prompt_loss
-from pixgen.ops import clamp_with_grad, codes_to_latent, quantize_st
 from pixgen.scorer import ClipScorer
 from pixgen.targets import Targets
-from pixgen.vqgan import VQGANDecoder
 
 log = logging.getLogger("pixgen")
 
@@ -32,123 +29,6 @@ class Step:
     image: Tensor  # (1, 3, H, W) in [0, 1], detached
     seconds: float
     ok: bool = True  # False: the step went non-finite and was rolled back
-
-
-def init_latent(
-    decoder: VQGANDecoder, width: int, height: int, generator: torch.Generator, mode: str = "tokens"
-) -> Tensor:
-    """The starting latent: random codebook entries (tokens), one random entry everywhere (flat),
-    or the codebook's mean everywhere (mean: a neutral start that favours no colour).
-
-    Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
-    """
-    f = decoder.factor
-    return INITS[mode](decoder.codebook, height // f, width // f, generator)
-
-
-def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
-    codes = torch.randint(codebook.shape[0], (1, h, w), generator=generator)
-    return codes_to_latent(codes.to(codebook.device), codebook).clone()
-
-
-def _flat(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
-    codes = torch.randint(codebook.shape[0], (1, 1, 1), generator=generator).expand(1, h, w)
-    return codes_to_latent(codes.to(codebook.device), codebook).clone()
-
-
-def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
-    return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
-
-
-# settings.init -> the starting latent; "composed" (pixgen.layout) and "prior" (pixgen.sampler) need
-# CLIP, so the run replaces this neutral placeholder once its CLIP terms exist (api.make_loop)
-INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean, "prior": _mean}
-
-
-class Draws(Sequence):
-    """`first`, then `count` starting latents drawn from `generator` one after the other as
-    `init_latent` draws them, held one at a time: making this moves `generator` on exactly as
-    the draws do, and draw i is drawn again, on demand, from the state it was first drawn from."""
-
-    def __init__(self, decoder: VQGANDecoder, size: tuple[int, int], generator, mode: str, count: int, first: Tensor):
-        self.decoder, (self.width, self.height), self.mode, self.first = decoder, size, mode, first
-        self.states = []
-        for _ in range(count):
-            self.states.append(generator.get_state())
-            init_latent(decoder, self.width, self.height, generator, mode)  # moves the generator on
-
-    def __len__(self) -> int:
-        return 1 + len(self.states)
-
-    def __getitem__(self, i: int) -> Tensor:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        if i == 0:
-            return self.first
-        generator = torch.Generator().set_state(self.states[i - 1])
-        return init_latent(self.decoder, self.width, self.height, generator, self.mode)
-
-
-@torch.no_grad()
-def pick_start(
-    decoder: VQGANDecoder,
-    terms: list[ClipTerm],
-    starts: Sequence[Tensor],
-    generator: torch.Generator,
-    cutn: int | None = 8,
-    checkpoint: Callable[[], None] | None = None,
-) -> Tensor:
-    """Of several candidate starting latents, the one whose image the CLIP terms already score
-    closest to the prompt (the first phase); see best_start."""
-    return starts[best_start(decoder, terms, starts, generator, cutn, checkpoint)]
-
-
-@torch.no_grad()
-def best_start(
-    decoder: VQGANDecoder,
-    terms: list[ClipTerm],
-    starts: Sequence[Tensor],
-    generator: torch.Generator,
-    cutn: int | None = 8,
-    checkpoint: Callable[[], None] | None = None,
-) -> int:
-    """The index of the candidate starting tensor whose image has the CLIP terms' lowest loss at
-    the first step (see start_losses)."""
-    losses = start_losses(decoder, terms, starts, generator, cutn, checkpoint)
-    return min(range(len(starts)), key=losses.__getitem__)
-
-
-@torch.no_grad()
-def start_losses(
-    decoder: VQGANDecoder,
-    terms: list[ClipTerm],
-    starts: Sequence[Tensor],
-    generator: torch.Generator,
-    cutn: int | None = 8,
-    checkpoint: Callable[[], None] | None = None,
-) -> list[float]:
-    """The CLIP terms' loss at the first step of each candidate starting tensor's image. Each is
-    scored on the same cutouts and the same augmentations (both random streams are rewound
-    before each), `cutn` of them (a first look is cheap: 8 cutouts of
-    each start cost about what one step's forward pass does). `checkpoint()` is called before
-    each candidate (a safe point: it may raise to stop); `starts` may be lazy (Draws)."""
-    total = sum(t.weight for t in terms)
-    state, global_state = generator.get_state(), torch.get_rng_state()
-    losses = []
-    for i in range(len(starts)):
-        if checkpoint:
-            checkpoint()
-        z = starts[i]
-        generator.set_state(state)
-        torch.set_rng_state(global_state)
-        image = as_drawer(decoder).render(z)
-        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
-    return losses
-
-
-def render(decoder: VQGANDecoder, z: Tensor) -> Tensor:
-    """Latent -> image in [0, 1], through the same quantisation the loop uses."""
-    return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
 
 
 @dataclass
@@ -230,7 +110,7 @@ OPTIMIZERS = {
 }
 
 
-# name -> the learning-rate multiplier at 0-based step s of n; plateau adapts in Schedule.observe
+# name -> the learning-rate multiplier at 0-based step s of n; plateau adapts in LRSchedule.observe
 LR_SCHEDULES = {
     "constant": lambda s, n: 1.0,
     "step": lambda s, n: 0.1 if s >= 0.75 * n else 1.0,
@@ -245,7 +125,7 @@ def lr_factor(schedule: str, step: int, iterations: int) -> float:
 
 
 @dataclass
-class Schedule:
+class LRSchedule:
     """Learning-rate multipliers of the named schedule (LR_SCHEDULES) for a run of `iterations`
     steps, computed on demand from (name, step, iterations): nothing is built per step, so a long
     run costs nothing before its first step. Past the end: the last step's multiplier.
@@ -282,9 +162,9 @@ class Schedule:
         return 0.5
 
 
-def lr_schedule(name: str, iterations: int) -> Schedule:
+def lr_schedule(name: str, iterations: int) -> LRSchedule:
     """The named schedule (settings.LR_SCHEDULES) for a run of `iterations` steps."""
-    return Schedule(name, iterations)
+    return LRSchedule(name, iterations)
 
 
 class Loop:
@@ -292,8 +172,8 @@ class Loop:
     yields a Step after each iteration and does no I/O.
 
     Like a sampler that takes a model and a noise schedule, it takes `loss(image, z, step)` (an
-    Objective) and a `schedule` of learning-rate multipliers (a Schedule; None: constant). It
-    draws through `drawer` (pixgen.drawers; a VQGAN decoder is the vqgan drawer) and owns what
+    Objective) and a `schedule` of learning-rate multipliers (an LRSchedule; None: constant). It
+    draws through `drawer` (pixgen.drawers) and owns what
     every step needs: the optimiser, the clamp to the drawer's range (the codebook's), the NaN
     rollback (a non-finite loss or latent rolls z back to the last good value and halves the
     learning rate; `max_failures` in a row raise NumericalFailure), what the run keeps
@@ -309,15 +189,15 @@ class Loop:
         z: Tensor,
         generator: torch.Generator,
         lr: float,
-        schedule: Schedule | None = None,
+        schedule: LRSchedule | None = None,
         optimizer: str = "adam",
         max_failures: int = 5,
         save_best: bool = False,
         ema: float = 0.0,
     ):
-        self.drawer, self.loss, self.generator = as_drawer(drawer), loss, generator
+        self.drawer, self.loss, self.generator = drawer, loss, generator
         self.decoder = getattr(self.drawer, "decoder", None)
-        self.base_lr, self.schedule = lr, schedule or Schedule()
+        self.base_lr, self.schedule = lr, schedule or LRSchedule()
         self.optimizer, self.max_failures = optimizer, max_failures
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()

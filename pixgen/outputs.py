@@ -268,17 +268,20 @@ class RunWriter:
         stop=None,
     ) -> Path:
         """Write final.png first, then the renders: a failing encoder never loses the images.
-        `stop(text)` is asked before each render: when it says yes the render is skipped (named in
-        `self.skipped` and run.json), and run.json is still written."""
+        `stop(phase, text)` is asked before each render (a pixgen.phases.Phase): when it says yes
+        the render is skipped (named in `self.skipped` and run.json), and run.json is still written."""
+        from pixgen.phases import Phase
+
         meta = dict(self.settings, interrupted=interrupted) if interrupted else self.settings
         final = self.run_dir / "final.png"
         save_png(final, image, meta)
-        renders = [("progress.gif", gif, lambda: save_gif(self.run_dir / "progress.gif", self.frames, fps))]
-        renders.append(("progress.mp4", video, lambda: self._finish_video(image)))
-        for name, wanted, render in renders:
+        gif_render = lambda: save_gif(self.run_dir / "progress.gif", self.frames, fps)  # noqa: E731
+        renders = [("progress.gif", Phase.WRITING_GIF, gif, gif_render)]
+        renders.append(("progress.mp4", Phase.WRITING_VIDEO, video, lambda: self._finish_video(image)))
+        for name, phase, wanted, render in renders:
             if not wanted:
                 continue
-            if self.skipped or (stop and stop(f"writing {name}…")):
+            if self.skipped or (stop and stop(phase, f"writing {name}…")):
                 self.skipped.append(name)
                 if name == "progress.mp4" and self.video is not None:
                     self.video.abort()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.phases import Hooks, Phase
 from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
@@ -120,7 +121,7 @@ def _to_tensor(image, width: int, height: int, fit: str) -> torch.Tensor:
     """A PIL image or uint8 array -> (1, 3, height, width) in [0, 1], fitted like init images."""
     from PIL import Image
 
-    from pixgen.init import fit_image
+    from pixgen.starts.images import fit_image
 
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image).convert("RGB")
@@ -159,30 +160,30 @@ def restyle(
     resume: bool = False,
     models=None,
     on_frame: Callable[[int, str, bool], None] | None = None,
-    on_step: Callable | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    offline: bool = False,
-    on_status: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> RestyleResult:
     """Restyle every frame of `source` toward `settings.prompt`, `settings.iterations` steps each.
 
     `blend` (0 to below 1) is the previous result's share in each frame's starting latent.
     `fps` sets the video's frame rate for a folder of frames (default `settings.fps`); a video
-    input keeps its own. `on_frame(index, name, skipped)` is called before each frame,
-    `on_step(step, total)` after each step. When `should_stop()` says yes the frame in progress
-    is dropped and RestyleInterrupted is raised; re-running with `resume` continues.
-    `offline` and `on_status` are as for `pixgen.api.generate`.
+    input keeps its own. `on_frame(index, name, skipped)` is called before each frame;
+    `hooks` (as for `pixgen.api.generate`) hear each step, and when `hooks.should_stop()` says
+    yes the frame in progress is dropped and RestyleInterrupted is raised; re-running with
+    `resume` continues.
     """
-    from pixgen.api import Phases, prepare
+    from pixgen.api import make_run_drawer, prepare
     from pixgen.images import open_rgb
     from pixgen.outputs import save_png, to_pil
 
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)
     settings = replace(settings, seed=record["seed"], init_image=None, init_noise=None, video=False)
-    phase = Phases(on_status, should_stop)
-    run = prepare(settings, models, offline, phase)
-    encoder = _encoder(run, phase)
+    hooks = hooks or Hooks()
+    run = prepare(settings, models, hooks)
+    drawer = make_run_drawer(run)
+    if not drawer.fit_ready:
+        hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
+        drawer.prepare_fit()
     frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []
     previous = None  # the previous frame's result, as saved (8-bit)
@@ -194,7 +195,7 @@ def restyle(
         if out.is_file():
             previous = open_rgb(out)
         else:
-            result = _restyle_frame(run, encoder, frame, previous, blend, on_step, should_stop)
+            result = _restyle_frame(run, drawer, frame, previous, blend, hooks)
             if result is None:
                 raise RestyleInterrupted(
                     f"interrupted; {len(done)} frames are done in {out_dir}; add --resume to the same command to go on"
@@ -208,17 +209,6 @@ def restyle(
     if rendered or not video.is_file():
         video = write_video(done, video, fps or src.fps or run.settings.fps, src.path if src.audio else None)
     return RestyleResult(out_dir, done, rendered, video)
-
-
-def _encoder(run, phase):
-    """The VQGAN encoder that starts each frame; None for the other drawers, which draw each
-    frame by their own `fit` (pixgen.drawers)."""
-    from pixgen.init import load_encoder_for
-
-    if run.settings.drawer != "vqgan":
-        return None
-    phase("loading the VQGAN encoder…")
-    return load_encoder_for(run.settings).to(run.device)
 
 
 def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):
@@ -258,13 +248,10 @@ def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> 
     return frames_dir
 
 
-def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_stop) -> torch.Tensor | None:
-    """One frame's result image, started from the encoding of the frame blended with the previous
-    result (for a drawer other than vqgan, `encoder` None: the drawer's fit of it); None when
-    `should_stop()` said yes."""
+def _restyle_frame(run, drawer, frame, previous, blend: float, hooks: Hooks) -> torch.Tensor | None:
+    """One frame's result image, started from the drawer's fit of the frame blended with the
+    previous result (for the VQGAN: its encoding); None when `hooks.should_stop()` said yes."""
     from pixgen.api import make_loop
-    from pixgen.drawers import make_drawer
-    from pixgen.init import encode
 
     s, device = run.settings, run.device
     image = frame() if isinstance(frame, _Lazy) else frame
@@ -272,15 +259,12 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
     start = init
     if previous is not None and blend > 0:  # blended as images: a blend of two latents can snap to unrelated codes
         start = torch.lerp(init, _to_tensor(previous, s.width, s.height, "stretch").to(device), blend)
-    if encoder is None:
-        z = make_drawer(s, run.models.decoder, device).fit(start, torch.Generator().manual_seed(s.seed))
-    else:
-        z = encode(encoder, start)
-    loop = make_loop(run, start=(z, init))
+    z = drawer.fit(start, torch.Generator().manual_seed(s.seed))
+    loop = make_loop(run, start=(z, init), drawer=drawer)
     for step in loop.run(s.iterations):
-        if on_step:
-            on_step(step, s.iterations)
-        if should_stop and should_stop():
+        if hooks.on_step:
+            hooks.on_step(step, s.iterations)
+        if hooks.stop_requested():
             return None
     with torch.no_grad():
         return loop.drawer.render(loop.result())

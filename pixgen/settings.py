@@ -25,11 +25,11 @@ DEFAULT_CLIP = "ViT-B-32:openai"
 # optimise.OPTIMIZERS, losses.DISTANCES, ...) import torch; a test checks that they match.
 AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "sharpness")
 INITS = ("tokens", "flat", "mean", "composed", "prior")
-MAX_PRIOR_SAMPLES = 256  # code grids a learned prior draws for one start (pixgen.sampler)
+MAX_PRIOR_SAMPLES = 256  # code grids a learned prior draws for one start (pixgen.prior.start)
 MAX_PRIOR_CODES = 1 << 20  # top-k beyond any VQGAN's codebook
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
-SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.layout
+SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.starts.composed
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "radam")
 LR_SCHEDULES = ("constant", "step", "cosine", "plateau")
 SYMMETRIES = ("none", "horizontal", "vertical", "both")
@@ -677,7 +677,7 @@ def validate(s: Settings) -> None:
     parse_palette(s.palette)
     need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")
     if s.prior_class:
-        from pixgen.prior_classes import class_index
+        from pixgen.prior.classes import class_index
 
         try:
             class_index(s.prior_class)

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pixgen.prompts import Prompt, PromptPlan, plan_prompts
+from pixgen.prompts import Prompt, PromptPlan
 from pixgen.scorer import ClipScorer
-from pixgen.settings import Settings
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Targets:
 
 
 @dataclass
-class Schedule:
+class PromptSchedule:
     """Story mode: phase k of the prompt ("a ^ b ^ c") is the target during its share of steps."""
 
     phases: list[Targets]
@@ -79,15 +78,17 @@ def noise_prompt(dim: int, seed: int) -> Tensor:
     return F.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def build_schedule(settings: Settings, scorer: ClipScorer, plan: PromptPlan | None = None) -> Schedule:
-    """All targets of a run: each story phase plus the negatives, image and noise prompts.
-    `plan` is the run's parsed prompts (parsed from `settings` when not given)."""
-    plan = plan or plan_prompts(settings)
+def build_schedule(
+    scorer: ClipScorer, plan: PromptPlan, seed: int, change_every: int = 0, iterations: int = 0
+) -> PromptSchedule:
+    """All targets of a run: each story phase plus the negatives, image and noise prompts of the
+    parsed prompts `plan`. Image prompt i is embedded from `seed + i`; story mode moves to the next
+    phrase every `change_every` steps (0: spread evenly over `iterations`)."""
     device = scorer.mean.device
     extra = []
     if plan.negatives:
         extra.append(Targets.from_prompts(scorer, list(plan.negatives)))
-    side = [(image_prompt(scorer, path, seed=settings.seed + i), w) for i, (path, w) in enumerate(plan.images)]
+    side = [(image_prompt(scorer, path, seed=seed + i), w) for i, (path, w) in enumerate(plan.images)]
     for seed, w in plan.noises:
         dim = extra[0].embeds.shape[1] if extra else scorer.encode_text(["x"]).shape[1]
         side.append((noise_prompt(dim, seed).to(device), w))
@@ -105,4 +106,4 @@ def build_schedule(settings: Settings, scorer: ClipScorer, plan: PromptPlan | No
         for e in extra:
             t = t + e
         phases.append(t)
-    return Schedule(phases, settings.change_prompt_every, settings.iterations)
+    return PromptSchedule(phases, change_every, iterations)

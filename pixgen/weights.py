@@ -332,7 +332,7 @@ def missing_models(
         if cfg and not _clip_cached(cfg, cache_dir() / "clip"):
             missing.append(("CLIP", spec, spec))
     if prior:
-        from pixgen.prior_models import missing_prior
+        from pixgen.prior.registry import missing_prior
 
         missing += [m for m in [missing_prior(prior)] if m]
     return missing
@@ -431,7 +431,7 @@ def fetch_models(names: list[str], defaults: bool = False, offline: bool = False
             if ":" in name:
                 path = clip_weights_file(*name.split(":", 1), offline)
             elif name in (registry().get("priors") or {}):
-                from pixgen.prior_models import ensure_prior
+                from pixgen.prior.registry import ensure_prior
 
                 path = ensure_prior(name, offline)
             else:

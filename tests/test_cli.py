@@ -308,5 +308,5 @@ def test_status_before_the_first_step(tmp_path):
 
     heard = []
     settings = load_settings(preset="smoke", overrides=dict(prompt="a cat", iterations=1, output_dir=str(tmp_path)))
-    api.generate(settings, on_status=heard.append)
+    api.generate(settings, hooks=api.Hooks(on_phase=lambda phase, text: heard.append(text)))
     assert heard == ["loading VQGAN tiny…", "loading CLIP tiny…", "encoding prompts…", "writing progress.gif…"]

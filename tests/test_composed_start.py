@@ -1,4 +1,4 @@
-"""The composed start (pixgen.layout): silhouettes, the colours CLIP ranks, and the start itself,
+"""The composed start (pixgen.starts.composed): silhouettes, the colours CLIP ranks, and the start itself,
 on the shipped shapes models (real, small) and the independent pixel judge."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixgen import layout
+from pixgen.starts import composed as layout
 from pixgen.errors import PixgenError
 from pixgen.settings import SILHOUETTES, load_settings
 
@@ -42,7 +42,7 @@ def _shapes_run(**kw):
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
     base = dict(prompt="a red circle on a blue background", seed=1, cutn=8, iterations=2, init="composed")
-    return api._make_loop(load_settings(preset="shapes", overrides=dict(base, **kw)), models), models
+    return api.make_loop(api.prepare(load_settings(preset="shapes", overrides=dict(base, **kw)), models)), models
 
 
 def test_the_best_colour_pairs_are_the_prompts():
@@ -61,7 +61,7 @@ def test_the_best_colour_pairs_are_the_prompts():
 
 @pytest.mark.parametrize("prompt, colours", [("a red circle on a blue background", ("red", "blue"))])
 def test_composed_start_draws_the_prompted_colours_reproducibly(prompt, colours):
-    from pixgen.optimise import render
+    from pixgen.drawers.vqgan import render
     from pixgen.shapes.judge import judge
 
     loop, models = _shapes_run(prompt=prompt)

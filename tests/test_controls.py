@@ -10,9 +10,10 @@ from PIL import Image
 from pixgen import api
 from pixgen.losses import palette_distance, saturation, symmetry
 from pixgen.optimise import lr_factor
+from pixgen.prompts import plan_prompts
 from pixgen.scorer import load_clip
 from pixgen.settings import load_settings
-from pixgen.targets import Schedule, build_schedule, noise_prompt
+from pixgen.targets import PromptSchedule, build_schedule, noise_prompt
 from tests.conftest import SMOKE
 
 
@@ -65,9 +66,9 @@ def test_init_noise_kinds_run_and_differ(tmp_path):
 
 
 def test_story_mode_switches_at_the_right_steps():
-    s = Schedule(phases=["a", "b", "c"], every=5, iterations=100)
+    s = PromptSchedule(phases=["a", "b", "c"], every=5, iterations=100)
     assert [s.phase(i) for i in (1, 5, 6, 10, 11, 99)] == [0, 0, 1, 1, 2, 2]
-    even = Schedule(phases=["a", "b"], every=0, iterations=10)
+    even = PromptSchedule(phases=["a", "b"], every=0, iterations=10)
     assert [even.phase(i) for i in range(1, 11)] == [0] * 5 + [1] * 5
 
 
@@ -84,7 +85,7 @@ def test_negative_image_and_noise_prompts_become_targets(tmp_path):
             noise_prompts=["7:0.25"],
         ),
     )
-    sched = build_schedule(s, scorer)
+    sched = build_schedule(scorer, plan_prompts(s), s.seed)
     assert len(sched.phases) == 2
     t = sched.phases[1]
     assert t.weights.tolist() == [2.0, -1.0, 0.5, 0.25]
@@ -179,7 +180,7 @@ def test_an_ensemble_calls_both_scorers_and_averages_by_weight(tmp_path):
         preset="shapes",
         overrides=dict(prompt="a red circle", seed=3, iterations=2, cutn=4, clip=["shapes", "tiny:0.5"], init="flat"),
     )
-    loop = api._make_loop(s, models)
+    loop = api.make_loop(api.prepare(s, models))
     list(loop.run(2))
     # each step: the shapes CLIP sees its 4 cutouts at 64 px, the tiny CLIP its own 4 at 32 px
     assert [shape for _, shape in seen] == [(4, 3, 64, 64), (4, 3, 32, 32)] * 2
@@ -210,7 +211,7 @@ def test_ensemble_runs_end_to_end_and_is_recorded(cli, tmp_path):
 
 
 def test_warp_moves_scales_and_rotates_the_content():
-    from pixgen.zoom import warp
+    from pixgen.drawers.vqgan import warp
 
     img = torch.zeros(1, 1, 33, 33)
     img[..., 16, 16] = 1.0
@@ -228,9 +229,8 @@ def test_warp_moves_scales_and_rotates_the_content():
 
 
 def test_zoom_mode_re_encodes_the_zoomed_image_each_segment(tmp_path):
-    from pixgen.optimise import render
+    from pixgen.drawers.vqgan import render, warp
     from pixgen.shapes import world
-    from pixgen.zoom import warp
 
     Image.fromarray(world.render(world.Combo("circle", "red", "blue"), 32, 32, 20)).save(tmp_path / "c.png")
     models = _models(["shapes"])
@@ -246,7 +246,7 @@ def test_zoom_mode_re_encodes_the_zoomed_image_each_segment(tmp_path):
             zoom_every=4,
         ),
     )
-    loop = api._make_loop(s, models)
+    loop = api.make_loop(api.prepare(s, models))
     calls = []
     zoom = loop.zoom
 

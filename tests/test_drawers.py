@@ -209,12 +209,12 @@ def test_the_missing_models_check_needs_no_vqgan_for_other_drawers(cli, tmp_path
 
 
 def test_restyle_draws_each_frame_through_the_drawer(cli, tmp_path, monkeypatch):
-    import pixgen.init
+    import pixgen.models
 
     def no_encoder(*a, **k):
         raise AssertionError("the VQGAN encoder was loaded")
 
-    monkeypatch.setattr(pixgen.init, "load_encoder_for", no_encoder)
+    monkeypatch.setattr(pixgen.models, "load_encoder", no_encoder)
     src = tmp_path / "frames"
     src.mkdir()
     for i in range(2):

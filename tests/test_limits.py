@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from pixgen import api
+from pixgen.drawers.vqgan import VQGANDrawer, init_latent
 from pixgen.errors import PixgenError
-from pixgen.optimise import LR_SCHEDULES, Draws, init_latent, lr_factor, lr_schedule
+from pixgen.optimise import LR_SCHEDULES, lr_factor, lr_schedule
 from pixgen.settings import FIELDS, load_settings
+from pixgen.starts.candidates import Draws
 from pixgen.vqgan import tiny_decoder
 from tests.conftest import StopAfter
 
@@ -57,7 +59,7 @@ def test_each_numeric_setting_at_its_largest_starts_fast_or_is_refused(tmp_path,
         stop.on_step(step, total)
 
     try:
-        api.generate(load_settings("smoke", overrides=overrides), on_step=on_step, should_stop=stop)
+        api.generate(load_settings("smoke", overrides=overrides), hooks=api.Hooks(on_step=on_step, should_stop=stop))
     except api.Interrupted:
         pass
     except PixgenError as e:  # refused: one line that names the setting or what to change
@@ -82,7 +84,7 @@ def test_draws_are_the_eager_draws_held_one_at_a_time():
     decoder = tiny_decoder()
     g, h = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     first = init_latent(decoder, 64, 64, g)
-    draws = Draws(decoder, (64, 64), g, "tokens", 4, first)
+    draws = Draws(VQGANDrawer(decoder, size=(64, 64)), g, "tokens", 4, first)
     eager = [init_latent(decoder, 64, 64, h) for _ in range(5)]
     assert len(draws) == 5 and all(torch.equal(draws[i], eager[i]) for i in range(5))
     assert torch.equal(g.get_state(), h.get_state())  # the generator moved on as the draws did

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from pixgen.cutouts import Cutouts
+from pixgen.drawers.vqgan import VQGANDrawer, init_latent
 from pixgen.models import Models
-from pixgen.optimise import ClipTerm, Loop, Objective, init_latent
+from pixgen.optimise import ClipTerm, Loop, Objective
 from pixgen.prompts import parse_prompts
 from pixgen.scorer import load_clip
 from pixgen.targets import Targets
@@ -25,7 +26,7 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models, g, z, targets = _setup()
     cut = Cutouts(models.scorers[0].input_size, 8, augment=[])
-    loop = Loop(models.decoder, Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 0.1)
+    loop = Loop(VQGANDrawer(models.decoder), Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 0.1)
     losses = [s.loss for s in loop.run(40)]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.01
@@ -35,7 +36,7 @@ def test_loss_falls_over_40_steps(tmp_path, monkeypatch):
 def test_latent_stays_in_codebook_range_and_models_stay_frozen():
     models, g, z, targets = _setup()
     cut = Cutouts(models.scorers[0].input_size, 4, augment=["flip", "noise"])
-    loop = Loop(models.decoder, Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 5.0)
+    loop = Loop(VQGANDrawer(models.decoder), Objective([ClipTerm(models.scorers[0], cut, targets)], g), z, g, 5.0)
     list(loop.run(5))
     z, cb = loop.z.detach(), models.decoder.codebook
     assert (z.min(-1).values.min(-1).values >= cb.min(0).values - 1e-6).all()
@@ -69,7 +70,7 @@ def test_low_memory_gives_the_same_run(tmp_path):
     zs = []
     for low in (False, True):
         s = load_settings(preset="shapes", overrides=dict(prompt="a red circle", seed=4, cutn=12, low_memory=low))
-        loop = api._make_loop(s, models)
+        loop = api.make_loop(api.prepare(s, models))
         list(loop.run(3))
         zs.append(loop.z.detach().clone())
     assert models.decoder.checkpoint_levels > 0 and loop.terms[0].chunk > 0
@@ -84,7 +85,7 @@ def _shapes_loop(**kw):
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
     base = dict(prompt="a red circle on a blue background", seed=6, cutn=8, iterations=10, schedule="progressive")
-    return api._make_loop(load_settings(preset="shapes", overrides=dict(base, **kw)), models), models
+    return api.make_loop(api.prepare(load_settings(preset="shapes", overrides=dict(base, **kw)), models)), models
 
 
 def test_progressive_schedule_goes_coarse_to_fine():
@@ -185,20 +186,21 @@ def test_kept_latents_resume_bit_identically(kw):
     assert torch.equal(c.z, a.z) and torch.equal(c.result(), a.result())
 
 
-def test_pick_start_takes_the_start_the_prompt_scores_best():
-    from pixgen.optimise import pick_start
+def test_the_best_scored_start_is_the_one_the_prompt_scores_best():
+    from pixgen.drawers.vqgan import VQGANDrawer
+    from pixgen.starts.candidates import best_of, score_starts
 
     loop, models = _shapes_loop(schedule="plain")
     g = torch.Generator().manual_seed(3)
     starts = [init_latent(models.decoder, 64, 64, g, "flat") for _ in range(6)]
     state, global_state = g.get_state(), torch.get_rng_state()
-    chosen = pick_start(models.decoder, loop.terms, starts, g)
+    chosen = starts[best_of(score_starts(VQGANDrawer(models.decoder), loop.terms, starts, g))]
     losses = []
     for z in starts:
         g.set_state(state)
         torch.set_rng_state(global_state)
         with torch.no_grad():
-            from pixgen.optimise import render
+            from pixgen.drawers.vqgan import render
 
             losses.append(float(loop.terms[0].loss(render(models.decoder, z), 1, g, None, 8)))
     assert torch.equal(chosen, starts[losses.index(min(losses))])
@@ -210,5 +212,5 @@ def test_init_draws_changes_the_start_and_stays_reproducible():
     b, _ = _shapes_loop(schedule="plain", init="flat", init_draws=8)
     one, _ = _shapes_loop(schedule="plain", init="flat", init_draws=1)
     # the same seed gives the same pick; the single draw is the first of the eight, and another
-    # scored better (which one wins is test_pick_start_takes_the_start_the_prompt_scores_best)
+    # scored better (which one wins is test_the_best_scored_start_is_the_one_the_prompt_scores_best)
     assert torch.equal(a.z, b.z) and not torch.equal(a.z, one.z)

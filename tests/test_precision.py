@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pixgen import api, precision, vit
+from pixgen.drawers.vqgan import render
 from pixgen.errors import PixgenError
 from pixgen.models import Models
-from pixgen.optimise import render
 from pixgen.precision import Precision, resolve_precision
 from pixgen.scorer import build_clip
 from pixgen.settings import load_settings

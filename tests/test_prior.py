@@ -1,4 +1,4 @@
-"""The prior over VQGAN codes (pixgen.prior): taming's layout, the cache, sampling, files."""
+"""The prior over VQGAN codes (pixgen.prior.model): taming's layout, the cache, sampling, files."""
 
 import sys
 import types
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pixgen.errors import PixgenError
-from pixgen.prior import (
+from pixgen.prior.model import (
     KVCache,
     Prior,
     PriorArch,
@@ -57,7 +57,7 @@ def test_taming_checkpoint_layout_loads_and_gives_the_same_logits(taming_gpt, tm
     _random(gpt, 1)
     torch.save({"state_dict": {f"transformer.{k}": v for k, v in gpt.state_dict().items()}}, tmp_path / "x.ckpt")
     sd = torch.load(tmp_path / "x.ckpt", weights_only=True)["state_dict"]
-    from pixgen.prior import build_prior
+    from pixgen.prior.model import build_prior
 
     prior = build_prior(_arch(), {k.removeprefix("transformer."): v for k, v in sd.items()}, "test")
     idx = torch.randint(0, 40, (3, 17), generator=torch.Generator().manual_seed(0))
@@ -165,6 +165,6 @@ def test_the_shapes_prior_training_is_reproducible_from_its_seed(tmp_path):
     assert report["steps"] == 3 and report["held_out_loss"] > 0
     a, b = (load_file(str(tmp_path / n / "prior_clip.safetensors")) for n in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    from pixgen.prior import load_prior
+    from pixgen.prior.model import load_prior
 
     assert load_prior(tmp_path / "a" / "prior_clip.safetensors", n_codes=1024).arch.cond == "clip"

@@ -10,10 +10,10 @@ import copy
 import pytest
 import torch
 
-from pixgen import prior_models, weights
+from pixgen import weights
+from pixgen.prior import registry as prior_models
 from pixgen.errors import PixgenError
-from pixgen.prior import KVCache, Prior, PriorArch
-from pixgen.prior_classes import (
+from pixgen.prior.classes import (
     choose_classes,
     class_condition,
     class_embeddings,
@@ -21,7 +21,8 @@ from pixgen.prior_classes import (
     encode_texts,
     imagenet_classes,
 )
-from pixgen.prior_models import load_prior_model, prior_for_vqgan
+from pixgen.prior.model import KVCache, Prior, PriorArch
+from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 
 SHIPPED = weights.registry()
 REAL = SHIPPED["priors"]["cin_transformer"]
@@ -225,7 +226,7 @@ def test_choose_classes_returns_the_top_k_sorted_and_caches_the_matrix(tiny_clip
     probs = [p for _, _, p in top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert all(CLASSES[i] == name for i, name, _ in top)
-    from pixgen import prior_classes
+    from pixgen.prior import classes as prior_classes
     from pixgen.scorer import build_clip
 
     monkeypatch.setattr(prior_classes, "_embed_classes", lambda *a, **k: pytest.fail("embedded again"))

@@ -1,4 +1,4 @@
-"""--init prior and `pixgen sample` (pixgen.sampler, pixgen.dalle) on the tiny smoke models with a
+"""--init prior and `pixgen sample` (pixgen.prior.start, pixgen.sample) on the tiny smoke models with a
 small random prior over the tiny VQGAN's codes, written and read as a real prior file."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixgen.prior import Prior, PriorArch, save_prior
+from pixgen.prior.model import Prior, PriorArch, save_prior
 from tests.conftest import SMOKE
 
 
@@ -73,7 +73,7 @@ def test_init_prior_starts_from_the_best_sample_and_seeds_differ(tmp_path):
 
 def test_a_story_prompt_conditions_the_prior_on_its_first_phrase(tmp_path):
     from pixgen.api import prepare
-    from pixgen.sampler import condition_for, load_run_prior
+    from pixgen.prior.start import condition_for, load_run_prior
     from pixgen.settings import load_settings
 
     prior = _prior_file(tmp_path)

@@ -51,14 +51,16 @@ def test_flags_are_validated_too(cli, tmp_path, args, needle):
 
 
 def test_choices_match_the_tables_that_implement_them():
-    from pixgen import cutouts, init, losses, optimise, precision, settings
+    from pixgen import cutouts, losses, optimise, precision, settings
+    from pixgen.drawers import vqgan as vqgan_drawer
+    from pixgen.starts import images as init
 
     assert set(settings.AUGMENTS) == set(cutouts.AUGMENTATIONS)
     assert set(settings.OPTIMIZERS) == set(optimise.OPTIMIZERS)
     assert set(settings.CLIP_LOSSES) == set(losses.DISTANCES)
     assert set(settings.LR_SCHEDULES) == set(optimise.LR_SCHEDULES)
     assert set(settings.SYMMETRIES) == {"none", *losses.SYMMETRY_AXES}
-    assert set(settings.INITS) == set(optimise.INITS)
+    assert set(settings.INITS) == set(vqgan_drawer.INITS)
     assert set(settings.INIT_FITS) == set(init.FITS)
     assert set(settings.INIT_NOISES) == set(init.NOISES)
     assert set(settings.PRECISIONS) == {"auto", *precision.CHOICES}

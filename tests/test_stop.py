@@ -1,8 +1,8 @@
 """A stop (Ctrl-C, SIGTERM, a cancel) is honoured in every phase of a run, not only between
 steps: loading the models, encoding the prompts, composing or drawing the start, writing the
 outputs. Real signals through the CLI's handler (pixgen.console.StopOnSignal), delivered in-process
-at the phase a test chooses (through on_status, which announces each phase), and once through a
-real `pixgen` process."""
+at the phase a test chooses (through Hooks.on_phase, which hears each phase as it begins), and once
+through a real `pixgen` process. Tests name phases (pixgen.phases.Phase), never message texts."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from pixgen import api
 from pixgen.console import ABORT_GRACE_SECONDS, StopOnSignal
 from pixgen.errors import Aborted
+from pixgen.phases import Hooks, Phase
 from pixgen.settings import load_settings
 from tests.conftest import SMOKE
 
@@ -27,30 +28,26 @@ def _settings(tmp_path, **kw):
     return load_settings(preset="smoke", overrides=dict(base, **kw))
 
 
-def _signal_at(phase: str, heard: list[str], times: int = 1):
-    """An on_status that records each phase and sends this process SIGINT `times` times when
-    the phase that starts with `phase` is announced."""
+def _signal_at(wanted: Phase, heard: list[Phase], times: int = 1):
+    """An on_phase that records each phase and sends this process SIGINT `times` times when
+    `wanted` begins."""
 
-    def on_status(text: str) -> None:
-        heard.append(text)
-        if text.startswith(phase):
+    def on_phase(phase: Phase, text: str) -> None:
+        heard.append(phase)
+        if phase is wanted:
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)
 
-    return on_status
+    return on_phase
 
 
-def _generate(settings, phase: str, times: int = 1):
+def _generate(settings, phase: Phase, times: int = 1):
     """generate() under the CLI's signal handler with SIGINT at `phase`: (heard, steps, outcome)."""
     heard, steps = [], []
     with StopOnSignal() as stop:
         try:
-            api.generate(
-                settings,
-                on_step=lambda s, t: steps.append(s.i),
-                should_stop=stop,
-                on_status=_signal_at(phase, heard, times),
-            )
+            hooks = Hooks(_signal_at(phase, heard, times), lambda s, t: steps.append(s.i), stop)
+            api.generate(settings, hooks=hooks)
             outcome = None
         except api.Interrupted as e:
             outcome = e
@@ -59,18 +56,24 @@ def _generate(settings, phase: str, times: int = 1):
 
 PRIOR = {"vqgan": "shapes", "clip": ["shapes"], "init": "prior", "prior_samples": 4}  # the shipped prior
 BEFORE_THE_FIRST_STEP = [
-    ("loading VQGAN", {}),
-    ("loading CLIP", {}),
-    ("encoding prompts", {}),
-    ("drawing 3 starts", {"init_draws": 3}),
-    ("scoring the starts", {"init_draws": 3}),
-    ("loading the VQGAN encoder", {"init": "composed"}),
-    ("composing the start: colours", {"init": "composed"}),
-    ("composing the start: through the VQGAN", {"init": "composed"}),
-    ("drawing 4 samples from the prior", PRIOR),
-    ("ranking the samples", PRIOR),
-    ("composing the start: silhouettes", {"init": "composed", "init_silhouettes": ["disc", "box"]}),
-    ("encoding the start", {"init_noise": "perlin"}),
+    (Phase.LOADING_VQGAN, {}),
+    (Phase.LOADING_CLIP, {}),
+    (Phase.PROMPTS, {}),
+    (Phase.DRAWING_STARTS, {"init_draws": 3}),
+    (Phase.SCORING_STARTS, {"init_draws": 3}),
+    (Phase.LOADING_ENCODER, {"init": "composed"}),
+    (Phase.COMPOSING, {"init": "composed"}),
+    (Phase.COMPOSING_COLOURS, {"init": "composed"}),
+    (Phase.COMPOSING_THROUGH, {"init": "composed"}),
+    (Phase.COMPOSING_SCORING, {"init": "composed"}),
+    (Phase.LOADING_PRIOR, PRIOR),
+    (Phase.PRIOR_DRAWING, PRIOR),
+    (Phase.PRIOR_BATCH, dict(PRIOR, prior_samples=20)),  # between batches of 16
+    (Phase.PRIOR_RANKING, PRIOR),
+    (Phase.COMPOSING_SILHOUETTES, {"init": "composed", "init_silhouettes": ["disc", "box"]}),
+    (Phase.LOADING_ENCODER, {"init_noise": "perlin"}),
+    (Phase.ENCODING_START, {"init_noise": "perlin"}),
+    (Phase.LOADING_ENCODER, {"zoom_scale": 1.1}),
 ]
 
 
@@ -78,12 +81,12 @@ BEFORE_THE_FIRST_STEP = [
 def test_a_stop_before_the_first_step_is_honoured_in_that_phase_and_keeps_nothing(tmp_path, phase, extra):
     heard, steps, outcome = _generate(_settings(tmp_path, **extra), phase)
     assert isinstance(outcome, api.Interrupted) and outcome.args[0] is None
-    assert heard[-1].startswith(phase), heard  # it stopped there: no later phase was begun
+    assert heard[-1] is phase, heard  # it stopped there: no later phase was begun
     assert steps == [] and list(tmp_path.iterdir()) == []  # no step, no (empty) run folder left
 
 
 def test_a_stop_while_writing_keeps_the_image_and_skips_the_renders(tmp_path):
-    heard, steps, outcome = _generate(_settings(tmp_path), "writing progress.gif")
+    heard, steps, outcome = _generate(_settings(tmp_path), Phase.WRITING_GIF)
     result = outcome.args[0]
     assert steps == [1, 2, 3, 4] and result.interrupted is False and result.skipped == ["progress.gif"]
     (run,) = tmp_path.iterdir()
@@ -102,7 +105,7 @@ def test_a_stop_during_the_steps_still_writes_every_output(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)
 
         with pytest.raises(api.Interrupted) as e:
-            api.generate(_settings(tmp_path), on_step=on_step, should_stop=stop)
+            api.generate(_settings(tmp_path), hooks=Hooks(on_step=on_step, should_stop=stop))
     result = e.value.args[0]
     assert result.interrupted and result.skipped == [] and (result.run_dir / "progress.gif").is_file()
 
@@ -110,18 +113,19 @@ def test_a_stop_during_the_steps_still_writes_every_output(tmp_path):
 def test_a_second_signal_aborts_at_once(tmp_path):
     with pytest.raises(Aborted):
         with StopOnSignal() as stop:
-            api.generate(_settings(tmp_path), should_stop=stop, on_status=_signal_at("loading CLIP", [], times=2))
+            hooks = Hooks(_signal_at(Phase.LOADING_CLIP, [], times=2), should_stop=stop)
+            api.generate(_settings(tmp_path), hooks=hooks)
     time.sleep(ABORT_GRACE_SECONDS + 0.5)  # the watcher was stood down on the way out: still alive
 
 
 def test_cli_stops_in_a_phase_on_a_real_sigint_and_exits_130(tmp_path):
-    env = dict(os.environ, PIXGEN_TEST_SIGNAL_AT="encoding prompts")
+    env = dict(os.environ, PIXGEN_TEST_SIGNAL_AT="PROMPTS")
     cmd = [sys.executable, "-m", "pixgen", "a cat", *SMOKE, "-o", str(tmp_path / "o")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 130, proc.stderr
     assert "before the first step" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
-    env["PIXGEN_TEST_SIGNAL_AT"] = "loading CLIP,loading CLIP"  # a second signal: out at once
+    env["PIXGEN_TEST_SIGNAL_AT"] = "LOADING_CLIP,LOADING_CLIP"  # a second signal: out at once
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 130 and "aborting" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -25,7 +25,7 @@ def models_list(
     json_out: JsonOpt = False,
 ):
     """Every registered VQGAN (with its other names) and prior: kind, size, whether cached, licence."""
-    from pixgen.prior_models import prior_rows
+    from pixgen.prior.registry import prior_rows
     from pixgen.weights import clip_rows, registry, vqgan_rows
 
     if clip:
@@ -65,7 +65,7 @@ def models_download(
 @app.command("info")
 def models_info(name: Annotated[str, typer.Argument(help="A VQGAN or prior name.")]):
     """Architecture, scale factor, codebook size and cache paths of a VQGAN (or a prior)."""
-    from pixgen.prior_models import describe_prior, prior_entries
+    from pixgen.prior.registry import describe_prior, prior_entries
     from pixgen.weights import describe_vqgan
 
     for line in describe_prior(name) if name in prior_entries() else describe_vqgan(name):

@@ -22,18 +22,44 @@ if TYPE_CHECKING:
 
 
 class Drawer:
-    """The interface the loop draws through. `size` is the image's (height, width)."""
+    """The interface the loop and the starts draw through. `size` is the image's (height, width).
+
+    What a drawer can do is declared, not found by its name: `takes_codes` (its tensor is a
+    VQGAN latent: the prior start and `--init-draws` work), `can_halve` (the progressive
+    schedule), `can_zoom` (the zoom video mode), `needs_vqgan` (the run loads a VQGAN for it)."""
 
     name = "drawer"
     size: tuple[int, int] = (0, 0)
+    needs_vqgan = False
+    takes_codes = False
+    can_halve = False
+    can_zoom = False
 
-    def start(self, generator: torch.Generator) -> Tensor:
-        """A random starting tensor, drawn on the CPU from `generator` (the same on any device)."""
+    @property
+    def title(self) -> str:
+        """The drawer in words, for status lines ("the pixel drawer")."""
+        return f"the {self.name} drawer"
+
+    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+        """A random starting tensor, drawn on the CPU from `generator` (the same on any device).
+        `mode` is the start asked for (settings.init); a drawer with one kind of start ignores it."""
         raise NotImplementedError
+
+    @property
+    def fit_ready(self) -> bool:
+        """Whether `fit` can run without loading anything first (see `prepare_fit`)."""
+        return True
+
+    def prepare_fit(self) -> None:
+        """Load what `fit` needs (the VQGAN's encoder); the caller announces it first."""
 
     def fit(self, image: Tensor, generator: torch.Generator) -> Tensor:
         """A starting tensor that draws (about) `image`, (1, 3, H, W) in [0, 1]."""
         raise NotImplementedError
+
+    def fit_many(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        """Starting tensors for a batch of images (N, 3, H, W), as the composed start takes them."""
+        return [self.fit(image[None], generator) for image in images]
 
     def render(self, params: Tensor) -> Tensor:
         """The tensor -> the image (1, 3, H, W) in [0, 1], with gradient."""
@@ -46,13 +72,22 @@ class Drawer:
         """The (height, width) of the image a tensor of `shape` draws."""
         return self.size
 
+    def halve(self, params: Tensor) -> Tensor:
+        """The tensor at half resolution (only where `can_halve`)."""
+        raise NotImplementedError(f"the {self.name} drawer cannot be halved")
+
+    def zoom(self, params: Tensor, scale: float, shift, rotate: float) -> Tensor:
+        """The tensor of the drawn image after one zoom/pan movement (only where `can_zoom`)."""
+        raise NotImplementedError(f"the {self.name} drawer cannot zoom")
+
     def extras(self, params: Tensor) -> dict[str, bytes]:
         """Files written beside final.png at the end of a run (name -> contents)."""
         return {}
 
 
-def make_drawer(settings: Settings, decoder, device: torch.device) -> Drawer:
-    """The run's drawer, from its resolved settings (size already fitted: `fit_factor`)."""
+def make_drawer(settings: Settings, decoder, device: torch.device, load_encoder=None) -> Drawer:
+    """The run's drawer, from its resolved settings (size already fitted: `fit_factor`).
+    `load_encoder()` gives the VQGAN's encoder when a fit or the zoom first needs it."""
     from pixgen.settings import parse_palette
 
     s = settings
@@ -60,7 +95,7 @@ def make_drawer(settings: Settings, decoder, device: torch.device) -> Drawer:
     if s.drawer == "vqgan":
         from pixgen.drawers.vqgan import VQGANDrawer
 
-        return VQGANDrawer(decoder, s.tile)
+        return VQGANDrawer(decoder, s.tile, (s.height, s.width), load_encoder)
     if s.drawer == "pixel":
         from pixgen.drawers.pixel import PixelDrawer
         from pixgen.settings import pixel_grid
@@ -80,12 +115,3 @@ def fit_factor(settings: Settings, decoder) -> tuple[int, int]:
     if settings.drawer == "vqgan":
         return decoder.factor, decoder.factor
     return 1, 1
-
-
-def as_drawer(obj) -> Drawer:
-    """A Drawer as is; a VQGAN decoder as the vqgan drawer (the loop's older callers pass one)."""
-    if isinstance(obj, Drawer):
-        return obj
-    from pixgen.drawers.vqgan import VQGANDrawer
-
-    return VQGANDrawer(obj)

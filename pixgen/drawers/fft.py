@@ -61,7 +61,7 @@ class FFTDrawer(Drawer):
     def shape(self) -> tuple[int, ...]:
         return (1, 3, self.size[0], self.size[1] // 2 + 1, 2)
 
-    def start(self, generator: torch.Generator) -> Tensor:
+    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
         return (INIT_STD * torch.randn(self.shape, generator=generator)).to(self.device)
 
     def render(self, params: Tensor) -> Tensor:

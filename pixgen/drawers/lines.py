@@ -50,7 +50,7 @@ class LinesDrawer(Drawer):
         strokes = torch.cat([points.reshape(self.n, 8), unit[:, None], colours[:, :3]], 1)
         return torch.cat([strokes.reshape(-1), paper]).float().to(self.device)
 
-    def start(self, generator: torch.Generator) -> Tensor:
+    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
         """Random short strokes of random colours (as CLIPDraw starts) on white paper."""
         points, widths, colours = self._random(generator)
         return self.pack(points, widths, colours, torch.ones(3))

@@ -37,7 +37,7 @@ class PixelDrawer(Drawer):
         self.cols, self.rows = grid
         self.size, self.palette, self.device = size, palette, device
 
-    def start(self, generator: torch.Generator) -> Tensor:
+    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
         """Grey cells with a little colour noise: no colour favoured."""
         noise = torch.rand(1, 3, self.rows, self.cols, generator=generator)
         return (0.5 + 0.1 * (noise - 0.5)).to(self.device)

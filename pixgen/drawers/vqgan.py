@@ -1,11 +1,59 @@
-"""The vqgan drawer: a latent quantised to the codebook and decoded by the VQGAN."""
+"""The vqgan drawer: a latent quantised to the codebook and decoded by the VQGAN.
+
+Everything of the VQGAN lives here: its starts (tokens, flat, mean), `fit` through the encoder
+(init images, the composed start, restyle), `render`, the clamp to the codebook's range, circular
+padding for tiles, and the zoom warp of the zoom video mode. The encoder is loaded only when a
+`fit` or the zoom needs it (`prepare_fit`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from pixgen.drawers import Drawer
+from pixgen.ops import clamp_with_grad, codes_to_latent, nearest_codes, quantize_st
+
+
+def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, h, w), generator=generator)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _flat(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    codes = torch.randint(codebook.shape[0], (1, 1, 1), generator=generator).expand(1, h, w)
+    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+
+
+def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
+    return codebook.mean(0).view(1, -1, 1, 1).expand(1, -1, h, w).clone()
+
+
+# settings.init -> the starting latent; "composed" and "prior" need CLIP (pixgen.starts), so the
+# run replaces this neutral placeholder once its CLIP terms exist
+INITS = {"tokens": _tokens, "flat": _flat, "mean": _mean, "composed": _mean, "prior": _mean}
+
+
+def init_latent(decoder, width: int, height: int, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+    """The starting latent: random codebook entries (tokens), one random entry everywhere (flat),
+    or the codebook's mean everywhere (mean: a neutral start that favours no colour).
+
+    Drawn on the CPU from `generator`, so the same seed gives the same start on any device.
+    """
+    f = decoder.factor
+    return INITS[mode](decoder.codebook, height // f, width // f, generator)
+
+
+def render(decoder, z: Tensor) -> Tensor:
+    """Latent -> image in [0, 1], through the same quantisation the loop uses."""
+    return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
+
+
+@torch.no_grad()
+def encode(encoder, image01: Tensor) -> Tensor:
+    """Image in [0, 1] -> continuous latent in codebook space."""
+    return encoder(image01 * 2 - 1)
 
 
 def set_tile(module: nn.Module, on: bool) -> None:
@@ -15,11 +63,38 @@ def set_tile(module: nn.Module, on: bool) -> None:
             conv.padding_mode = "circular" if on else "zeros"
 
 
+def warp(image: Tensor, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0), rotate: float = 0.0) -> Tensor:
+    """(N, C, H, W) -> the same size, content scaled by `scale` and rotated by `rotate` degrees
+    (counter-clockwise) about the centre, then moved by `shift` = (x, y) pixels (right, down).
+    Edges uncovered by a zoom-out or shift are filled by reflection."""
+    from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
+
+    n, _, h, w = image.shape
+    centre = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], dtype=image.dtype, device=image.device).expand(n, 2)
+    angle = torch.full((n,), float(rotate), dtype=image.dtype, device=image.device)
+    scales = torch.full((n, 2), float(scale), dtype=image.dtype, device=image.device)
+    matrix = get_rotation_matrix2d(centre, angle, scales)
+    matrix[..., 0, 2] += float(shift[0])
+    matrix[..., 1, 2] += float(shift[1])
+    return warp_affine(image, matrix, (h, w), mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
 class VQGANDrawer(Drawer):
     name = "vqgan"
+    needs_vqgan = takes_codes = can_halve = can_zoom = True
+    title = "the VQGAN"
 
-    def __init__(self, decoder, tile: bool = False):
-        self.decoder = decoder
+    def __init__(
+        self,
+        decoder,
+        tile: bool = False,
+        size: tuple[int, int] | None = None,
+        load_encoder: Callable[[], nn.Module] | None = None,
+    ):
+        """`size` is the image's (height, width) (a multiple of the factor); `load_encoder()` gives
+        the VQGAN's encoder on the run's device, called once, when a `fit` or the zoom needs it."""
+        self.decoder, self.load_encoder, self.encoder = decoder, load_encoder, None
+        self.size = size or (decoder.factor, decoder.factor)
         set_tile(decoder, tile)  # the models may be shared between runs: set either way
         self.lo = decoder.codebook.min(0).values.view(1, -1, 1, 1)  # per-channel codebook range
         self.hi = decoder.codebook.max(0).values.view(1, -1, 1, 1)
@@ -28,9 +103,35 @@ class VQGANDrawer(Drawer):
     def factor(self) -> int:
         return self.decoder.factor
 
-    def render(self, params: Tensor) -> Tensor:
-        from pixgen.optimise import render
+    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+        h, w = self.size
+        return init_latent(self.decoder, w, h, generator, mode)
 
+    @property
+    def fit_ready(self) -> bool:
+        return self.encoder is not None
+
+    def prepare_fit(self) -> None:
+        if self.encoder is None:
+            if self.load_encoder is None:
+                raise ValueError("this VQGAN drawer was made without an encoder")
+            self.encoder = self.load_encoder()
+
+    def fit(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The encoder's continuous latent of `image` (1, 3, H, W) in [0, 1], cut to the run's grid."""
+        self.prepare_fit()
+        rows, cols = self.size[0] // self.factor, self.size[1] // self.factor
+        return encode(self.encoder, image)[..., :rows, :cols].contiguous()
+
+    @torch.no_grad()
+    def fit_many(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Images (N, 3, H, W) encoded in one batch and snapped to the codebook: one latent each."""
+        self.prepare_fit()
+        codebook = self.decoder.codebook
+        latents = self.encoder(images.to(codebook.device) * 2 - 1)
+        return list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
+
+    def render(self, params: Tensor) -> Tensor:
         return render(self.decoder, params)
 
     def clamp_(self, params: Tensor) -> None:
@@ -39,3 +140,16 @@ class VQGANDrawer(Drawer):
 
     def image_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
         return shape[-2] * self.factor, shape[-1] * self.factor
+
+    @torch.no_grad()
+    def zoom(self, z: Tensor, scale: float = 1.0, shift=(0.0, 0.0), rotate: float = 0.0) -> Tensor:
+        """The latent of the drawn image after one zoom/pan movement (the zoom video mode)."""
+        self.prepare_fit()
+        image = warp(render(self.decoder, z), scale, tuple(shift), rotate).clamp(0, 1)
+        return encode(self.encoder, image)[..., : z.shape[-2], : z.shape[-1]]
+
+    def halve(self, z: Tensor) -> Tensor:
+        """A latent at half the height and width (the progressive schedule's coarse part)."""
+        from pixgen.ops import halve_latent
+
+        return halve_latent(z)

@@ -2,7 +2,7 @@
 through `pixgen.api.generate` on models loaded once, so each job's folder is a CLI run's
 (final.png, frames, GIF, run.json). A job lives on in the server when its browser goes away.
 
-Cancel is the CLI's Ctrl-C, honoured in every phase of a job (pixgen.api.Phases): before the first
+Cancel is the CLI's Ctrl-C, honoured in every phase of a job (pixgen.phases): before the first
 step the job stops and keeps nothing; during the steps it stops after the current one and keeps
 its image (final.png marked interrupted, state.safetensors for `pixgen resume`); while writing it
 keeps final.png and run.json and skips the GIF and MP4. A job that fails, whatever it raises,
@@ -245,6 +245,7 @@ class JobQueue:
     def _run(self, job: Job) -> None:
         from pixgen.api import generate
         from pixgen.outputs import make_run_dir
+        from pixgen.phases import Hooks
 
         s = job.settings
         every = preview_every(s.iterations)
@@ -264,7 +265,7 @@ class JobQueue:
                     job.preview, job.preview_step = preview, step.i
                 self._bump(job)
 
-        def on_status(text):
+        def on_phase(phase, text):
             with self.cond:
                 job.status = text
                 self._bump(job)
@@ -274,9 +275,8 @@ class JobQueue:
         with self.cond:
             job.run_dir = run_dir
         try:
-            result = generate(
-                s, self.models, on_step=on_step, run_dir=run_dir, should_stop=lambda: job.stop, on_status=on_status
-            )
+            hooks = Hooks(on_phase=on_phase, on_step=on_step, should_stop=lambda: job.stop)
+            result = generate(s, self.models, run_dir=run_dir, hooks=hooks)
         except Interrupted as e:
             self._cancelled(job, e.args[0] if e.args else None)
             return

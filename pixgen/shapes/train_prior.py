@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pixgen.prior import Prior, PriorArch, code_loss, save_prior, text_condition, text_vocabulary
+from pixgen.prior.model import Prior, PriorArch, code_loss, save_prior, text_condition, text_vocabulary
 from pixgen.shapes import world
 
 PRIOR_FILES = {"text": "prior_text.safetensors", "clip": "prior_clip.safetensors"}

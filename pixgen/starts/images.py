@@ -1,4 +1,4 @@
-"""Initial latents from images or noise, through the VQGAN encoder (loaded only for this)."""
+"""Init images and noise: the pictures a start is fitted to (through the drawer's `fit`)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pixgen.settings import Settings
-from pixgen.vqgan import VQGANEncoder
-
-
-def load_encoder_for(settings: Settings) -> VQGANEncoder:
-    """The encoder that belongs to the run's VQGAN."""
-    from pixgen.models import load_encoder
-
-    return load_encoder(settings.vqgan, settings.vqgan_config, settings.vqgan_ckpt)
-
+from pixgen.images import open_rgb
 
 # init_fit -> how the scale is chosen: cover fills the frame (crops), contain fits it (pads),
 # stretch (None) resizes to the exact size
@@ -91,19 +82,14 @@ def noise_image(kind: str, width: int, height: int, generator: torch.Generator) 
     return NOISES[kind](width, height, generator)
 
 
-@torch.no_grad()
-def encode(encoder: VQGANEncoder, image01: Tensor) -> Tensor:
-    """Image in [0, 1] -> continuous latent in codebook space."""
-    return encoder(image01 * 2 - 1)
-
-
-def initial_image(settings: Settings, width: int, height: int, generator: torch.Generator) -> Tensor | None:
-    """The init image or noise (1, 3, H, W) in [0, 1], or None for a codebook init."""
-    if settings.init_image:
-        from pixgen.images import open_rgb
-
-        img = fit_image(open_rgb(settings.init_image), width, height, settings.init_fit)
+def initial_image(
+    path: str | None, fit: str, noise: str | None, width: int, height: int, generator: torch.Generator
+) -> Tensor | None:
+    """The init image at `path` fitted (`fit`: cover, contain, stretch), or the `noise` image,
+    (1, 3, height, width) in [0, 1]; None when neither is asked for."""
+    if path:
+        img = fit_image(open_rgb(path), width, height, fit)
         return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    if settings.init_noise:
-        return noise_image(settings.init_noise, width, height, generator)
+    if noise:
+        return noise_image(noise, width, height, generator)
     return None

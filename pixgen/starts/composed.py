@@ -11,7 +11,7 @@ flat codes decode to muddy textures), so the start is composed in pixel space an
 2. Through the drawer: each of those pairs is drawn as the run's drawer draws it (for the VQGAN:
    encoded, snapped to the codebook and decoded; pixgen.drawers), and the CLIP terms score the
    drawn images as they score a step (cutouts, augmentations;
-   optimise.best_start). The best pair wins.
+   starts.candidates.score_starts). The best pair wins.
 3. The silhouette: that pair is composed again with each subject shape of
    `--init-silhouettes` (disc, box, triangle, diamond, wide ellipse), and the best start wins.
 """
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pixgen.ops import codes_to_latent, nearest_codes
+from pixgen.phases import Hooks, Phase
+from pixgen.starts.candidates import best_of, score_starts
 
 LEVELS = (0.0, 1 / 3, 2 / 3, 1.0)  # per channel: a grid of 64 plain colours
 BACKGROUNDS = 3  # plain colours tried as the background, each with every other grid colour
@@ -162,49 +163,36 @@ def compose(
 @torch.no_grad()
 def composed_start(
     drawer,
-    fit: Callable[[Tensor], list[Tensor]],
     terms: list,
     generator: torch.Generator,
     width: int,
     height: int,
     silhouettes=("disc",),
     jitter: bool = False,
-    on_stage: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
     device: torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The composed starting tensor of `drawer` (pixgen.drawers; for the VQGAN a latent snapped to
     the codebook) and the composition it draws (1, 3, height, width) in [0, 1] (the run's init
     image: `--init-pixel-weight` keeps the picture near it): the best colour pairs in pixel
-    space, then, through the drawer (`fit(images)`: the starting tensors that draw a batch of
-    images, e.g. `vqgan_fit`), the best of them as a disc, then its best silhouette.
-    `on_stage(text)` hears each stage before it starts (a safe point: it may raise to stop)."""
-    from pixgen.optimise import best_start
-
-    stage = on_stage or (lambda text: None)
+    space, then, through the drawer (`drawer.fit_many(images)`), the best of them as a disc,
+    then its best silhouette. Each stage is a phase of `hooks` (a safe point: it may stop)."""
+    hooks = hooks or Hooks()
 
     def best(images: list[Tensor]) -> tuple[int, Tensor]:
-        starts = fit(torch.stack(images).to(device))
-        i = best_start(drawer, terms, starts, generator, checkpoint=lambda: stage("composing the start: scoring…"))
+        starts = drawer.fit_many(torch.stack(images).to(device), generator)
+        scoring = lambda: hooks.enter(Phase.COMPOSING_SCORING, "composing the start: scoring…")  # noqa: E731
+        i = best_of(score_starts(drawer, terms, starts, generator, checkpoint=scoring))
         return i, starts[i]
 
     place = draw_placement(generator) if jitter else Placement()
-    pairs = colour_pairs(terms, height, width, checkpoint=lambda: stage("composing the start: colours…"))
-    stage(f"composing the start: through the {'VQGAN' if drawer.name == 'vqgan' else drawer.name + ' drawer'}…")
+    colours = lambda: hooks.enter(Phase.COMPOSING_COLOURS, "composing the start: colours…")  # noqa: E731
+    pairs = colour_pairs(terms, height, width, checkpoint=colours)
+    hooks.enter(Phase.COMPOSING_THROUGH, f"composing the start: through {drawer.title}…")
     images = [compose(b, s, height, width, silhouettes[0], place) for b, s in pairs]
     i, z = best(images)
     if len(silhouettes) > 1:
-        stage("composing the start: silhouettes…")
+        hooks.enter(Phase.COMPOSING_SILHOUETTES, "composing the start: silhouettes…")
         images = [compose(*pairs[i], height, width, shape, place) for shape in silhouettes]
         i, z = best(images)
     return z, images[i][None].to(device)
-
-
-def vqgan_fit(decoder, encoder) -> Callable[[Tensor], list[Tensor]]:
-    """The VQGAN's `fit` for `composed_start`: images encoded, snapped to the codebook."""
-
-    def fit(images: Tensor) -> list[Tensor]:
-        codebook = decoder.codebook
-        latents = encoder(images.to(codebook.device) * 2 - 1)
-        return list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
-
-    return fit

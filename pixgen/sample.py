@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.phases import Hooks, Phase
 
 MAX_KEEP = 64
 
@@ -35,33 +36,28 @@ def check_keep(keep: int, samples: int) -> None:
 
 
 def sample_images(
-    settings,
-    keep: int = 4,
-    models=None,
-    run_dir: Path | None = None,
-    offline: bool = False,
-    on_status=None,
-    should_stop=None,
+    settings, keep: int = 4, models=None, run_dir: Path | None = None, hooks: Hooks | None = None
 ) -> SampleResult:
     """Draw, rerank and keep the best `keep` samples of the run's prior; write them (see the
     module's docstring). The random streams are those of `generate` with `--init prior` and no
-    steps, so each kept image is what that run gives at its rank."""
-    from pixgen.api import Phases, clip_terms, prepare
+    steps, so each kept image is what that run gives at its rank. `hooks` as for generate."""
+    from pixgen.api import clip_terms, make_run_drawer, prepare
     from pixgen.device import seed_everything
     from pixgen.outputs import make_run_dir
-    from pixgen.sampler import draw_and_rank
+    from pixgen.prior.start import draw_and_rank
 
     t0 = time.perf_counter()
+    hooks = hooks or Hooks()
     check_keep(keep, settings.prior_samples)
     if settings.drawer != "vqgan":
         raise PixgenError("setting 'drawer': pixgen sample draws VQGAN codes: it needs --drawer vqgan")
-    phase = Phases(on_status, should_stop)
-    run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, offline, phase)
+    run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, hooks)
     generator = seed_everything(run.settings.seed)
-    phase("encoding prompts…")
+    drawer = make_run_drawer(run)
+    hooks.enter(Phase.PROMPTS, "encoding prompts…")
     terms = clip_terms(run)
-    ranked = draw_and_rank(run, terms, generator, phase, offline)
-    phase("writing the samples…")
+    ranked = draw_and_rank(run, drawer, terms, generator, hooks)
+    hooks.enter(Phase.WRITING_SAMPLES, "writing the samples…")
     if run_dir is None:
         run_dir = make_run_dir(run.settings.output_dir, run.settings.prompt)
     else:
@@ -69,23 +65,22 @@ def sample_images(
             Path(run_dir).mkdir(parents=True)
         except OSError as e:
             raise PixgenError(f"cannot create run folder {run_dir}: {e.strerror or e}") from None
-    images, scores = _write(run, ranked, keep, Path(run_dir), time.perf_counter() - t0)
+    images, scores = _write(run, drawer, ranked, keep, Path(run_dir), time.perf_counter() - t0)
     return SampleResult(run_dir, images, scores, run.settings.seed, time.perf_counter() - t0)
 
 
-def _write(run, ranked, keep: int, run_dir: Path, seconds: float) -> tuple[list[Path], list[dict]]:
+def _write(run, drawer, ranked, keep: int, run_dir: Path, seconds: float) -> tuple[list[Path], list[dict]]:
     """The kept samples' PNGs (each with the settings that make it again), scores.json, run.json,
     the contact sheet and index.html."""
     from pixgen.api import ensemble_score
-    from pixgen.optimise import render
     from pixgen.outputs import save_png, write_gallery, write_json
-    from pixgen.sampler import prior_name
+    from pixgen.prior.start import prior_name
 
     images, scores, cards = [], [], []
     for rank in range(1, keep + 1):
         index = ranked.order[rank - 1]
         with torch.no_grad():
-            image = render(run.models.decoder, ranked.starts[index])
+            image = drawer.render(ranked.starts[index])
         record = dict(run.record(), prior_rank=rank, start=ranked.record(prior_name(run.settings), rank))
         path = run_dir / f"sample-{rank}.png"
         save_png(path, image, record)

@@ -63,7 +63,7 @@ def class_index(name: str, classes: Sequence[str] | None = None) -> int:
 
 
 def class_condition(index: int) -> Tensor:
-    """The (1, 1) long condition of a class-conditional prior, as pixgen.prior.sample takes it."""
+    """The (1, 1) long condition of a class-conditional prior, as pixgen.prior.model.sample takes it."""
     import torch
 
     return torch.tensor([[int(index)]], dtype=torch.long)

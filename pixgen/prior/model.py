@@ -15,6 +15,7 @@ condition, so taming's checkpoints load as they are.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -221,13 +222,22 @@ class Sampling:
 
 @torch.no_grad()
 def sample(
-    prior: Prior, cond: Tensor | None, n: int, generator: torch.Generator, how: Sampling = Sampling(), batch: int = 16
+    prior: Prior,
+    cond: Tensor | None,
+    n: int,
+    generator: torch.Generator,
+    how: Sampling = Sampling(),
+    batch: int = 16,
+    callback: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Draw `n` code grids (n, rows, columns) for one condition (as `Prior.condition` takes it,
     with a batch dimension of 1), `batch` at a time, from `generator` (a CPU generator: the same
-    seed gives the same codes on any device)."""
+    seed gives the same codes on any device). `callback(done, n)` is called before each batch
+    (for progress; it may raise to stop between batches)."""
     out = []
     for start in range(0, n, batch):
+        if callback:
+            callback(start, n)
         out.append(_sample_batch(prior, cond, min(batch, n - start), generator, how))
     return torch.cat(out).view(n, *prior.arch.grid)
 

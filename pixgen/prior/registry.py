@@ -27,7 +27,7 @@ FP16_MAX = 65504.0
 if TYPE_CHECKING:  # torch and the model are imported where they are used: `models list` needs neither
     import torch
 
-    from pixgen.prior import Prior, PriorArch
+    from pixgen.prior.model import Prior, PriorArch
 
 
 def prior_entries() -> dict:
@@ -75,7 +75,7 @@ def missing_prior(name: str) -> tuple[str, str, str] | None:
 def ensure_prior(name: str, offline: bool = False, show_progress: bool = True) -> Path:
     """The converted prior.safetensors of the registry prior `name`: cached, converted from a
     checkpoint put in the cache, or downloaded and converted."""
-    from pixgen.prior import PriorArch
+    from pixgen.prior.model import PriorArch
 
     entry = prior_entries()[name]
     folder = prior_dir(name)
@@ -113,7 +113,7 @@ def load_prior_model(
     what is loaded."""
     import torch
 
-    from pixgen.prior import PriorArch, build_prior, load_prior
+    from pixgen.prior.model import PriorArch, build_prior, load_prior
 
     say = on_status or (lambda text: None)
     if name_or_path == "shapes":
@@ -172,7 +172,7 @@ def read_taming_prior(ckpt: Path, arch: PriorArch | None = None) -> tuple[PriorA
 
 
 def _registry_arch(sd: dict, ckpt: Path) -> PriorArch:
-    from pixgen.prior import PriorArch
+    from pixgen.prior.model import PriorArch
 
     vocab, width = sd["tok_emb.weight"].shape
     layers = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
@@ -192,7 +192,7 @@ def check_shapes(arch: PriorArch, sd: dict, source: str) -> None:
     device: no memory, no time)."""
     import torch
 
-    from pixgen.prior import Prior
+    from pixgen.prior.model import Prior
 
     with torch.device("meta"):
         want = {k: tuple(v.shape) for k, v in Prior(arch).state_dict().items()}

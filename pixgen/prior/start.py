@@ -1,0 +1,113 @@
+"""The prior start (`--init prior`), DALL-E style: draw code grids from the run's prior for its
+prompt, decode them, and rank them by the run's CLIP terms as a step scores an image. The loop
+starts from the best one (`prior_rank`: the Nth best); `pixgen sample` keeps the best K and takes
+no gradient steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from pixgen.errors import PixgenError
+from pixgen.ops import codes_to_latent
+from pixgen.phases import Hooks, Phase
+from pixgen.prior.conditions import condition_for
+from pixgen.prior.model import Prior, Sampling, sample
+from pixgen.prior.registry import load_prior_model, prior_for_vqgan
+from pixgen.starts.candidates import score_starts
+
+
+def prior_name(settings) -> str:
+    """The prior a run draws from: `settings.prior`, else the one trained with its VQGAN."""
+    if settings.prior:
+        return settings.prior
+    name = None if settings.vqgan_ckpt else prior_for_vqgan(settings.vqgan)
+    if name is None:
+        raise PixgenError(f"setting 'prior': no prior is known for the VQGAN {settings.vqgan!r} (give --prior)")
+    return name
+
+
+def load_run_prior(run, hooks: Hooks | None = None) -> Prior:
+    """The run's prior on its device, loaded once per Models (batch and serve reuse it)."""
+    hooks = hooks or Hooks()
+    name, models = prior_name(run.settings), run.models
+    if name not in models.priors:
+        dtype = run.precision.weights if run.precision is not None else torch.float32
+        say = lambda text: hooks.enter(Phase.LOADING_PRIOR, text)  # noqa: E731
+        prior = load_prior_model(name, models.decoder.codebook.shape[0], hooks.offline, say, dtype)
+        models.priors[name] = prior.to(run.device)
+    return models.priors[name]
+
+
+def sampling_of(settings) -> Sampling:
+    s = settings
+    return Sampling(s.prior_temperature, s.prior_top_k, s.prior_top_p, s.prior_guidance)
+
+
+class CodeStarts(Sequence):
+    """Code grids (N, h, w) as starting latents (1, C, rows, columns) of the run's size, made one
+    at a time (a grid of another size is resized, nearest code)."""
+
+    def __init__(self, codes: Tensor, codebook: Tensor, rows: int, columns: int):
+        self.codes, self.codebook, self.shape = codes, codebook, (rows, columns)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> Tensor:
+        grid = self.codes[i][None, None].float()
+        if grid.shape[-2:] != self.shape:
+            grid = F.interpolate(grid, size=self.shape, mode="nearest")
+        return codes_to_latent(grid[0].long().to(self.codebook.device), self.codebook).clone()
+
+
+@dataclass
+class Ranked:
+    """Samples of a prior, ranked: `order[0]` is the index of the one the CLIP terms like best."""
+
+    starts: CodeStarts
+    losses: list[float]
+    order: list[int]
+    condition: str
+
+    def record(self, name: str, rank: int) -> dict:
+        """What run.json says of the start."""
+        return {"prior": name, "condition": self.condition, "rank": rank, "losses": sorted(self.losses)}
+
+
+def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None) -> Ranked:
+    """Draw `prior_samples` code grids from the run's prior for its prompt (from `generator`),
+    and rank their images, drawn by `drawer` (the VQGAN's), by the CLIP terms' first-step loss
+    (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
+    s, hooks = run.settings, hooks or Hooks()
+    prior = load_run_prior(run, hooks)
+    hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
+    if s.prior_guidance != 1 and not prior.arch.guidance:
+        raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
+    condition = condition_for(prior, run, hooks)
+
+    def between_batches(done: int, total: int) -> None:
+        if done:
+            hooks.enter(Phase.PRIOR_BATCH, f"drawing samples from the prior: {done}/{total}…")
+
+    codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), callback=between_batches)
+    f = run.models.decoder.factor
+    starts = CodeStarts(codes, run.models.decoder.codebook, s.height // f, s.width // f)
+    ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
+    losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking)
+    order = sorted(range(len(losses)), key=losses.__getitem__)
+    return Ranked(starts, losses, order, condition.text)
+
+
+def prior_start(
+    run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None
+) -> tuple[Tensor, dict]:
+    """`--init prior`: the starting latent, the `prior_rank`th best of the ranked samples, and
+    what run.json records of it."""
+    ranked = draw_and_rank(run, drawer, terms, generator, hooks)
+    rank = run.settings.prior_rank
+    return ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
