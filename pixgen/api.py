@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pixgen._version import __version__
+from pixgen.drawers import drawer_class
 from pixgen.errors import Interrupted, NumericalFailure, PixgenError
 from pixgen.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.prompts import PromptPlan
@@ -83,7 +84,8 @@ def fit_size(settings: Settings, factor: int | tuple[int, int]) -> tuple[int, in
     w, h = settings.size
     fx, fy = factor if isinstance(factor, tuple) else (factor, factor)
     fw, fh = w - w % fx, h - h % fy
-    what = f"this VQGAN's factor {fx}" if settings.drawer == "vqgan" else f"the {settings.drawer} drawer's {fx}x{fy}"
+    vqgan = drawer_class(settings.drawer).needs_vqgan
+    what = f"this VQGAN's factor {fx}" if vqgan else f"the {settings.drawer} drawer's {fx}x{fy}"
     if fw == 0 or fh == 0:
         raise PixgenError(f"setting 'size': {w}x{h} is smaller than {what}")
     if (fw, fh) != (w, h):
@@ -112,10 +114,8 @@ def prepare(
     every missing model is named in one error before anything loads. `on_status(text)` hears
     which model is loading; a Phases there is also a safe point before each model."""
     from pixgen.device import resolve_device, resolve_seed
-    from pixgen.drawers import fit_factor
     from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
-    from pixgen.settings import drawer_lr
 
     plan = plan_prompts(settings)
     device = resolve_device(settings.device)
@@ -125,19 +125,18 @@ def prepare(
     settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
     models = _models(settings, models, device, offline, on_status)
-    width, height = fit_size(settings, fit_factor(settings, models.decoder))
+    width, height = fit_size(settings, drawer_class(settings.drawer).size_factor(models.decoder))
     precision = resolve_precision(settings.precision, device, models.parameters)
     models.set_precision(precision)
-    lr = drawer_lr(settings)
+    lr = settings.lr if settings.lr is not None else drawer_class(settings.drawer).lr
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
 
 
 def _models(settings: Settings, models, device, offline: bool, on_status: Callable[[str], None] | None):
     """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
     from pixgen.models import load_models
-    from pixgen.settings import needs_vqgan
 
-    s, vqgan = settings, needs_vqgan(settings)
+    s, vqgan = settings, drawer_class(settings.drawer).needs_vqgan
     if not vqgan and on_status:
         on_status(f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
@@ -264,7 +263,6 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     (encoding prompts, composing or drawing the start) and may stop there (Phases)."""
     from pixgen.course import Course
     from pixgen.device import seed_everything
-    from pixgen.drawers import make_drawer
     from pixgen.losses import regulariser
     from pixgen.ops import halve_latent
     from pixgen.optimise import Draws, Loop, Objective, lr_schedule, pick_start
@@ -274,7 +272,7 @@ def make_loop(run: Run, start=None, phase: Phases | None = None):
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
-    drawer = make_drawer(s, models.decoder, run.device)
+    drawer = drawer_class(s.drawer).from_settings(s, models.decoder, run.device)
     z, init_image, encoder = _start(run, drawer, generator, start, phase)
     phase("encoding prompts…")
     terms = clip_terms(run)
@@ -307,7 +305,7 @@ def _composed(run: Run, drawer, encoder, terms: list, generator: torch.Generator
     from pixgen.layout import composed_start, vqgan_fit
 
     s = run.settings
-    if s.drawer == "vqgan":
+    if drawer.needs_vqgan:
         from pixgen.init import load_encoder_for
 
         if encoder is None:
@@ -332,7 +330,7 @@ def _start(run: Run, drawer, generator: torch.Generator, start=None, phase: Phas
     from pixgen.optimise import init_latent
 
     s, phase = run.settings, phase or Phases()
-    if s.drawer != "vqgan":
+    if not drawer.takes_codes:
         z, init_image = drawer.start(generator), initial_image(s, s.width, s.height, generator)
         if init_image is not None:
             init_image = init_image.to(run.device)

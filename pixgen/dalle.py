@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import torch
 
+from pixgen.drawers import drawer_class
 from pixgen.errors import PixgenError
 
 MAX_KEEP = 64
@@ -53,7 +54,7 @@ def sample_images(
 
     t0 = time.perf_counter()
     check_keep(keep, settings.prior_samples)
-    if settings.drawer != "vqgan":
+    if not drawer_class(settings.drawer).takes_codes:
         raise PixgenError("setting 'drawer': pixgen sample draws VQGAN codes: it needs --drawer vqgan")
     phase = Phases(on_status, should_stop)
     run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, offline, phase)

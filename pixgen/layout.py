@@ -189,7 +189,7 @@ def composed_start(
 
     place = draw_placement(generator) if jitter else Placement()
     pairs = colour_pairs(terms, height, width, checkpoint=lambda: stage("composing the start: colours…"))
-    stage(f"composing the start: through the {'VQGAN' if drawer.name == 'vqgan' else drawer.name + ' drawer'}…")
+    stage(f"composing the start: through the {'VQGAN' if drawer.needs_vqgan else drawer.name + ' drawer'}…")
     images = [compose(b, s, height, width, silhouettes[0], place) for b, s in pairs]
     i, z = best(images)
     if len(silhouettes) > 1:

@@ -213,9 +213,10 @@ def restyle(
 def _encoder(run, phase):
     """The VQGAN encoder that starts each frame; None for the other drawers, which draw each
     frame by their own `fit` (pixgen.drawers)."""
+    from pixgen.drawers import drawer_class
     from pixgen.init import load_encoder_for
 
-    if run.settings.drawer != "vqgan":
+    if not drawer_class(run.settings.drawer).needs_vqgan:
         return None
     phase("loading the VQGAN encoder…")
     return load_encoder_for(run.settings).to(run.device)
@@ -263,7 +264,7 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
     result (for a drawer other than vqgan, `encoder` None: the drawer's fit of it); None when
     `should_stop()` said yes."""
     from pixgen.api import make_loop
-    from pixgen.drawers import make_drawer
+    from pixgen.drawers import drawer_class
     from pixgen.init import encode
 
     s, device = run.settings, run.device
@@ -273,7 +274,11 @@ def _restyle_frame(run, encoder, frame, previous, blend: float, on_step, should_
     if previous is not None and blend > 0:  # blended as images: a blend of two latents can snap to unrelated codes
         start = torch.lerp(init, _to_tensor(previous, s.width, s.height, "stretch").to(device), blend)
     if encoder is None:
-        z = make_drawer(s, run.models.decoder, device).fit(start, torch.Generator().manual_seed(s.seed))
+        z = (
+            drawer_class(s.drawer)
+            .from_settings(s, run.models.decoder, device)
+            .fit(start, torch.Generator().manual_seed(s.seed))
+        )
     else:
         z = encode(encoder, start)
     loop = make_loop(run, start=(z, init))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from pixgen.drawers import Drawer
+from pixgen.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
+nn = LazyModule("torch.nn")
 
 
-def set_tile(module: nn.Module, on: bool) -> None:
+def set_tile(module, on: bool) -> None:
     """Make every padded convolution of `module` pad circularly (a seamless tile) or with zeros."""
     for conv in module.modules():
         if isinstance(conv, nn.Conv2d) and any(p > 0 for p in conv.padding):
@@ -17,6 +23,20 @@ def set_tile(module: nn.Module, on: bool) -> None:
 
 class VQGANDrawer(Drawer):
     name = "vqgan"
+    summary = "a VQGAN latent"
+    lr = 0.1
+    needs_vqgan = True
+    takes_codes = True
+    can_halve = True
+    can_zoom = True
+
+    @classmethod
+    def from_settings(cls, settings, decoder, device) -> VQGANDrawer:
+        return cls(decoder, settings.tile)
+
+    @classmethod
+    def size_factor(cls, decoder) -> tuple[int, int]:
+        return decoder.factor, decoder.factor
 
     def __init__(self, decoder, tile: bool = False):
         self.decoder = decoder
