@@ -402,7 +402,7 @@ def zoom_on(s: Settings) -> bool:
     return s.zoom_scale != 1 or any(s.zoom_shift) or s.zoom_rotate != 0
 
 
-def _check_drawer(s: Settings, need) -> None:
+def _check_capabilities(s: Settings, need) -> None:
     """The drawers' own checks, and what only some drawers can do (asked of the run's drawer)."""
     for cls in drawer_classes().values():
         cls.check(s, need)
@@ -660,4 +660,4 @@ def validate(s: Settings) -> None:
             class_index(s.prior_class)
         except PixgenError as e:
             raise PixgenError(f"setting 'prior_class': {e}") from None
-    _check_drawer(s, need)
+    _check_capabilities(s, need)
