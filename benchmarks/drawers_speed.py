@@ -40,11 +40,11 @@ def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str =
 
     torch.set_num_threads(threads)
     from pixgen.cutouts import Cutouts
-    from pixgen.drawers import make_drawer
+    from pixgen.drawers import drawer_class
     from pixgen.optimise import ClipTerm, Loop, Objective
     from pixgen.prompts import parse_prompts
     from pixgen.scorer import build_clip
-    from pixgen.settings import DRAWER_LR, load_settings
+    from pixgen.settings import load_settings
     from pixgen.targets import Targets
     from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch, VQGANDecoder
 
@@ -52,8 +52,8 @@ def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str =
         overrides={"prompt": "a watercolor portrait of a teacher", "size": [size, size], **DRAWERS[label]}
     )
     torch.manual_seed(0)
-    decoder = None
-    if s.drawer == "vqgan":
+    decoder, cls = None, drawer_class(s.drawer)
+    if cls.needs_vqgan:
         decoder = VQGANDecoder(VQGANArch("vq", 256, 16384, IMAGENET_F16_DDCONFIG)).eval().requires_grad_(False)
         decoder.codebook.normal_()
     scorer = build_clip("ViT-B-32").eval().requires_grad_(False)
@@ -62,17 +62,12 @@ def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str =
             if model is not None:
                 model.cast(torch.bfloat16)
     device = torch.device("cpu")
-    drawer = make_drawer(s, decoder, device)
+    drawer = cls.from_settings(s, decoder, device)
     g = torch.Generator().manual_seed(0)
-    if s.drawer == "vqgan":
-        from pixgen.drawers.vqgan import init_latent
-
-        z = init_latent(decoder, size, size, g)
-    else:
-        z = drawer.start(g)
+    z = drawer.start(g)
     targets = Targets.from_prompts(scorer, parse_prompts(s.prompt))
     term = ClipTerm(scorer, Cutouts(scorer.input_size, cutn, 1.0, 0.0, s.augment, 0.1), targets)
-    loop = Loop(drawer, Objective([term], g), z, g, DRAWER_LR[s.drawer])
+    loop = Loop(drawer, Objective([term], g), z, g, cls.lr)
     ready, cpu_ready = time.perf_counter() - T0, time.process_time()
     times, cpu = [], [cpu_ready]
     for step in loop.run(steps + 1):

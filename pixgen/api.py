@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from pixgen._version import __version__
+from pixgen.drawers import drawer_class
 from pixgen.errors import Interrupted, NumericalFailure, PixgenError
 from pixgen.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.phases import Hooks, Phase
@@ -62,7 +63,8 @@ def fit_size(settings: Settings, factor: int | tuple[int, int]) -> tuple[int, in
     w, h = settings.size
     fx, fy = factor if isinstance(factor, tuple) else (factor, factor)
     fw, fh = w - w % fx, h - h % fy
-    what = f"this VQGAN's factor {fx}" if settings.drawer == "vqgan" else f"the {settings.drawer} drawer's {fx}x{fy}"
+    vqgan = drawer_class(settings.drawer).needs_vqgan
+    what = f"this VQGAN's factor {fx}" if vqgan else f"the {settings.drawer} drawer's {fx}x{fy}"
     if fw == 0 or fh == 0:
         raise PixgenError(f"setting 'size': {w}x{h} is smaller than {what}")
     if (fw, fh) != (w, h):
@@ -89,10 +91,8 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     is named in one error before anything loads; loading each model is a phase of `hooks` (a safe
     point)."""
     from pixgen.device import resolve_device, resolve_seed
-    from pixgen.drawers import fit_factor
     from pixgen.precision import resolve_precision
     from pixgen.prompts import plan_prompts
-    from pixgen.settings import drawer_lr
 
     hooks = hooks or Hooks()
     plan = plan_prompts(settings)
@@ -103,19 +103,18 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     settings = replace(settings, threads=torch.get_num_threads())  # the count used, recorded for reproduce
     seed = resolve_seed(settings.seed)
     models = _models(settings, models, device, hooks)
-    width, height = fit_size(settings, fit_factor(settings, models.decoder))
+    width, height = fit_size(settings, drawer_class(settings.drawer).size_factor(models.decoder))
     precision = resolve_precision(settings.precision, device, models.parameters)
     models.set_precision(precision)
-    lr = drawer_lr(settings)
+    lr = settings.lr if settings.lr is not None else drawer_class(settings.drawer).lr
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
 
 
 def _models(settings: Settings, models, device, hooks: Hooks):
     """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
     from pixgen.models import load_models
-    from pixgen.settings import needs_vqgan
 
-    s, vqgan = settings, needs_vqgan(settings)
+    s, vqgan = settings, drawer_class(settings.drawer).needs_vqgan
     if not vqgan:
         hooks.enter(Phase.NO_VQGAN, f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
@@ -262,16 +261,8 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
 
 
 def make_run_drawer(run: Run):
-    """The run's drawer on its models; the VQGAN's encoder is loaded when a fit first needs it."""
-    from pixgen.drawers import make_drawer
-    from pixgen.models import load_encoder
-
-    s = run.settings
-
-    def load() -> torch.nn.Module:
-        return load_encoder(s.vqgan, s.vqgan_config, s.vqgan_ckpt).to(run.device)
-
-    return make_drawer(s, run.models.decoder, run.device, load)
+    """The run's drawer on its models (the VQGAN's loads its encoder when a fit first needs it)."""
+    return drawer_class(run.settings.drawer).from_settings(run.settings, run.models.decoder, run.device)
 
 
 def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):

@@ -264,11 +264,13 @@ def _resumable(run_dir: Path, settings) -> bool:
         recorded = json.loads((run_dir / "run.json").read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    from pixgen.settings import drawer_lr
+    from pixgen.drawers import drawer_class
 
     resolved = ("size", "threads")  # filled in when the run was prepared (fitted size, thread count used)
     mine = {k: v for k, v in settings.to_dict().items() if k not in resolved}
-    mine["lr"] = drawer_lr(settings)  # so was the learning rate, when it was left to the drawer
+    mine["lr"] = (
+        mine["lr"] if mine["lr"] is not None else drawer_class(settings.drawer).lr
+    )  # so was the learning rate, when it was left to the drawer
     return (run_dir / "state.safetensors").is_file() and all(recorded.get(k) == v for k, v in mine.items())
 
 
@@ -348,13 +350,14 @@ def finished_jobs(out: Path) -> list[JobResult]:
 def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
     """One job: its settings, its models (loaded once per distinct set), its candidates."""
     from pixgen.api import prepare
+    from pixgen.drawers import drawer_class
 
     try:
         settings = make_settings(job.overrides)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     key = (
-        settings.drawer == "vqgan",  # the other drawers load no VQGAN
+        drawer_class(settings.drawer).needs_vqgan,  # the other drawers load no VQGAN
         settings.vqgan,
         tuple(settings.clip),
         settings.vqgan_config,

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import torch
 
+from pixgen.drawers import drawer_class
 from pixgen.errors import PixgenError
 from pixgen.phases import Hooks, Phase
 
@@ -49,7 +50,7 @@ def sample_images(
     t0 = time.perf_counter()
     hooks = hooks or Hooks()
     check_keep(keep, settings.prior_samples)
-    if settings.drawer != "vqgan":
+    if not drawer_class(settings.drawer).takes_codes:
         raise PixgenError("setting 'drawer': pixgen sample draws VQGAN codes: it needs --drawer vqgan")
     run = prepare(replace(settings, init="prior", iterations=0, prior_rank=1), models, hooks)
     generator = seed_everything(run.settings.seed)

@@ -11,10 +11,27 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixgen.declare import (  # noqa: F401 (the declarations' names, as pixgen.settings gave them)
+    CUTOUTS,
+    DRAWER,
+    INIT,
+    MAX_SIDE,
+    MAX_STEPS,
+    MODELS,
+    OPTIMISER,
+    OUTPUT,
+    PANELS,
+    PERFORMANCE,
+    PROMPTS,
+    REGULARISERS,
+    SIZE,
+    VIDEO,
+    setting,
+)
+from pixgen.drawers import declared_settings, drawer_class, drawer_classes, on_drawers_changed
 from pixgen.errors import PixgenError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,58 +53,11 @@ SYMMETRIES = ("none", "horizontal", "vertical", "both")
 SCHEDULES = ("plain", "progressive")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLIP_LOSSES = ("spherical", "cosine")
-# pixgen.drawers: what turns the optimised tensor into the image. Only vqgan needs a VQGAN.
-DRAWERS = ("vqgan", "pixel", "fft", "lines")
-DRAWER_LR = {"vqgan": 0.1, "pixel": 0.05, "fft": 0.03, "lines": 0.01}  # each drawer's --lr default
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-MAX_SIDE = 8192
 # Upper bounds of the settings that size work or memory (each declared with its setting below):
 # a run's work before its first step never grows with them, and a typo cannot ask for years.
-MAX_STEPS = 1_000_000  # iterations, and every "every N steps" setting
+# MAX_SIDE and MAX_STEPS are in pixgen.declare, which the drawers declare their settings with too.
 MAX_PROMPT_CHARS = 10_000  # the prompt text (pixgen.prompts also bounds its parts and phases)
-
-# The help panels of `pixgen generate --help`, in the order they are shown; each setting names its
-# own. Options that are not settings (--preset, --json...) pick one in pixgen.commands.options.
-PROMPTS = "Prompts"
-SIZE = "Size and steps"
-DRAWER = "Drawer"
-MODELS = "Models"
-CUTOUTS = "Cutouts and augmentation"
-OPTIMISER = "Optimiser"
-REGULARISERS = "Regularisers"
-INIT = "Init"
-VIDEO = "Video and zoom"
-OUTPUT = "Output"
-PERFORMANCE = "Performance"
-PANELS = (PROMPTS, SIZE, DRAWER, MODELS, CUTOUTS, OPTIMISER, REGULARISERS, INIT, VIDEO, OUTPUT, PERFORMANCE)
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    flag: str | None = None,
-    short: str | None = None,
-    metavar: str | None = None,
-    choices: tuple[str, ...] | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    open_lo: bool = False,
-    open_hi: bool = False,
-    max_items: int | None = None,
-    text: str | None = None,
-    panel: str | None = None,
-    cli: bool = True,
-) -> Any:
-    """A Settings field with its metadata: `help`, the CLI `flag` (default --name-with-dashes)
-    and `short` alias, `choices`, the range `lo`..`hi` (exclusive where `open_*`), `max_items`,
-    the longest a list may be, `text`, the form a string value is read in (size, csv, pair, one)
-    from flags, YAML or --set, and `panel`, the section of PANELS its flag is listed under in the help."""
-    meta = dict(help=help, flag=flag, short=short, metavar=metavar, choices=choices, lo=lo, hi=hi)
-    meta.update(open_lo=open_lo, open_hi=open_hi, max_items=max_items, text=text, panel=panel, cli=cli)
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 def _repeatable(help: str, metavar: str, max_items: int, flag: str | None = None) -> Any:
@@ -95,9 +65,11 @@ def _repeatable(help: str, metavar: str, max_items: int, flag: str | None = None
     return setting([], help, flag=flag, metavar=metavar, max_items=max_items, text="one", panel=PROMPTS)
 
 
-@dataclass
 class Settings:
-    """Everything a run needs. Saved, resolved, beside every output."""
+    """Everything a run needs. Saved, resolved, beside every output.
+
+    Its fields are those declared here and, after `drawer`, each registered drawer's own
+    (pixgen.drawers): the dataclass is built by `_build_settings`, again when a drawer is registered."""
 
     prompt: str = setting("", 'What to draw, e.g. "a red house | a lake:0.5".', cli=False, panel=PROMPTS)
     size: list[int] = setting(
@@ -113,15 +85,7 @@ class Settings:
     iterations: int = setting(
         300, "Optimisation steps (0: none, the start is the image).", short="-i", lo=0, hi=MAX_STEPS, panel=SIZE
     )
-    lr: float | None = setting(
-        None,
-        "Learning rate of the --optimizer (default by drawer: "
-        + ", ".join(f"{k} {v:g}" for k, v in DRAWER_LR.items())
-        + ").",
-        lo=0,
-        open_lo=True,
-        panel=OPTIMISER,
-    )
+    lr: float | None = setting(None, "", panel=OPTIMISER)  # its help: each drawer's default (_lr_setting)
     cutn: int = setting(32, "Cutouts scored by CLIP per step.", lo=1, hi=1024, panel=CUTOUTS)
     cut_pow: float = setting(1.0, "Cutout size exponent; >1 favours small cutouts.", lo=0, open_lo=True, panel=CUTOUTS)
     cut_min: float = setting(
@@ -256,29 +220,8 @@ class Settings:
         panel=REGULARISERS,
     )
     palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0, panel=REGULARISERS)
-    drawer: str = setting(
-        "vqgan",
-        "What draws the image: vqgan (a VQGAN latent), pixel (a grid of flat cells), fft (a Fourier"
-        " spectrum) or lines (Bezier strokes). Only vqgan needs a VQGAN.",
-        choices=DRAWERS,
-        panel=DRAWER,
-    )
-    pixel_size: list[int] | None = setting(
-        None,
-        "pixel: the grid in cells, WxH (default by aspect: 40x40 square, 40x50 portrait, 80x45 wide).",
-        metavar="WxH",
-        lo=1,
-        hi=MAX_SIDE,
-        text="size",
-        panel=DRAWER,
-    )
-    strokes: int = setting(64, "lines: how many Bezier strokes.", lo=1, hi=4096, panel=DRAWER)
-    stroke_width: list[float] = setting(
-        [1.0, 5.0], "lines: the stroke widths' range in pixels, MIN,MAX.", metavar="MIN,MAX", text="pair", panel=DRAWER
-    )
-    fft_decay: float = setting(
-        1.0, "fft: the spectrum is scaled by 1/frequency^decay (higher: smoother).", lo=0, hi=4, panel=DRAWER
-    )
+    drawer: str = setting("vqgan", "", panel=DRAWER)  # its choices: the drawers (_drawer_setting)
+    # here, as Settings is built: each drawer's own settings (pixel_size, strokes...: pixgen.drawers)
     tile: bool = setting(
         False, "A seamless texture: the image wraps around its edges, and so do the cutouts.", panel=DRAWER
     )
@@ -387,7 +330,63 @@ class Settings:
         return self.size[1]
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+def _lr_setting() -> Any:
+    defaults = ", ".join(f"{name} {cls.lr:g}" for name, cls in drawer_classes().items())
+    help = f"Learning rate of the --optimizer (default by drawer: {defaults})."
+    return setting(None, help, lo=0, open_lo=True, panel=OPTIMISER)
+
+
+def _drawer_setting() -> Any:
+    classes = drawer_classes()
+    each = [f"{name} ({cls.summary})" for name, cls in classes.items()]
+    which = ", ".join(each[:-1]) + " or " + each[-1] if len(each) > 1 else each[0]
+    vqgan = " and ".join(name for name, cls in classes.items() if cls.needs_vqgan)
+    help = f"What draws the image: {which}. Only {vqgan} needs a VQGAN."
+    return setting("vqgan", help, choices=tuple(classes), panel=DRAWER)
+
+
+_OWN = {key: (kind, Settings.__dict__[key]) for key, kind in Settings.__annotations__.items()}  # as declared
+_MADE = {"lr": _lr_setting, "drawer": _drawer_setting}  # fields declared from the registered drawers
+_GENERATED = (
+    "__annotations__",
+    "__dataclass_fields__",
+    "__dataclass_params__",
+    "__init__",
+    "__repr__",
+    "__eq__",
+    "__hash__",
+)
+FIELDS: dict[str, dataclasses.Field] = {}  # name -> field, in order: every setting
+
+
+def _build_settings() -> None:
+    """Make Settings the dataclass of its own fields and the registered drawers' (after `drawer`,
+    in the drawers' order), in place: the class stays the one every module imported, and FIELDS
+    follows it."""
+    kinds, declared = {}, {}
+    for key, (kind, decl) in _OWN.items():
+        kinds[key], declared[key] = kind, _MADE[key]() if key in _MADE else decl
+        if key != "drawer":
+            continue
+        for cls in drawer_classes().values():
+            for name, (kind, decl) in declared_settings(cls).items():
+                if name in _OWN or name in kinds:
+                    raise PixgenError(f"drawer {cls.name!r}: setting {name!r} is declared already")
+                kinds[name], declared[name] = kind, decl
+    made = dataclasses.dataclass(type("Settings", (), {"__module__": __name__, "__annotations__": kinds, **declared}))
+    for attr in _GENERATED + ("__match_args__",):
+        setattr(Settings, attr, made.__dict__[attr])
+    for key in set(FIELDS) | set(kinds):  # the class attributes a dataclass keeps: plain defaults
+        if key in made.__dict__:
+            setattr(Settings, key, made.__dict__[key])
+        elif key in Settings.__dict__:
+            delattr(Settings, key)
+    FIELDS.clear()
+    FIELDS.update({f.name: f for f in dataclasses.fields(Settings)})
+
+
+_build_settings()
+on_drawers_changed(_build_settings)
 
 
 def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
@@ -398,51 +397,29 @@ def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
     return palette_colours(colours)
 
 
-def drawer_lr(s: Settings) -> float:
-    """The learning rate a run uses: --lr, else its drawer's default (DRAWER_LR)."""
-    return s.lr if s.lr is not None else DRAWER_LR[s.drawer]
-
-
-def needs_vqgan(s: Settings) -> bool:
-    """Whether a run loads a VQGAN: only the vqgan drawer draws through one."""
-    return s.drawer == "vqgan"
-
-
 def zoom_on(s: Settings) -> bool:
     """The zoom/pan video mode is on when any of its movements is."""
     return s.zoom_scale != 1 or any(s.zoom_shift) or s.zoom_rotate != 0
 
 
-def pixel_grid(s: Settings) -> tuple[int, int]:
-    """The pixel drawer's grid (columns, rows): --pixel-size, else by aspect as pixray chooses
-    (40x40 square, 40x50 portrait, 80x45 wide), never more cells than pixels."""
-    if s.pixel_size:
-        return s.pixel_size[0], s.pixel_size[1]
-    w, h = s.size
-    cols, rows = (40, 40) if w == h else (40, 50) if h > w else (80, 45)
-    return min(cols, w), min(rows, h)
-
-
-def _check_drawer(s: Settings, need) -> None:
-    """The drawer settings, and what only the VQGAN drawer can do."""
-    if s.pixel_size is not None:
-        need(len(s.pixel_size) == 2, "pixel_size", f"expected [columns, rows], got {s.pixel_size}")
-        cols, rows = s.pixel_size
-        need(
-            cols <= s.size[0] and rows <= s.size[1],
-            "pixel_size",
-            f"a {cols}x{rows} grid is larger than the {s.size[0]}x{s.size[1]} image",
-        )
-    lo, hi = s.stroke_width if len(s.stroke_width) == 2 else (0, 0)
-    need(0 < lo <= hi <= MAX_SIDE, "stroke_width", f"expected MIN,MAX with 0 < MIN <= MAX, got {s.stroke_width}")
+def _check_capabilities(s: Settings, need) -> None:
+    """The drawers' own checks, and what only some drawers can do (asked of the run's drawer)."""
+    for cls in drawer_classes().values():
+        cls.check(s, need)
     need(not (s.tile and zoom_on(s)), "tile", "a seamless tile cannot be zoomed or moved (drop --zoom-*)")
-    if s.drawer == "vqgan":
-        return
-    why = f"needs --drawer vqgan (drawer {s.drawer} has no VQGAN)"
-    need(not zoom_on(s), "drawer", f"the zoom video mode re-encodes through the VQGAN: it {why}")
-    need(s.schedule == "plain", "schedule", f"progressive halves the VQGAN latent: it {why}")
-    need(s.init_draws == 1, "init_draws", f"drawing several starting latents {why}")
-    need(s.init != "prior", "init", f"a prior draws VQGAN codes: --init prior {why}")
+    cls = drawer_class(s.drawer)
+
+    def needs(able: str) -> str:
+        drawers = " or ".join(f"--drawer {name}" for name, c in drawer_classes().items() if getattr(c, able))
+        return f"needs {drawers} (drawer {s.drawer} {'cannot' if cls.needs_vqgan else 'has no VQGAN'})"
+
+    if not cls.can_zoom:
+        need(not zoom_on(s), "drawer", f"the zoom video mode re-encodes through the VQGAN: it {needs('can_zoom')}")
+    if not cls.can_halve:
+        need(s.schedule == "plain", "schedule", f"progressive halves the VQGAN latent: it {needs('can_halve')}")
+    if not cls.takes_codes:
+        need(s.init_draws == 1, "init_draws", f"drawing several starting latents {needs('takes_codes')}")
+        need(s.init != "prior", "init", f"a prior draws VQGAN codes: --init prior {needs('takes_codes')}")
 
 
 def parse_size(text: str) -> list[int]:
@@ -683,4 +660,4 @@ def validate(s: Settings) -> None:
             class_index(s.prior_class)
         except PixgenError as e:
             raise PixgenError(f"setting 'prior_class': {e}") from None
-    _check_drawer(s, need)
+    _check_capabilities(s, need)

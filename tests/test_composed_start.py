@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pixgen.starts import composed as layout
 from pixgen.errors import PixgenError
 from pixgen.settings import SILHOUETTES, load_settings
+from pixgen.starts import composed as layout
 
 
 def test_every_declared_silhouette_is_drawn_centred_at_its_size():

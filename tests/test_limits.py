@@ -84,7 +84,7 @@ def test_draws_are_the_eager_draws_held_one_at_a_time():
     decoder = tiny_decoder()
     g, h = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     first = init_latent(decoder, 64, 64, g)
-    draws = Draws(VQGANDrawer(decoder, size=(64, 64)), g, "tokens", 4, first)
+    draws = Draws(VQGANDrawer(decoder, size=(64, 64)), g, 4, first)
     eager = [init_latent(decoder, 64, 64, h) for _ in range(5)]
     assert len(draws) == 5 and all(torch.equal(draws[i], eager[i]) for i in range(5))
     assert torch.equal(g.get_state(), h.get_state())  # the generator moved on as the draws did

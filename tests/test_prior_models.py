@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pixgen import weights
-from pixgen.prior import registry as prior_models
 from pixgen.errors import PixgenError
+from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import (
     choose_classes,
     class_condition,

@@ -17,11 +17,16 @@ opponent ones (pixgen's choice), normalised so that no RGB channel's column exce
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
+from pixgen.declare import DRAWER, setting
 from pixgen.drawers import Drawer
+from pixgen.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
 
 OPPONENT = (
     (1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)),  # achromatic
@@ -51,6 +56,17 @@ def spectrum_scale(height: int, width: int, decay: float) -> Tensor:
 
 class FFTDrawer(Drawer):
     name = "fft"
+    summary = "a Fourier spectrum"
+    lr = 0.03
+
+    class Fields:
+        fft_decay: float = setting(
+            1.0, "fft: the spectrum is scaled by 1/frequency^decay (higher: smoother).", lo=0, hi=4, panel=DRAWER
+        )
+
+    @classmethod
+    def from_settings(cls, settings, decoder, device) -> FFTDrawer:
+        return cls((settings.height, settings.width), settings.fft_decay, device)
 
     def __init__(self, size: tuple[int, int], decay: float, device):
         self.size, self.device = size, device
@@ -61,7 +77,7 @@ class FFTDrawer(Drawer):
     def shape(self) -> tuple[int, ...]:
         return (1, 3, self.size[0], self.size[1] // 2 + 1, 2)
 
-    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+    def start(self, generator: torch.Generator) -> Tensor:
         return (INIT_STD * torch.randn(self.shape, generator=generator)).to(self.device)
 
     def render(self, params: Tensor) -> Tensor:

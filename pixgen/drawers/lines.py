@@ -8,11 +8,17 @@ around the edges); with a palette the strokes and the paper snap to it, straight
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
+from pixgen.declare import DRAWER, MAX_SIDE, setting
 from pixgen.drawers import Drawer
-from pixgen.drawers.pixel import snap_to_palette
+from pixgen.drawers.pixel import palette_tensor, snap_to_palette
+from pixgen.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
 
 PER_STROKE = 4 * 2 + 1 + 3  # control points, width, colour
 SOFTNESS = 1.0  # pixels of edge blur (pixgen.strokes)
@@ -22,6 +28,29 @@ INK = 0.1  # fit: a pixel further than this from the paper colour (in any channe
 
 class LinesDrawer(Drawer):
     name = "lines"
+    summary = "Bezier strokes"
+    lr = 0.01
+
+    class Fields:
+        strokes: int = setting(64, "lines: how many Bezier strokes.", lo=1, hi=4096, panel=DRAWER)
+        stroke_width: list[float] = setting(
+            [1.0, 5.0],
+            "lines: the stroke widths' range in pixels, MIN,MAX.",
+            metavar="MIN,MAX",
+            text="pair",
+            panel=DRAWER,
+        )
+
+    @classmethod
+    def from_settings(cls, settings, decoder, device) -> LinesDrawer:
+        s, palette = settings, palette_tensor(settings, device)
+        return cls(s.strokes, (s.height, s.width), tuple(s.stroke_width), palette, s.tile, device)
+
+    @classmethod
+    def check(cls, settings, need) -> None:
+        width = settings.stroke_width
+        lo, hi = width if len(width) == 2 else (0, 0)
+        need(0 < lo <= hi <= MAX_SIDE, "stroke_width", f"expected MIN,MAX with 0 < MIN <= MAX, got {width}")
 
     def __init__(self, strokes: int, size: tuple[int, int], widths, palette: Tensor | None, wrap: bool, device):
         self.n, self.size, self.widths = strokes, size, widths
@@ -50,7 +79,7 @@ class LinesDrawer(Drawer):
         strokes = torch.cat([points.reshape(self.n, 8), unit[:, None], colours[:, :3]], 1)
         return torch.cat([strokes.reshape(-1), paper]).float().to(self.device)
 
-    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+    def start(self, generator: torch.Generator) -> Tensor:
         """Random short strokes of random colours (as CLIPDraw starts) on white paper."""
         points, widths, colours = self._random(generator)
         return self.pack(points, widths, colours, torch.ones(3))

@@ -7,12 +7,18 @@ identity), so the loop keeps moving the free colours toward the colour CLIP want
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
+from pixgen.declare import DRAWER, MAX_SIDE, setting
 from pixgen.drawers import Drawer
+from pixgen.lazy import LazyModule
+from pixgen.palettes import palette_colours
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def snap_to_palette(cells: Tensor, palette: Tensor) -> Tensor:
@@ -30,14 +36,59 @@ def upsample_cells(cells: Tensor, height: int, width: int) -> Tensor:
     return F.interpolate(cells, size=(height, width), mode="nearest")
 
 
+def palette_tensor(settings, device) -> Tensor | None:
+    """The run's --palette as a (K, 3) tensor in [0, 1]; None without one."""
+    return torch.tensor(palette_colours(settings.palette), device=device) if settings.palette else None
+
+
+def grid(settings) -> tuple[int, int]:
+    """The grid (columns, rows): --pixel-size, else by aspect as pixray chooses (40x40 square,
+    40x50 portrait, 80x45 wide), never more cells than pixels."""
+    if settings.pixel_size:
+        return settings.pixel_size[0], settings.pixel_size[1]
+    w, h = settings.size
+    cols, rows = (40, 40) if w == h else (40, 50) if h > w else (80, 45)
+    return min(cols, w), min(rows, h)
+
+
 class PixelDrawer(Drawer):
     name = "pixel"
+    summary = "a grid of flat cells"
+    lr = 0.05
+
+    class Fields:
+        pixel_size: list[int] | None = setting(
+            None,
+            "pixel: the grid in cells, WxH (default by aspect: 40x40 square, 40x50 portrait, 80x45 wide).",
+            metavar="WxH",
+            lo=1,
+            hi=MAX_SIDE,
+            text="size",
+            panel=DRAWER,
+        )
+
+    @classmethod
+    def from_settings(cls, settings, decoder, device) -> PixelDrawer:
+        return cls(grid(settings), (settings.height, settings.width), palette_tensor(settings, device), device)
+
+    @classmethod
+    def check(cls, settings, need) -> None:
+        if settings.pixel_size is None:
+            return
+        size = settings.size
+        need(len(settings.pixel_size) == 2, "pixel_size", f"expected [columns, rows], got {settings.pixel_size}")
+        cols, rows = settings.pixel_size
+        need(
+            cols <= size[0] and rows <= size[1],
+            "pixel_size",
+            f"a {cols}x{rows} grid is larger than the {size[0]}x{size[1]} image",
+        )
 
     def __init__(self, grid: tuple[int, int], size: tuple[int, int], palette: Tensor | None, device):
         self.cols, self.rows = grid
         self.size, self.palette, self.device = size, palette, device
 
-    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+    def start(self, generator: torch.Generator) -> Tensor:
         """Grey cells with a little colour noise: no colour favoured."""
         noise = torch.rand(1, 3, self.rows, self.cols, generator=generator)
         return (0.5 + 0.1 * (noise - 0.5)).to(self.device)

@@ -8,22 +8,27 @@ padding for tiles, and the zoom warp of the zoom video mode. The encoder is load
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from pixgen.drawers import Drawer
-from pixgen.ops import clamp_with_grad, codes_to_latent, nearest_codes, quantize_st
+from pixgen.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = LazyModule("torch")
+nn = LazyModule("torch.nn")
+ops = LazyModule("pixgen.ops")
 
 
 def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
     codes = torch.randint(codebook.shape[0], (1, h, w), generator=generator)
-    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+    return ops.codes_to_latent(codes.to(codebook.device), codebook).clone()
 
 
 def _flat(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
     codes = torch.randint(codebook.shape[0], (1, 1, 1), generator=generator).expand(1, h, w)
-    return codes_to_latent(codes.to(codebook.device), codebook).clone()
+    return ops.codes_to_latent(codes.to(codebook.device), codebook).clone()
 
 
 def _mean(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
@@ -47,16 +52,16 @@ def init_latent(decoder, width: int, height: int, generator: torch.Generator, mo
 
 def render(decoder, z: Tensor) -> Tensor:
     """Latent -> image in [0, 1], through the same quantisation the loop uses."""
-    return clamp_with_grad(decoder(quantize_st(z, decoder.codebook)).add(1).div(2))
+    return ops.clamp_with_grad(decoder(ops.quantize_st(z, decoder.codebook)).add(1).div(2))
 
 
-@torch.no_grad()
 def encode(encoder, image01: Tensor) -> Tensor:
     """Image in [0, 1] -> continuous latent in codebook space."""
-    return encoder(image01 * 2 - 1)
+    with torch.no_grad():
+        return encoder(image01 * 2 - 1)
 
 
-def set_tile(module: nn.Module, on: bool) -> None:
+def set_tile(module, on: bool) -> None:
     """Make every padded convolution of `module` pad circularly (a seamless tile) or with zeros."""
     for conv in module.modules():
         if isinstance(conv, nn.Conv2d) and any(p > 0 for p in conv.padding):
@@ -81,19 +86,43 @@ def warp(image: Tensor, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0
 
 class VQGANDrawer(Drawer):
     name = "vqgan"
-    needs_vqgan = takes_codes = can_halve = can_zoom = True
+    summary = "a VQGAN latent"
     title = "the VQGAN"
+    lr = 0.1
+    needs_vqgan = True
+    takes_codes = True
+    can_halve = True
+    can_zoom = True
+
+    @classmethod
+    def from_settings(cls, settings, decoder, device) -> VQGANDrawer:
+        """The run's VQGAN drawer; its encoder (the one that belongs to the run's VQGAN) is
+        loaded on `device` when a fit or the zoom first needs it."""
+        s = settings
+
+        def load_encoder():
+            from pixgen.models import load_encoder  # torch-heavy: only once a fit needs it
+
+            return load_encoder(s.vqgan, s.vqgan_config, s.vqgan_ckpt).to(device)
+
+        return cls(decoder, s.tile, (s.height, s.width), load_encoder, s.init)
+
+    @classmethod
+    def size_factor(cls, decoder) -> tuple[int, int]:
+        return decoder.factor, decoder.factor
 
     def __init__(
         self,
         decoder,
         tile: bool = False,
         size: tuple[int, int] | None = None,
-        load_encoder: Callable[[], nn.Module] | None = None,
+        load_encoder: Callable[[], object] | None = None,
+        init: str = "tokens",
     ):
         """`size` is the image's (height, width) (a multiple of the factor); `load_encoder()` gives
-        the VQGAN's encoder on the run's device, called once, when a `fit` or the zoom needs it."""
-        self.decoder, self.load_encoder, self.encoder = decoder, load_encoder, None
+        the VQGAN's encoder on the run's device, called once, when a `fit` or the zoom needs it;
+        `init` is the random start (tokens, flat, mean: INITS)."""
+        self.decoder, self.load_encoder, self.encoder, self.init = decoder, load_encoder, None, init
         self.size = size or (decoder.factor, decoder.factor)
         set_tile(decoder, tile)  # the models may be shared between runs: set either way
         self.lo = decoder.codebook.min(0).values.view(1, -1, 1, 1)  # per-channel codebook range
@@ -103,9 +132,9 @@ class VQGANDrawer(Drawer):
     def factor(self) -> int:
         return self.decoder.factor
 
-    def start(self, generator: torch.Generator, mode: str = "tokens") -> Tensor:
+    def start(self, generator: torch.Generator) -> Tensor:
         h, w = self.size
-        return init_latent(self.decoder, w, h, generator, mode)
+        return init_latent(self.decoder, w, h, generator, self.init)
 
     @property
     def fit_ready(self) -> bool:
@@ -123,13 +152,13 @@ class VQGANDrawer(Drawer):
         rows, cols = self.size[0] // self.factor, self.size[1] // self.factor
         return encode(self.encoder, image)[..., :rows, :cols].contiguous()
 
-    @torch.no_grad()
     def fit_many(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """Images (N, 3, H, W) encoded in one batch and snapped to the codebook: one latent each."""
         self.prepare_fit()
         codebook = self.decoder.codebook
-        latents = self.encoder(images.to(codebook.device) * 2 - 1)
-        return list(codes_to_latent(nearest_codes(latents, codebook), codebook).split(1))
+        with torch.no_grad():
+            latents = self.encoder(images.to(codebook.device) * 2 - 1)
+            return list(ops.codes_to_latent(ops.nearest_codes(latents, codebook), codebook).split(1))
 
     def render(self, params: Tensor) -> Tensor:
         return render(self.decoder, params)
@@ -141,15 +170,13 @@ class VQGANDrawer(Drawer):
     def image_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
         return shape[-2] * self.factor, shape[-1] * self.factor
 
-    @torch.no_grad()
     def zoom(self, z: Tensor, scale: float = 1.0, shift=(0.0, 0.0), rotate: float = 0.0) -> Tensor:
         """The latent of the drawn image after one zoom/pan movement (the zoom video mode)."""
         self.prepare_fit()
-        image = warp(render(self.decoder, z), scale, tuple(shift), rotate).clamp(0, 1)
-        return encode(self.encoder, image)[..., : z.shape[-2], : z.shape[-1]]
+        with torch.no_grad():
+            image = warp(render(self.decoder, z), scale, tuple(shift), rotate).clamp(0, 1)
+            return encode(self.encoder, image)[..., : z.shape[-2], : z.shape[-1]]
 
     def halve(self, z: Tensor) -> Tensor:
         """A latent at half the height and width (the progressive schedule's coarse part)."""
-        from pixgen.ops import halve_latent
-
-        return halve_latent(z)
+        return ops.halve_latent(z)

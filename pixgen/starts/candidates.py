@@ -13,16 +13,16 @@ from torch import Tensor
 
 class Draws(Sequence):
     """`first`, then `count` starting tensors drawn from `generator` one after the other as
-    `drawer.start(generator, mode)` draws them, held one at a time: making this moves `generator`
+    `drawer.start(generator)` draws them, held one at a time: making this moves `generator`
     on exactly as the draws do, and draw i is drawn again, on demand, from the state it was first
     drawn from."""
 
-    def __init__(self, drawer, generator: torch.Generator, mode: str, count: int, first: Tensor):
-        self.drawer, self.mode, self.first = drawer, mode, first
+    def __init__(self, drawer, generator: torch.Generator, count: int, first: Tensor):
+        self.drawer, self.first = drawer, first
         self.states = []
         for _ in range(count):
             self.states.append(generator.get_state())
-            drawer.start(generator, mode)  # moves the generator on
+            drawer.start(generator)  # moves the generator on
 
     def __len__(self) -> int:
         return 1 + len(self.states)
@@ -32,7 +32,7 @@ class Draws(Sequence):
             raise IndexError(i)
         if i == 0:
             return self.first
-        return self.drawer.start(torch.Generator().set_state(self.states[i - 1]), self.mode)
+        return self.drawer.start(torch.Generator().set_state(self.states[i - 1]))
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
     [0, 1]) pair, replaces the start and the init image (pixgen.restyle). Each phase is a safe
     point of `hooks`."""
     s, hooks = run.settings, hooks or Hooks()
-    z = drawer.start(generator, s.init)
+    z = drawer.start(generator)
     image = initial_image(s.init_image, s.init_fit, s.init_noise, s.width, s.height, generator)
     if image is not None:
         if not drawer.fit_ready:
@@ -56,7 +56,7 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
         return Start(z, None, record)
     if s.init_draws > 1:
         hooks.enter(Phase.DRAWING_STARTS, f"drawing {s.init_draws} starts…")
-        draws = Draws(drawer, generator, s.init, s.init_draws - 1, first=z)
+        draws = Draws(drawer, generator, s.init_draws - 1, first=z)
         scoring = lambda: hooks.enter(Phase.SCORING_STARTS, "scoring the starts…")  # noqa: E731
         return Start(draws[best_of(score_starts(drawer, terms, draws, generator, checkpoint=scoring))])
     return Start(z)
