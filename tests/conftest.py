@@ -94,7 +94,7 @@ SMOKE = ("--preset", "smoke")
 
 class StopAfter:
     """A should_stop for the API that says yes once `steps` steps are done (its on_step counts
-    them): the run is asked at every phase too (pixgen.api.Phases), so counting calls would not do."""
+    them): the run is asked at every phase too (pixgen.phases), so counting calls would not do."""
 
     def __init__(self, steps: int):
         self.steps, self.done = steps, 0
@@ -106,4 +106,7 @@ class StopAfter:
         return self.done >= self.steps
 
     def kw(self) -> dict:
-        return {"on_step": self.on_step, "should_stop": self}
+        """The keywords that give a run these hooks: api.generate(settings, **StopAfter(2).kw())."""
+        from pixgen.phases import Hooks
+
+        return {"hooks": Hooks(on_step=self.on_step, should_stop=self)}

@@ -164,3 +164,31 @@ def test_other_signals_never_count_as_a_second_stop():
     )
     proc = _python(code)
     assert proc.returncode == 0 and "alive True" in proc.stdout, proc.stderr
+
+
+def test_prior_sampling_hears_every_token_and_a_stop_ends_it_within_the_batch():
+    """The largest prior draws a batch for minutes: its callback hears each token (a safe point)."""
+    import torch
+
+    from pixgen.prior.model import Prior, PriorArch, sample
+
+    arch = PriorArch(vocab_size=16, block_size=6, n_layer=1, n_head=2, n_embd=16, n_codes=16, grid=(2, 3))
+    prior, heard = Prior(arch).eval(), []
+
+    def callback(info: dict) -> None:
+        heard.append((info["done"], info["token"]))
+        if info["done"] == 4 and info["token"] == 3:
+            raise api.Interrupted(None)
+
+    with pytest.raises(api.Interrupted):
+        sample(prior, None, 10, torch.Generator().manual_seed(0), batch=4, callback=callback)
+    assert heard[:7] == [
+        (0, 0),
+        (0, 2),
+        (0, 3),
+        (0, 4),
+        (0, 5),
+        (0, 6),
+        (4, 0),
+    ]  # unconditional: token 1 is drawn uniform
+    assert heard[-1] == (4, 3)  # stopped inside the second batch, three tokens in

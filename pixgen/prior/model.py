@@ -228,21 +228,34 @@ def sample(
     generator: torch.Generator,
     how: Sampling = Sampling(),
     batch: int = 16,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Draw `n` code grids (n, rows, columns) for one condition (as `Prior.condition` takes it,
     with a batch dimension of 1), `batch` at a time, from `generator` (a CPU generator: the same
-    seed gives the same codes on any device). `callback(done, n)` is called before each batch
-    (for progress; it may raise to stop between batches)."""
+    seed gives the same codes on any device). `callback(info)` hears the progress, as a dict
+    `{"done": samples done, "total": n, "token": tokens drawn in this batch, "tokens": per grid}`,
+    before each batch (token 0) and after each token: it may raise to stop (the batch under way
+    is dropped), so a stop acts within one token's time even for the largest prior."""
     out = []
     for start in range(0, n, batch):
+        tell = None
         if callback:
-            callback(start, n)
-        out.append(_sample_batch(prior, cond, min(batch, n - start), generator, how))
+            callback({"done": start, "total": n, "token": 0, "tokens": prior.arch.tokens})
+            tell = lambda i, start=start: callback(  # noqa: E731
+                {"done": start, "total": n, "token": i, "tokens": prior.arch.tokens}
+            )
+        out.append(_sample_batch(prior, cond, min(batch, n - start), generator, how, tell))
     return torch.cat(out).view(n, *prior.arch.grid)
 
 
-def _sample_batch(prior: Prior, cond: Tensor | None, b: int, generator: torch.Generator, how: Sampling) -> Tensor:
+def _sample_batch(
+    prior: Prior,
+    cond: Tensor | None,
+    b: int,
+    generator: torch.Generator,
+    how: Sampling,
+    tell: Callable[[int], None] | None = None,
+) -> Tensor:
     a, device = prior.arch, prior.tok_emb.weight.device
     guided = how.guidance != 1.0 and cond is not None
     prefix = None if cond is None else prior.condition(cond.expand(b, *cond.shape[1:]).to(device))
@@ -263,6 +276,8 @@ def _sample_batch(prior: Prior, cond: Tensor | None, b: int, generator: torch.Ge
             logits = logits[b:] + how.guidance * (logits[:b] - logits[b:])
         probs = filter_logits(logits, how.temperature, how.top_k, how.top_p).softmax(-1).cpu()
         codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        if tell:
+            tell(i + 1)
         if i + 1 < a.tokens:
             step = codes[:, i : i + 1].to(device)
             logits = prior(step.repeat(2, 1) if guided else step, None, cache)[:, -1]

@@ -90,11 +90,13 @@ def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: H
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
     condition = condition_for(prior, run, hooks)
 
-    def between_batches(done: int, total: int) -> None:
-        if done:
-            hooks.enter(Phase.PRIOR_BATCH, f"drawing samples from the prior: {done}/{total}…")
+    def progress(info: dict) -> None:
+        if info["token"] == 0 and info["done"]:  # between batches: a phase
+            hooks.enter(Phase.PRIOR_BATCH, f"drawing samples from the prior: {info['done']}/{info['total']}…")
+        else:  # within a batch: a safe point after every token
+            hooks.checkpoint()
 
-    codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), callback=between_batches)
+    codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), callback=progress)
     f = run.models.decoder.factor
     starts = CodeStarts(codes, run.models.decoder.codebook, s.height // f, s.width // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
