@@ -282,7 +282,9 @@ class Settings:
     zoom_rotate: float = setting(
         0.0, "Zoom video mode: rotate by degrees after each segment.", lo=-180, hi=180, panel=VIDEO
     )
-    fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True, panel=OUTPUT)
+    fps: float = setting(  # a GIF frame lasts at most 655.35 s (hundredths of a second, 16 bits)
+        10.0, "Frames per second of the GIF and MP4.", lo=0.01, hi=120, panel=OUTPUT
+    )
     seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1, panel=SIZE)
     save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0, hi=MAX_STEPS, panel=OUTPUT)
     gif: bool = setting(True, "Write progress.gif from the frames.", panel=OUTPUT)
