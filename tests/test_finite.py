@@ -176,3 +176,15 @@ def test_reproduce_refuses_non_finite_png_metadata(cli, tmp_path):
         code, _, err = cli("reproduce", bad, "-o", tmp_path / "again")
         assert code == 2 and err.count("\n") == 1 and f"'{key}'" in err, err
         assert not (tmp_path / "again").exists()
+
+
+def test_declared_infinite_allows_inf_never_nan_and_float32_refuses_underflow():
+    from pixgen.declare import FLOAT32_TINY, setting
+    from pixgen.settings import _number_error
+
+    plain, infinite = setting(1.0, "").metadata, setting(1.0, "", infinite=True).metadata
+    narrow = setting(1.0, "", float32=True).metadata
+    assert _number_error(plain, math.inf) and _number_error(plain, -math.inf) and _number_error(plain, math.nan)
+    assert _number_error(infinite, math.inf) is None and _number_error(infinite, math.nan)
+    assert _number_error(plain, TINY) is None and _number_error(narrow, TINY) and _number_error(narrow, -1e-39)
+    assert _number_error(narrow, 0.0) is None and _number_error(narrow, FLOAT32_TINY) is None
