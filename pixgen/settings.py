@@ -10,6 +10,7 @@ their help and the validation are generated from these declarations.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from pixgen.declare import (  # noqa: F401 (the declarations' names, as pixgen.settings gave them)
     CUTOUTS,
     DRAWER,
+    FLOAT32_TINY,
     INIT,
     MAX_SIDE,
     MAX_STEPS,
@@ -155,6 +157,7 @@ class Settings:
         lo=0,
         hi=1,
         open_lo=True,
+        float32=True,  # compared with float32 probabilities: a value that rounds to 0 would keep no code
         panel=INIT,
     )
     prior_guidance: float = setting(
@@ -279,7 +282,9 @@ class Settings:
     zoom_rotate: float = setting(
         0.0, "Zoom video mode: rotate by degrees after each segment.", lo=-180, hi=180, panel=VIDEO
     )
-    fps: float = setting(10.0, "Frames per second of the GIF and MP4.", lo=0, hi=120, open_lo=True, panel=OUTPUT)
+    fps: float = setting(  # a GIF frame lasts at most 655.35 s (hundredths of a second, 16 bits)
+        10.0, "Frames per second of the GIF and MP4.", lo=0.01, hi=120, panel=OUTPUT
+    )
     seed: int | None = setting(None, "Random seed (random when not given; recorded).", lo=0, hi=2**63 - 1, panel=SIZE)
     save_every: int = setting(50, "Save a progress frame every N steps (0: never).", lo=0, hi=MAX_STEPS, panel=OUTPUT)
     gif: bool = setting(True, "Write progress.gif from the frames.", panel=OUTPUT)
@@ -618,6 +623,29 @@ def _check_declared(s: Settings) -> None:
                     raise PixgenError(f"setting {key!r}: {why}, got {item}")
 
 
+def _number_error(meta: dict, value: float) -> str | None:
+    """Why a number is no value of its setting whatever its range (NaN, +-inf, float32 underflow), or None."""
+    if math.isnan(value):
+        return "must be a number, got nan"
+    if math.isinf(value) and not meta["infinite"]:
+        return f"must be a finite number, got {value}"
+    if meta["float32"] and 0 < abs(value) < FLOAT32_TINY:
+        return f"rounds to 0 in float32 (its smallest normal number is {FLOAT32_TINY:.3g}), got {value:g}"
+    return None
+
+
+def _check_numbers(s: Settings) -> None:
+    """Every float, and every float of a list, is finite (unless declared `infinite`) and, where
+    declared `float32`, does not round to 0 in float32: a comparison with NaN is always false, so
+    NaN would pass every range check below."""
+    for key, f in FIELDS.items():
+        value = getattr(s, key)
+        for item in value if isinstance(value, list) else [value]:
+            why = _number_error(f.metadata, item) if isinstance(item, float) else None
+            if why:
+                raise PixgenError(f"setting {key!r}: {why}")
+
+
 def _check_declared_lengths(s: Settings) -> None:
     """Every list against its declared longest (before anything parses the items)."""
     for key, f in FIELDS.items():
@@ -637,6 +665,7 @@ def validate(s: Settings) -> None:
 
     need(len(str(s.prompt)) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
     _check_declared_lengths(s)
+    _check_numbers(s)
     plan_prompts(s)
     need(len(s.size) == 2, "size", f"expected [width, height] in pixels, got {s.size}")
     need(all(type(v) is int for v in s.size), "size", f"width and height must be whole numbers, got {s.size}")

@@ -395,3 +395,79 @@ def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp
     record = json.loads((run / "run.json").read_text())
     assert record["interrupted"] is True and 2 <= record["steps_done"] < 3000
     assert (run / "final.png").is_file() and (run / "state.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"prompt": "x", "lr": Infinity}', "lr"),
+        (b'{"prompt": "x", "lr": -Infinity}', "lr"),
+        (b'{"prompt": "x", "ema": NaN}', "ema"),
+        (b'{"prompt": "x", "prior_temperature": "nan"}', "prior_temperature"),
+        (b'{"prompt": "x", "fps": "inf"}', "fps"),
+        (b'{"prompt": "x", "zoom_shift": "nan,0"}', "zoom_shift"),
+        (b'{"prompt": "x", "zoom_shift": [0, Infinity]}', "zoom_shift"),
+        (b'{"prompt": "x", "prior_top_p": 1e-300}', "prior_top_p"),
+    ],
+)
+def test_non_finite_job_requests_get_a_400_naming_the_key(client, body, key):
+    r = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and f"'{key}'" in r.json()["error"], r.text
+    assert client.get("/api/jobs").json() == {"jobs": []}
+
+
+def _strict(text: str):
+    """JSON as a browser reads it: NaN and Infinity are errors."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_responses_and_events_never_carry_nan(smoke_models, tmp_path):
+    queue = JobQueue(smoke_models, tmp_path).start()
+    with TestClient(create_app(queue, "smoke")) as c:
+        job = wait(c, submit(c)["id"])
+        queue.get(job["id"]).loss = float("nan")  # as a step whose loss went NaN reports it
+        queue.get(job["id"]).eta = float("inf")
+        for url in (f"/api/jobs/{job['id']}", "/api/jobs"):
+            r = c.get(url)
+            assert r.status_code == 200 and "NaN" not in r.text and "Infinity" not in r.text
+        assert _strict(c.get(f"/api/jobs/{job['id']}").text)["loss"] is None
+        with c.stream("GET", f"/api/jobs/{job['id']}/events") as events:
+            data = [line[6:] for line in events.iter_lines() if line.startswith("data: ")]
+        assert _strict(data[0])["loss"] is None and _strict(data[0])["eta"] is None
+
+
+def test_history_survives_damaged_and_non_finite_run_records(smoke_models, tmp_path):
+    """A run.json with Infinity, NaN or the wrong shape (a run made before validation refused them,
+    or edited by hand) is repaired or left out: /api/runs answers 200, before and after a restart."""
+    root = tmp_path / "out"
+    with make_client(smoke_models, root) as c:
+        good = wait(c, submit(c, seed=3)["id"])
+    record = json.loads((root / good["run"] / "run.json").read_text())
+    damaged = {
+        "lr-infinity": dict(record, settings=dict(record["settings"], lr=float("inf")), seconds=float("nan")),
+        "zoom-nan": dict(record, settings=dict(record["settings"], zoom_shift=[float("nan"), 0.0])),
+        "a-list": [1, 2],
+        "no-settings": {"finished": True},
+        "settings-a-string": {"settings": "lr=inf"},
+        "size-a-word": dict(record, settings=dict(record["settings"], size="big")),
+        "not-json": None,
+    }
+    for name, data in damaged.items():
+        folder = root / f"20990101-000000-{name}"
+        folder.mkdir()
+        text = "{not json" if data is None else json.dumps(data)  # json.dumps writes NaN and Infinity
+        (folder / "run.json").write_text(text)
+        (folder / "final.png").write_bytes((root / good["run"] / "final.png").read_bytes())
+    for _ in range(2):  # and again after a restart
+        with make_client(smoke_models, root) as c:
+            r = c.get("/api/runs")
+            assert r.status_code == 200, r.text
+            runs = {run["run"]: run for run in _strict(r.text)["runs"]}
+            assert good["run"] in runs
+            repaired = runs["20990101-000000-lr-infinity"]
+            assert repaired["form"]["lr"] is None and repaired["seconds"] is None
+            assert not {"a-list", "no-settings", "settings-a-string", "not-json"} & {n[16:] for n in runs}

@@ -12,6 +12,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from contextlib import asynccontextmanager
@@ -22,7 +23,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import Route
 
 from pixgen.errors import PixgenError
@@ -37,6 +39,30 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are ca
 UPLOADS = ".uploads"  # inside the output folder
 HISTORY = 200  # runs listed by /api/runs
 TOKEN_COOKIE = "pixgen_token"
+
+
+def finite(value):
+    """`value` with every non-finite float (NaN, +-inf: a loss gone NaN, a hand-edited run.json)
+    made None, in dicts and lists too: JSON has no NaN, and a browser's JSON.parse refuses it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(value) -> str:
+    """JSON text of `value`, never NaN or Infinity (they become null)."""
+    return json.dumps(finite(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+class JSONResponse(StarletteJSONResponse):
+    """Starlette's JSONResponse (which raises on NaN, a 500) with non-finite numbers as null."""
+
+    def render(self, content) -> bytes:
+        return to_json(content).encode("utf-8")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -132,46 +158,61 @@ def under(root: Path, rel: str) -> Path | None:
 
 
 def read_runs(root: Path, limit: int = HISTORY) -> list[dict]:
-    """Past runs in the output folder, newest first, from their run.json (so a restart keeps them)."""
+    """Past runs in the output folder, newest first, from their run.json (so a restart keeps them).
+    A run.json that cannot be read or listed (damaged, hand-edited, NaN) leaves its run out, never
+    the history: a bad folder never makes /api/runs fail."""
     found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            record = d / "run.json"
+    try:
+        folders = list(root.iterdir()) if root.is_dir() else []
+    except OSError:
+        folders = []
+    for d in folders:
+        record = d / "run.json"
+        try:
             if d.name.startswith(".") or not record.is_file():
                 continue
-            try:
-                found.append((record.stat().st_mtime, d, record))
-            except OSError:
-                continue
+            found.append((record.stat().st_mtime, d, record))
+        except OSError:
+            continue
     found.sort(key=lambda t: t[0], reverse=True)
     out = []
     for mtime, d, record in found[:limit]:
         try:
-            data = json.loads(record.read_text())
-            if data.get("finished") is False and not (d / "final.png").is_file():
-                continue  # under way, or killed before its image (run.json is written at the start)
-            settings = data["settings"]
-            form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
-        except (OSError, ValueError, KeyError, TypeError, PixgenError):
-            continue  # a damaged run.json: skipped, never fatal
-        rel = d.name
-        out.append(
-            {
-                "run": rel,
-                "prompt": settings.get("prompt", ""),
-                "seed": settings.get("seed"),
-                "steps_done": data.get("steps_done"),
-                "iterations": settings.get("iterations"),
-                "interrupted": bool(data.get("interrupted")),
-                "error": data.get("error"),
-                "seconds": data.get("seconds"),
-                "finished": mtime,
-                "files": run_files(root, d),
-                "init": f"{rel}/final.png",
-                "form": form,
-            }
-        )
+            entry = _run_entry(root, d, record, mtime)
+            if entry is not None:
+                to_json(entry)  # serialisable, or left out here rather than failing the response
+                out.append(entry)
+        except Exception as e:  # whatever a damaged run.json holds: that run is left out, not the history
+            log.debug("history: %s left out (%s: %s)", d.name, type(e).__name__, e)
     return out
+
+
+def _run_entry(root: Path, d: Path, record: Path, mtime: float) -> dict | None:
+    """A past run as /api/runs lists it, or None for one under way or killed before its image."""
+    data = json.loads(record.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise ValueError("run.json is not a record of a run")
+    if data.get("finished") is False and not (d / "final.png").is_file():
+        return None  # under way, or killed before its image (run.json is written at the start)
+    settings = data["settings"]
+    form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
+    rel = d.name
+    return finite(
+        {
+            "run": rel,
+            "prompt": settings.get("prompt", ""),
+            "seed": settings.get("seed"),
+            "steps_done": data.get("steps_done"),
+            "iterations": settings.get("iterations"),
+            "interrupted": bool(data.get("interrupted")),
+            "error": data.get("error"),
+            "seconds": data.get("seconds"),
+            "finished": mtime,
+            "files": run_files(root, d),
+            "init": f"{rel}/final.png",
+            "form": form,
+        }
+    )
 
 
 def _form_keys() -> set[str]:
@@ -260,7 +301,7 @@ class Studio:
                 if job.version != seen:
                     seen = job.version
                     snap = queue.snapshot(job)
-                    yield f"event: progress\ndata: {json.dumps(snap)}\n\n"
+                    yield f"event: progress\ndata: {to_json(snap)}\n\n"
                     if snap["state"] in FINISHED:
                         yield "event: end\ndata: {}\n\n"
                         return
