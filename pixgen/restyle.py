@@ -174,8 +174,8 @@ def restyle(
     `offline` and `on_status` are as for `pixgen.api.generate`.
     """
     from pixgen.api import Phases, prepare
-    from pixgen.images import open_rgb
-    from pixgen.outputs import save_png, to_pil
+    from pixgen.images import open_rgb, to_pil
+    from pixgen.outputs import save_png
 
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)

@@ -81,7 +81,7 @@ class Job:
 
 
 def png_bytes(image) -> bytes:
-    from pixgen.outputs import to_pil
+    from pixgen.images import to_pil
 
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG")
