@@ -113,11 +113,11 @@ def prepare(
     which model is loading; a Phases there is also a safe point before each model."""
     from pixgen.device import resolve_device, resolve_seed
     from pixgen.drawers import fit_factor
+    from pixgen.needs import check_run
     from pixgen.precision import resolve_precision
-    from pixgen.prompts import plan_prompts
     from pixgen.settings import drawer_lr
 
-    plan = plan_prompts(settings)
+    plan = check_run(settings)
     device = resolve_device(settings.device)
     if settings.threads:
         check_threads(settings.threads)
@@ -141,8 +141,8 @@ def _models(settings: Settings, models, device, offline: bool, on_status: Callab
     if not vqgan and on_status:
         on_status(f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
+        from pixgen.needs import check_models
         from pixgen.sampler import prior_name
-        from pixgen.weights import check_models
 
         prior = prior_name(s) if s.init == "prior" and vqgan else None
         check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, offline, prior)

@@ -1,7 +1,7 @@
 """Real priors: the registry's (taming's ImageNet class-conditional transformer), the shipped
 shapes prior, and prior files a user has, found, downloaded, converted once and loaded.
 
-Layout under the cache dir (pixgen.weights.cache_dir):
+Layout under the cache dir (pixgen.paths.cache_dir):
   prior/<name>/last.ckpt           taming's Lightning checkpoint, while it is being converted
   prior/<name>/prior.safetensors   the transformer alone, fp16, with its arch (what runs load)
 
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
-from pixgen.settings import PACKAGE_DIR
-from pixgen.weights import cache_dir, canonical_vqgan, download, offline_requested, reachable, registry
+from pixgen.paths import SHAPES_WEIGHTS_DIR, cache_dir
+from pixgen.weights import canonical_vqgan, download, offline_requested, reachable, registry
 
 PRIOR_FILE = "prior.safetensors"
-SHAPES_PRIOR = PACKAGE_DIR / "shapes" / "weights" / "prior_clip.safetensors"
+SHAPES_PRIOR = SHAPES_WEIGHTS_DIR / "prior_clip.safetensors"
 FP16_MAX = 65504.0
 
 if TYPE_CHECKING:  # torch and the model are imported where they are used: `models list` needs neither

@@ -21,20 +21,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pixgen.errors import PixgenError
-from pixgen.settings import PACKAGE_DIR
+from pixgen.files import atomic_write
+from pixgen.paths import REGISTRY_FILE, cache_dir
 
-REGISTRY_FILE = PACKAGE_DIR / "configs" / "models.yaml"
 CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """Where models live: $PIXGEN_CACHE, else the platform's user cache dir."""
-    env = os.environ.get("PIXGEN_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("pixgen"))
 
 
 def registry() -> dict:
@@ -94,8 +84,6 @@ def _known_hashes() -> dict:
 
 
 def _record_hash(key: str, digest: str) -> None:
-    from pixgen.outputs import atomic_write
-
     hashes = _known_hashes()
     hashes[key] = digest
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -217,7 +205,6 @@ class _progress_bar:
 
 def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
     """taming .yaml + .ckpt -> decoder/encoder safetensors and arch.json in `out_dir`."""
-    from pixgen.outputs import atomic_write
     from pixgen.vqgan import VQGANDecoder, VQGANEncoder, build, read_taming, save_safetensors
 
     arch, dec_sd, enc_sd = read_taming(config, ckpt)
@@ -283,96 +270,8 @@ def import_vqgan(name: str, config: Path, ckpt: Path) -> Path:
     """Register files a user already has: convert them into the cache under `name`."""
     folder = vqgan_dir(name)
     decoder = convert_vqgan(Path(config), Path(ckpt), folder)
-    from pixgen.outputs import atomic_write
-
     atomic_write(folder / "model.yaml", Path(config).read_bytes())
     return decoder
-
-
-# ---------------------------------------------------------------- what a run needs
-
-
-BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
-
-
-def missing_models(
-    vqgan: str | None,
-    clips: list[str],
-    vqgan_config: str | None = None,
-    vqgan_ckpt: str | None = None,
-    prior: str | None = None,
-):
-    """[(kind, name, download name)] of the models a run needs that are not cached (`prior`: the
-    registry prior it draws its start from, if any); never touches the network. Built-in models,
-    local files and unknown names (which fail later, with their own message) are not listed; no
-    VQGAN (`vqgan` None: a drawer that needs none) neither."""
-    from pixgen.prompts import split_weight
-    from pixgen.scorer import looks_like_path, parse_clip_spec
-
-    missing = []
-    if vqgan is not None and not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:
-        name = canonical_vqgan(vqgan)
-        folder = vqgan_dir(name)
-        cached = (folder / "decoder.safetensors").is_file() or (
-            (folder / "model.yaml").is_file() and (folder / "last.ckpt").is_file()
-        )
-        if not cached and name in registry()["vqgan"]:
-            size = registry()["vqgan"][name].get("approx_size_mb")
-            missing.append(("VQGAN", f"{name} (~{size} MB)" if size else name, name))
-    for item in clips:
-        spec = split_weight(item, "clip")[0]
-        if spec in BUILT_IN:
-            continue
-        arch, ref = parse_clip_spec(spec)
-        if ref is None or looks_like_path(ref):
-            continue
-        import open_clip
-
-        cfg = open_clip.get_pretrained_cfg(arch, ref)
-        if cfg and not _clip_cached(cfg, cache_dir() / "clip"):
-            missing.append(("CLIP", spec, spec))
-    if prior:
-        from pixgen.prior_models import missing_prior
-
-        missing += [m for m in [missing_prior(prior)] if m]
-    return missing
-
-
-def check_models(
-    vqgan: str | None,
-    clips: list[str],
-    vqgan_config: str | None = None,
-    vqgan_ckpt: str | None = None,
-    offline: bool = False,
-    prior: str | None = None,
-):
-    """Before a run starts: when models it needs are missing and cannot be fetched now (offline,
-    or their hosts unreachable), one error naming all of them and one command fetching them all.
-    `vqgan` None: the run's drawer needs no VQGAN (the error says so)."""
-    missing = missing_models(vqgan, clips, vqgan_config, vqgan_ckpt, prior)
-    if not missing:
-        return
-    if offline_requested(offline):
-        why = "pixgen is offline"
-    else:
-        hosts = []
-        for kind, _, name in missing:
-            if kind in ("VQGAN", "prior"):
-                hosts.append(registry()["vqgan" if kind == "VQGAN" else "priors"][name]["ckpt"][0])
-            else:
-                hosts.append("https://huggingface.co")
-        if all(reachable(h) for h in dict.fromkeys(hosts)):
-            return  # they will be downloaded as the run loads them
-        why = "their download hosts are unreachable"
-    names = " ".join(n for _, _, n in missing)
-    no_vqgan = " (no VQGAN needed: the drawer draws without one)" if vqgan is None else ""
-    raise PixgenError(
-        f"{len(missing)} model(s) this run needs{no_vqgan} are not cached and {why}: "
-        + ", ".join(f"{kind} {label}" for kind, label, _ in missing)
-        + f"; fetch them all with network: pixgen models download {names} "
-        f"(or use files you have: {'' if vqgan is None else '--vqgan-config PATH --vqgan-ckpt PATH, '}"
-        "--clip NAME:PATH; offline demo: --preset shapes)"
-    )
 
 
 def clip_catalogue() -> list[tuple[str, str, bool]]:
@@ -381,7 +280,7 @@ def clip_catalogue() -> list[tuple[str, str, bool]]:
 
     folder = cache_dir() / "clip"
     return [
-        (arch, tag, _clip_cached(open_clip.get_pretrained_cfg(arch, tag), folder) is not None)
+        (arch, tag, clip_cached(open_clip.get_pretrained_cfg(arch, tag), folder) is not None)
         for arch, tag in open_clip.list_pretrained()
     ]
 
@@ -413,38 +312,6 @@ def clip_rows() -> list[tuple[str, str]]:
     """(NAME:TAG, cached) of every pretrained CLIP open_clip knows, then the built-in ones."""
     rows = [(f"{arch}:{tag}", "yes" if cached else "no") for arch, tag, cached in clip_catalogue()]
     return rows + [("shapes", "ships"), ("shapes-b", "ships"), ("tiny", "built in (random)")]
-
-
-def fetch_models(names: list[str], defaults: bool = False, offline: bool = False, on_fetched=None) -> list[Path]:
-    """Download VQGANs and priors (by name) and CLIPs (NAME:TAG) into the cache; with `defaults` also the
-    default VQGAN and CLIP. `on_fetched(name, path)` hears each one as it is ready. Those that
-    fail do not stop the others; then one PixgenError names them all."""
-    names = list(names)
-    if defaults:
-        reg = registry()
-        names += [n for n in (reg["default_vqgan"], reg["default_clip"]) if n not in names]
-    if not names:
-        raise PixgenError("name the models to download, or give --defaults")
-    paths, failed = [], []
-    for name in names:
-        try:
-            if ":" in name:
-                path = clip_weights_file(*name.split(":", 1), offline)
-            elif name in (registry().get("priors") or {}):
-                from pixgen.prior_models import ensure_prior
-
-                path = ensure_prior(name, offline)
-            else:
-                path = ensure_vqgan(name, offline)
-        except PixgenError as e:
-            failed.append(str(e))
-            continue
-        paths.append(path)
-        if on_fetched:
-            on_fetched(name, path)
-    if failed:
-        raise PixgenError(f"{len(failed)} of {len(names)} model(s) could not be fetched: " + " | ".join(failed))
-    return paths
 
 
 def describe_vqgan(name: str) -> list[str]:
@@ -487,7 +354,7 @@ def clip_weights_file(name: str, tag: str, offline: bool = False, show_progress:
     if not cfg:
         raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")
     folder = cache_dir() / "clip"
-    cached = _clip_cached(cfg, folder)
+    cached = clip_cached(cfg, folder)
     if cached:
         return cached
     hint = f"run `pixgen models download {name}:{tag}` with network, or pass --clip {name}:/path/to/weights"
@@ -504,7 +371,7 @@ def clip_weights_file(name: str, tag: str, offline: bool = False, show_progress:
         raise PixgenError(f"could not download CLIP {name}:{tag}: {str(e).splitlines()[0][:200]}; {hint}") from None
 
 
-def _clip_cached(cfg: dict, folder: Path) -> Path | None:
+def clip_cached(cfg: dict, folder: Path) -> Path | None:
     """The cached file for an open_clip pretrained config, or None; never touches the network."""
     hub = cfg.get("hf_hub")
     if hub:

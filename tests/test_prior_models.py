@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from pixgen import prior_models, weights
+from pixgen import needs, prior_models, weights
 from pixgen.errors import PixgenError
 from pixgen.prior import KVCache, Prior, PriorArch
 from pixgen.prior_classes import (
@@ -136,7 +136,7 @@ def test_missing_prior_offline_names_the_file_and_the_command(monkeypatch, cli):
     with pytest.raises(PixgenError, match=r"prior 'cin_transformer' is not cached.*prior.safetensors.*models download"):
         load_prior_model("cin_transformer", 16384)
     with pytest.raises(PixgenError, match=r"prior cin_transformer \(~6000 MB\).*download .*cin_transformer"):
-        weights.check_models("tiny", [], prior="cin_transformer")
+        needs.check_models("tiny", [], prior="cin_transformer")
     code, _, err = cli("models", "download", "cin_transformer")
     assert code == 2 and "cin_transformer" in err and "Traceback" not in err
 
