@@ -387,7 +387,7 @@ def _drive(run: Run, loop, writer, on_step, phase: Phases, t_start: float, previ
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`phase.should_stop`) is asked after every step and before each output is begun."""
     from pixgen.errors import Aborted
-    from pixgen.outputs import atomic_write
+    from pixgen.files import atomic_write
     from pixgen.state import save_state
 
     s = run.settings

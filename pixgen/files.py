@@ -32,12 +32,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as e:
         raise PixgenError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        try:
-            os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files
-        finally:
-            os.close(fd)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), _file_mode())  # mkstemp makes 0600 files (and so do some writers)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
-from pixgen.files import atomic_write
 from pixgen.paths import cache_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: class_index checks --prior-class without it
@@ -197,13 +196,14 @@ def _disk_path(name: str, key: str):
 
 def _read_cached(path, probe: Tensor) -> Tensor | None:
     """The cached matrix at `path` when it was made by a CLIP that embeds the probe the same."""
-    from safetensors.torch import load_file
     from torch.nn import functional as F
+
+    from pixgen.weights_io import read_tensors
 
     if not path.is_file():
         return None
     try:
-        data = load_file(str(path))
+        data = read_tensors(path)
         if F.cosine_similarity(data["probe"].float(), probe, dim=0) > 0.999:
             return data["classes"].float()
     except Exception as e:
@@ -212,10 +212,10 @@ def _read_cached(path, probe: Tensor) -> Tensor | None:
 
 
 def _write_cached(path, matrix: Tensor, probe: Tensor) -> None:
-    from safetensors.torch import save
+    from pixgen.weights_io import write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, save({"classes": matrix.contiguous(), "probe": probe.contiguous()}))
+        write(path, {"classes": matrix, "probe": probe})
     except (OSError, PixgenError) as e:
         log.warning("could not cache the class embeddings: %s", e)

@@ -18,6 +18,7 @@ from pixgen import vit
 from pixgen.errors import PixgenError
 from pixgen.paths import MODEL_CONFIGS_DIR
 from pixgen.weights import clip_weights_file
+from pixgen.weights_io import load_strict
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -128,8 +129,6 @@ def clip_from_state_dict(arch: str, sd: dict, source: str, **kwargs) -> nn.Modul
     """open_clip architecture `arch` holding `sd`, built on the meta device so no time is spent
     on a random initialisation that the weights would overwrite. Strict: a mismatch is a
     PixgenError naming `source`."""
-    from pixgen.vqgan import load_strict
-
     model = _create(arch, None, meta=True, **kwargs)
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}

@@ -205,7 +205,8 @@ class _progress_bar:
 
 def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
     """taming .yaml + .ckpt -> decoder/encoder safetensors and arch.json in `out_dir`."""
-    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, build, read_taming, save_safetensors
+    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, read_taming, save_safetensors
+    from pixgen.weights_io import build
 
     arch, dec_sd, enc_sd = read_taming(config, ckpt)
     modules = {"decoder": build(VQGANDecoder, arch, dec_sd, f"VQGAN checkpoint {ckpt}")}
@@ -215,9 +216,7 @@ def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
         pass  # a decoder-only checkpoint: init images will say so
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, module in modules.items():
-        tmp = out_dir / f".{name}.safetensors.tmp"
-        save_safetensors(tmp, module, arch)
-        os.replace(tmp, out_dir / f"{name}.safetensors")
+        save_safetensors(out_dir / f"{name}.safetensors", module, arch)  # atomically
     atomic_write(out_dir / "arch.json", arch.to_json().encode())
     return out_dir / "decoder.safetensors"
 
