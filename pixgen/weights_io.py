@@ -50,11 +50,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """`tensors` as a safetensors file with `metadata` (str values), written atomically."""
+    """`tensors` as a safetensors file with `metadata` (str values), written atomically; a
+    failed write (a full disk) is one PixgenError line naming `path`, and leaves no file."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # its I/O errors ("No space left on device") are no OSError
+            raise OSError(_first_line(e)) from None
 
 
 def save(
