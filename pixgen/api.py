@@ -91,11 +91,11 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     is named in one error before anything loads; loading each model is a phase of `hooks` (a safe
     point)."""
     from pixgen.device import resolve_device, resolve_seed
+    from pixgen.needs import check_run
     from pixgen.precision import resolve_precision
-    from pixgen.prompts import plan_prompts
 
     hooks = hooks or Hooks()
-    plan = plan_prompts(settings)
+    plan = check_run(settings)
     device = resolve_device(settings.device)
     if settings.threads:
         check_threads(settings.threads)
@@ -118,8 +118,8 @@ def _models(settings: Settings, models, device, hooks: Hooks):
     if not vqgan:
         hooks.enter(Phase.NO_VQGAN, f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
+        from pixgen.needs import check_models
         from pixgen.prior.start import prior_name
-        from pixgen.weights import check_models
 
         prior = prior_name(s) if s.init == "prior" and vqgan else None
         check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, hooks.offline, prior)
@@ -316,7 +316,7 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`hooks.should_stop`) is asked after every step and before each output is begun."""
     from pixgen.errors import Aborted
-    from pixgen.outputs import atomic_write
+    from pixgen.files import atomic_write
     from pixgen.state import save_state
 
     s = run.settings

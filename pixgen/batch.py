@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pixgen.errors import PixgenError
+from pixgen.files import atomic_write
 from pixgen.outputs import run_finished, slugify, write_json
 from pixgen.phases import Hooks
 
@@ -172,9 +173,7 @@ def run_candidates(
         ranked.append({"seed": seed, "image": r.image, "score": ensemble_score(models, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
     best = job_dir / "best.png"
-    tmp = job_dir / ".best.png.tmp"
-    shutil.copyfile(ranked[0]["image"], tmp)
-    tmp.replace(best)
+    atomic_write(best, Path(ranked[0]["image"]).read_bytes())
     record = {
         "prompt": settings.prompt,
         "seconds": time.perf_counter() - t0,

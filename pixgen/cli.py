@@ -99,9 +99,11 @@ def generate(
     flags: dict,
 ):
     """Generate an image from a prompt (the default command)."""
+    from pixgen.needs import check_run
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
+    check_run(settings)
     if seeds or candidates != 1:
         _generate_candidates(settings, candidates, seeds, json_out or quiet, offline, json_out)
         return
@@ -150,10 +152,12 @@ def sample(
 ):
     """Draw --prior-samples images from the learned prior (DALL-E style), rerank them by CLIP and
     keep the best --keep; no gradient steps."""
+    from pixgen.needs import check_run
     from pixgen.sample import sample_images
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
+    check_run(settings)
     with console.running(json_out or quiet, offline) as hooks:
         result = sample_images(settings, keep, hooks=hooks)
     console.report_samples(result, json_out)
@@ -237,11 +241,14 @@ def batch(
 ):
     """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
     from pixgen.batch import run_batch
+    from pixgen.needs import check_run
     from pixgen.settings import load_settings
 
     def make_settings(job: dict):  # the batch's flags are the defaults of each job
         job = dict(job)
-        return load_settings(job.pop("preset", preset), config, dict(flags, **job), set_ or [])
+        settings = load_settings(job.pop("preset", preset), config, dict(flags, **job), set_ or [])
+        check_run(settings)
+        return settings
 
     def on_job(r, total):
         where = f" -> {r.image}" if r.image else ""
@@ -310,11 +317,13 @@ def restyle(
     flags: dict,
 ):
     """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
+    from pixgen.needs import check_run
     from pixgen.restyle import default_output_dir
     from pixgen.restyle import restyle as run
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
+    check_run(settings)
     out = output_dir or default_output_dir(input_, prompt, settings.output_dir)
 
     def on_frame(i, name, skipped):

@@ -106,19 +106,14 @@ def _load_index(path: Path, model: str) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def _save_index(path: Path, model: str, index: dict[str, torch.Tensor], stats: dict) -> None:
-    from safetensors.torch import save
-
-    from pixgen.outputs import atomic_write
+    from pixgen.weights_io import write
 
     if not index:
         return
     hashes = sorted(index)
-    data = save(
-        {"embeds": torch.stack([index[h] for h in hashes]).contiguous()},
-        metadata={"model": model, "hashes": json.dumps(hashes), "stats": json.dumps(stats)},
-    )
+    embeds = torch.stack([index[h] for h in hashes])
     try:
-        atomic_write(path, data)
+        write(path, {"embeds": embeds}, {"model": model, "hashes": json.dumps(hashes), "stats": json.dumps(stats)})
     except PixgenError as e:
         log.warning("could not save the search index: %s", e)
 

@@ -1,4 +1,5 @@
-"""Reading user images safely: any common format to RGB, or one clear error."""
+"""Images: reading user images safely (any common format to RGB, or one clear error), and
+converting between tensors and PIL images."""
 
 from __future__ import annotations
 
@@ -54,3 +55,12 @@ def to_clip_tensor(image: Image.Image, size: int):
     left, top = (w - size) // 2, (h - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def to_pil(image) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> 8-bit RGB PIL image."""
+    arr = image.detach().float().cpu()
+    if arr.dim() == 4:
+        arr = arr[0]
+    arr = (arr.nan_to_num(0.0).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr, "RGB")

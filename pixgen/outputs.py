@@ -6,12 +6,9 @@ interrupted write never leaves a truncated file. Run folders are never reused.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +17,9 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from pixgen.errors import PixgenError
+from pixgen.files import atomic_write  # its home; callers may import it from here too
+from pixgen.images import to_pil  # likewise
+from pixgen.video import VideoWriter, first_line, smooth_copy
 
 METADATA_KEY = "pixgen"
 CONTACT_SHEET = "contact_sheet.png"
@@ -58,46 +58,8 @@ def make_run_dir(output_dir: str | Path, prompt: str, now: datetime | None = Non
     raise PixgenError(f"too many runs named {base!r} in {root}")
 
 
-@functools.cache
-def _file_mode() -> int:
-    """0o666 less the process umask: what an ordinary open() would have created."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file and a rename; never a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise PixgenError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
 def write_json(path: str | Path, data: dict) -> None:
     atomic_write(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
-
-
-def to_pil(image) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> 8-bit RGB PIL image."""
-    arr = image.detach().float().cpu()
-    if arr.dim() == 4:
-        arr = arr[0]
-    arr = (arr.nan_to_num(0.0).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
 
 
 def save_png(path: str | Path, image, metadata: dict | None = None) -> None:
@@ -194,8 +156,6 @@ class RunWriter:
             return
         try:
             if self.video is None:
-                from pixgen.video import VideoWriter
-
                 self.video = VideoWriter(self.run_dir / "progress.mp4", self.video_fps)
                 if i > 1:
                     self._carry_over(i - 1, every)
@@ -229,8 +189,6 @@ class RunWriter:
     def _video_failed(self, e: Exception) -> None:
         import logging
 
-        from pixgen.video import first_line
-
         self.video_failed = True
         if self.video is not None:
             self.video.abort()
@@ -242,8 +200,6 @@ class RunWriter:
             return
         try:
             if self.video is None:  # no step ran (a resumed run that was already at its end)
-                from pixgen.video import VideoWriter
-
                 self.video = VideoWriter(self.run_dir / "progress.mp4", self.video_fps)
             self.video.append(image)
             path = self.video.close()
@@ -253,8 +209,6 @@ class RunWriter:
             return
         smooth = float(self.settings.get("video_interpolate") or 0)
         if path is not None and smooth:
-            from pixgen.video import smooth_copy
-
             smooth_copy(path, smooth)
 
     def finish(

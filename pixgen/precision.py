@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from pathlib import Path
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.files import atomic_write
+from pixgen.paths import cache_dir
 
 log = logging.getLogger("pixgen")
 
@@ -140,8 +141,6 @@ def _cpu_name() -> str:
 
 
 def _calibration_file() -> Path:
-    from pixgen.weights import cache_dir
-
     return cache_dir() / "calibration.json"
 
 
@@ -170,11 +169,11 @@ def _store(path: Path, key: str, result: dict) -> None:
     data[key] = result
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(data, indent=1).encode())
     except OSError as e:
         log.warning("could not cache the precision calibration in %s: %s", path, e.strerror or e)
+    except PixgenError as e:  # atomic_write's own line names the file
+        log.warning("could not cache the precision calibration: %s", e)
 
 
 def measure(reps: int = 3) -> dict:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
-
-if TYPE_CHECKING:
-    from pixgen.settings import Settings
+from pixgen.settings import DEFAULT_CLIP, Settings
 
 MAX_PHASES = 32  # story-mode phrases ("a ^ b ^ ...")
 MAX_PROMPTS = 64  # weighted parts of one phrase ("a | b | ..."); each is encoded before the first step
@@ -139,18 +136,12 @@ def parse_prompt_spec(spec: str) -> tuple[tuple[Prompt, ...], ...]:
 def clip_specs(items: list[str]) -> tuple[tuple[str, float], ...]:
     """CLIP ensemble entries ``SPEC[:weight]`` -> (spec, weight) pairs, weights positive."""
     if not items or not all(isinstance(c, str) and c.strip() for c in items):
-        raise PixgenError(f"setting 'clip': must name at least one CLIP model, e.g. {_default_clip()}")
+        raise PixgenError(f"setting 'clip': must name at least one CLIP model, e.g. {DEFAULT_CLIP}")
     specs = tuple(split_weight(item, "clip") for item in items)
     for item, (_, w) in zip(items, specs, strict=True):
         if w <= 0:
             raise PixgenError(f"setting 'clip': an ensemble weight must be positive, got {item!r}")
     return specs
-
-
-def _default_clip() -> str:
-    from pixgen.settings import DEFAULT_CLIP
-
-    return DEFAULT_CLIP
 
 
 def plan_prompts(settings: Settings) -> PromptPlan:

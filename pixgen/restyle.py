@@ -172,8 +172,8 @@ def restyle(
     `resume` continues.
     """
     from pixgen.api import make_run_drawer, prepare
-    from pixgen.images import open_rgb
-    from pixgen.outputs import save_png, to_pil
+    from pixgen.images import open_rgb, to_pil
+    from pixgen.outputs import save_png
 
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from pixgen import vit
 from pixgen.errors import PixgenError
+from pixgen.paths import MODEL_CONFIGS_DIR
+from pixgen.weights import clip_weights_file
+from pixgen.weights_io import load_strict
 
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
@@ -80,7 +82,7 @@ def _register_configs() -> None:
     import open_clip
 
     if "pixgen-tiny" not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_DIR)
+        open_clip.add_model_config(MODEL_CONFIGS_DIR)
 
 
 def _create(arch: str, seed: int | None, meta: bool, **kwargs) -> nn.Module:
@@ -127,8 +129,6 @@ def clip_from_state_dict(arch: str, sd: dict, source: str, **kwargs) -> nn.Modul
     """open_clip architecture `arch` holding `sd`, built on the meta device so no time is spent
     on a random initialisation that the weights would overwrite. Strict: a mismatch is a
     PixgenError naming `source`."""
-    from pixgen.vqgan import load_strict
-
     model = _create(arch, None, meta=True, **kwargs)
     own = model.state_dict()
     sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
@@ -199,8 +199,6 @@ def load_clip(spec: str, offline: bool = False) -> ClipScorer:
 def load_pretrained_clip(name: str, tag: str, offline: bool = False) -> ClipScorer:
     """open_clip's pretrained `name:tag` from pixgen's cache (downloaded first if needed)."""
     import open_clip
-
-    from pixgen.weights import clip_weights_file
 
     if (name, tag) not in set(open_clip.list_pretrained()):
         raise PixgenError(f"unknown CLIP {name}:{tag}; `pixgen models list --clip` shows the known tags")

@@ -35,9 +35,7 @@ from pixgen.declare import (  # noqa: F401 (the declarations' names, as pixgen.s
 )
 from pixgen.drawers import declared_settings, drawer_class, drawer_classes, on_drawers_changed
 from pixgen.errors import PixgenError
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-PRESETS_DIR = PACKAGE_DIR / "configs" / "presets"
+from pixgen.paths import PRESETS_DIR
 
 DEFAULT_CLIP = "ViT-B-32:openai"
 # The choices of each named option. The tables that implement them (cutouts.AUGMENTATIONS,
@@ -656,8 +654,8 @@ def _check_declared_lengths(s: Settings) -> None:
 
 def validate(s: Settings) -> None:
     """Declared choices and ranges, and the checks that relate settings to each other.
-    Raises PixgenError naming the key."""
-    from pixgen.prompts import plan_prompts
+    Raises PixgenError naming the key. Values only: the prompts' syntax and --prior-class are
+    checked by the stages that own them (pixgen.needs.check_run), still before anything loads."""
 
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
@@ -666,7 +664,6 @@ def validate(s: Settings) -> None:
     need(len(str(s.prompt)) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
     _check_declared_lengths(s)
     _check_numbers(s)
-    plan_prompts(s)
     need(len(s.size) == 2, "size", f"expected [width, height] in pixels, got {s.size}")
     need(all(type(v) is int for v in s.size), "size", f"width and height must be whole numbers, got {s.size}")
     need(all(v > 0 for v in s.size), "size", f"width and height must be positive, got {s.size}")
@@ -682,11 +679,4 @@ def validate(s: Settings) -> None:
     )
     parse_palette(s.palette)
     need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")
-    if s.prior_class:
-        from pixgen.prior.classes import class_index
-
-        try:
-            class_index(s.prior_class)
-        except PixgenError as e:
-            raise PixgenError(f"setting 'prior_class': {e}") from None
     _check_capabilities(s, need)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixgen.errors import PixgenError
+from pixgen.images import to_pil
 
 log = logging.getLogger("pixgen")
 
@@ -41,8 +42,6 @@ def first_line(e: BaseException) -> str:
 def to_array(image) -> np.ndarray:
     """A (1, 3, H, W) or (3, H, W) tensor in [0, 1], a PIL image or an array -> uint8 (H, W, 3)."""
     if hasattr(image, "detach"):
-        from pixgen.outputs import to_pil
-
         image = to_pil(image)
     arr = np.asarray(image)
     if arr.ndim == 2:

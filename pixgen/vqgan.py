@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pixgen import weights_io
 from pixgen.errors import PixgenError
+from pixgen.weights_io import build
 
 TARGETS = {
     "taming.models.vqgan.VQModel": "vq",
@@ -60,11 +61,15 @@ class VQGANArch:
         return "quantize.embed.weight" if self.kind == "gumbel" else "quantize.embedding.weight"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return weights_io.arch_to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> VQGANArch:
-        return cls(**json.loads(text))
+        return weights_io.arch_from_json(cls, text)
+
+
+# decoder.safetensors and encoder.safetensors: the weights, with the VQGANArch in the metadata
+VQGAN_FORMAT = weights_io.Format("VQGAN", "pixgen_vqgan_arch", VQGANArch)
 
 
 def read_config(path: str | Path) -> VQGANArch:
@@ -245,25 +250,6 @@ def split_state_dict(sd: dict, arch: VQGANArch) -> tuple[dict, dict]:
     return dec, enc
 
 
-def load_strict(module: nn.Module, sd: dict, source: str) -> nn.Module:
-    """Load `sd` into `module`; any missing, unexpected or mis-shaped key is a PixgenError."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (e.g. {extra[0]!r})")
-        raise PixgenError(f"{source} does not match its architecture: {', '.join(parts)} keys")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise PixgenError(f"{source}: key {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict(sd, strict=True, assign=True)
-    return module
-
-
 def read_taming(config: str | Path, ckpt: str | Path) -> tuple[VQGANArch, dict, dict]:
     """A taming YAML and ``.ckpt``, read once and safely: (arch, decoder state dict, encoder state dict)."""
     from pixgen.checkpoints import read_state_dict
@@ -273,14 +259,6 @@ def read_taming(config: str | Path, ckpt: str | Path) -> tuple[VQGANArch, dict, 
     return arch, dec, enc
 
 
-def build(cls, arch: VQGANArch, sd: dict, source: str) -> nn.Module:
-    """A VQGANDecoder or VQGANEncoder holding exactly `sd` (no random init: built on the meta
-    device, every tensor assigned from `sd`); a mismatch is a PixgenError naming `source`."""
-    with torch.device("meta"):
-        module = cls(arch)
-    return load_strict(module, sd, source).eval()
-
-
 def load_vqgan(config: str | Path, ckpt: str | Path) -> VQGANDecoder:
     """Build the decoder from a taming YAML and ``.ckpt``, loading only what it needs."""
     arch, dec, _ = read_taming(config, ckpt)
@@ -288,36 +266,16 @@ def load_vqgan(config: str | Path, ckpt: str | Path) -> VQGANDecoder:
 
 
 def save_safetensors(path: str | Path, module: nn.Module, arch: VQGANArch, dtype=None) -> None:
-    """Write a module's weights with the architecture in the file's metadata."""
-    from safetensors.torch import save_file
-
-    sd = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in module.state_dict().items()}
-    save_file(sd, str(path), metadata={"pixgen_vqgan_arch": arch.to_json()})
+    """Write a module's weights with the architecture in the file's metadata, atomically."""
+    weights_io.save(path, VQGAN_FORMAT, module.state_dict(), arch, dtype)
 
 
 def load_safetensors_arch(path: str | Path) -> VQGANArch:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if "pixgen_vqgan_arch" not in meta:
-        raise PixgenError(f"{path} is not a pixgen VQGAN file (no architecture metadata)")
-    return VQGANArch.from_json(meta["pixgen_vqgan_arch"])
+    return weights_io.read_arch(path, VQGAN_FORMAT, "VQGAN weights")
 
 
 def _load_safetensors(cls, path: str | Path, what: str) -> nn.Module:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise PixgenError(f"VQGAN {what} weights not found: {path}")
-    try:
-        arch = load_safetensors_arch(path)
-        sd = {k: v.float() for k, v in load_file(str(path)).items()}
-    except PixgenError:
-        raise
-    except Exception as e:
-        raise PixgenError(f"VQGAN {what} weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    arch, sd, _ = weights_io.read(path, f"VQGAN {what} weights", VQGAN_FORMAT, torch.float32)
     return build(cls, arch, sd, f"VQGAN {what} weights {path}")
 
 

@@ -57,7 +57,7 @@ def models_download(
 ):
     """Download models into the cache (VQGANs are converted to decoder-only safetensors, priors to
     transformer-only fp16 safetensors)."""
-    from pixgen.weights import fetch_models
+    from pixgen.needs import fetch_models
 
     fetch_models(names or [], defaults, offline, on_fetched=lambda name, path: typer.echo(f"{name}: {path}"))
 

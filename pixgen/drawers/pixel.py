@@ -110,7 +110,7 @@ class PixelDrawer(Drawer):
 
     def extras(self, params: Tensor) -> dict[str, bytes]:
         """cells.png: the grid, one pixel per cell."""
-        from pixgen.outputs import to_pil
+        from pixgen.images import to_pil
 
         buf = io.BytesIO()
         with torch.no_grad():

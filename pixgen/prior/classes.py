@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
+from pixgen.paths import cache_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: class_index checks --prior-class without it
     from torch import Tensor
@@ -60,6 +61,17 @@ def class_index(name: str, classes: Sequence[str] | None = None) -> int:
     close += [c for c in lower if text.lower() and text.lower() in c and c not in close][: 6 - len(close)]
     hint = f"close: {', '.join(classes[lower.index(c)] for c in close)}" if close else "no close name"
     raise PixgenError(f"unknown ImageNet class {name!r} ({hint}); give a class name or an index 0-{len(classes) - 1}")
+
+
+def check_prior_class(name: str | None) -> None:
+    """The --prior-class setting's pre-flight (pixgen.needs.check_run): a class that
+    `class_index` knows, or one PixgenError line naming the setting."""
+    if not name:
+        return
+    try:
+        class_index(name)
+    except PixgenError as e:
+        raise PixgenError(f"setting 'prior_class': {e}") from None
 
 
 def class_condition(index: int) -> Tensor:
@@ -178,21 +190,20 @@ def _cuttable(model) -> bool:
 
 
 def _disk_path(name: str, key: str):
-    from pixgen.weights import cache_dir
-
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     return cache_dir() / "classes" / f"{safe}-{key}.safetensors"
 
 
 def _read_cached(path, probe: Tensor) -> Tensor | None:
     """The cached matrix at `path` when it was made by a CLIP that embeds the probe the same."""
-    from safetensors.torch import load_file
     from torch.nn import functional as F
+
+    from pixgen.weights_io import read_tensors
 
     if not path.is_file():
         return None
     try:
-        data = load_file(str(path))
+        data = read_tensors(path)
         if F.cosine_similarity(data["probe"].float(), probe, dim=0) > 0.999:
             return data["classes"].float()
     except Exception as e:
@@ -201,12 +212,10 @@ def _read_cached(path, probe: Tensor) -> Tensor | None:
 
 
 def _write_cached(path, matrix: Tensor, probe: Tensor) -> None:
-    from safetensors.torch import save
-
-    from pixgen.outputs import atomic_write
+    from pixgen.weights_io import write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, save({"classes": matrix.contiguous(), "probe": probe.contiguous()}))
+        write(path, {"classes": matrix, "probe": probe})
     except (OSError, PixgenError) as e:
         log.warning("could not cache the class embeddings: %s", e)

@@ -14,13 +14,17 @@ condition, so taming's checkpoints load as they are.
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from pixgen import weights_io
+from pixgen.errors import PixgenError
 
 CONDITIONS = ("none", "class", "text", "clip")
 
@@ -64,11 +68,25 @@ class PriorArch:
         return self.cond == "clip" or self.null_token >= 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return weights_io.arch_to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> PriorArch:
-        return cls(**json.loads(text))
+        return weights_io.arch_from_json(cls, text)
+
+
+# prior.safetensors: the transformer's weights, with the PriorArch in the metadata
+PRIOR_FORMAT = weights_io.Format("prior", "pixgen_prior_arch", PriorArch)
+
+
+def check_codes(arch: PriorArch, n_codes: int | None, name: str) -> None:
+    """A prior draws a VQGAN's codes: its code vocabulary must be the codebook's size `n_codes`
+    (None: not checked). `name` names the prior in the one-line error."""
+    if n_codes is not None and arch.n_codes != n_codes:
+        raise PixgenError(
+            f"prior {name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
+            "they were not trained together"
+        )
 
 
 class Attention(nn.Module):
@@ -303,79 +321,30 @@ def text_condition(arch: PriorArch, tokenizer, texts: list[str]) -> Tensor:
 def save_prior(path, prior: Prior, dtype: torch.dtype = torch.float16, extra: dict | None = None) -> None:
     """The prior's weights and arch as safetensors, written atomically; `extra` metadata (str
     values) is kept beside the arch (the training recipe, its seed and time)."""
-    from safetensors.torch import save
-
-    from pixgen.outputs import atomic_write
-
-    sd = {k: v.detach().to(dtype).contiguous() for k, v in prior.state_dict().items()}
-    atomic_write(path, save(sd, metadata={"pixgen_prior_arch": prior.arch.to_json(), **(extra or {})}))
+    weights_io.save(path, PRIOR_FORMAT, prior.state_dict(), prior.arch, dtype, extra)
 
 
 def read_prior_metadata(path) -> dict:
     """The metadata of a prior file written by `save_prior`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
+    return weights_io.read_metadata(path)
 
 
 def load_prior(path, n_codes: int | None = None, dtype: torch.dtype = torch.float32) -> Prior:
     """A prior written by `save_prior` (no pickle), in `dtype` (fp32 unless the caller's edge
     decides otherwise: bf16 goes straight from the file, never through fp32). `n_codes`, the
-    VQGAN's codebook size, must match the prior's code vocabulary. Every failure is one
-    PixgenError line."""
-    from pathlib import Path
-
-    from pixgen.errors import PixgenError
-
+    VQGAN's codebook size, must match the prior's code vocabulary (checked before the weights are
+    read). Every failure is one PixgenError line."""
     path = Path(path)
-    if not path.is_file():
-        raise PixgenError(f"prior weights not found: {path}")
-    try:
-        meta = read_prior_metadata(path)
-        if "pixgen_prior_arch" not in meta:
-            raise PixgenError(f"{path} is not a pixgen prior file (no architecture metadata)")
-        arch = PriorArch.from_json(meta["pixgen_prior_arch"])
-        if n_codes is not None and arch.n_codes != n_codes:  # before reading gigabytes of weights
-            raise PixgenError(
-                f"prior {path.name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
-                "they were not trained together"
-            )
-        sd = _read_tensors(path, dtype)
-    except PixgenError:
-        raise
-    except Exception as e:
-        raise PixgenError(f"prior weights {path} are unreadable: {str(e).splitlines()[0]}") from None
+    codes = functools.partial(check_codes, n_codes=n_codes, name=path.name)
+    arch, sd, meta = weights_io.read(path, "prior weights", PRIOR_FORMAT, dtype, check=codes)
     prior = build_prior(arch, sd, str(path))
     prior.clip_name = meta.get("pixgen_prior_clip")
     return prior
 
 
-def _read_tensors(path, dtype: torch.dtype) -> dict:
-    """The file's tensors, each read and cast in turn. Read with pread where safetensors has it
-    (0.7+): the file is not mapped into the process, so the peak is the cast weights alone (the
-    1.4B cin prior into bf16: 2.8 GB, not 5.9)."""
-    from safetensors import safe_open
-
-    try:
-        f = safe_open(str(path), "pt", backend="pread")
-    except TypeError:  # an older safetensors: memory-mapped
-        f = safe_open(str(path), "pt")
-    with f:
-        return {k: f.get_tensor(k).to(dtype) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-
-
 def build_prior(arch: PriorArch, sd: dict, source: str) -> Prior:
     """A Prior of `arch` with the weights `sd` (taming's `attn.mask` buffers are dropped), which
     it takes as they are: built on the meta device, so a 1.4B prior is neither initialised at
-    random nor held twice. Missing or unexpected weights are one PixgenError line."""
-    from pixgen.errors import PixgenError
-
-    with torch.device("meta"):
-        prior = Prior(arch)
+    random nor held twice. Missing, unexpected or mis-shaped weights are one PixgenError line."""
     sd = {k: v for k, v in sd.items() if not k.endswith(".attn.mask")}
-    try:
-        prior.load_state_dict(sd, assign=True)
-    except RuntimeError as e:
-        raise PixgenError(f"{source} does not fit its prior architecture: {str(e).splitlines()[1:2]}") from None
-    return prior.eval().requires_grad_(False)
+    return weights_io.build(Prior, arch, sd, source).requires_grad_(False)

@@ -1,7 +1,7 @@
 """Real priors: the registry's (taming's ImageNet class-conditional transformer), the shipped
 shapes prior, and prior files a user has, found, downloaded, converted once and loaded.
 
-Layout under the cache dir (pixgen.weights.cache_dir):
+Layout under the cache dir (pixgen.paths.cache_dir):
   prior/<name>/last.ckpt           taming's Lightning checkpoint, while it is being converted
   prior/<name>/prior.safetensors   the transformer alone, fp16, with its arch (what runs load)
 
@@ -12,16 +12,15 @@ sampling runs in. A tensor that fp16 cannot hold (|w| > 65504) keeps fp32.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
-from pixgen.settings import PACKAGE_DIR
-from pixgen.weights import cache_dir, canonical_vqgan, download, offline_requested, reachable, registry
+from pixgen.paths import SHAPES_WEIGHTS_DIR, cache_dir
+from pixgen.weights import canonical_vqgan, download, offline_requested, reachable, registry
 
 PRIOR_FILE = "prior.safetensors"
-SHAPES_PRIOR = PACKAGE_DIR / "shapes" / "weights" / "prior_clip.safetensors"
+SHAPES_PRIOR = SHAPES_WEIGHTS_DIR / "prior_clip.safetensors"
 FP16_MAX = 65504.0
 
 if TYPE_CHECKING:  # torch and the model are imported where they are used: `models list` needs neither
@@ -113,13 +112,13 @@ def load_prior_model(
     what is loaded."""
     import torch
 
-    from pixgen.prior.model import PriorArch, build_prior, load_prior
+    from pixgen.prior.model import PriorArch, build_prior, check_codes, load_prior
 
     say = on_status or (lambda text: None)
     if name_or_path == "shapes":
         path = SHAPES_PRIOR
     elif name_or_path in prior_entries():
-        _check_vocabulary(PriorArch(**prior_entries()[name_or_path]["arch"]), n_codes, Path(name_or_path))
+        check_codes(PriorArch(**prior_entries()[name_or_path]["arch"]), n_codes, name_or_path)
         say(f"preparing prior {name_or_path}…")
         path = ensure_prior(name_or_path, offline)
     else:
@@ -127,7 +126,7 @@ def load_prior_model(
         if path.suffix.lower() == ".ckpt":
             say(f"converting prior {path.name}…")
             arch, sd = read_taming_prior(path)
-            _check_vocabulary(arch, n_codes, path)
+            check_codes(arch, n_codes, path.name)
             return build_prior(arch, {k: v.to(dtype or torch.float32) for k, v in sd.items()}, str(path))
         if path.suffix.lower() != ".safetensors" and not path.exists():
             known = ", ".join([*prior_entries(), "shapes"])
@@ -139,14 +138,6 @@ def load_prior_model(
         if name_or_path not in prior_entries() or "unreadable" not in str(e):
             raise
         raise PixgenError(f"{e}; delete it and run `pixgen models download {name_or_path}` again") from None
-
-
-def _check_vocabulary(arch: PriorArch, n_codes: int, path: Path) -> None:
-    if arch.n_codes != n_codes:
-        raise PixgenError(
-            f"prior {path.name} draws {arch.n_codes} codes but the VQGAN's codebook has {n_codes}: "
-            "they were not trained together"
-        )
 
 
 def read_taming_prior(ckpt: Path, arch: PriorArch | None = None) -> tuple[PriorArch, dict]:
@@ -193,39 +184,22 @@ def check_shapes(arch: PriorArch, sd: dict, source: str) -> None:
     import torch
 
     from pixgen.prior.model import Prior
+    from pixgen.weights_io import check_state, shapes
 
     with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in Prior(arch).state_dict().items()}
-    missing = sorted(set(want) - set(sd))
-    extra = sorted(set(sd) - set(want))
-    wrong = [k for k in want if k in sd and tuple(sd[k].shape) != want[k]]
-    if missing or extra or wrong:
-        what = (
-            f"missing {missing[0]}"
-            if missing
-            else f"unexpected {extra[0]}"
-            if extra
-            else f"{wrong[0]} is {tuple(sd[wrong[0]].shape)}, not {want[wrong[0]]}"
-        )
-        raise PixgenError(f"{source} does not fit the prior's architecture: {what}")
+        check_state(shapes(Prior(arch)), sd, source)
 
 
 def convert_prior(ckpt: Path, out: Path, arch: PriorArch | None = None) -> Path:
     """A taming checkpoint -> a pixgen prior file (fp16 safetensors with the arch), written
     atomically; the transformer is never built."""
-    from safetensors.torch import save_file
+    from pixgen.prior.model import PRIOR_FORMAT
+    from pixgen.weights_io import save
 
     arch, sd = read_taming_prior(Path(ckpt), arch)
     tensors = {k: _fp16_if_it_fits(v) for k, v in sd.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    meta = {"pixgen_prior_arch": arch.to_json(), "converted_from": Path(ckpt).name}
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise PixgenError(f"could not write the prior {out}: {e}") from None
+    save(out, PRIOR_FORMAT, tensors, arch, extra={"converted_from": Path(ckpt).name})
     return out
 
 

@@ -408,7 +408,7 @@ def save_upload(root: Path, data: bytes) -> str:
         tmp.unlink(missing_ok=True)
     path = folder / f"{digest}.png"
     if not path.is_file():
-        from pixgen.outputs import atomic_write
+        from pixgen.files import atomic_write
 
         buf = io.BytesIO()
         image.save(buf, format="PNG")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixgen.errors import PixgenError
+from pixgen.needs import check_run
 from pixgen.settings import FIELDS, Settings, load_settings
 
 # Fixed by `pixgen serve` for every job: the loaded models, their device, where runs go.
@@ -36,7 +37,9 @@ def server_settings(preset: str | None, output_dir: str | None = None) -> Settin
     import dataclasses
 
     overrides = {"prompt": "(none yet)", "output_dir": output_dir}
-    return dataclasses.replace(load_settings(preset, overrides=overrides), prompt="")
+    settings = load_settings(preset, overrides=overrides)
+    check_run(settings)
+    return dataclasses.replace(settings, prompt="")
 
 
 def _kind(f) -> str:
@@ -149,4 +152,6 @@ def settings_from_request(data: Any, preset: str | None, root: Path) -> Settings
         values[key] = value
     if not str(values.get("prompt", "")).strip():
         raise PixgenError("setting 'prompt': a job needs a prompt")
-    return load_settings(preset, overrides=dict(values, output_dir=str(root)))
+    settings = load_settings(preset, overrides=dict(values, output_dir=str(root)))
+    check_run(settings)  # the prompts and --prior-class, before the job is queued
+    return settings

@@ -81,7 +81,7 @@ class Job:
 
 
 def png_bytes(image) -> bytes:
-    from pixgen.outputs import to_pil
+    from pixgen.images import to_pil
 
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG")
@@ -323,7 +323,7 @@ def load_server_models(settings: Settings, offline: bool = False):
     """The models of the server's preset, loaded once on its device."""
     from pixgen.device import resolve_device
     from pixgen.models import load_models
-    from pixgen.weights import check_models
+    from pixgen.needs import check_models
 
     s = settings
     check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)

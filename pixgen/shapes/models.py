@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pixgen.paths import SHAPES_WEIGHTS_DIR
 from pixgen.vqgan import VQGANArch
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = SHAPES_WEIGHTS_DIR
 VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"
 ENCODER_FILE = WEIGHTS_DIR / "vqgan_encoder.safetensors"
 CLIP_FILE = WEIGHTS_DIR / "clip.safetensors"
