@@ -160,7 +160,7 @@ def classes_table(a) -> None:
 
     import torch
 
-    from pixgen.prior.model import classes as pc
+    from pixgen.prior import classes as pc
     from pixgen.scorer import build_clip
 
     torch.set_num_threads(a.threads)

@@ -13,8 +13,8 @@ from pathlib import Path
 from pixgen import weights
 from pixgen.errors import PixgenError
 from pixgen.paths import cache_dir
+from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import check_prior_class
-from pixgen.prior.model import registry as prior_models
 from pixgen.prompts import PromptPlan, plan_prompts, split_weight
 from pixgen.settings import Settings
 

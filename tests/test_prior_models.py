@@ -12,6 +12,7 @@ import torch
 
 from pixgen import needs, weights
 from pixgen.errors import PixgenError
+from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import (
     choose_classes,
     class_condition,
@@ -21,7 +22,6 @@ from pixgen.prior.classes import (
     imagenet_classes,
 )
 from pixgen.prior.model import KVCache, Prior, PriorArch
-from pixgen.prior.model import registry as prior_models
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 
 SHIPPED = weights.registry()
@@ -226,7 +226,7 @@ def test_choose_classes_returns_the_top_k_sorted_and_caches_the_matrix(tiny_clip
     probs = [p for _, _, p in top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert all(CLASSES[i] == name for i, name, _ in top)
-    from pixgen.prior.model import classes as prior_classes
+    from pixgen.prior import classes as prior_classes
     from pixgen.scorer import build_clip
 
     monkeypatch.setattr(prior_classes, "_embed_classes", lambda *a, **k: pytest.fail("embedded again"))

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from pixgen.errors import PixgenError
 from pixgen.ops import codes_to_latent
 from pixgen.phases import Hooks, Phase
+from pixgen.prior.conditions import condition_for
 from pixgen.prior.model import Prior, Sampling, sample
-from pixgen.prior.model.conditions import condition_for
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.starts.candidates import score_starts
 
