@@ -13,6 +13,7 @@ from pixgen import console
 from pixgen._version import __version__
 from pixgen.commands import clip as clip_commands
 from pixgen.commands import models as models_commands
+from pixgen.commands import runs
 from pixgen.commands import serve as serve_commands
 from pixgen.commands.options import (
     CandidatesOpt,
@@ -44,7 +45,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-BATCH, RESTYLE = "Batch", "Restyle"  # the help panels of these commands' own options
 COMPLETION_OPTIONS = ("--install-completion", "--show-completion")
 COMMANDS = {
     "generate",
@@ -210,130 +210,8 @@ def resume(
     console.report(result, json_out)
 
 
-@app.command(
-    cls=PanelCommand,
-    epilog="Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
-    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir.",
-)
-@with_setting_flags("output_dir")
-def batch(
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="Prompts: .txt (one per line, # comments), .yaml list or .jsonl.")
-    ],
-    output_dir: Annotated[
-        str, typer.Option("-o", "--output-dir", help="Folder for the job folders.", rich_help_panel=OUTPUT)
-    ] = "outputs/batch",
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Skip finished jobs; redo unfinished ones.", rich_help_panel=BATCH)
-    ] = False,
-    shard: Annotated[
-        str | None, typer.Option("--shard", help="K/N: run jobs K, K+N, K+2N... (0-based).", rich_help_panel=BATCH)
-    ] = None,
-    candidates: Annotated[
-        int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.", rich_help_panel=BATCH)
-    ] = 1,
-    preset: PresetOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    offline: OfflineOpt = False,
-    *,
-    flags: dict,
-):
-    """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
-    from pixgen.batch import run_batch
-    from pixgen.needs import check_run
-    from pixgen.settings import load_settings
-
-    def make_settings(job: dict):  # the batch's flags are the defaults of each job
-        job = dict(job)
-        settings = load_settings(job.pop("preset", preset), config, dict(flags, **job), set_ or [])
-        check_run(settings)
-        return settings
-
-    def on_job(r, total):
-        where = f" -> {r.image}" if r.image else ""
-        msg = f"[{r.job.index + 1}] {r.status}: {r.job.prompt[:60]!r}{where}"
-        console.note(msg + (f" ({r.error})" if r.error else ""))
-
-    with console.running(False, offline) as hooks:
-        results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, hooks)
-    failed = [r for r in results if r.status == "failed"]
-    console.note(
-        f"{len(results) - len(failed)} of {len(results)} jobs finished; gallery: {Path(output_dir) / 'index.html'}"
-    )
-    if failed:
-        raise typer.Exit(1)
-
-
-@app.command(
-    cls=PanelCommand,
-    epilog='Example: pixgen restyle clip.mp4 "an oil painting" -i 20 --blend 0.5 --preset shapes. '
-    "Re-run with --resume to go on after an interruption: frames already done are skipped.",
-)
-@with_setting_flags(
-    only=("iterations", "size", "seed"),
-    helps={
-        "iterations": "Steps per frame.",
-        "size": "WIDTHxHEIGHT of the output frames.",
-        "seed": "Random seed (the same for every frame).",
-    },
-)
-def restyle(
-    input_: Annotated[Path, typer.Argument(metavar="INPUT", help="A video file or a folder of image frames.")],
-    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The style to steer every frame toward.")],
-    output_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "-o",
-            "--output-dir",
-            help="Output folder.",
-            show_default="outputs/restyle-INPUT-PROMPT",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None,
-    blend: Annotated[
-        float,
-        typer.Option(
-            "--blend", help="Share of the previous result in each frame's start (0: none; <1).", rich_help_panel=RESTYLE
-        ),
-    ] = 0.5,
-    fps: Annotated[
-        float | None,
-        typer.Option(
-            "--fps",
-            help="Frame rate of the MP4 for a folder input (a video keeps its own).",
-            rich_help_panel=RESTYLE,
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an earlier restyle in the same folder.", rich_help_panel=RESTYLE)
-    ] = False,
-    preset: PresetOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    offline: OfflineOpt = False,
-    quiet: QuietOpt = False,
-    *,
-    flags: dict,
-):
-    """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
-    from pixgen.needs import check_run
-    from pixgen.restyle import default_output_dir
-    from pixgen.restyle import restyle as run
-    from pixgen.settings import load_settings
-
-    settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])
-    check_run(settings)
-    out = output_dir or default_output_dir(input_, prompt, settings.output_dir)
-
-    def on_frame(i, name, skipped):
-        if not quiet:
-            console.note(f"[{i + 1}] {name}" + (" (done before)" if skipped else ""))
-
-    with console.running(quiet, offline) as hooks:
-        result = run(input_, settings, out, blend, fps, resume, None, on_frame, hooks)
-    where = f"; video: {result.video}" if result.video else ""
-    console.note(f"restyled {result.rendered} of {len(result.frames)} frames into {result.out_dir}{where}")
+app.command(cls=PanelCommand, epilog=runs.BATCH_EPILOG)(runs.batch)
+app.command(cls=PanelCommand, epilog=runs.RESTYLE_EPILOG)(runs.restyle)
 
 
 def _route(argv: list[str]) -> list[str]:
