@@ -27,11 +27,11 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.clip in ("shapes", "shapes-b"):
-        from pixgen.models import load_scorer
+        from pixgen.models.loading import load_scorer
 
         scorer = load_scorer(a.clip)
     else:
-        from pixgen.scorer import build_clip
+        from pixgen.models.scorer import build_clip
 
         scorer = build_clip(a.clip, seed=0)
     x = torch.rand(a.cutn, 3, scorer.input_size, scorer.input_size, requires_grad=True)

@@ -39,14 +39,14 @@ def one(label: str, size: int, cutn: int, steps: int, threads: int, dtype: str =
     import torch
 
     torch.set_num_threads(threads)
-    from pixgen.cutouts import Cutouts
     from pixgen.drawers import drawer_class
-    from pixgen.optimise import ClipTerm, Loop, Objective
-    from pixgen.prompts import parse_prompts
-    from pixgen.scorer import build_clip
+    from pixgen.loop.cutouts import Cutouts
+    from pixgen.loop.optimise import ClipTerm, Loop, Objective
+    from pixgen.loop.prompts import parse_prompts
+    from pixgen.loop.targets import Targets
+    from pixgen.models.scorer import build_clip
+    from pixgen.models.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch, VQGANDecoder
     from pixgen.settings import load_settings
-    from pixgen.targets import Targets
-    from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch, VQGANDecoder
 
     s = load_settings(
         overrides={"prompt": "a watercolor portrait of a teacher", "size": [size, size], **DRAWERS[label]}

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pixgen.batch import read_jobs  # noqa: E402
+from pixgen.apps.batch import read_jobs  # noqa: E402
 from pixgen.errors import PixgenError  # noqa: E402
-from pixgen.outputs import slugify  # noqa: E402
-from pixgen.prompts import parse_prompts  # noqa: E402
+from pixgen.loop.prompts import parse_prompts  # noqa: E402
+from pixgen.outputs.writer import slugify  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 
 tally: Counter = Counter()

@@ -2,7 +2,7 @@
 # GPU check: installs nothing; run from the repository root with the project's .venv present.
 # Runs the tests marked `gpu`, then the speed benchmark at 512x512 with 64 cutouts on CUDA in
 # fp32, bf16, fp16, fp32 + torch.compile and fp32 + --low-memory, then issue 22's precision levers at
-# 256x256, cutn 32 (bf16 weights cast once, the pixgen.vit walk, attention kernels) with each
+# 256x256, cutn 32 (bf16 weights cast once, the pixgen.models.vit walk, attention kernels) with each
 # one's gradient cosine to plain fp32. Record the figures in BENCHMARKS.md with the card's name.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,8 +42,8 @@ def build(dtype_name: str):
     """The cin architecture with random weights in `dtype`, built without a second copy."""
     import torch
 
+    from pixgen.models.cache import registry
     from pixgen.prior.model import Prior, PriorArch
-    from pixgen.weights import registry
 
     arch = PriorArch(**registry()["priors"]["cin_transformer"]["arch"])
     dtype = dtype_of(dtype_name)
@@ -160,8 +160,8 @@ def classes_table(a) -> None:
 
     import torch
 
+    from pixgen.models.scorer import build_clip
     from pixgen.prior import classes as pc
-    from pixgen.scorer import build_clip
 
     torch.set_num_threads(a.threads)
     classes, templates = pc.imagenet_classes(), pc.imagenet_templates()

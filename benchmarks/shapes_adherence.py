@@ -39,9 +39,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixgen.api import generate  # noqa: E402
-from pixgen.device import seed_everything  # noqa: E402
 from pixgen.drawers.vqgan import init_latent, render  # noqa: E402
-from pixgen.models import load_models  # noqa: E402
+from pixgen.models.loading import load_models  # noqa: E402
+from pixgen.runtime.device import seed_everything  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
 from pixgen.shapes.judge import judge, off_palette, subject_box  # noqa: E402

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixgen import api  # noqa: E402
-from pixgen.models import load_encoder, load_models  # noqa: E402
-from pixgen.ops import codes_to_latent, quantize_st  # noqa: E402
+from pixgen.loop.ops import codes_to_latent, quantize_st  # noqa: E402
+from pixgen.models.loading import load_encoder, load_models  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
 from pixgen.shapes.judge import _PALETTE  # noqa: E402

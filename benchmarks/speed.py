@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pixgen.vqgan import IMAGENET_F16_DDCONFIG  # noqa: E402
+from pixgen.models.vqgan import IMAGENET_F16_DDCONFIG  # noqa: E402
 
 F16 = IMAGENET_F16_DDCONFIG
 
@@ -52,7 +52,7 @@ def sync(device):
 
 
 # --path -> how the models compute: CLIP's and the decoder's weight dtype, whether CLIP runs through
-# pixgen.vit (False: open_clip's own forward), its attention kernel, CLIP's autocast dtype. The
+# pixgen.models.vit (False: open_clip's own forward), its attention kernel, CLIP's autocast dtype. The
 # "before" rows are what pixgen did before issue 22; "bf16" is what --precision bf16 does now.
 BF16 = "bfloat16"
 LEVERS = {
@@ -74,11 +74,11 @@ def build_models(args):
     levers of `args.path` applied (`default`: what --precision auto resolves to here)."""
     import torch
 
-    from pixgen.device import resolve_device
-    from pixgen.models import Models
-    from pixgen.precision import resolve_precision
-    from pixgen.scorer import build_clip
-    from pixgen.vqgan import VQGANArch, VQGANDecoder
+    from pixgen.models.loading import Models
+    from pixgen.models.scorer import build_clip
+    from pixgen.models.vqgan import VQGANArch, VQGANDecoder
+    from pixgen.runtime.device import resolve_device
+    from pixgen.runtime.precision import resolve_precision
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def legacy_cutouts() -> None:
     """The cutouts of before issue 22: torchvision's roi_align and kornia's ColorJitter."""
     from torchvision.ops import roi_align
 
-    import pixgen.cutouts as C
+    import pixgen.loop.cutouts as C
 
     def forward(self, image, generator, cutn=None):
         boxes = self.boxes(image.shape[2], image.shape[3], generator, cutn).to(image)
@@ -128,9 +128,9 @@ def bf16_group_norms(decoder) -> None:
     """Undo the decoder's fp32 GroupNorm islands: each GroupNorm computes in the decoder's bf16."""
     import torch
 
-    import pixgen.vqgan
+    import pixgen.models.vqgan
 
-    pixgen.vqgan._norm = lambda norm, x: norm(x)
+    pixgen.models.vqgan._norm = lambda norm, x: norm(x)
     assert decoder.dtype == torch.bfloat16
 
 
@@ -138,15 +138,15 @@ def one(args) -> dict:
     """Run one configuration in this process and return its figures."""
     import torch
 
-    from pixgen.cutouts import Cutouts
     from pixgen.drawers.vqgan import VQGANDrawer, init_latent
-    from pixgen.memory import LOW_MEMORY_CHUNK
-    from pixgen.ops import halve_latent
-    from pixgen.optimise import ClipTerm, Loop, Objective
-    from pixgen.precision import cpu_has_fast_bf16
-    from pixgen.prompts import parse_prompts
+    from pixgen.loop.cutouts import Cutouts
+    from pixgen.loop.ops import halve_latent
+    from pixgen.loop.optimise import ClipTerm, Loop, Objective
+    from pixgen.loop.prompts import parse_prompts
+    from pixgen.loop.targets import Targets
+    from pixgen.runtime.memory import LOW_MEMORY_CHUNK
+    from pixgen.runtime.precision import cpu_has_fast_bf16
     from pixgen.settings import Settings
-    from pixgen.targets import Targets
 
     models, device, autocast, precision = build_models(args)
     decoder, scorer = models.decoder, models.scorers[0]
@@ -364,7 +364,7 @@ def machine_header() -> str:
     """The CPU's capability line: every figure depends on it (issue 22)."""
     import torch
 
-    from pixgen.precision import _cpu_name, cpu_has_fast_bf16
+    from pixgen.runtime.precision import _cpu_name, cpu_has_fast_bf16
 
     return (
         f"CPU {_cpu_name()}; capability {torch.backends.cpu.get_cpu_capability()}; native bf16 (oneDNN) "

@@ -23,8 +23,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pixgen.scorer import build_clip  # noqa: E402
-from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch  # noqa: E402
+from pixgen.models.scorer import build_clip  # noqa: E402
+from pixgen.models.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch  # noqa: E402
 from tests.conftest import taming_state_dict, taming_yaml  # noqa: E402
 
 F16 = IMAGENET_F16_DDCONFIG

@@ -70,7 +70,7 @@ def _tile(path: Path) -> np.ndarray:
 def sample_grid(tmp: Path) -> None:
     """`pixgen sample --keep 1` (the DALL-E pipeline alone: the best of --prior-samples by CLIP, no
     steps) on the 10 held-out prompts (rows) x 6 seeds (columns)."""
-    from pixgen.sample import sample_images
+    from pixgen.apps.sample import sample_images
 
     rows = []
     for combo in world.HELD_OUT:

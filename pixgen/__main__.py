@@ -1,5 +1,5 @@
 import sys
 
-from pixgen.cli import main
+from pixgen.cli.app import main
 
 sys.exit(main())

@@ -15,9 +15,9 @@ import torch
 from pixgen._version import __version__
 from pixgen.drawers import drawer_class
 from pixgen.errors import Interrupted, NumericalFailure, PixgenError
-from pixgen.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
+from pixgen.loop.prompts import PromptPlan
 from pixgen.phases import Hooks, Phase
-from pixgen.prompts import PromptPlan
+from pixgen.runtime.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.settings import Settings
 
 log = logging.getLogger("pixgen")
@@ -44,14 +44,14 @@ class Run:
     settings: Settings
     plan: PromptPlan
     device: torch.device
-    models: object  # pixgen.models.Models
-    precision: object = None  # pixgen.precision.Precision, applied to the models
+    models: object  # pixgen.models.loading.Models
+    precision: object = None  # pixgen.runtime.precision.Precision, applied to the models
     start: dict = field(default_factory=dict)  # how a drawn start was chosen (--init prior), for run.json
 
     def record(self) -> dict:
         """The resolved settings as written beside every output (run.json, PNG metadata), with
         the environment the pixels depend on (device, threads, torch, CPU capability)."""
-        from pixgen.environment import environment
+        from pixgen.runtime.environment import environment
 
         record = dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
         return dict(record, environment=environment(self.device))
@@ -90,9 +90,9 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     With `hooks.offline` a model that is not cached is an error at once, and every missing model
     is named in one error before anything loads; loading each model is a phase of `hooks` (a safe
     point)."""
-    from pixgen.device import resolve_device, resolve_seed
     from pixgen.needs import check_run
-    from pixgen.precision import resolve_precision
+    from pixgen.runtime.device import resolve_device, resolve_seed
+    from pixgen.runtime.precision import resolve_precision
 
     hooks = hooks or Hooks()
     plan = check_run(settings)
@@ -112,7 +112,7 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
 
 def _models(settings: Settings, models, device, hooks: Hooks):
     """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
 
     s, vqgan = settings, drawer_class(settings.drawer).needs_vqgan
     if not vqgan:
@@ -135,7 +135,7 @@ def generate(
 ) -> Result:
     """Run one generation and save its outputs; returns where they are.
 
-    `models` (pixgen.models.Models) can be passed to reuse loaded models across runs.
+    `models` (pixgen.models.loading.Models) can be passed to reuse loaded models across runs.
     `run_dir` names the run folder (it must not exist yet); by default a new dated folder.
     `force` skips the memory check that refuses runs estimated not to fit.
     `hooks` (pixgen.phases.Hooks) hear the phases and the steps and may stop the run: asked after
@@ -144,7 +144,7 @@ def generate(
     stops there, writes nothing and raises Interrupted(None); while writing the outputs it writes
     final.png, state and run.json and skips the GIF and MP4 it has not begun (Result.skipped).
     """
-    from pixgen.outputs import RunWriter, make_run_dir
+    from pixgen.outputs.writer import RunWriter, make_run_dir
 
     t_start = time.perf_counter()
     hooks = hooks or Hooks()
@@ -187,8 +187,8 @@ def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Resu
     """
     import json
 
-    from pixgen.outputs import RunWriter, run_finished
-    from pixgen.state import load_state
+    from pixgen.outputs.state import load_state
+    from pixgen.outputs.writer import RunWriter, run_finished
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -214,15 +214,15 @@ def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Resu
 
 
 def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
-    """Build the run's course (pixgen.course.Course): the Loop on its Objective (one CLIP term per
+    """Build the run's course (pixgen.loop.course.Course): the Loop on its Objective (one CLIP term per
     ensemble member, the regularisers) and learning-rate schedule, and the restart events of the
     progressive schedule and the zoom video mode. `start`, a (tensor, image in [0, 1]) pair,
-    replaces the start and the init image (pixgen.restyle, which passes its `drawer` too). The
+    replaces the start and the init image (pixgen.apps.restyle, which passes its `drawer` too). The
     phases (encoding prompts, loading the encoder, composing or drawing the start) are safe points
     of `hooks`."""
-    from pixgen.course import Course
-    from pixgen.device import seed_everything
-    from pixgen.optimise import Loop, Objective, lr_schedule
+    from pixgen.loop.course import Course
+    from pixgen.loop.optimise import Loop, Objective, lr_schedule
+    from pixgen.runtime.device import seed_everything
     from pixgen.starts.make import make_start
 
     s, models, hooks = run.settings, run.models, hooks or Hooks()
@@ -267,7 +267,7 @@ def make_run_drawer(run: Run):
 
 def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
     """The regularisers the settings turn on, as one function of (image, z), or None."""
-    from pixgen.losses import regulariser
+    from pixgen.loop.losses import regulariser
     from pixgen.settings import parse_palette
 
     return regulariser(
@@ -286,9 +286,9 @@ def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
 
 def clip_terms(run: Run) -> list:
     """One ClipTerm per CLIP model of the ensemble: its cutouts, its targets, its weight."""
-    from pixgen.cutouts import Cutouts
-    from pixgen.optimise import ClipTerm
-    from pixgen.targets import build_schedule
+    from pixgen.loop.cutouts import Cutouts
+    from pixgen.loop.optimise import ClipTerm
+    from pixgen.loop.targets import build_schedule
 
     s = run.settings
     chunk = LOW_MEMORY_CHUNK if s.low_memory else 0
@@ -317,7 +317,7 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
     A stop (`hooks.should_stop`) is asked after every step and before each output is begun."""
     from pixgen.errors import Aborted
     from pixgen.files import atomic_write
-    from pixgen.state import save_state
+    from pixgen.outputs.state import save_state
 
     s = run.settings
     losses = list(previous.get("losses", []))
@@ -368,7 +368,7 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
 def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, seconds: float) -> dict:
     """What run.json records of a run beside its settings: steps, losses, times, memory, precision
     and the environment the pixels depend on."""
-    from pixgen.environment import environment
+    from pixgen.runtime.environment import environment
 
     return {
         "steps_done": loop.step,
@@ -399,9 +399,9 @@ def settings_from_record(data: dict) -> Settings:
 def clip_score(scorer, image_path: Path, prompt: str) -> float:
     """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts
     (in story mode, to the last phrase's, where the image ends)."""
-    from pixgen.clip_tools import embed_images
-    from pixgen.images import open_rgb
-    from pixgen.prompts import parse_prompt_spec
+    from pixgen.apps.clip_tools import embed_images
+    from pixgen.loop.prompts import parse_prompt_spec
+    from pixgen.outputs.images import open_rgb
 
     prompts = parse_prompt_spec(prompt)[-1]
     sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
@@ -421,9 +421,9 @@ def ensemble_score(models, image_path: Path, prompt: str) -> float:
 def settings_from_png(path: Path, **overrides) -> Settings:
     """The settings a pixgen PNG was made with, ready to run again (its recorded thread count
     included). Warns in one line when this machine cannot match the recorded environment."""
-    from pixgen.device import resolve_device
-    from pixgen.environment import warn_if_not_reproducible
-    from pixgen.outputs import read_png_metadata
+    from pixgen.outputs.writer import read_png_metadata
+    from pixgen.runtime.device import resolve_device
+    from pixgen.runtime.environment import warn_if_not_reproducible
 
     meta = read_png_metadata(path)
     if "prompt" not in meta:

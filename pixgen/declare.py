@@ -15,7 +15,7 @@ MAX_STEPS = 1_000_000  # iterations, and every "every N steps" setting
 FLOAT32_TINY = 1.1754943508222875e-38  # float32's smallest normal number: below it, float32 maths round to 0
 
 # The help panels of `pixgen generate --help`, in the order they are shown; each setting names its
-# own. Options that are not settings (--preset, --json...) pick one in pixgen.commands.options.
+# own. Options that are not settings (--preset, --json...) pick one in pixgen.cli.options.
 PROMPTS = "Prompts"
 SIZE = "Size and steps"
 DRAWER = "Drawer"

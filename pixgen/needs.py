@@ -2,7 +2,7 @@
 stage that owns it), and which of its models are missing from the cache and whether they can
 be fetched now; and fetching models by name (`pixgen models download`).
 
-This sits above the model cache (pixgen.weights) and the prior files (pixgen.prior.registry),
+This sits above the model cache (pixgen.models.cache) and the prior files (pixgen.prior.registry),
 which know nothing of prompts, settings or runs. It does not import torch.
 """
 
@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixgen import weights
 from pixgen.errors import PixgenError
+from pixgen.loop.prompts import PromptPlan, plan_prompts, split_weight
+from pixgen.models import cache as weights
 from pixgen.paths import cache_dir
 from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import check_prior_class
-from pixgen.prompts import PromptPlan, plan_prompts, split_weight
 from pixgen.settings import Settings
 
 
 def check_run(settings: Settings) -> PromptPlan:
     """The pre-flight of a run, after `settings.validate` and before any model loads: every
-    prompt-like setting parsed (pixgen.prompts) and --prior-class named (pixgen.prior.classes).
+    prompt-like setting parsed (pixgen.loop.prompts) and --prior-class named (pixgen.prior.classes).
     A bad one is one PixgenError line naming its setting. Returns the prompt plan."""
     plan = plan_prompts(settings)
     check_prior_class(settings.prior_class)
@@ -42,7 +42,7 @@ def missing_models(
     registry prior it draws its start from, if any); never touches the network. Built-in models,
     local files and unknown names (which fail later, with their own message) are not listed; no
     VQGAN (`vqgan` None: a drawer that needs none) neither."""
-    from pixgen.scorer import looks_like_path, parse_clip_spec  # torch: only when models are checked
+    from pixgen.models.scorer import looks_like_path, parse_clip_spec  # torch: only when models are checked
 
     missing = []
     if vqgan is not None and not (vqgan_config and vqgan_ckpt) and vqgan not in BUILT_IN:

@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-from pixgen.vqgan import TINY_ARCH, VQGANArch
+from pixgen.models.vqgan import TINY_ARCH, VQGANArch
 
 
 def taming_state_dict(arch: VQGANArch, seed: int = 0, prefix: str = "") -> dict:
     """A random state dict in taming's VQModel/GumbelVQ layout, training leftovers included."""
-    from pixgen.vqgan import VQGANDecoder, VQGANEncoder
+    from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder
 
     torch.manual_seed(seed)
     dec, enc = VQGANDecoder(arch), VQGANEncoder(arch)
@@ -78,8 +78,8 @@ def tiny_files(tmp_path):
 
 @pytest.fixture
 def cli(capsys):
-    """run(args) -> (exit code, stdout, stderr), through pixgen.cli.main in-process."""
-    from pixgen.cli import main
+    """run(args) -> (exit code, stdout, stderr), through pixgen.cli.app.main in-process."""
+    from pixgen.cli.app import main
 
     def run(*args):
         code = main([str(a) for a in args])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixgen.batch import job_finished, parse_shard, read_jobs
+from pixgen.apps.batch import job_finished, parse_shard, read_jobs
 from pixgen.errors import PixgenError
 from tests.conftest import SMOKE
 
@@ -260,7 +260,7 @@ def test_gallery_waits_for_the_lock_and_reads_the_folder(tmp_path):
 
     from filelock import FileLock
 
-    from pixgen.batch import update_gallery
+    from pixgen.apps.batch import update_gallery
 
     out = tmp_path / "o"
     _fake_finished_job(out, "0001-a-cat", "a cat")

@@ -12,8 +12,8 @@ import torch
 import typer
 from PIL import Image
 
-from pixgen.outputs import read_png_metadata
-from pixgen.vqgan import TINY_ARCH
+from pixgen.models.vqgan import TINY_ARCH
+from pixgen.outputs.writer import read_png_metadata
 from tests.conftest import SMOKE, taming_state_dict, write_taming
 
 
@@ -182,7 +182,7 @@ def test_real_taming_files_through_the_cli(cli, tmp_path, tiny_files):
 
 def test_help_is_fast_and_does_not_import_torch():
     code = (
-        "import sys; from pixgen.cli import main; main(['--help']); main(['generate', '--help']);"
+        "import sys; from pixgen.cli.app import main; main(['--help']); main(['generate', '--help']);"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -234,7 +234,7 @@ def _help_sections(text: str) -> dict[str, str]:
 
 
 def test_generate_help_groups_every_setting_under_its_panel(cli):
-    from pixgen.cli import app
+    from pixgen.cli.app import app
     from pixgen.settings import FIELDS, PANELS, flag_of
 
     command = typer.main.get_command(app).commands["generate"]
@@ -273,7 +273,7 @@ def test_restyle_and_batch_help_read_like_generate(cli):
 
 def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, monkeypatch):
     import pixgen.api
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
 
     models = load_models("tiny", "tiny", torch.device("cpu"))
     plain = pixgen.api.estimate_bytes(models, 64, 64, 64)

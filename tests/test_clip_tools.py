@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixgen.clip_tools import INDEX_NAME
+from pixgen.apps.clip_tools import INDEX_NAME
 from pixgen.shapes import world
 
 
@@ -96,7 +96,7 @@ def test_clip_tool_bad_input(cli, args, needle):
 def test_search_skips_contact_sheets_and_keeps_the_index_outside_on_request(cli, tmp_path, gallery):
     import shutil
 
-    from pixgen.outputs import CONTACT_SHEET_MARKER
+    from pixgen.outputs.writer import CONTACT_SHEET_MARKER
 
     folder = tmp_path / "pics"
     shutil.copytree(gallery, folder, ignore=shutil.ignore_patterns(INDEX_NAME, "broken.png"))

@@ -38,7 +38,7 @@ def test_compose_paints_the_background_and_the_subject():
 
 def _shapes_run(**kw):
     from pixgen import api
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
     base = dict(prompt="a red circle on a blue background", seed=1, cutn=8, iterations=2, init="composed")
@@ -47,7 +47,7 @@ def _shapes_run(**kw):
 
 def test_the_best_colour_pairs_are_the_prompts():
     from pixgen.api import clip_terms, prepare
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
     s = load_settings(preset="shapes", overrides=dict(prompt="a yellow square on a black background", clip=["shapes"]))

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from pixgen import api
-from pixgen.losses import palette_distance, saturation, symmetry
-from pixgen.optimise import lr_factor
-from pixgen.prompts import plan_prompts
-from pixgen.scorer import load_clip
+from pixgen.loop.losses import palette_distance, saturation, symmetry
+from pixgen.loop.optimise import lr_factor
+from pixgen.loop.prompts import plan_prompts
+from pixgen.loop.targets import PromptSchedule, build_schedule, noise_prompt
+from pixgen.models.scorer import load_clip
 from pixgen.settings import load_settings
-from pixgen.targets import PromptSchedule, build_schedule, noise_prompt
 from tests.conftest import SMOKE
 
 
@@ -149,7 +149,7 @@ def test_zero_length_story_phrase_is_refused(cli, tmp_path):
 
 
 def _models(clip):
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
 
     return load_models("shapes", clip, torch.device("cpu"))
 
@@ -164,7 +164,7 @@ def test_clip_setting_accepts_one_string_or_an_ensemble():
 
 
 def test_an_ensemble_calls_both_scorers_and_averages_by_weight(tmp_path):
-    from pixgen.device import seed_everything
+    from pixgen.runtime.device import seed_everything
 
     models = _models(["shapes", "tiny:0.5"])
     seen = []
@@ -265,7 +265,7 @@ def test_zoom_mode_re_encodes_the_zoomed_image_each_segment(tmp_path):
 
 
 def test_zoom_needs_the_encoder_and_says_so_before_running(cli, tmp_path, monkeypatch):
-    from pixgen.weights import import_vqgan
+    from pixgen.models.cache import import_vqgan
     from tests.conftest import write_taming
 
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))

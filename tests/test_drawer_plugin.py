@@ -101,7 +101,7 @@ def test_an_entry_point_drawer_has_its_flags_and_help_without_torch(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flat-drawer\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[pixgen.drawers]\nflat = tests.throwaway_drawer:FlatDrawer\n")
-    code = "import sys; from pixgen.cli import main; main(['generate', '--help']); print('torch' in sys.modules)"
+    code = "import sys; from pixgen.cli.app import main; main(['generate', '--help']); print('torch' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]), COLUMNS="200")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr

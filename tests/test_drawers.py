@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from pixgen.drawers.fft import FFTDrawer, colour_matrix, spectrum_scale
+from pixgen.drawers.palettes import NAMED, palette_colours
 from pixgen.drawers.pixel import PixelDrawer, snap_to_palette
-from pixgen.palettes import NAMED, palette_colours
 from tests.conftest import SMOKE
 
 
@@ -69,12 +69,12 @@ def run_smoke(cli, tmp_path, *args):
 
 @pytest.mark.parametrize("drawer, extra", [("pixel", "cells.png"), ("fft", None), ("lines", "final.svg")])
 def test_drawers_run_without_a_vqgan(cli, tmp_path, monkeypatch, drawer, extra):
-    import pixgen.models
+    import pixgen.models.loading
 
     def no_vqgan(*a, **k):
         raise AssertionError("the VQGAN was loaded")
 
-    monkeypatch.setattr(pixgen.models, "load_decoder", no_vqgan)
+    monkeypatch.setattr(pixgen.models.loading, "load_decoder", no_vqgan)
     args = ("--drawer", drawer, "--pixel-size", "8x4", "--palette", "gameboy", "--strokes", "8")
     run = run_smoke(cli, tmp_path, *args)
     record = json.loads((run / "run.json").read_text())
@@ -126,7 +126,7 @@ def test_lines_drawer_packs_its_strokes_and_fits_an_image():
 
 def test_a_tiled_vqgan_pads_circularly_and_an_untiled_one_with_zeros():
     from pixgen.drawers.vqgan import VQGANDrawer
-    from pixgen.vqgan import tiny_decoder
+    from pixgen.models.vqgan import tiny_decoder
 
     dec = tiny_decoder()
     VQGANDrawer(dec, tile=True)
@@ -142,7 +142,7 @@ def test_a_tiled_vqgan_pads_circularly_and_an_untiled_one_with_zeros():
 
 
 def test_wrapping_cutouts_roll_the_image():
-    from pixgen.cutouts import Cutouts
+    from pixgen.loop.cutouts import Cutouts
 
     image = torch.rand(1, 3, 16, 16)
     plain, wrapped = Cutouts(8, 4, cut_min=1.0), Cutouts(8, 4, cut_min=1.0, wrap=True)
@@ -209,12 +209,12 @@ def test_the_missing_models_check_needs_no_vqgan_for_other_drawers(cli, tmp_path
 
 
 def test_restyle_draws_each_frame_through_the_drawer(cli, tmp_path, monkeypatch):
-    import pixgen.models
+    import pixgen.models.loading
 
     def no_encoder(*a, **k):
         raise AssertionError("the VQGAN encoder was loaded")
 
-    monkeypatch.setattr(pixgen.models, "load_encoder", no_encoder)
+    monkeypatch.setattr(pixgen.models.loading, "load_encoder", no_encoder)
     src = tmp_path / "frames"
     src.mkdir()
     for i in range(2):

@@ -161,7 +161,7 @@ def test_a_non_finite_batch_line_fails_alone(cli, tmp_path):
 
 
 def test_reproduce_refuses_non_finite_png_metadata(cli, tmp_path):
-    from pixgen.outputs import METADATA_KEY, read_png_metadata
+    from pixgen.outputs.writer import METADATA_KEY, read_png_metadata
 
     code, out, err = cli("a cat", *SMOKE, "-i", "2", "-o", tmp_path / "a", "--json")
     assert code == 0, err

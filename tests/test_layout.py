@@ -110,7 +110,7 @@ def test_no_code_outside_the_drawers_branches_on_a_drawer_name():
     """Callers ask the drawer what it can do (its declared capabilities), never which it is."""
     import re
 
-    branch = re.compile(rf"""(drawer|\.name)\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']""")
+    branch = re.compile(rf"""\bdrawer\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']|["']{DRAWER_NAMES}["']\s*(==|!=)""")
     found = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
@@ -120,6 +120,14 @@ def test_no_code_outside_the_drawers_branches_on_a_drawer_name():
             if branch.search(line.split("#")[0]):
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert not found, found
+
+
+def test_the_drawer_name_finder_finds_a_branch(tmp_path):
+    import re
+
+    branch = re.compile(rf"""\bdrawer\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']|["']{DRAWER_NAMES}["']\s*(==|!=)""")
+    assert branch.search('if s.drawer == "vqgan":') and branch.search("if name != 'pixel':")
+    assert not branch.search('return self.name == "plateau"')
 
 
 def test_the_command_line_files_stay_short():

@@ -13,10 +13,10 @@ import torch
 from pixgen import api
 from pixgen.drawers.vqgan import VQGANDrawer, init_latent
 from pixgen.errors import PixgenError
-from pixgen.optimise import LR_SCHEDULES, lr_factor, lr_schedule
+from pixgen.loop.optimise import LR_SCHEDULES, lr_factor, lr_schedule
+from pixgen.models.vqgan import tiny_decoder
 from pixgen.settings import FIELDS, load_settings
 from pixgen.starts.candidates import Draws
-from pixgen.vqgan import tiny_decoder
 from tests.conftest import StopAfter
 
 NUMERIC = [k for k, f in FIELDS.items() if str(f.type).split(" ")[0] in ("int", "float", "list[int]")]

@@ -11,8 +11,8 @@ import sys
 import pytest
 from rich.console import Console
 
-from pixgen.console import rich_table
-from pixgen.weights import vqgan_rows
+from pixgen.cli.console import rich_table
+from pixgen.models.cache import vqgan_rows
 
 VQGAN_HEADERS = ["name", "also", "kind", "size", "cached", "licence"]
 

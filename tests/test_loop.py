@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from pixgen.cutouts import Cutouts
 from pixgen.drawers.vqgan import VQGANDrawer, init_latent
-from pixgen.models import Models
-from pixgen.optimise import ClipTerm, Loop, Objective
-from pixgen.prompts import parse_prompts
-from pixgen.scorer import load_clip
-from pixgen.targets import Targets
-from pixgen.vqgan import tiny_decoder
+from pixgen.loop.cutouts import Cutouts
+from pixgen.loop.optimise import ClipTerm, Loop, Objective
+from pixgen.loop.prompts import parse_prompts
+from pixgen.loop.targets import Targets
+from pixgen.models.loading import Models
+from pixgen.models.scorer import load_clip
+from pixgen.models.vqgan import tiny_decoder
 
 
 def _setup(seed=0, init="tokens"):
@@ -63,7 +63,7 @@ def test_cutouts_shape_and_range():
 def test_low_memory_gives_the_same_run(tmp_path):
     """Activation checkpointing recomputes; it must not change a single step."""
     from pixgen import api
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
     from pixgen.settings import load_settings
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
@@ -80,7 +80,7 @@ def test_low_memory_gives_the_same_run(tmp_path):
 
 def _shapes_loop(**kw):
     from pixgen import api
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
     from pixgen.settings import load_settings
 
     models = load_models("shapes", "shapes", torch.device("cpu"))
@@ -108,7 +108,7 @@ def test_progressive_schedule_goes_coarse_to_fine():
 
 
 def test_progressive_switch_keeps_the_codes_and_resumes_exactly():
-    from pixgen.ops import quantize_st
+    from pixgen.loop.ops import quantize_st
 
     a, models = _shapes_loop()
     list(a.run(4))
@@ -141,7 +141,7 @@ def test_progressive_with_init_image_and_anchors(tmp_path):
 
 def test_chunked_clip_loss_has_the_same_value_and_gradient():
     """--low-memory scores the cutouts a few at a time; the loss and its gradient must not change."""
-    from pixgen.optimise import ClipTerm
+    from pixgen.loop.optimise import ClipTerm
 
     scorer = load_clip("tiny").requires_grad_(False)
     cut = Cutouts(scorer.input_size, 10, augment=["flip", "noise"])

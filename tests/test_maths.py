@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from pixgen.losses import prompt_loss, spherical_distance, total_variation
-from pixgen.ops import clamp_with_grad, nearest_codes, quantize_st
+from pixgen.loop.losses import prompt_loss, spherical_distance, total_variation
+from pixgen.loop.ops import clamp_with_grad, nearest_codes, quantize_st
 
 
 def test_spherical_distance_known_angles():
@@ -75,7 +75,7 @@ def test_total_variation_zero_for_flat_positive_for_edges():
 
 
 def test_cosine_distance_orders_like_spherical():
-    from pixgen.losses import DISTANCES, cosine_distance
+    from pixgen.loop.losses import DISTANCES, cosine_distance
 
     a = torch.tensor([[1.0, 0.0]])
     b = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])

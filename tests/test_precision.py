@@ -1,4 +1,4 @@
-"""Precision (issue 22): bf16 weights cast once, pixgen.vit's ViT walk, and how `auto` decides."""
+"""Precision (issue 22): bf16 weights cast once, pixgen.models.vit's ViT walk, and how `auto` decides."""
 
 import copy
 import json
@@ -7,14 +7,15 @@ import logging
 import pytest
 import torch
 
-from pixgen import api, precision, vit
+from pixgen import api
 from pixgen.drawers.vqgan import render
 from pixgen.errors import PixgenError
-from pixgen.models import Models
-from pixgen.precision import Precision, resolve_precision
-from pixgen.scorer import build_clip
+from pixgen.models.loading import Models, vit
+from pixgen.models.scorer import build_clip
+from pixgen.models.vqgan import tiny_decoder
+from pixgen.runtime import precision
+from pixgen.runtime.precision import Precision, resolve_precision
 from pixgen.settings import load_settings
-from pixgen.vqgan import tiny_decoder
 
 CPU = torch.device("cpu")
 BF16 = Precision("bf16", torch.bfloat16)
@@ -189,7 +190,7 @@ def test_cutouts_resample_exactly_as_roi_align(height, width, size, cut_min):
     backward, on shrinking, mixed and enlarging cutouts."""
     from torchvision.ops import roi_align
 
-    from pixgen.cutouts import Cutouts
+    from pixgen.loop.cutouts import Cutouts
 
     cut = Cutouts(size, 16, 1.0, cut_min)
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0), requires_grad=True)
@@ -206,7 +207,7 @@ def test_cutouts_resample_exactly_as_roi_align(height, width, size, cut_min):
 
 
 def test_colour_jitter_levers_do_what_they_say():
-    from pixgen.cutouts import LUMA, ColourJitter
+    from pixgen.loop.cutouts import LUMA, ColourJitter
 
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
     assert torch.allclose(ColourJitter(0, 0, 0, 0, 1.0)(x), x, atol=1e-6)  # nothing to jitter

@@ -10,8 +10,9 @@ import copy
 import pytest
 import torch
 
-from pixgen import needs, weights
+from pixgen import needs
 from pixgen.errors import PixgenError
+from pixgen.models import cache as weights
 from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import (
     choose_classes,
@@ -206,7 +207,7 @@ def test_class_names_and_numbers():
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    from pixgen.scorer import build_clip
+    from pixgen.models.scorer import build_clip
 
     return build_clip("pixgen-tiny", seed=0)
 
@@ -226,8 +227,8 @@ def test_choose_classes_returns_the_top_k_sorted_and_caches_the_matrix(tiny_clip
     probs = [p for _, _, p in top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert all(CLASSES[i] == name for i, name, _ in top)
+    from pixgen.models.scorer import build_clip
     from pixgen.prior import classes as prior_classes
-    from pixgen.scorer import build_clip
 
     monkeypatch.setattr(prior_classes, "_embed_classes", lambda *a, **k: pytest.fail("embedded again"))
     again = choose_classes(tiny_clip, ["a goldfish", "a pond"], [1.0, 0.5], k=5, classes=CLASSES, templates=TEMPLATES)

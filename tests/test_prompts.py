@@ -3,7 +3,7 @@ import math
 import pytest
 
 from pixgen.errors import PixgenError
-from pixgen.prompts import Prompt, parse_prompt, parse_prompts
+from pixgen.loop.prompts import Prompt, parse_prompt, parse_prompts
 
 INF = -math.inf
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixgen.models import load_decoder
-from pixgen.scorer import build_clip, load_clip
-from pixgen.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch
+from pixgen.models.loading import load_decoder
+from pixgen.models.scorer import build_clip, load_clip
+from pixgen.models.vqgan import IMAGENET_F16_DDCONFIG, VQGANArch
 from tests.conftest import taming_state_dict, write_taming
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,9 @@ from PIL import Image
 
 from pixgen import api
 from pixgen.errors import PixgenError
-from pixgen.models import Models
-from pixgen.optimise import NumericalFailure
-from pixgen.outputs import read_png_metadata
+from pixgen.loop.optimise import NumericalFailure
+from pixgen.models.loading import Models
+from pixgen.outputs.writer import read_png_metadata
 from pixgen.settings import load_settings
 from tests.conftest import SMOKE, StopAfter
 
@@ -127,8 +127,8 @@ class _Flaky(torch.nn.Module):
 
 
 def _models(bad_calls):
-    from pixgen.scorer import load_clip
-    from pixgen.vqgan import tiny_decoder
+    from pixgen.models.scorer import load_clip
+    from pixgen.models.vqgan import tiny_decoder
 
     return Models(_Flaky(tiny_decoder(), bad_calls), [load_clip("tiny")]).to(torch.device("cpu"))
 

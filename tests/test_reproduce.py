@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from pixgen.api import settings_from_png
-from pixgen.outputs import read_png_metadata, save_png
+from pixgen.outputs.writer import read_png_metadata, save_png
 from tests.conftest import SMOKE
 
 FAST = (*SMOKE, "--set", "iterations=2", "--set", "save_every=0")

@@ -85,7 +85,7 @@ def test_restyle_a_folder_keeps_names_and_takes_fps(cli, tmp_path):
 
 
 def test_blending_with_the_previous_result_steadies_the_frames(tmp_path, clip):
-    from pixgen.restyle import restyle
+    from pixgen.apps.restyle import restyle
     from pixgen.settings import load_settings
 
     def flicker(blend):
@@ -100,7 +100,7 @@ def test_blending_with_the_previous_result_steadies_the_frames(tmp_path, clip):
 
 
 def test_audio_is_copied_from_the_input(cli, tmp_path):
-    from pixgen.video import has_audio
+    from pixgen.outputs.video import has_audio
 
     exe = imageio_ffmpeg.get_ffmpeg_exe()
     src = tmp_path / "with_audio.mp4"

@@ -1,4 +1,4 @@
-"""--init prior and `pixgen sample` (pixgen.prior.start, pixgen.sample) on the tiny smoke models with a
+"""--init prior and `pixgen sample` (pixgen.prior.start, pixgen.apps.sample) on the tiny smoke models with a
 small random prior over the tiny VQGAN's codes, written and read as a real prior file."""
 
 import json

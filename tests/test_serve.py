@@ -245,7 +245,7 @@ def test_uploads_pass_the_cli_image_checks(client, tmp_path, monkeypatch):
     assert r.status_code == 400 and "cannot read image" in r.json()["error"]
     assert str(tmp_path) not in r.json()["error"]
     assert client.post("/api/uploads", content=b"").status_code == 400
-    monkeypatch.setattr("pixgen.images.MAX_PIXELS", 100)  # a decompression bomb, in small
+    monkeypatch.setattr("pixgen.outputs.images.MAX_PIXELS", 100)  # a decompression bomb, in small
     r = client.post("/api/uploads", content=buf.getvalue())
     assert r.status_code == 400 and "too large" in r.json()["error"]
     monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 10)
@@ -276,8 +276,8 @@ def test_cross_site_posts_and_foreign_hosts_are_refused(smoke_models, tmp_path):
 
 def test_help_imports_neither_torch_nor_the_server():
     code = (
-        "import sys, pixgen.cli\n"
-        "try: pixgen.cli.main(['serve', '--help'])\n"
+        "import sys, pixgen.cli.app\n"
+        "try: pixgen.cli.app.main(['serve', '--help'])\n"
         "except SystemExit: pass\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'starlette', 'uvicorn'}))"
     )
@@ -286,7 +286,7 @@ def test_help_imports_neither_torch_nor_the_server():
 
 
 def test_serve_refuses_a_port_in_use_and_a_bad_host(cli):
-    from pixgen.commands.serve import bind
+    from pixgen.cli.serve import bind
 
     sock = bind("127.0.0.1", 0)
     try:
@@ -353,7 +353,7 @@ def test_limits_refusals_failures_and_cancels_never_wedge_the_queue(smoke_models
 
 
 def test_the_serve_command_checks_the_host_header_of_loopback_servers(smoke_models, tmp_path):
-    from pixgen.commands.serve import build_app, is_loopback
+    from pixgen.cli.serve import build_app, is_loopback
 
     assert is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost") and not is_loopback("0.0.0.0")
     for host in ["127.0.0.1", "::1"]:

@@ -25,7 +25,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 @pytest.fixture
 def server(tmp_path):
-    from pixgen.commands.serve import bind
+    from pixgen.cli.serve import bind
     from pixgen.serve.app import create_app
     from pixgen.serve.form import server_settings
     from pixgen.serve.jobs import JobQueue, load_server_models

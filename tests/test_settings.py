@@ -51,8 +51,10 @@ def test_flags_are_validated_too(cli, tmp_path, args, needle):
 
 
 def test_choices_match_the_tables_that_implement_them():
-    from pixgen import cutouts, losses, optimise, precision, settings
+    from pixgen import settings
     from pixgen.drawers import vqgan as vqgan_drawer
+    from pixgen.loop import cutouts, losses, optimise
+    from pixgen.runtime import precision
     from pixgen.starts import images as init
 
     assert set(settings.AUGMENTS) == set(cutouts.AUGMENTATIONS)

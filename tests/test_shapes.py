@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixgen.models import load_decoder, load_scorer
+from pixgen.models.loading import load_decoder, load_scorer
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge
 from pixgen.shapes.models import CLIP_ARCH
@@ -40,8 +40,8 @@ def test_training_scripts_run_and_write_loadable_weights(tmp_path):
     v = train_vqgan(2, 0, tmp_path, batch=2, log_every=0)
     c = train_clip(2, 0, tmp_path, batch=4, log_every=0)
     assert np.isfinite(v["final_mse"]) and np.isfinite(c["final_loss"])
-    from pixgen.scorer import load_clip_file
-    from pixgen.vqgan import load_decoder_safetensors
+    from pixgen.models.scorer import load_clip_file
+    from pixgen.models.vqgan import load_decoder_safetensors
 
     dec = load_decoder_safetensors(tmp_path / "vqgan.safetensors")
     assert dec(torch.randn(1, 32, 8, 8)).shape == (1, 3, 64, 64)

@@ -1,6 +1,6 @@
 """A stop (Ctrl-C, SIGTERM, a cancel) is honoured in every phase of a run, not only between
 steps: loading the models, encoding the prompts, composing or drawing the start, writing the
-outputs. Real signals through the CLI's handler (pixgen.console.StopOnSignal), delivered in-process
+outputs. Real signals through the CLI's handler (pixgen.cli.console.StopOnSignal), delivered in-process
 at the phase a test chooses (through Hooks.on_phase, which hears each phase as it begins), and once
 through a real `pixgen` process. Tests name phases (pixgen.phases.Phase), never message texts."""
 
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from pixgen import api
-from pixgen.console import ABORT_GRACE_SECONDS, StopOnSignal
+from pixgen.cli.console import ABORT_GRACE_SECONDS, StopOnSignal
 from pixgen.errors import Aborted
 from pixgen.phases import Hooks, Phase
 from pixgen.settings import load_settings
@@ -139,7 +139,7 @@ def test_a_second_signal_ends_a_process_stuck_outside_python():
     native call); the watcher still ends the process, with 130, soon after the second signal."""
     code = (
         "import os, signal, time\n"
-        "from pixgen.console import StopOnSignal\n"
+        "from pixgen.cli.console import StopOnSignal\n"
         "with StopOnSignal():\n"
         "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n"
         "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -154,7 +154,7 @@ def test_a_second_signal_ends_a_process_stuck_outside_python():
 def test_other_signals_never_count_as_a_second_stop():
     code = (
         "import os, signal, time\n"
-        "from pixgen.console import StopOnSignal\n"
+        "from pixgen.cli.console import StopOnSignal\n"
         "signal.signal(signal.SIGUSR1, lambda *a: None)  # e.g. a child watcher's SIGCHLD\n"
         "with StopOnSignal() as stop:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"

@@ -3,7 +3,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from pixgen.strokes import random_strokes, rasterise, sample_curves, segment_distance2, to_svg
+from pixgen.drawers.strokes import random_strokes, rasterise, sample_curves, segment_distance2, to_svg
 
 PAPER = torch.tensor([1.0, 0.95, 0.9])
 SVG = "{http://www.w3.org/2000/svg}"

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pixgen.batch import read_jobs
+from pixgen.apps.batch import read_jobs
 from pixgen.errors import PixgenError
-from pixgen.images import open_rgb
-from pixgen.outputs import make_run_dir, slugify
-from pixgen.prompts import parse_prompts
+from pixgen.loop.prompts import parse_prompts
+from pixgen.outputs.images import open_rgb
+from pixgen.outputs.writer import make_run_dir, slugify
 from pixgen.settings import load_settings, parse_set
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

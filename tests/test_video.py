@@ -60,9 +60,9 @@ def test_interpolated_copy_beside_the_plain_video(tmp_path):
 
 
 def test_failing_interpolation_warns_and_keeps_the_plain_video(cli, tmp_path, monkeypatch):
-    import pixgen.video
+    import pixgen.outputs.video
 
-    monkeypatch.setattr(pixgen.video, "ffmpeg_exe", lambda: "/bin/false")  # an "ffmpeg" that always fails
+    monkeypatch.setattr(pixgen.outputs.video, "ffmpeg_exe", lambda: "/bin/false")  # an "ffmpeg" that always fails
     code, _, err = cli("a cat", *SMOKE, "-i", "4", "--video", "--video-interpolate", "30", "-o", tmp_path)
     assert code == 0, err
     assert "no progress-smooth.mp4 (ffmpeg failed" in err and "progress.mp4 is kept" in err

@@ -5,9 +5,9 @@ import pytest
 import torch
 import yaml
 
-from pixgen.checkpoints import load_torch_file
 from pixgen.errors import PixgenError
-from pixgen.vqgan import (
+from pixgen.models.checkpoints import load_torch_file
+from pixgen.models.vqgan import (
     TINY_ARCH,
     VQGANArch,
     load_decoder_safetensors,
@@ -131,7 +131,7 @@ def test_safetensors_round_trip(tmp_path, tiny_files):
 def _attn_arch():
     import dataclasses
 
-    from pixgen.vqgan import TINY_ARCH
+    from pixgen.models.vqgan import TINY_ARCH
 
     dd = dict(TINY_ARCH.ddconfig, attn_resolutions=[32], ch_mult=[1, 2, 2], resolution=64)
     return dataclasses.replace(TINY_ARCH, ddconfig=dd)
@@ -140,7 +140,7 @@ def _attn_arch():
 @pytest.mark.parametrize("low_memory", [False, True])
 def test_decoder_forward_and_gradient_match_taming(low_memory):
     """Our forward (one-op SiLU, SDPA attention, optional checkpointing) is taming's function."""
-    from pixgen.vqgan import VQGANDecoder
+    from pixgen.models.vqgan import VQGANDecoder
 
     torch.manual_seed(0)
     dec = VQGANDecoder(_attn_arch()).eval().requires_grad_(False)

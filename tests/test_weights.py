@@ -10,9 +10,9 @@ import threading
 import pytest
 import torch
 
-from pixgen import weights
 from pixgen.errors import PixgenError
-from pixgen.vqgan import TINY_ARCH, load_decoder_safetensors, load_vqgan
+from pixgen.models import cache as weights
+from pixgen.models.vqgan import TINY_ARCH, load_decoder_safetensors, load_vqgan
 from tests.conftest import write_taming
 
 
@@ -226,7 +226,7 @@ def test_tiny_arch_is_what_the_fixture_writes():
 def test_clip_from_a_file_is_built_on_meta_and_matches_the_model_it_came_from(tmp_path):
     from safetensors.torch import save_file
 
-    from pixgen.scorer import build_clip, load_clip_file
+    from pixgen.models.scorer import build_clip, load_clip_file
 
     source = build_clip("pixgen-tiny", seed=5)
     save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(tmp_path / "w.safetensors"))

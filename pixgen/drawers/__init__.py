@@ -217,7 +217,7 @@ def _add(cls) -> None:
 
 def register_drawer(cls: type[Drawer]) -> type[Drawer]:
     """Add a drawer: `--drawer NAME` and its settings work from now on, in this process (a class
-    decorator too). Flags are made when pixgen.cli is imported: for them, use the entry points."""
+    decorator too). Flags are made when pixgen.cli.app is imported: for them, use the entry points."""
     drawer_classes()
     _add(cls)
     for listener in _listeners:

@@ -1,5 +1,5 @@
 """The lines drawer: N cubic Bezier strokes on a paper colour, CLIPDraw-style, rasterised in pure
-torch by pixgen.strokes (a soft distance field to each curve) and written as SVG too.
+torch by pixgen.drawers.strokes (a soft distance field to each curve) and written as SVG too.
 
 The tensor packs, per stroke, its 4 control points as fractions of the image's width and height,
 its width as a fraction of the --stroke-width range and its colour, then the paper colour: all in
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 torch = LazyModule("torch")
 
 PER_STROKE = 4 * 2 + 1 + 3  # control points, width, colour
-SOFTNESS = 1.0  # pixels of edge blur (pixgen.strokes)
+SOFTNESS = 1.0  # pixels of edge blur (pixgen.drawers.strokes)
 SAMPLES = 16  # points per curve
 INK = 0.1  # fit: a pixel further than this from the paper colour (in any channel) is drawn
 
@@ -85,7 +85,7 @@ class LinesDrawer(Drawer):
         return self.pack(points, widths, colours, torch.ones(3))
 
     def _random(self, generator: torch.Generator):
-        from pixgen.strokes import random_strokes
+        from pixgen.drawers.strokes import random_strokes
 
         return random_strokes(self.n, *self.size, generator, self.widths)
 
@@ -111,7 +111,7 @@ class LinesDrawer(Drawer):
         return torch.stack([points[..., 0].clamp(0, w), points[..., 1].clamp(0, h)], -1)
 
     def render(self, params: Tensor) -> Tensor:
-        from pixgen.strokes import rasterise
+        from pixgen.drawers.strokes import rasterise
 
         points, widths, colours, paper = self.split(params)
         return rasterise(points, widths, colours, paper, *self.size, self.wrap, SOFTNESS, SAMPLES).clamp(0, 1)
@@ -128,7 +128,7 @@ class LinesDrawer(Drawer):
 
     def extras(self, params: Tensor) -> dict[str, bytes]:
         """final.svg: the same strokes as an SVG document."""
-        from pixgen.strokes import to_svg
+        from pixgen.drawers.strokes import to_svg
 
         with torch.no_grad():
             points, widths, colours, paper = self.split(params)

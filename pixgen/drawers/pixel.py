@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from pixgen.declare import DRAWER, MAX_SIDE, setting
 from pixgen.drawers import Drawer
+from pixgen.drawers.palettes import palette_colours
 from pixgen.lazy import LazyModule
-from pixgen.palettes import palette_colours
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -110,7 +110,7 @@ class PixelDrawer(Drawer):
 
     def extras(self, params: Tensor) -> dict[str, bytes]:
         """cells.png: the grid, one pixel per cell."""
-        from pixgen.images import to_pil
+        from pixgen.outputs.images import to_pil
 
         buf = io.BytesIO()
         with torch.no_grad():

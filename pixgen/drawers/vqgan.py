@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 torch = LazyModule("torch")
 nn = LazyModule("torch.nn")
-ops = LazyModule("pixgen.ops")
+ops = LazyModule("pixgen.loop.ops")
 
 
 def _tokens(codebook: Tensor, h: int, w: int, generator: torch.Generator) -> Tensor:
@@ -101,7 +101,7 @@ class VQGANDrawer(Drawer):
         s = settings
 
         def load_encoder():
-            from pixgen.models import load_encoder  # torch-heavy: only once a fit needs it
+            from pixgen.models.loading import load_encoder  # torch-heavy: only once a fit needs it
 
             return load_encoder(s.vqgan, s.vqgan_config, s.vqgan_ckpt).to(device)
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from pixgen.models import load_scorer
+from pixgen.models.loading import load_scorer
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.classes import choose_classes, class_condition, class_index, imagenet_classes
 from pixgen.prior.model import Prior, text_condition

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
+from pixgen.models.cache import canonical_vqgan, download, offline_requested, reachable, registry
 from pixgen.paths import SHAPES_WEIGHTS_DIR, cache_dir
-from pixgen.weights import canonical_vqgan, download, offline_requested, reachable, registry
 
 PRIOR_FILE = "prior.safetensors"
 SHAPES_PRIOR = SHAPES_WEIGHTS_DIR / "prior_clip.safetensors"
@@ -144,7 +144,7 @@ def read_taming_prior(ckpt: Path, arch: PriorArch | None = None) -> tuple[PriorA
     """(arch, transformer state dict) of a taming Net2NetTransformer checkpoint, read with the safe
     reader; only `transformer.*` is kept. Without `arch`, the registry entry of the same shapes
     gives it (the head count is not in the weights)."""
-    from pixgen.checkpoints import read_state_dict
+    from pixgen.models.checkpoints import read_state_dict
 
     full = read_state_dict(ckpt, "prior checkpoint")
     sd = {
@@ -214,7 +214,7 @@ def _fp16_if_it_fits(t: torch.Tensor) -> torch.Tensor:
 
 def prior_rows() -> list[tuple[str, str, str, str, str, str]]:
     """`pixgen models list` rows of the registry's priors and the shipped shapes prior: (name,
-    other names, kind, size, cached, licence), as pixgen.weights.vqgan_rows gives the VQGANs'."""
+    other names, kind, size, cached, licence), as pixgen.models.cache.vqgan_rows gives the VQGANs'."""
     return [
         (
             name,

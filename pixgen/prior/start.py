@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from pixgen.errors import PixgenError
-from pixgen.ops import codes_to_latent
+from pixgen.loop.ops import codes_to_latent
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.conditions import condition_for
 from pixgen.prior.model import Prior, Sampling, sample

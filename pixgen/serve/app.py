@@ -35,7 +35,7 @@ log = logging.getLogger("pixgen")
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 MAX_JOB_BYTES = 256 * 1024  # a job request's JSON
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are capped by pixgen.images)
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are capped by pixgen.outputs.images)
 UPLOADS = ".uploads"  # inside the output folder
 HISTORY = 200  # runs listed by /api/runs
 TOKEN_COOKIE = "pixgen_token"
@@ -389,9 +389,9 @@ def create_app(
 
 
 def save_upload(root: Path, data: bytes) -> str:
-    """Check an uploaded image like the CLI's files (pixgen.images.open_rgb: size caps,
+    """Check an uploaded image like the CLI's files (pixgen.outputs.images.open_rgb: size caps,
     decompression bombs) and keep it as a PNG in the output folder; its path relative to it."""
-    from pixgen.images import open_rgb
+    from pixgen.outputs.images import open_rgb
 
     folder = root / UPLOADS
     folder.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ def to_form(key: str, value: Any, root: Path) -> Any:
     if key == "init_image" and value:
         return _relative(value, root) or ""
     if key == "image_prompts":
-        from pixgen.prompts import split_weight
+        from pixgen.loop.prompts import split_weight
 
         kept = []
         for item in value or []:
@@ -111,7 +111,7 @@ def to_form(key: str, value: Any, root: Path) -> Any:
 def resolve_file(text: str, root: Path, key: str) -> str:
     """A file named relative to the output folder -> its absolute path, after the CLI's image
     checks (size caps, decompression bombs). Anything outside the folder is refused."""
-    from pixgen.images import open_rgb
+    from pixgen.outputs.images import open_rgb
 
     base = root.resolve()
     try:
@@ -127,7 +127,7 @@ def resolve_file(text: str, root: Path, key: str) -> str:
 def settings_from_request(data: Any, preset: str | None, root: Path) -> Settings:
     """The Settings of a web job: the server's preset, then the request's values (in form text or
     JSON), validated like the CLI's; a PixgenError names the key."""
-    from pixgen.prompts import split_weight
+    from pixgen.loop.prompts import split_weight
 
     if not isinstance(data, dict):
         raise PixgenError("a job is a JSON object of setting: value, with at least a prompt")

@@ -81,7 +81,7 @@ class Job:
 
 
 def png_bytes(image) -> bytes:
-    from pixgen.images import to_pil
+    from pixgen.outputs.images import to_pil
 
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG")
@@ -94,7 +94,7 @@ def preview_every(total: int) -> int:
 
 
 class JobQueue:
-    """Jobs in order, run one at a time by a worker thread on `models` (pixgen.models.Models)."""
+    """Jobs in order, run one at a time by a worker thread on `models` (pixgen.models.loading.Models)."""
 
     def __init__(self, models, root: Path, max_queued: int = Limits.max_queue, keep: int = 200):
         self.models = models
@@ -244,7 +244,7 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         from pixgen.api import generate
-        from pixgen.outputs import make_run_dir
+        from pixgen.outputs.writer import make_run_dir
         from pixgen.phases import Hooks
 
         s = job.settings
@@ -321,9 +321,9 @@ def run_files(root: Path, run_dir: Path) -> dict:
 
 def load_server_models(settings: Settings, offline: bool = False):
     """The models of the server's preset, loaded once on its device."""
-    from pixgen.device import resolve_device
-    from pixgen.models import load_models
+    from pixgen.models.loading import load_models
     from pixgen.needs import check_models
+    from pixgen.runtime.device import resolve_device
 
     s = settings
     check_models(s.vqgan, s.clip, s.vqgan_config, s.vqgan_ckpt, offline)

@@ -14,8 +14,8 @@ from pixgen.settings.fields import DEVICE_RE, FIELDS, MAX_PROMPT_CHARS, Settings
 
 def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
     """``["#ff0000", "00f"]`` or ``["gameboy"]`` -> RGB triples in [0, 1]; a bad colour or an
-    unknown palette name is a PixgenError (pixgen.palettes)."""
-    from pixgen.palettes import palette_colours
+    unknown palette name is a PixgenError (pixgen.drawers.palettes)."""
+    from pixgen.drawers.palettes import palette_colours
 
     return palette_colours(colours)
 

@@ -49,7 +49,7 @@ DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Upper bounds of the settings that size work or memory (each declared with its setting below):
 # a run's work before its first step never grows with them, and a typo cannot ask for years.
 # MAX_SIDE and MAX_STEPS are in pixgen.declare, which the drawers declare their settings with too.
-MAX_PROMPT_CHARS = 10_000  # the prompt text (pixgen.prompts also bounds its parts and phases)
+MAX_PROMPT_CHARS = 10_000  # the prompt text (pixgen.loop.prompts also bounds its parts and phases)
 
 
 def _repeatable(help: str, metavar: str, max_items: int, flag: str | None = None) -> Any:

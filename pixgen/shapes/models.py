@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pixgen.models.vqgan import VQGANArch
 from pixgen.paths import SHAPES_WEIGHTS_DIR
-from pixgen.vqgan import VQGANArch
 
 WEIGHTS_DIR = SHAPES_WEIGHTS_DIR
 VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"
@@ -35,14 +35,14 @@ VQGAN_ARCH = VQGANArch(
 
 
 def shapes_decoder(path: Path = VQGAN_FILE):
-    from pixgen.vqgan import load_decoder_safetensors
+    from pixgen.models.vqgan import load_decoder_safetensors
 
     return load_decoder_safetensors(path)
 
 
 def shapes_clip(name: str = "shapes"):
     """A shipped shapes CLIP by name: "shapes" or "shapes-b" (see SHAPES_CLIPS)."""
-    from pixgen.scorer import load_clip_file
+    from pixgen.models.scorer import load_clip_file
 
     scorer = load_clip_file(CLIP_ARCH, SHAPES_CLIPS[name])
     scorer.name = name

@@ -29,9 +29,9 @@ NOISE = 0.75  # clip: norm of the Gaussian noise added to the unit image embeddi
 def world_codes(n: int, seed: int, combos=world.TRAIN_COMBOS, batch: int = 256) -> dict:
     """n world images of `combos` as code grids (n, 64), their captions and the shapes CLIP's unit
     image embeddings (n, dim): the training data."""
-    from pixgen.ops import nearest_codes
+    from pixgen.loop.ops import nearest_codes
+    from pixgen.models.vqgan import load_encoder_safetensors
     from pixgen.shapes.models import ENCODER_FILE, shapes_clip, shapes_decoder
-    from pixgen.vqgan import load_encoder_safetensors
 
     encoder, codebook = load_encoder_safetensors(ENCODER_FILE).eval(), shapes_decoder().codebook
     scorer = shapes_clip(CLIP_NAME)

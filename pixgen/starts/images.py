@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pixgen.images import open_rgb
+from pixgen.outputs.images import open_rgb
 
 # init_fit -> how the scale is chosen: cover fills the frame (crops), contain fits it (pads),
 # stretch (None) resizes to the exact size

@@ -26,7 +26,7 @@ class Start:
 
 def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None, given=None) -> Start:
     """The run's start, drawn through `drawer` from `generator`. `given`, a (tensor, image in
-    [0, 1]) pair, replaces the start and the init image (pixgen.restyle). Each phase is a safe
+    [0, 1]) pair, replaces the start and the init image (pixgen.apps.restyle). Each phase is a safe
     point of `hooks`."""
     s, hooks = run.settings, hooks or Hooks()
     z = drawer.start(generator)

@@ -205,7 +205,7 @@ class _progress_bar:
 
 def convert_vqgan(config: Path, ckpt: Path, out_dir: Path) -> Path:
     """taming .yaml + .ckpt -> decoder/encoder safetensors and arch.json in `out_dir`."""
-    from pixgen.vqgan import VQGANDecoder, VQGANEncoder, read_taming, save_safetensors
+    from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder, read_taming, save_safetensors
     from pixgen.weights_io import build
 
     arch, dec_sd, enc_sd = read_taming(config, ckpt)
@@ -324,7 +324,7 @@ def describe_vqgan(name: str) -> list[str]:
     ]
     arch_file = folder / "arch.json"
     if arch_file.is_file():
-        from pixgen.vqgan import VQGANArch
+        from pixgen.models.vqgan import VQGANArch
 
         arch = VQGANArch.from_json(arch_file.read_text())
         dd = arch.ddconfig

@@ -16,7 +16,7 @@ def estimate_bytes(models, width: int, height: int, cutn: int, low_memory: bool 
     """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
     `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
     of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md). Models cast to
-    bf16 (pixgen.precision) count two bytes a value."""
+    bf16 (pixgen.runtime.precision) count two bytes a value."""
     floats = models.decoder.arch.activation_floats(width, height) if models.decoder is not None else 0
     if low_memory:
         floats //= 4

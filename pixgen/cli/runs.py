@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from pixgen import console
-from pixgen.commands.options import ConfigOpt, OfflineOpt, PresetOpt, QuietOpt, SetOpt, with_setting_flags
+from pixgen.cli import console
+from pixgen.cli.options import ConfigOpt, OfflineOpt, PresetOpt, QuietOpt, SetOpt, with_setting_flags
 from pixgen.settings import OUTPUT
 
 BATCH, RESTYLE = "Batch", "Restyle"  # the help panels of these commands' own options
@@ -46,7 +46,7 @@ def batch(
     flags: dict,
 ):
     """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
-    from pixgen.batch import run_batch
+    from pixgen.apps.batch import run_batch
     from pixgen.needs import check_run
     from pixgen.settings import load_settings
 
@@ -124,9 +124,9 @@ def restyle(
     flags: dict,
 ):
     """Restyle a video or a folder of frames toward a prompt, frame by frame, without flicker."""
+    from pixgen.apps.restyle import default_output_dir
+    from pixgen.apps.restyle import restyle as run
     from pixgen.needs import check_run
-    from pixgen.restyle import default_output_dir
-    from pixgen.restyle import restyle as run
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])

@@ -54,12 +54,12 @@ class Source:
     def frames(self) -> Iterator[tuple[str, object]]:
         """(output name, PIL image or uint8 array) for each frame, in order."""
         if self.kind == "folder":
-            from pixgen.images import open_rgb
+            from pixgen.outputs.images import open_rgb
 
             for p in self.files:
                 yield f"{p.stem}.png", _Lazy(open_rgb, p)
         else:
-            from pixgen.video import read_video
+            from pixgen.outputs.video import read_video
 
             for i, frame in enumerate(read_video(self.path), 1):
                 yield f"{i:06d}.png", frame
@@ -77,7 +77,7 @@ class _Lazy:
 
 def open_source(path: str | Path) -> Source:
     """A folder of image frames or a video file; anything else is a one-line PixgenError."""
-    from pixgen.clip_tools import IMAGE_SUFFIXES
+    from pixgen.apps.clip_tools import IMAGE_SUFFIXES
 
     path = Path(path)
     if not path.exists():
@@ -94,7 +94,7 @@ def open_source(path: str | Path) -> Source:
                 raise PixgenError(f"{seen[p.stem].name} and {p.name} in {path} would both become {p.stem}.png")
             seen[p.stem] = p
         return Source(path, "folder", files=files)
-    from pixgen.video import video_info
+    from pixgen.outputs.video import video_info
 
     info = video_info(path)
     if info["frames"] > MAX_FRAMES:
@@ -104,7 +104,7 @@ def open_source(path: str | Path) -> Source:
 
 def default_output_dir(source: str | Path, prompt: str, root: str | Path = "outputs") -> Path:
     """outputs/restyle-<input name>-<prompt>: the same command finds the same folder to resume."""
-    from pixgen.outputs import slugify
+    from pixgen.outputs.writer import slugify
 
     return Path(root) / f"restyle-{slugify(Path(source).stem, 30)}-{slugify(prompt, 40)}"
 
@@ -172,8 +172,8 @@ def restyle(
     `resume` continues.
     """
     from pixgen.api import make_run_drawer, prepare
-    from pixgen.images import open_rgb, to_pil
-    from pixgen.outputs import save_png
+    from pixgen.outputs.images import open_rgb, to_pil
+    from pixgen.outputs.writer import save_png
 
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)
@@ -213,8 +213,8 @@ def restyle(
 
 def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):
     """Check the inputs before anything loads: (the Source, the folder's record, seed drawn)."""
-    from pixgen.device import resolve_seed
-    from pixgen.prompts import plan_prompts
+    from pixgen.loop.prompts import plan_prompts
+    from pixgen.runtime.device import resolve_seed
 
     if not 0 <= blend < 1:
         raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
@@ -236,7 +236,7 @@ def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir:
 def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> Path:
     """Create the output folder's frames/ and write its restyle.json; returns frames/."""
     from pixgen._version import __version__
-    from pixgen.outputs import write_json
+    from pixgen.outputs.writer import write_json
 
     frames_dir = out_dir / "frames"
     try:
@@ -273,8 +273,8 @@ def _restyle_frame(run, drawer, frame, previous, blend: float, hooks: Hooks) -> 
 def write_video(frames: list[Path], out: Path, fps: float, audio_from: Path | None) -> Path | None:
     """The restyled frames as an MP4, with `audio_from`'s audio when given. A failing ffmpeg
     warns once and keeps the frames (and, if only the audio failed, the silent video)."""
-    from pixgen.images import open_rgb
-    from pixgen.video import VideoWriter, add_audio, first_line
+    from pixgen.outputs.images import open_rgb
+    from pixgen.outputs.video import VideoWriter, add_audio, first_line
 
     silent = out.with_name(f".{out.stem}-silent.mp4") if audio_from else out
     writer = VideoWriter(silent, fps)

@@ -18,8 +18,8 @@ from PIL import Image, PngImagePlugin
 
 from pixgen.errors import PixgenError
 from pixgen.files import atomic_write  # its home; callers may import it from here too
-from pixgen.images import to_pil  # likewise
-from pixgen.video import VideoWriter, first_line, smooth_copy
+from pixgen.outputs.images import to_pil  # likewise
+from pixgen.outputs.video import VideoWriter, first_line, smooth_copy
 
 METADATA_KEY = "pixgen"
 CONTACT_SHEET = "contact_sheet.png"
@@ -122,7 +122,7 @@ class RunWriter:
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.frames: list[Path] = []
-        self.video = None  # pixgen.video.VideoWriter once the first frame arrives
+        self.video = None  # pixgen.outputs.video.VideoWriter once the first frame arrives
         self.video_failed = False
         self.skipped: list[str] = []  # outputs a stop left unwritten
 

@@ -1,4 +1,4 @@
-"""`pixgen models`: list, download, inspect and import models (pixgen.weights does the work)."""
+"""`pixgen models`: list, download, inspect and import models (pixgen.models.cache does the work)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pixgen import console
-from pixgen.commands.options import JsonOpt
+from pixgen.cli import console
+from pixgen.cli.options import JsonOpt
 
 app = typer.Typer(help="List, download, inspect and import models.", no_args_is_help=True)
 
@@ -25,8 +25,8 @@ def models_list(
     json_out: JsonOpt = False,
 ):
     """Every registered VQGAN (with its other names) and prior: kind, size, whether cached, licence."""
+    from pixgen.models.cache import clip_rows, registry, vqgan_rows
     from pixgen.prior.registry import prior_rows
-    from pixgen.weights import clip_rows, registry, vqgan_rows
 
     if clip:
         rows = clip_rows()
@@ -65,8 +65,8 @@ def models_download(
 @app.command("info")
 def models_info(name: Annotated[str, typer.Argument(help="A VQGAN or prior name.")]):
     """Architecture, scale factor, codebook size and cache paths of a VQGAN (or a prior)."""
+    from pixgen.models.cache import describe_vqgan
     from pixgen.prior.registry import describe_prior, prior_entries
-    from pixgen.weights import describe_vqgan
 
     for line in describe_prior(name) if name in prior_entries() else describe_vqgan(name):
         typer.echo(line)
@@ -79,6 +79,6 @@ def models_import(
     ckpt: Annotated[Path, typer.Option("--ckpt", help="The taming .ckpt checkpoint.")],
 ):
     """Register VQGAN files you already have: converted into the cache, no download."""
-    from pixgen.weights import import_vqgan
+    from pixgen.models.cache import import_vqgan
 
     typer.echo(f"{name}: {import_vqgan(name, config, ckpt)}")

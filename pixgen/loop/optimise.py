@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pixgen.cutouts import Cutouts
 from pixgen.errors import NumericalFailure
-from pixgen.losses import prompt_loss
-from pixgen.scorer import ClipScorer
-from pixgen.targets import Targets
+from pixgen.loop.cutouts import Cutouts
+from pixgen.loop.losses import prompt_loss
+from pixgen.loop.targets import Targets
+from pixgen.models.scorer import ClipScorer
 
 log = logging.getLogger("pixgen")
 

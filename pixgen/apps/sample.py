@@ -43,9 +43,9 @@ def sample_images(
     module's docstring). The random streams are those of `generate` with `--init prior` and no
     steps, so each kept image is what that run gives at its rank. `hooks` as for generate."""
     from pixgen.api import clip_terms, make_run_drawer, prepare
-    from pixgen.device import seed_everything
-    from pixgen.outputs import make_run_dir
+    from pixgen.outputs.writer import make_run_dir
     from pixgen.prior.start import draw_and_rank
+    from pixgen.runtime.device import seed_everything
 
     t0 = time.perf_counter()
     hooks = hooks or Hooks()
@@ -74,7 +74,7 @@ def _write(run, drawer, ranked, keep: int, run_dir: Path, seconds: float) -> tup
     """The kept samples' PNGs (each with the settings that make it again), scores.json, run.json,
     the contact sheet and index.html."""
     from pixgen.api import ensemble_score
-    from pixgen.outputs import save_png, write_gallery, write_json
+    from pixgen.outputs.writer import save_png, write_gallery, write_json
     from pixgen.prior.start import prior_name
 
     images, scores, cards = [], [], []

@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from pixgen.optimise import Loop, Objective, Step
+from pixgen.loop.optimise import Loop, Objective, Step
 
 
 class Course:

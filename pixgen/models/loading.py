@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.models.scorer import ClipScorer
+from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder
 from pixgen.phases import Hooks, Phase
-from pixgen.scorer import ClipScorer
-from pixgen.vqgan import VQGANDecoder, VQGANEncoder
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Models:
         return self.decoder.dtype if self.decoder is not None else self.scorers[0].dtype
 
     def set_precision(self, precision) -> None:
-        """Cast the decoder and the CLIP models to `precision.weights` (pixgen.precision), once.
+        """Cast the decoder and the CLIP models to `precision.weights` (pixgen.runtime.precision), once.
         Casting back up from a reduced dtype would keep its rounding, so it is refused: models
         shared between runs (batch, serve) are loaded once per precision."""
         dtype = precision.weights
@@ -78,7 +78,7 @@ class Models:
 
 def _load_vqgan_part(part: str, name: str, config: str | None, ckpt: str | None, offline: bool):
     """The VQGAN's "decoder" or "encoder" from explicit files, a built-in model, or the cache."""
-    from pixgen import vqgan
+    from pixgen.models import vqgan
 
     if bool(config) != bool(ckpt):
         raise PixgenError("give both --vqgan-config and --vqgan-ckpt, or neither")
@@ -92,7 +92,7 @@ def _load_vqgan_part(part: str, name: str, config: str | None, ckpt: str | None,
 
         path = ENCODER_FILE if encoder else VQGAN_FILE
     else:
-        from pixgen.weights import ensure_vqgan
+        from pixgen.models.cache import ensure_vqgan
 
         path = ensure_vqgan(name, offline).with_name(f"{part}.safetensors")
     if not path.is_file():
@@ -114,7 +114,7 @@ def load_encoder(name: str, config: str | None = None, ckpt: str | None = None, 
 
 
 def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
-    from pixgen.scorer import load_clip
+    from pixgen.models.scorer import load_clip
 
     if spec in ("shapes", "shapes-b"):
         from pixgen.shapes.models import shapes_clip
@@ -136,7 +136,7 @@ def load_models(
     SPEC[:weight]. `offline`: never
     touch the network, fail at once if a model is not cached. Loading each model is a phase of
     `hooks` (a status line, and a safe point)."""
-    from pixgen.prompts import clip_specs
+    from pixgen.loop.prompts import clip_specs
 
     hooks = hooks or Hooks()
     specs = clip_specs([clip] if isinstance(clip, str) else clip)

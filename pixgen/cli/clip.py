@@ -1,4 +1,4 @@
-"""`pixgen score`, `classify` and `search`: CLIP as a tool (pixgen.clip_tools does the work)."""
+"""`pixgen score`, `classify` and `search`: CLIP as a tool (pixgen.apps.clip_tools does the work)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pixgen import console
-from pixgen.commands.options import ClipOpt, DeviceOpt, JsonOpt
+from pixgen.cli import console
+from pixgen.cli.options import ClipOpt, DeviceOpt, JsonOpt
 from pixgen.errors import PixgenError
 from pixgen.settings import DEFAULT_CLIP
 
@@ -25,8 +25,8 @@ def score(
     json_out: JsonOpt = False,
 ):
     """CLIP similarity of each image to each prompt."""
-    from pixgen.clip_tools import load_scorer_on
-    from pixgen.clip_tools import score as run
+    from pixgen.apps.clip_tools import load_scorer_on
+    from pixgen.apps.clip_tools import score as run
 
     rows = run(load_scorer_on(clip, device), images, prompt).tolist()
     if json_out:
@@ -50,8 +50,8 @@ def classify(
     json_out: JsonOpt = False,
 ):
     """Zero-shot classification: the probability of each label for each image."""
-    from pixgen.clip_tools import classify as run
-    from pixgen.clip_tools import load_scorer_on, read_labels
+    from pixgen.apps.clip_tools import classify as run
+    from pixgen.apps.clip_tools import load_scorer_on, read_labels
 
     names = read_labels(labels, labels_file)
     rows = run(load_scorer_on(clip, device), images, names, template).tolist()
@@ -84,8 +84,8 @@ def search(
     ] = None,
 ):
     """Rank a folder's images by similarity to text (embeddings cached in the folder, or --index)."""
-    from pixgen.clip_tools import load_scorer_on
-    from pixgen.clip_tools import search as run
+    from pixgen.apps.clip_tools import load_scorer_on
+    from pixgen.apps.clip_tools import search as run
 
     if top < 1:
         raise PixgenError("--top must be at least 1")

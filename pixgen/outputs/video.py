@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixgen.errors import PixgenError
-from pixgen.images import to_pil
+from pixgen.outputs.images import to_pil
 
 log = logging.getLogger("pixgen")
 

@@ -93,7 +93,7 @@ def regulariser(
     """The weighted sum of the regularisers with a non-zero weight, as one function of (image, z),
     or None. `z0` is the initial latent and `init_image` the init image (for the anchors);
     `palette` the colours (RGB in [0, 1]) that `palette_weight` pulls toward."""
-    from pixgen.ops import resize_like
+    from pixgen.loop.ops import resize_like
 
     terms = []
     if tv:

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pixgen import vit
 from pixgen.errors import PixgenError
+from pixgen.models import vit
+from pixgen.models.cache import clip_weights_file
 from pixgen.paths import MODEL_CONFIGS_DIR
-from pixgen.weights import clip_weights_file
 from pixgen.weights_io import load_strict
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -41,7 +41,7 @@ class ClipScorer(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.fast = vit.supports(model.visual)
-        self.attention = "auto"  # pixgen.vit.attention's kernel: auto, math or sdpa
+        self.attention = "auto"  # pixgen.models.vit.attention's kernel: auto, math or sdpa
 
     @property
     def dtype(self) -> torch.dtype:
@@ -56,7 +56,7 @@ class ClipScorer(nn.Module):
         """(N, 3, s, s) float32 in [0, 1] at s = input_size -> (N, D) float32 unit vectors.
 
         Normalised in float32, then run in CLIP's own dtype; open_clip's ViTs through
-        `pixgen.vit` (the same function, without the copies of its attention's layout)."""
+        `pixgen.models.vit` (the same function, without the copies of its attention's layout)."""
         x = ((images - self.mean) / self.std).to(self.dtype)
         visual = self.model.visual
         features = vit.forward(visual, x, self.attention) if self.fast else self.model.encode_image(x)
@@ -152,7 +152,7 @@ def read_clip_weights(path: str | Path) -> dict:
         except Exception as e:
             raise PixgenError(f"CLIP weights {path} are unreadable: {str(e).splitlines()[0]}") from None
     else:
-        from pixgen.checkpoints import read_state_dict
+        from pixgen.models.checkpoints import read_state_dict
 
         sd = read_state_dict(path, "CLIP checkpoint")
     if not isinstance(sd, dict):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pixgen.errors import PixgenError
 from pixgen.files import atomic_write
-from pixgen.outputs import run_finished, slugify, write_json
+from pixgen.outputs.writer import run_finished, slugify, write_json
 from pixgen.phases import Hooks
 
 log = logging.getLogger("pixgen")
@@ -220,7 +220,7 @@ def generate_candidates(
     """Best of N: `count` images (seeds seed..seed+count-1, or `seeds`) in a new job folder,
     ranked by CLIP score; returns the folder and what `run_candidates` reports."""
     from pixgen.api import prepare
-    from pixgen.outputs import make_run_dir
+    from pixgen.outputs.writer import make_run_dir
 
     check_candidates(count)
     run = prepare(settings, hooks=hooks)
@@ -326,7 +326,7 @@ def update_gallery(out: Path) -> None:
     it, built from what is on disk under a file lock: shards finishing at once never lose a job."""
     from filelock import FileLock
 
-    from pixgen.outputs import write_gallery
+    from pixgen.outputs.writer import write_gallery
 
     with FileLock(str(Path(out) / ".gallery.lock")):
         write_gallery(Path(out), finished_jobs(Path(out)))

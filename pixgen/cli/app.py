@@ -1,5 +1,5 @@
 """The command line: parses arguments, builds Settings, calls the library and reports (through
-pixgen.console). The `models` group and the CLIP tools live in pixgen.commands. No torch at import."""
+pixgen.cli.console). The `models` group and the CLIP tools live in pixgen.commands. No torch at import."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ from typing import Annotated
 
 import typer
 
-from pixgen import console
 from pixgen._version import __version__
-from pixgen.commands import clip as clip_commands
-from pixgen.commands import models as models_commands
-from pixgen.commands import runs
-from pixgen.commands import serve as serve_commands
-from pixgen.commands.options import (
+from pixgen.cli import console
+from pixgen.cli.options import (
     CandidatesOpt,
     ConfigOpt,
     ForceOpt,
@@ -30,6 +26,10 @@ from pixgen.commands.options import (
     SetOpt,
     with_setting_flags,
 )
+from pixgen.commands import clip as clip_commands
+from pixgen.commands import models as models_commands
+from pixgen.commands import runs
+from pixgen.commands import serve as serve_commands
 from pixgen.errors import Interrupted, PixgenError
 from pixgen.settings import OUTPUT
 
@@ -112,7 +112,7 @@ def generate(
 
 
 def _generate_candidates(settings, candidates: int, seeds: str | None, quiet: bool, offline: bool, json_out: bool):
-    from pixgen.batch import generate_candidates, parse_seeds
+    from pixgen.apps.batch import generate_candidates, parse_seeds
 
     with console.running(quiet, offline) as hooks:
         seed_list = parse_seeds(seeds) if seeds else None
@@ -152,8 +152,8 @@ def sample(
 ):
     """Draw --prior-samples images from the learned prior (DALL-E style), rerank them by CLIP and
     keep the best --keep; no gradient steps."""
+    from pixgen.apps.sample import sample_images
     from pixgen.needs import check_run
-    from pixgen.sample import sample_images
     from pixgen.settings import load_settings
 
     settings = load_settings(preset, config, dict(flags, prompt=prompt), set_ or [])

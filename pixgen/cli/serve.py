@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pixgen import console
+from pixgen.cli import console
 from pixgen.errors import PixgenError
 from pixgen.serve.jobs import Limits
 from pixgen.settings import MAX_SIDE, MAX_STEPS

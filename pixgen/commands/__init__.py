@@ -1,2 +1,0 @@
-"""The command groups of the command line, beside pixgen.cli: each parses its arguments, calls
-the library and reports. No torch at import."""
