@@ -13,12 +13,28 @@ from pathlib import Path
 import torch
 
 from pixgen._version import __version__
+from pixgen.apps.clip_tools import embed_images
 from pixgen.drawers import drawer_class
-from pixgen.errors import Interrupted, NumericalFailure, PixgenError
-from pixgen.loop.prompts import PromptPlan
+from pixgen.errors import Aborted, Interrupted, NumericalFailure, PixgenError
+from pixgen.files import atomic_write
+from pixgen.loop.course import Course
+from pixgen.loop.cutouts import Cutouts
+from pixgen.loop.losses import regulariser
+from pixgen.loop.optimise import ClipTerm, Loop, Objective, lr_schedule
+from pixgen.loop.prompts import PromptPlan, parse_prompt_spec
+from pixgen.loop.targets import build_schedule
+from pixgen.models.loading import load_models
+from pixgen.needs import check_run
+from pixgen.outputs.images import open_rgb
+from pixgen.outputs.state import load_state, save_state
+from pixgen.outputs.writer import RunWriter, make_run_dir, read_png_metadata, run_finished
 from pixgen.phases import Hooks, Phase
+from pixgen.runtime.device import resolve_device, resolve_seed, seed_everything
+from pixgen.runtime.environment import environment, warn_if_not_reproducible
 from pixgen.runtime.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
-from pixgen.settings import Settings
+from pixgen.runtime.precision import resolve_precision
+from pixgen.settings import FIELDS, Settings, load_settings, parse_palette, zoom_on
+from pixgen.starts.make import make_start
 
 log = logging.getLogger("pixgen")
 
@@ -51,7 +67,6 @@ class Run:
     def record(self) -> dict:
         """The resolved settings as written beside every output (run.json, PNG metadata), with
         the environment the pixels depend on (device, threads, torch, CPU capability)."""
-        from pixgen.runtime.environment import environment
 
         record = dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
         return dict(record, environment=environment(self.device))
@@ -90,9 +105,6 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     With `hooks.offline` a model that is not cached is an error at once, and every missing model
     is named in one error before anything loads; loading each model is a phase of `hooks` (a safe
     point)."""
-    from pixgen.needs import check_run
-    from pixgen.runtime.device import resolve_device, resolve_seed
-    from pixgen.runtime.precision import resolve_precision
 
     hooks = hooks or Hooks()
     plan = check_run(settings)
@@ -112,7 +124,6 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
 
 def _models(settings: Settings, models, device, hooks: Hooks):
     """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
-    from pixgen.models.loading import load_models
 
     s, vqgan = settings, drawer_class(settings.drawer).needs_vqgan
     if not vqgan:
@@ -144,7 +155,6 @@ def generate(
     stops there, writes nothing and raises Interrupted(None); while writing the outputs it writes
     final.png, state and run.json and skips the GIF and MP4 it has not begun (Result.skipped).
     """
-    from pixgen.outputs.writer import RunWriter, make_run_dir
 
     t_start = time.perf_counter()
     hooks = hooks or Hooks()
@@ -187,9 +197,6 @@ def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Resu
     """
     import json
 
-    from pixgen.outputs.state import load_state
-    from pixgen.outputs.writer import RunWriter, run_finished
-
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     try:
@@ -220,10 +227,6 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     replaces the start and the init image (pixgen.apps.restyle, which passes its `drawer` too). The
     phases (encoding prompts, loading the encoder, composing or drawing the start) are safe points
     of `hooks`."""
-    from pixgen.loop.course import Course
-    from pixgen.loop.optimise import Loop, Objective, lr_schedule
-    from pixgen.runtime.device import seed_everything
-    from pixgen.starts.make import make_start
 
     s, models, hooks = run.settings, run.models, hooks or Hooks()
     models.set_low_memory(s.low_memory)
@@ -267,8 +270,6 @@ def make_run_drawer(run: Run):
 
 def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
     """The regularisers the settings turn on, as one function of (image, z), or None."""
-    from pixgen.loop.losses import regulariser
-    from pixgen.settings import parse_palette
 
     return regulariser(
         z0,
@@ -286,9 +287,6 @@ def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
 
 def clip_terms(run: Run) -> list:
     """One ClipTerm per CLIP model of the ensemble: its cutouts, its targets, its weight."""
-    from pixgen.loop.cutouts import Cutouts
-    from pixgen.loop.optimise import ClipTerm
-    from pixgen.loop.targets import build_schedule
 
     s = run.settings
     chunk = LOW_MEMORY_CHUNK if s.low_memory else 0
@@ -307,7 +305,6 @@ def clip_terms(run: Run) -> list:
 
 def zoom_active(settings: Settings) -> bool:
     """The zoom/pan video mode is on when any of its movements is."""
-    from pixgen.settings import zoom_on
 
     return zoom_on(settings)
 
@@ -315,9 +312,6 @@ def zoom_active(settings: Settings) -> bool:
 def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict) -> Result:
     """Run the loop to the planned step count, saving frames and state; finish the outputs.
     A stop (`hooks.should_stop`) is asked after every step and before each output is begun."""
-    from pixgen.errors import Aborted
-    from pixgen.files import atomic_write
-    from pixgen.outputs.state import save_state
 
     s = run.settings
     losses = list(previous.get("losses", []))
@@ -368,7 +362,6 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
 def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, seconds: float) -> dict:
     """What run.json records of a run beside its settings: steps, losses, times, memory, precision
     and the environment the pixels depend on."""
-    from pixgen.runtime.environment import environment
 
     return {
         "steps_done": loop.step,
@@ -388,7 +381,6 @@ def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, se
 
 def settings_from_record(data: dict) -> Settings:
     """Settings from a saved dict (run.json, PNG metadata), ignoring the extra recorded keys."""
-    from pixgen.settings import FIELDS, load_settings
 
     overrides = {k: v for k, v in data.items() if k in FIELDS}
     if isinstance(overrides.get("threads"), int) and overrides["threads"] > max_threads():
@@ -399,9 +391,6 @@ def settings_from_record(data: dict) -> Settings:
 def clip_score(scorer, image_path: Path, prompt: str) -> float:
     """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts
     (in story mode, to the last phrase's, where the image ends)."""
-    from pixgen.apps.clip_tools import embed_images
-    from pixgen.loop.prompts import parse_prompt_spec
-    from pixgen.outputs.images import open_rgb
 
     prompts = parse_prompt_spec(prompt)[-1]
     sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
@@ -421,9 +410,6 @@ def ensemble_score(models, image_path: Path, prompt: str) -> float:
 def settings_from_png(path: Path, **overrides) -> Settings:
     """The settings a pixgen PNG was made with, ready to run again (its recorded thread count
     included). Warns in one line when this machine cannot match the recorded environment."""
-    from pixgen.outputs.writer import read_png_metadata
-    from pixgen.runtime.device import resolve_device
-    from pixgen.runtime.environment import warn_if_not_reproducible
 
     meta = read_png_metadata(path)
     if "prompt" not in meta:

@@ -1,6 +1,7 @@
 """The package's shape: no function longer than about a screen (issue 13)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pixgen
@@ -104,30 +105,27 @@ def test_the_circle_finder_finds_a_circle():
 
 
 DRAWER_NAMES = r"(vqgan|pixel|fft|lines)"
+BRANCH = re.compile(  # a comparison of the drawer setting, or with a drawer's name
+    rf"""\bdrawer\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']|["']{DRAWER_NAMES}["']\s*(==|!=)"""
+)
 
 
 def test_no_code_outside_the_drawers_branches_on_a_drawer_name():
     """Callers ask the drawer what it can do (its declared capabilities), never which it is."""
-    import re
-
-    branch = re.compile(rf"""\bdrawer\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']|["']{DRAWER_NAMES}["']\s*(==|!=)""")
     found = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
         if rel.startswith(("drawers/", "shapes/")):
             continue
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if branch.search(line.split("#")[0]):
+            if BRANCH.search(line.split("#")[0]):
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert not found, found
 
 
-def test_the_drawer_name_finder_finds_a_branch(tmp_path):
-    import re
-
-    branch = re.compile(rf"""\bdrawer\s*(==|!=|\bin\b)|(==|!=)\s*["']{DRAWER_NAMES}["']|["']{DRAWER_NAMES}["']\s*(==|!=)""")
-    assert branch.search('if s.drawer == "vqgan":') and branch.search("if name != 'pixel':")
-    assert not branch.search('return self.name == "plateau"')
+def test_the_drawer_name_finder_finds_a_branch():
+    assert BRANCH.search('if s.drawer == "vqgan":') and BRANCH.search("if name != 'pixel':")
+    assert not BRANCH.search('return self.name == "plateau"')
 
 
 def test_the_command_line_files_stay_short():

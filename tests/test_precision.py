@@ -10,7 +10,8 @@ import torch
 from pixgen import api
 from pixgen.drawers.vqgan import render
 from pixgen.errors import PixgenError
-from pixgen.models.loading import Models, vit
+from pixgen.models import vit
+from pixgen.models.loading import Models
 from pixgen.models.scorer import build_clip
 from pixgen.models.vqgan import tiny_decoder
 from pixgen.runtime import precision

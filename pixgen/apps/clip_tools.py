@@ -12,9 +12,12 @@ from pathlib import Path
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
 from pixgen.outputs.writer import CONTACT_SHEET, CONTACT_SHEET_MARKER
+from pixgen.runtime.device import resolve_device
+from pixgen.weights_io import write
 
 log = logging.getLogger("pixgen")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -23,8 +26,6 @@ INDEX_NAME = ".pixgen-index.safetensors"
 
 def load_scorer_on(spec: str, device: str = "auto") -> ClipScorer:
     """A CLIP scorer (NAME:TAG, NAME:PATH, shapes...) on `device`, frozen, for the tools below."""
-    from pixgen.models.loading import load_scorer
-    from pixgen.runtime.device import resolve_device
 
     return load_scorer(spec).to(resolve_device(device)).eval().requires_grad_(False)
 
@@ -106,7 +107,6 @@ def _load_index(path: Path, model: str) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def _save_index(path: Path, model: str, index: dict[str, torch.Tensor], stats: dict) -> None:
-    from pixgen.weights_io import write
 
     if not index:
         return

@@ -25,9 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixgen._version import __version__
+from pixgen.api import make_loop, make_run_drawer, prepare
+from pixgen.apps.clip_tools import IMAGE_SUFFIXES
 from pixgen.errors import PixgenError
+from pixgen.loop.prompts import plan_prompts
+from pixgen.outputs.images import open_rgb, to_pil
+from pixgen.outputs.video import VideoWriter, add_audio, first_line, video_info
+from pixgen.outputs.writer import save_png, slugify, write_json
 from pixgen.phases import Hooks, Phase
+from pixgen.runtime.device import resolve_seed
 from pixgen.settings import Settings
+from pixgen.starts.images import fit_image
 
 log = logging.getLogger("pixgen")
 RECORD = "restyle.json"
@@ -77,7 +86,6 @@ class _Lazy:
 
 def open_source(path: str | Path) -> Source:
     """A folder of image frames or a video file; anything else is a one-line PixgenError."""
-    from pixgen.apps.clip_tools import IMAGE_SUFFIXES
 
     path = Path(path)
     if not path.exists():
@@ -94,7 +102,6 @@ def open_source(path: str | Path) -> Source:
                 raise PixgenError(f"{seen[p.stem].name} and {p.name} in {path} would both become {p.stem}.png")
             seen[p.stem] = p
         return Source(path, "folder", files=files)
-    from pixgen.outputs.video import video_info
 
     info = video_info(path)
     if info["frames"] > MAX_FRAMES:
@@ -104,7 +111,6 @@ def open_source(path: str | Path) -> Source:
 
 def default_output_dir(source: str | Path, prompt: str, root: str | Path = "outputs") -> Path:
     """outputs/restyle-<input name>-<prompt>: the same command finds the same folder to resume."""
-    from pixgen.outputs.writer import slugify
 
     return Path(root) / f"restyle-{slugify(Path(source).stem, 30)}-{slugify(prompt, 40)}"
 
@@ -120,8 +126,6 @@ class RestyleResult:
 def _to_tensor(image, width: int, height: int, fit: str) -> torch.Tensor:
     """A PIL image or uint8 array -> (1, 3, height, width) in [0, 1], fitted like init images."""
     from PIL import Image
-
-    from pixgen.starts.images import fit_image
 
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image).convert("RGB")
@@ -171,9 +175,6 @@ def restyle(
     yes the frame in progress is dropped and RestyleInterrupted is raised; re-running with
     `resume` continues.
     """
-    from pixgen.api import make_run_drawer, prepare
-    from pixgen.outputs.images import open_rgb, to_pil
-    from pixgen.outputs.writer import save_png
 
     out_dir = Path(out_dir)
     src, record = _begin(source, settings, blend, fps, out_dir, resume)
@@ -213,8 +214,6 @@ def restyle(
 
 def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir: Path, resume: bool):
     """Check the inputs before anything loads: (the Source, the folder's record, seed drawn)."""
-    from pixgen.loop.prompts import plan_prompts
-    from pixgen.runtime.device import resolve_seed
 
     if not 0 <= blend < 1:
         raise PixgenError(f"--blend must be at least 0 and below 1, got {blend}")
@@ -235,8 +234,6 @@ def _begin(source, settings: Settings, blend: float, fps: float | None, out_dir:
 
 def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> Path:
     """Create the output folder's frames/ and write its restyle.json; returns frames/."""
-    from pixgen._version import __version__
-    from pixgen.outputs.writer import write_json
 
     frames_dir = out_dir / "frames"
     try:
@@ -251,7 +248,6 @@ def _open_folder(out_dir: Path, record: dict, settings: Settings, kind: str) -> 
 def _restyle_frame(run, drawer, frame, previous, blend: float, hooks: Hooks) -> torch.Tensor | None:
     """One frame's result image, started from the drawer's fit of the frame blended with the
     previous result (for the VQGAN: its encoding); None when `hooks.should_stop()` said yes."""
-    from pixgen.api import make_loop
 
     s, device = run.settings, run.device
     image = frame() if isinstance(frame, _Lazy) else frame
@@ -273,8 +269,6 @@ def _restyle_frame(run, drawer, frame, previous, blend: float, hooks: Hooks) -> 
 def write_video(frames: list[Path], out: Path, fps: float, audio_from: Path | None) -> Path | None:
     """The restyled frames as an MP4, with `audio_from`'s audio when given. A failing ffmpeg
     warns once and keeps the frames (and, if only the audio failed, the silent video)."""
-    from pixgen.outputs.images import open_rgb
-    from pixgen.outputs.video import VideoWriter, add_audio, first_line
 
     silent = out.with_name(f".{out.stem}-silent.mp4") if audio_from else out
     writer = VideoWriter(silent, fps)

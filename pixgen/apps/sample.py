@@ -14,9 +14,13 @@ from types import SimpleNamespace
 
 import torch
 
+from pixgen.api import clip_terms, ensemble_score, make_run_drawer, prepare
 from pixgen.drawers import drawer_class
 from pixgen.errors import PixgenError
+from pixgen.outputs.writer import make_run_dir, save_png, write_gallery, write_json
 from pixgen.phases import Hooks, Phase
+from pixgen.prior.start import draw_and_rank, prior_name
+from pixgen.runtime.device import seed_everything
 
 MAX_KEEP = 64
 
@@ -42,10 +46,6 @@ def sample_images(
     """Draw, rerank and keep the best `keep` samples of the run's prior; write them (see the
     module's docstring). The random streams are those of `generate` with `--init prior` and no
     steps, so each kept image is what that run gives at its rank. `hooks` as for generate."""
-    from pixgen.api import clip_terms, make_run_drawer, prepare
-    from pixgen.outputs.writer import make_run_dir
-    from pixgen.prior.start import draw_and_rank
-    from pixgen.runtime.device import seed_everything
 
     t0 = time.perf_counter()
     hooks = hooks or Hooks()
@@ -73,9 +73,6 @@ def sample_images(
 def _write(run, drawer, ranked, keep: int, run_dir: Path, seconds: float) -> tuple[list[Path], list[dict]]:
     """The kept samples' PNGs (each with the settings that make it again), scores.json, run.json,
     the contact sheet and index.html."""
-    from pixgen.api import ensemble_score
-    from pixgen.outputs.writer import save_png, write_gallery, write_json
-    from pixgen.prior.start import prior_name
 
     images, scores, cards = [], [], []
     for rank in range(1, keep + 1):

@@ -1,5 +1,5 @@
 """The command line: parses arguments, builds Settings, calls the library and reports (through
-pixgen.cli.console). The `models` group and the CLIP tools live in pixgen.commands. No torch at import."""
+pixgen.cli.console). The other commands live beside it in pixgen.cli. No torch at import."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Annotated
 import typer
 
 from pixgen._version import __version__
-from pixgen.cli import console
+from pixgen.cli import clip as clip_commands
+from pixgen.cli import console, runs
+from pixgen.cli import models as models_commands
+from pixgen.cli import serve as serve_commands
 from pixgen.cli.options import (
     CandidatesOpt,
     ConfigOpt,
@@ -26,10 +29,6 @@ from pixgen.cli.options import (
     SetOpt,
     with_setting_flags,
 )
-from pixgen.commands import clip as clip_commands
-from pixgen.commands import models as models_commands
-from pixgen.commands import runs
-from pixgen.commands import serve as serve_commands
 from pixgen.errors import Interrupted, PixgenError
 from pixgen.settings import OUTPUT
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pixgen.loop.ops import resize_like
+
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
     """Squared great-circle distance between unit-normalised a and b, along the last dim
@@ -93,7 +95,6 @@ def regulariser(
     """The weighted sum of the regularisers with a non-zero weight, as one function of (image, z),
     or None. `z0` is the initial latent and `init_image` the init image (for the anchors);
     `palette` the colours (RGB in [0, 1]) that `palette_weight` pulls toward."""
-    from pixgen.loop.ops import resize_like
 
     terms = []
     if tv:

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.prompts import Prompt, PromptPlan
 from pixgen.models.scorer import ClipScorer
+from pixgen.outputs.images import open_rgb, to_clip_tensor
 
 
 @dataclass
@@ -60,8 +62,6 @@ class PromptSchedule:
 @torch.no_grad()
 def image_prompt(scorer: ClipScorer, path: str, seed: int, cutn: int = 16) -> Tensor:
     """One unit embedding for an image: the mean over augmented cutouts of it."""
-    from pixgen.loop.cutouts import Cutouts
-    from pixgen.outputs.images import open_rgb, to_clip_tensor
 
     image = open_rgb(path)
     side = max(scorer.input_size, min(image.size))

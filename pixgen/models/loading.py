@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from pixgen.errors import PixgenError
-from pixgen.models.scorer import ClipScorer
+from pixgen.loop.prompts import clip_specs
+from pixgen.models import vqgan
+from pixgen.models.scorer import ClipScorer, load_clip
 from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder
 from pixgen.phases import Hooks, Phase
 
@@ -78,7 +80,6 @@ class Models:
 
 def _load_vqgan_part(part: str, name: str, config: str | None, ckpt: str | None, offline: bool):
     """The VQGAN's "decoder" or "encoder" from explicit files, a built-in model, or the cache."""
-    from pixgen.models import vqgan
 
     if bool(config) != bool(ckpt):
         raise PixgenError("give both --vqgan-config and --vqgan-ckpt, or neither")
@@ -114,7 +115,6 @@ def load_encoder(name: str, config: str | None = None, ckpt: str | None = None, 
 
 
 def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
-    from pixgen.models.scorer import load_clip
 
     if spec in ("shapes", "shapes-b"):
         from pixgen.shapes.models import shapes_clip
@@ -136,7 +136,6 @@ def load_models(
     SPEC[:weight]. `offline`: never
     touch the network, fail at once if a model is not cached. Loading each model is a phase of
     `hooks` (a status line, and a safe point)."""
-    from pixgen.loop.prompts import clip_specs
 
     hooks = hooks or Hooks()
     specs = clip_specs([clip] if isinstance(clip, str) else clip)

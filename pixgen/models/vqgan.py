@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from pixgen import weights_io
 from pixgen.errors import PixgenError
+from pixgen.models.checkpoints import read_state_dict
 from pixgen.weights_io import build
 
 TARGETS = {
@@ -252,7 +253,6 @@ def split_state_dict(sd: dict, arch: VQGANArch) -> tuple[dict, dict]:
 
 def read_taming(config: str | Path, ckpt: str | Path) -> tuple[VQGANArch, dict, dict]:
     """A taming YAML and ``.ckpt``, read once and safely: (arch, decoder state dict, encoder state dict)."""
-    from pixgen.models.checkpoints import read_state_dict
 
     arch = read_config(config)
     dec, enc = split_state_dict(read_state_dict(ckpt, "VQGAN checkpoint"), arch)

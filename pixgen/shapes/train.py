@@ -19,7 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixgen.loop.ops import nearest_codes, quantize_st
+from pixgen.models.scorer import build_clip, load_clip_file
+from pixgen.models.vqgan import (
+    VQGANDecoder,
+    VQGANEncoder,
+    load_decoder_safetensors,
+    load_encoder_safetensors,
+    save_safetensors,
+)
 from pixgen.shapes import world
+from pixgen.shapes.judge import judge, off_palette
 from pixgen.shapes.models import CLIP_ARCH, VQGAN_ARCH, WEIGHTS_DIR
 
 JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one flat shape
@@ -107,8 +117,6 @@ def _vqgan_parts(lr: float) -> SimpleNamespace:
     from taming.modules.discriminator.model import NLayerDiscriminator, weights_init
     from taming.modules.vqvae.quantize import VectorQuantizer2
 
-    from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder
-
     arch = VQGAN_ARCH
     enc, dec = VQGANEncoder(arch), VQGANDecoder(arch)
     quant = VectorQuantizer2(arch.n_embed, arch.embed_dim, beta=0.25, legacy=False)
@@ -163,7 +171,6 @@ def _restart_dead_codes(quant, usage: torch.Tensor, z: torch.Tensor, idx: torch.
 def _save_pruned_vqgan(enc, dec, out: Path, seed: int) -> int:
     """Save the decoder with only the codes the encoder uses, and the encoder (fp16); how many
     codes were kept."""
-    from pixgen.models.vqgan import VQGANDecoder, save_safetensors
 
     arch = VQGAN_ARCH
     keep = _used_codes(enc, dec, np.random.default_rng(seed + 1))
@@ -180,7 +187,6 @@ def _save_pruned_vqgan(enc, dec, out: Path, seed: int) -> int:
 def _used_codes(enc, dec, rng: np.random.Generator, n: int = 2000) -> torch.Tensor:
     """Codes that the encoder picks for some world image: the others were never trained to
     decode to anything, so a latent that lands on them would draw noise. They are dropped."""
-    from pixgen.loop.ops import nearest_codes
 
     used = torch.zeros(len(dec.codebook), dtype=torch.bool)
     for _ in range(n // 100):
@@ -193,9 +199,6 @@ def _used_codes(enc, dec, rng: np.random.Generator, n: int = 2000) -> torch.Tens
 def evaluate_vqgan(weights: Path, per_combo: int = 5, seed: int = 123) -> dict:
     """Reconstruct rendered images of all 90 combinations (held-out ones included) through the
     shipped files: MSE in [-1, 1], how often the judge reads them right, off-palette pixels."""
-    from pixgen.loop.ops import quantize_st
-    from pixgen.models.vqgan import load_decoder_safetensors, load_encoder_safetensors
-    from pixgen.shapes.judge import judge, off_palette
 
     dec = load_decoder_safetensors(weights / "vqgan.safetensors")
     enc = load_encoder_safetensors(weights / "vqgan_encoder.safetensors")
@@ -275,7 +278,6 @@ def train_clip(
     text-to-image term. Images are augmented as the loop's cutouts are; a few junk images per
     batch (see `junk_images`) are labelled with their own caption.
     """
-    from pixgen.models.scorer import build_clip
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -320,7 +322,6 @@ def train_clip(
 def evaluate_clip(path: Path, per_combo: int = 10, seed: int = 123) -> dict:
     """Zero-shot over all 90 captions (template 0) on fresh images, through the shipped file:
     exact combination and shape accuracy, for held-out and training combinations."""
-    from pixgen.models.scorer import load_clip_file
 
     scorer = load_clip_file(CLIP_ARCH, path)
     rng = np.random.default_rng(seed)

@@ -14,8 +14,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pixgen.loop.ops import nearest_codes
+from pixgen.models.vqgan import load_encoder_safetensors
 from pixgen.prior.model import Prior, PriorArch, code_loss, save_prior, text_condition, text_vocabulary
 from pixgen.shapes import world
+from pixgen.shapes.models import ENCODER_FILE, shapes_clip, shapes_decoder
 
 PRIOR_FILES = {"text": "prior_text.safetensors", "clip": "prior_clip.safetensors"}
 CLIP_NAME = "shapes"  # the shapes CLIP whose tokenizer or embeddings condition the priors
@@ -29,9 +32,6 @@ NOISE = 0.75  # clip: norm of the Gaussian noise added to the unit image embeddi
 def world_codes(n: int, seed: int, combos=world.TRAIN_COMBOS, batch: int = 256) -> dict:
     """n world images of `combos` as code grids (n, 64), their captions and the shapes CLIP's unit
     image embeddings (n, dim): the training data."""
-    from pixgen.loop.ops import nearest_codes
-    from pixgen.models.vqgan import load_encoder_safetensors
-    from pixgen.shapes.models import ENCODER_FILE, shapes_clip, shapes_decoder
 
     encoder, codebook = load_encoder_safetensors(ENCODER_FILE).eval(), shapes_decoder().codebook
     scorer = shapes_clip(CLIP_NAME)
