@@ -26,8 +26,15 @@ from pixgen.loop.targets import build_schedule
 from pixgen.models.loading import load_models
 from pixgen.needs import check_run
 from pixgen.outputs.images import open_rgb
-from pixgen.outputs.state import load_state, save_state
-from pixgen.outputs.writer import RunWriter, make_run_dir, read_png_metadata, run_finished
+from pixgen.outputs.state import check_state, load_state, save_state
+from pixgen.outputs.writer import (
+    RunWriter,
+    check_png_settings,
+    make_run_dir,
+    read_png_metadata,
+    read_run_record,
+    run_finished,
+)
 from pixgen.phases import Hooks, Phase
 from pixgen.runtime.device import resolve_device, resolve_seed, seed_everything
 from pixgen.runtime.environment import environment, warn_if_not_reproducible
@@ -195,17 +202,13 @@ def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Resu
     On the same device, precision and thread count the result is bit-identical to an
     uninterrupted run.
     """
-    import json
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    try:
-        record = json.loads((run_dir / "run.json").read_text())
-        resolved = record["settings"]
-    except FileNotFoundError:
-        raise PixgenError(f"{run_dir} is not a pixgen run folder (no run.json)") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PixgenError(f"{run_dir / 'run.json'} is unreadable: {e}") from None
+    record = read_run_record(run_dir / "run.json")
+    if "settings" not in record:
+        raise PixgenError(f"{run_dir} holds a job of candidates, not one run: resume its candidates/seed-N folders")
+    resolved = record["settings"]
     settings = settings_from_record(resolved)
     if run_finished(record):
         raise PixgenError(f"{run_dir} is already complete ({settings.iterations} steps)")
@@ -213,10 +216,17 @@ def resume(run_dir: str | Path, models=None, hooks: Hooks | None = None) -> Resu
     hooks = hooks or Hooks()
     run = prepare(settings, models, hooks)
     loop = make_loop(run, hooks=hooks)
+    shapes = {tuple(loop.full_shape), tuple(loop.z.shape)}  # the progressive schedule's two sizes
+    check_state(state, shapes, settings.iterations, run_dir / "state.safetensors")
     loop.load_state_dict(state)
     writer = RunWriter(run_dir, resolved)
-    writer.frames = sorted(p for p in (run_dir / "frames").glob("*.png") if int(p.stem) <= loop.step)
+    writer.frames = sorted(
+        p for p in (run_dir / "frames").glob("*.png") if p.stem.isdigit() and int(p.stem) <= loop.step
+    )
     previous = {k: record.get(k, [])[: loop.step] for k in ("losses", "seconds_per_step")}
+    # the time the earlier part took: its total when it stopped in an orderly way, else its kept steps'
+    earlier = record.get("seconds")
+    previous["earlier_seconds"] = earlier if earlier is not None else sum(previous["seconds_per_step"])
     return _drive(run, loop, writer, hooks, t_start, previous)
 
 
@@ -345,7 +355,8 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
             atomic_write(writer.run_dir / name, data)
     if interrupted:
         save_state(writer.run_dir / "state.safetensors", loop.state_dict(), s.iterations)
-    record = _record(run, loop, losses, step_seconds, t_loop - t_start, time.perf_counter() - t_start)
+    seconds = previous.get("earlier_seconds", 0.0) + time.perf_counter() - t_start  # a resumed run: both parts
+    record = _record(run, loop, losses, step_seconds, t_loop - t_start, seconds)
     if failure:
         record["error"] = str(failure)
     # a stop during the steps keeps every output, as promised; one that comes later skips the renders
@@ -411,9 +422,9 @@ def settings_from_png(path: Path, **overrides) -> Settings:
     """The settings a pixgen PNG was made with, ready to run again (its recorded thread count
     included). Warns in one line when this machine cannot match the recorded environment."""
 
-    meta = read_png_metadata(path)
-    if "prompt" not in meta:
-        raise PixgenError(f"{path}: its pixgen settings lack a prompt")
+    meta = check_png_settings(read_png_metadata(path), path)
+    # the new run goes where the user says (-o) or to the default folder, never where the file says
+    meta.pop("output_dir", None)
     recorded = meta.get("environment", {})
     given = {k: v for k, v in overrides.items() if v is not None}
     if "device" not in given and recorded.get("device"):

@@ -122,7 +122,10 @@ def read(
         if fmt is not None:
             if fmt.arch_key not in meta:
                 raise PixgenError(f"{path} is not a pixgen {fmt.kind} file (no architecture metadata)")
-            arch = arch_from_json(fmt.arch, meta[fmt.arch_key])
+            try:  # the kind's own reader checks the architecture before anything is built
+                arch = fmt.arch.from_json(meta[fmt.arch_key])
+            except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
+                raise PixgenError(f"{what} {path}: its architecture is invalid: {_first_line(e)}") from None
             if check is not None:
                 check(arch)
         tensors = read_tensors(path, dtype)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pixgen.errors import PixgenError
 from pixgen.files import atomic_write
-from pixgen.outputs.writer import run_finished, slugify, write_json
+from pixgen.outputs.writer import read_run_record, run_finished, slugify, write_json
 from pixgen.phases import Hooks
 
 log = logging.getLogger("pixgen")
@@ -162,21 +162,26 @@ def run_candidates(
     t0 = time.perf_counter()
     if len(seeds) == 1:
         r = run_or_resume(replace(settings, seed=seeds[0]), models, job_dir, hooks)
+        t1 = time.perf_counter()
         score = ensemble_score(models, r.image, settings.prompt)
         record = json.loads((job_dir / "run.json").read_text())
         write_json(job_dir / "run.json", dict(record, clip_score=score))
-        return {"image": r.image, "seed": r.seed, "score": score, "seconds": time.perf_counter() - t0, "candidates": []}
+        seconds = r.seconds + time.perf_counter() - t1  # the run's own time (all its parts, when resumed)
+        return {"image": r.image, "seed": r.seed, "score": score, "seconds": seconds, "candidates": []}
     job_dir.mkdir(parents=True, exist_ok=True)
-    ranked = []
+    ranked, runs_wall, runs_seconds = [], 0.0, 0.0
     for seed in seeds:
+        t1 = time.perf_counter()
         r = run_or_resume(replace(settings, seed=seed), models, job_dir / "candidates" / f"seed-{seed}", hooks)
+        runs_wall, runs_seconds = runs_wall + time.perf_counter() - t1, runs_seconds + r.seconds
         ranked.append({"seed": seed, "image": r.image, "score": ensemble_score(models, r.image, settings.prompt)})
     ranked.sort(key=lambda c: -c["score"])
     best = job_dir / "best.png"
     atomic_write(best, Path(ranked[0]["image"]).read_bytes())
+    seconds = time.perf_counter() - t0 - runs_wall + runs_seconds  # each candidate's own time, earlier parts too
     record = {
         "prompt": settings.prompt,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
         "best": str(best),
         "ranking": [
             {"rank": i + 1, "seed": c["seed"], "clip_score": c["score"], "image": str(c["image"])}
@@ -188,7 +193,7 @@ def run_candidates(
         "image": best,
         "seed": ranked[0]["seed"],
         "score": ranked[0]["score"],
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
         "candidates": record["ranking"],
     }
 
@@ -230,14 +235,22 @@ def generate_candidates(
     return job_dir, run_candidates(settings, run.models, job_dir, seeds, hooks)
 
 
+def job_record(job_dir: Path) -> dict | None:
+    """A job's (or run's) run.json, checked against its schema (pixgen.outputs.check_run_record);
+    None when there is none. A damaged or foreign one is one PixgenError line naming it."""
+    if not (Path(job_dir) / "run.json").exists():
+        return None
+    return read_run_record(Path(job_dir) / "run.json")
+
+
 def job_finished(job_dir: Path) -> bool:
-    """A job (or run) is finished when its run.json exists and says neither that it is under way
-    (the manifest a run writes at its start) nor that it was interrupted."""
+    """A job (or run) is finished when its run.json exists, is well formed and says neither that
+    it is under way (the manifest a run writes at its start) nor that it was interrupted."""
     try:
-        record = json.loads((job_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        record = job_record(job_dir)
+    except PixgenError:
         return False
-    return isinstance(record, dict) and run_finished(record)
+    return record is not None and run_finished(record)
 
 
 def run_or_resume(settings, models, run_dir: Path, hooks: Hooks | None = None):
@@ -246,10 +259,12 @@ def run_or_resume(settings, models, run_dir: Path, hooks: Hooks | None = None):
     bit-identical to an uninterrupted run, as `pixgen resume`); or, failing those, a new run."""
     from pixgen.api import Result, generate, resume
 
-    if job_finished(run_dir):
-        record = json.loads((run_dir / "run.json").read_text())
-        return Result(run_dir, run_dir / "final.png", record["settings"]["seed"], record.get("seconds", 0.0))
-    if _resumable(run_dir, settings):
+    record = job_record(run_dir)  # a damaged one fails the job and keeps the folder
+    if record is not None and "settings" not in record:
+        raise PixgenError(f"{run_dir / 'run.json'} is a job of candidates, not one run; move the folder away")
+    if record is not None and run_finished(record):
+        return Result(run_dir, run_dir / "final.png", record["settings"]["seed"], record.get("seconds") or 0.0)
+    if record is not None and _resumable(record, run_dir, settings):
         log.info("resuming %s from its saved state", run_dir)
         return resume(run_dir, models=models, hooks=hooks)
     if run_dir.exists():  # an attempt that saved no state (or of other settings): start it again
@@ -257,14 +272,12 @@ def run_or_resume(settings, models, run_dir: Path, hooks: Hooks | None = None):
     return generate(settings, models=models, run_dir=run_dir, hooks=hooks)
 
 
-def _resumable(run_dir: Path, settings) -> bool:
-    """An earlier attempt at these very settings left a state to go on from."""
-    try:
-        recorded = json.loads((run_dir / "run.json").read_text())["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+def _resumable(record: dict, run_dir: Path, settings) -> bool:
+    """An earlier attempt at these very settings (its checked run.json: `record`) left a state to
+    go on from."""
     from pixgen.drawers import drawer_class
 
+    recorded = record["settings"]
     resolved = ("size", "threads")  # filled in when the run was prepared (fitted size, thread count used)
     mine = {k: v for k, v in settings.to_dict().items() if k not in resolved}
     mine["lr"] = (
@@ -309,41 +322,55 @@ def run_batch(
             job_dir = out / job.name
             if "__error__" in job.overrides:
                 results.append(JobResult(job, "failed", error=f"line {job.line}: {job.overrides['__error__']}"))
-            elif resume and job_finished(job_dir):
-                results.append(_finished_result(job, job_dir))
             else:
-                results.append(_run_job(job, job_dir, make_settings, loaded, candidates, hooks or Hooks()))
+                try:
+                    record = job_record(job_dir) if resume else None
+                except PixgenError as e:  # a damaged or foreign run.json: this job fails, its folder stays
+                    results.append(JobResult(job, "failed", error=f"line {job.line}: {e}; move the folder away"))
+                else:
+                    if record is not None and run_finished(record):
+                        results.append(_finished_result(job, job_dir, record))
+                    else:
+                        results.append(_run_job(job, job_dir, make_settings, loaded, candidates, hooks or Hooks()))
             if on_job:
                 on_job(results[-1], len(mine))
     finally:
         if results:
-            update_gallery(out)
+            update_gallery(out, {j.name for j in jobs})
     return results
 
 
-def update_gallery(out: Path) -> None:
-    """index.html and contact_sheet.png of every finished job in the folder, whichever shard ran
-    it, built from what is on disk under a file lock: shards finishing at once never lose a job."""
+def update_gallery(out: Path, names: set[str] | None = None) -> None:
+    """index.html and contact_sheet.png of every finished job in the folder (of the job folders
+    `names`, the batch file's, when given), whichever shard ran it, built from what is on disk
+    under a file lock: shards finishing at once never lose a job."""
     from filelock import FileLock
 
     from pixgen.outputs.writer import write_gallery
 
     with FileLock(str(Path(out) / ".gallery.lock")):
-        write_gallery(Path(out), finished_jobs(Path(out)))
+        write_gallery(Path(out), finished_jobs(Path(out), names))
 
 
-def finished_jobs(out: Path) -> list[JobResult]:
-    """The finished jobs of a batch folder, in job order, from their run.json files."""
+def finished_jobs(out: Path, names: set[str] | None = None) -> list[JobResult]:
+    """The finished jobs of a batch folder, in job order (numerically), from their run.json
+    files; with `names`, only those job folders (a line edited since: its old folder is left
+    out). A damaged run.json is left out with a warning, never fatal."""
     found = []
-    for job_dir in sorted(Path(out).iterdir()):
+    for job_dir in Path(out).iterdir():
         number = re.match(r"(\d{4,})-", job_dir.name)
-        if not number or not job_dir.is_dir() or not job_finished(job_dir):
+        if not number or not job_dir.is_dir() or (names is not None and job_dir.name not in names):
             continue
         try:
-            found.append(_finished_result(Job(int(number[1]) - 1, 0, {}), job_dir))
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            continue  # a damaged record: left out of the gallery, never fatal
-    return found
+            record = job_record(job_dir)
+        except PixgenError as e:
+            log.warning("%s; left out of the gallery", e)
+            continue
+        if record is not None and run_finished(record):
+            found.append(
+                (int(number[1]), job_dir.name, _finished_result(Job(int(number[1]) - 1, 0, {}), job_dir, record))
+            )
+    return [result for _, _, result in sorted(found, key=lambda t: t[:2])]
 
 
 def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
@@ -377,19 +404,14 @@ def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks)
     )
 
 
-def _finished_result(job: Job, job_dir: Path) -> JobResult:
-    """A finished job's result from its run.json (its prompt too, when `job` lacks it)."""
-    record = json.loads((job_dir / "run.json").read_text())
+def _finished_result(job: Job, job_dir: Path, record: dict) -> JobResult:
+    """A finished job's result from its checked run.json `record` (its prompt too, when `job`
+    lacks it)."""
     job.overrides.setdefault("prompt", record.get("prompt") or record.get("settings", {}).get("prompt", ""))
+    seconds = record.get("seconds") or 0.0
     if "ranking" in record:
         best = record["ranking"][0]
-        seconds = record.get("seconds", 0.0)
         return JobResult(job, "skipped", job_dir / "best.png", best["seed"], best["clip_score"], seconds)
     return JobResult(
-        job,
-        "skipped",
-        job_dir / "final.png",
-        record["settings"]["seed"],
-        record.get("clip_score"),
-        record.get("seconds", 0.0),
+        job, "skipped", job_dir / "final.png", record["settings"]["seed"], record.get("clip_score"), seconds
     )

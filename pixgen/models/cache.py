@@ -315,6 +315,8 @@ def clip_rows() -> list[tuple[str, str]]:
 
 def describe_vqgan(name: str) -> list[str]:
     """`pixgen models info`: the registry entry, architecture and cache files of a VQGAN, as lines."""
+    if name in ("shapes", "tiny"):  # shipped or built in, as `models list` shows them
+        return _describe_builtin_vqgan(name)
     folder = vqgan_dir(name)
     entry = registry()["vqgan"].get(name, {})
     if not entry and not folder.is_dir():
@@ -339,6 +341,31 @@ def describe_vqgan(name: str) -> list[str]:
         path = folder / f
         state = f"{path.stat().st_size / 2**20:.1f} MB" if path.is_file() else "absent"
         lines.append(f"{f}: {path} ({state})")
+    return lines
+
+
+def _describe_builtin_vqgan(name: str) -> list[str]:
+    """`pixgen models info` of the shipped shapes VQGAN or the built-in random tiny one."""
+    if name == "shapes":
+        from pixgen.shapes.models import ENCODER_FILE, VQGAN_ARCH, VQGAN_FILE
+
+        arch, files = VQGAN_ARCH, [VQGAN_FILE, ENCODER_FILE]
+        lines = [f"name: {name}", "description: the shipped shapes VQGAN (offline demo: --preset shapes)"]
+        lines.append("license: MIT")
+    else:
+        from pixgen.models.vqgan import TINY_ARCH
+
+        arch, files = TINY_ARCH, []
+        lines = [f"name: {name}", "description: a tiny VQGAN of random weights, built in memory (tests, smoke runs)"]
+    dd = arch.ddconfig
+    lines.append(f"quantiser: {arch.kind}  codebook: {arch.n_embed} x {arch.embed_dim}  factor: {arch.factor}")
+    lines.append(
+        f"decoder: ch {dd['ch']}, ch_mult {dd['ch_mult']}, res blocks {dd['num_res_blocks']}, "
+        f"attention at {dd['attn_resolutions']}, z_channels {dd['z_channels']}"
+    )
+    for path in files:
+        state = f"{path.stat().st_size / 2**20:.1f} MB" if path.is_file() else "absent"
+        lines.append(f"{path.name}: {path} ({state}, ships)")
     return lines
 
 

@@ -72,6 +72,40 @@ def save_png(path: str | Path, image, metadata: dict | None = None) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _kind(value) -> str:
+    """A JSON value's kind in words, for messages."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}.get(type(value), "a number")
+
+
+def _is_number(value) -> bool:
+    """A JSON number (NaN and infinities, which Python's json reads, included: the readers that show
+    them, such as the studio's history, turn them into null)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+ENVIRONMENT_KEYS = {"device": str, "threads": int, "torch": str, "cpu_capability": str, "gpu": str}
+
+
+def check_png_settings(meta, path: str | Path) -> dict:
+    """The PNG metadata's schema, as `pixgen reproduce` reads it: an object with a prompt, and
+    an environment (when recorded) of the kinds pixgen.runtime.environment writes. The settings' own
+    values are checked by pixgen.settings. Returns `meta`; anything else is one PixgenError line."""
+    if not isinstance(meta, dict):
+        raise PixgenError(f"{path}: its pixgen settings are {_kind(meta)}, not an object")
+    if not isinstance(meta.get("prompt"), str):
+        got = "lack a prompt" if "prompt" not in meta else f"have {_kind(meta['prompt'])} as prompt"
+        raise PixgenError(f"{path}: its pixgen settings {got}")
+    env = meta.get("environment", {})
+    if not isinstance(env, dict):
+        raise PixgenError(f"{path}: its recorded environment is {_kind(env)}, not an object")
+    for key, kind in ENVIRONMENT_KEYS.items():
+        if key in env and (not isinstance(env[key], kind) or isinstance(env[key], bool)):
+            raise PixgenError(f"{path}: its recorded environment's {key!r} is {_kind(env[key])}")
+    return meta
+
+
 def read_png_metadata(path: str | Path) -> dict:
     """The settings JSON stored in a pixgen PNG. A PNG without it is a PixgenError."""
     try:
@@ -105,6 +139,81 @@ def run_finished(record: dict) -> bool:
     """Whether a run.json says its run finished: not the manifest of a run under way (or killed),
     not an interrupted run (records older than the manifest have no "finished" key)."""
     return bool(record.get("finished", True)) and not record.get("interrupted", False)
+
+
+def check_run_record(record, source: str | Path) -> dict:
+    """run.json's schema, as its readers use it (`run_finished`, `batch --resume`, the gallery,
+    `pixgen resume`, the studio's history): an object; "finished" and "interrupted" booleans;
+    "seconds" a number of at least 0 and "clip_score" a number (either may be null); "steps_done"
+    a count; "losses" and "seconds_per_step" lists of numbers; and either "settings" (an object
+    whose "prompt" is text and "seed" an integer, which a finished run must have) or, for a job of
+    candidates, a "ranking" of {seed, clip_score, image}. Returns `record`; anything else is one
+    PixgenError line naming `source` and what is wrong."""
+
+    def bad(what: str):
+        raise PixgenError(f"{source}: {what}")
+
+    if not isinstance(record, dict):
+        bad(f"expected a JSON object, got {_kind(record)}")
+    for key in ("finished", "interrupted"):
+        if key in record and not isinstance(record[key], bool):
+            bad(f"{key!r} must be true or false, not {_kind(record[key])}")
+    for key in ("seconds", "clip_score"):
+        value = record.get(key)
+        if value is not None and not _is_number(value):
+            bad(f"{key!r} must be a number, not {_kind(value)}")
+    if record.get("seconds") is not None and record["seconds"] < 0:
+        bad("'seconds' must be at least 0")
+    done = record.get("steps_done", 0)
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        bad("'steps_done' must be a count of steps")
+    for key in ("losses", "seconds_per_step"):
+        values = record.get(key, [])
+        if not isinstance(values, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            bad(f"{key!r} must be a list of numbers")
+    if "ranking" in record:
+        ranking = record["ranking"]
+        if not isinstance(ranking, list) or not ranking:
+            bad("'ranking' must be a non-empty list of candidates")
+        for c in ranking:
+            if not (isinstance(c, dict) and _is_int(c.get("seed")) and _is_number(c.get("clip_score"))):
+                bad("each candidate of 'ranking' needs an integer 'seed' and a number 'clip_score'")
+        if not isinstance(record.get("prompt", ""), str):
+            bad("'prompt' must be text")
+        return record
+    settings = record.get("settings")
+    if not isinstance(settings, dict):
+        bad(f"'settings' must be an object, not {_kind(settings)}")
+    if not isinstance(settings.get("prompt", ""), str):
+        bad(f"'settings.prompt' must be text, not {_kind(settings['prompt'])}")
+    if "seed" in settings and not _is_int(settings["seed"]):
+        bad(f"'settings.seed' must be an integer, not {_kind(settings['seed'])}")
+    if "seed" not in settings and run_finished(record):
+        bad("a finished run needs 'settings.seed'")
+    return record
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_run_record(path: str | Path) -> dict:
+    """A run.json, read and checked against its schema (`check_run_record`): a missing, unreadable
+    or malformed file is one PixgenError line naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PixgenError(f"{path.parent} is not a pixgen run folder (no run.json)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PixgenError(f"{path} is unreadable: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PixgenError(f"{path} is not valid JSON ({e.msg})") from None
+    return check_run_record(record, path)
 
 
 class RunWriter:

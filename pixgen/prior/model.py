@@ -15,6 +15,7 @@ condition, so taming's checkpoints load as they are.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +53,11 @@ class PriorArch:
     vocabulary: dict = field(default_factory=dict)  # text: BPE id (str) -> token id, and tokenizer context
 
     def __post_init__(self):
-        object.__setattr__(self, "grid", tuple(self.grid))
-        if self.cond not in CONDITIONS:
-            raise ValueError(f"unknown prior condition {self.cond!r}")
-        if self.cond_len + self.tokens - 1 > self.block_size:
-            raise ValueError(f"block size {self.block_size} is shorter than the sequence")
+        if isinstance(self.grid, list | tuple):
+            object.__setattr__(self, "grid", tuple(self.grid))
+        problem = arch_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def tokens(self) -> int:
@@ -72,7 +73,69 @@ class PriorArch:
 
     @classmethod
     def from_json(cls, text: str) -> PriorArch:
-        return weights_io.arch_from_json(cls, text)
+        """The arch a prior file's metadata records, checked (`arch_problem`) and, for a `text`
+        condition, with its vocabulary: anything else is a ValueError saying what is wrong."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the architecture is not a JSON object")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown architecture key {unknown[0]!r}")
+        missing = [
+            k for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_codes", "grid") if k not in data
+        ]
+        if missing:
+            raise ValueError(f"the architecture lacks {missing[0]!r}")
+        arch = cls(**data)
+        vocabulary = arch.vocabulary
+        if arch.cond == "text":
+            ids, context = vocabulary.get("bpe_ids"), vocabulary.get("context")
+            if not isinstance(ids, list) or not ids or not all(_is_int(i) and i > 0 for i in ids):
+                raise ValueError("a text condition needs its vocabulary (bpe_ids: the tokenizer's ids it knows)")
+            if not _is_int(context) or context < arch.cond_len:
+                raise ValueError(f"a text condition needs the tokenizer's context, at least cond_len {arch.cond_len}")
+            if arch.cond_offset + 2 + len(ids) > arch.vocab_size:
+                raise ValueError(f"the text vocabulary of {len(ids)} ids does not fit vocab_size {arch.vocab_size}")
+        return arch
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def arch_problem(a: PriorArch) -> str | None:
+    """What is wrong with a prior's shape, in words, or None: every count a positive integer,
+    heads that divide the width, a positive grid whose tokens fit the vocabulary and the block,
+    the condition's positions and tokens (and `null_token`) within the vocabulary. Checked before
+    anything is built, so a crafted file fails at once, not after minutes of sampling."""
+    counts = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_codes")
+    for key in counts:
+        if not _is_int(getattr(a, key)) or getattr(a, key) < 1:
+            return f"{key} must be a positive integer, not {getattr(a, key)!r}"
+    for key in ("cond_len", "cond_offset", "clip_dim", "null_token"):
+        if not _is_int(getattr(a, key)):
+            return f"{key} must be an integer, not {getattr(a, key)!r}"
+    if a.n_embd % a.n_head:
+        return f"{a.n_head} heads do not divide the width {a.n_embd}"
+    if not isinstance(a.grid, tuple) or len(a.grid) != 2 or not all(_is_int(g) and g > 0 for g in a.grid):
+        return f"the grid must be two positive sizes, not {a.grid!r}"
+    if a.n_codes > a.vocab_size:
+        return f"{a.n_codes} codes do not fit vocab_size {a.vocab_size}"
+    if a.cond not in CONDITIONS:
+        return f"unknown prior condition {a.cond!r}"
+    if a.cond_len < 0 or (a.cond != "none" and a.cond_len < 1):
+        return f"the {a.cond} condition needs cond_len positions, not {a.cond_len}"
+    if a.cond in ("class", "text") and not 0 <= a.cond_offset < a.vocab_size:
+        return f"cond_offset {a.cond_offset} is outside the vocabulary (0..{a.vocab_size - 1})"
+    if a.cond == "clip" and a.clip_dim < 1:
+        return f"a clip condition needs clip_dim, not {a.clip_dim}"
+    if not -1 <= a.null_token < a.vocab_size:
+        return f"null_token {a.null_token} is outside the vocabulary (-1, or 0..{a.vocab_size - 1})"
+    if a.cond_len + a.tokens - 1 > a.block_size:
+        return f"block size {a.block_size} is shorter than the sequence"
+    if not isinstance(a.vocabulary, dict):
+        return "the vocabulary must be an object"
+    return None
 
 
 # prior.safetensors: the transformer's weights, with the PriorArch in the metadata

@@ -33,13 +33,21 @@ def environment(device: torch.device | str) -> dict:
     return env
 
 
+def _device_type(name) -> str | None:
+    """ "cuda" of "cuda:3"; None for a device this torch does not know (a foreign record)."""
+    try:
+        return torch.device(str(name)).type
+    except (RuntimeError, ValueError):
+        return None
+
+
 def differences(recorded: dict, now: dict) -> list[str]:
     """What differs between a recorded environment and this one, in words ([] when all match).
     The CPU capability counts only on the CPU; a missing record counts as a difference."""
     if not recorded:
         return ["the image records no device, torch version or thread count"]
     out = []
-    if torch.device(str(recorded.get("device", "?"))).type != torch.device(now["device"]).type:
+    if _device_type(recorded.get("device")) != torch.device(now["device"]).type:
         out.append(f"device {recorded.get('device')} -> {now['device']}")
     elif recorded.get("gpu", now.get("gpu")) != now.get("gpu"):
         out.append(f"GPU {recorded.get('gpu')} -> {now.get('gpu')}")

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import Route
 
 from pixgen.errors import PixgenError
+from pixgen.outputs.writer import read_run_record
 from pixgen.serve.form import form_schema, server_settings, settings_from_request, to_form
 from pixgen.serve.jobs import FINISHED, JobQueue, Limits, QueueFull, run_files
 
@@ -182,18 +183,20 @@ def read_runs(root: Path, limit: int = HISTORY) -> list[dict]:
             if entry is not None:
                 to_json(entry)  # serialisable, or left out here rather than failing the response
                 out.append(entry)
-        except Exception as e:  # whatever a damaged run.json holds: that run is left out, not the history
+        except PixgenError as e:  # a damaged or foreign run.json (its schema): left out, never fatal
+            log.warning("%s; left out of the history", e)
+        except Exception as e:  # whatever else it holds: that run is left out, not the history
             log.debug("history: %s left out (%s: %s)", d.name, type(e).__name__, e)
     return out
 
 
 def _run_entry(root: Path, d: Path, record: Path, mtime: float) -> dict | None:
     """A past run as /api/runs lists it, or None for one under way or killed before its image."""
-    data = json.loads(record.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
-        raise ValueError("run.json is not a record of a run")
+    data = read_run_record(record)
     if data.get("finished") is False and not (d / "final.png").is_file():
         return None  # under way, or killed before its image (run.json is written at the start)
+    if "settings" not in data:
+        return None  # a job of candidates (pixgen batch): no one run to show
     settings = data["settings"]
     form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
     rel = d.name
