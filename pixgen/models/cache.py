@@ -67,6 +67,15 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 # ---------------------------------------------------------------- verified downloads
 
 
+def check_fetchable(what: str, urls: list[str], offline: bool, missing: Path, how: str) -> None:
+    """Refuse in one line a download that cannot happen now: pixgen is offline, or none of the
+    first mirrors of `urls` answers. `what` names the model, `missing` its file, `how` the way out."""
+    if offline_requested(offline):
+        raise PixgenError(f"{what} is not cached and pixgen is offline: missing {missing}; {how}")
+    if not any(reachable(u) for u in urls[:3]):
+        raise PixgenError(f"{what} is not cached and no mirror is reachable: missing {missing}; {how}")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -243,10 +252,7 @@ def ensure_vqgan(name: str, offline: bool = False, show_progress: bool = True) -
         f"run `pixgen models download {name}` with network, or put the taming files at {yaml_path} "
         f"and {ckpt_path}, or pass --vqgan-config PATH --vqgan-ckpt PATH (offline demo: --preset shapes)"
     )
-    if offline_requested(offline):
-        raise PixgenError(f"VQGAN {name!r} is not cached and pixgen is offline: missing {missing}; {how}")
-    if not any(reachable(u) for u in entry["ckpt"][:3]):
-        raise PixgenError(f"VQGAN {name!r} is not cached and no mirror is reachable: missing {missing}; {how}")
+    check_fetchable(f"VQGAN {name!r}", entry["ckpt"], offline, missing, how)
     download(
         entry["config"],
         yaml_path,

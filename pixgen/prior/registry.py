@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pixgen.errors import PixgenError
-from pixgen.models.cache import canonical_vqgan, download, offline_requested, reachable, registry
+from pixgen.models.cache import canonical_vqgan, check_fetchable, download, registry
 from pixgen.paths import SHAPES_WEIGHTS_DIR, cache_dir
 
 PRIOR_FILE = "prior.safetensors"
@@ -82,10 +82,7 @@ def ensure_prior(name: str, offline: bool = False, show_progress: bool = True) -
     if out.is_file():
         return out
     if not ckpt.is_file():
-        if offline_requested(offline):
-            raise PixgenError(f"prior {name!r} is not cached and pixgen is offline: missing {out}; {_how(name)}")
-        if not any(reachable(u) for u in entry["ckpt"][:3]):
-            raise PixgenError(f"prior {name!r} is not cached and no mirror is reachable: missing {out}; {_how(name)}")
+        check_fetchable(f"prior {name!r}", entry["ckpt"], offline, out, _how(name))
         download(
             entry["ckpt"],
             ckpt,
