@@ -14,7 +14,7 @@ import torch
 
 from pixgen._version import __version__
 from pixgen.apps.clip_tools import embed_images
-from pixgen.drawers import drawer_class
+from pixgen.drawers import declared_settings, drawer_class
 from pixgen.errors import Aborted, Interrupted, NumericalFailure, PixgenError
 from pixgen.files import atomic_write
 from pixgen.loop.course import Course
@@ -45,7 +45,18 @@ from pixgen.starts.make import make_start
 
 log = logging.getLogger("pixgen")
 
-__all__ = ["Result", "Run", "Hooks", "Phase", "generate", "resume", "prepare", "Interrupted", "estimate_bytes"]
+__all__ = [
+    "Result",
+    "Run",
+    "Hooks",
+    "Phase",
+    "generate",
+    "resume",
+    "prepare",
+    "Interrupted",
+    "estimate_bytes",
+    "check_fits",
+]
 
 
 @dataclass
@@ -105,6 +116,24 @@ def check_threads(threads: int) -> None:
     """Refuse more threads than `max_threads`."""
     if threads > max_threads():
         raise PixgenError(f"setting 'threads': {threads} threads is too many here (at most {max_threads()})")
+
+
+def check_fits(settings: Settings, models, device: torch.device | None = None) -> None:
+    """Refuse, in one line naming what would fit, settings whose run is estimated not to fit in
+    the free memory of `device` (by default the models'): the models, CLIP's cutouts, the VQGAN's
+    activations and the drawer's own work (the lines drawer's strokes). generate() asks it
+    before its first step and `pixgen serve` before it queues a job."""
+    from pixgen.settings import flag_of
+
+    s, cls = settings, drawer_class(settings.drawer)
+    if device is None:
+        device = next((p.device for m in models.modules for p in m.parameters()), torch.device("cpu"))
+    words = f"{cls.title} ({', '.join(flag_of(key) for key in declared_settings(cls))})"
+
+    def work(width: int, height: int) -> int:
+        return cls.work_floats(s, width, height)
+
+    check_memory(models, s.width, s.height, s.cutn, available_bytes(device), s.low_memory, work, words)
 
 
 def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
@@ -168,7 +197,7 @@ def generate(
     run = prepare(settings, models, hooks)
     s = run.settings
     if not force:
-        check_memory(run.models, s.width, s.height, s.cutn, available_bytes(run.device), s.low_memory)
+        check_fits(s, run.models, run.device)
     if run_dir is None:
         run_dir = make_run_dir(s.output_dir, s.prompt)
     else:

@@ -17,3 +17,10 @@ class Interrupted(Exception):
 
 class Aborted(KeyboardInterrupt):
     """A second Ctrl-C or SIGTERM: leave at once, writing nothing more (exit code 130)."""
+
+
+class StoppedEarly(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM before a run's own handler was in place (while pixgen starts): nothing
+    was begun (exit code 130)."""
+
+    where = "before a run began; nothing was written"

@@ -322,7 +322,7 @@ def test_serve_on_all_interfaces_warns_and_generates_a_token(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    assert proc.returncode == 0 and "server stopped" in proc.stderr.read()
+    assert proc.returncode == 130 and "server stopped" in proc.stderr.read()
 
 
 def test_limits_refusals_failures_and_cancels_never_wedge_the_queue(smoke_models, tmp_path):
@@ -390,7 +390,7 @@ def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0 and stopped < 10, (proc.returncode, stopped)
+    assert proc.returncode == 130 and stopped < 10, (proc.returncode, stopped)
     (run,) = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
     record = json.loads((run / "run.json").read_text())
     assert record["interrupted"] is True and 2 <= record["steps_done"] < 3000

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pixgen.errors import PixgenError
+from pixgen.errors import Interrupted, PixgenError
 from pixgen.files import atomic_write
 from pixgen.outputs.writer import read_run_record, run_finished, slugify, write_json
 from pixgen.phases import Hooks
 
 log = logging.getLogger("pixgen")
 MAX_CANDIDATES = 100  # images per prompt (--candidates, --seeds)
+STOPPED_BETWEEN_JOBS = "between jobs; the finished jobs are kept (go on with --resume)"
 
 
 @dataclass
@@ -299,7 +300,9 @@ def run_batch(
     """Run every job of a prompt file (this shard's share), loading each model pair once.
 
     `make_settings(job_overrides)` layers a job's own settings over the batch's. A bad job is
-    reported with its line and skipped; Ctrl-C stops after writing what is finished.
+    reported with its line and skipped; Ctrl-C stops after writing what is finished: a stop asked
+    for is honoured before each job, whatever became of the last one (done, skipped or failed),
+    with Interrupted(STOPPED_BETWEEN_JOBS).
     """
     jobs = read_jobs(path)
     k, n = parse_shard(shard)
@@ -319,6 +322,8 @@ def run_batch(
     results: list[JobResult] = []
     try:
         for job in mine:
+            if hooks is not None and hooks.stop_requested():
+                raise Interrupted(STOPPED_BETWEEN_JOBS)
             job_dir = out / job.name
             if "__error__" in job.overrides:
                 results.append(JobResult(job, "failed", error=f"line {job.line}: {job.overrides['__error__']}"))

@@ -200,11 +200,15 @@ def show_warnings() -> None:
 
 def interrupted(exc: BaseException | None) -> int:
     """Say where an interrupted run's work is and how to go on; the exit code, 130."""
-    from pixgen.errors import Interrupted
+    from pixgen.errors import Interrupted, StoppedEarly
 
     result = exc.args[0] if exc is not None and exc.args else None
     where = ""
-    if isinstance(exc, Interrupted) and result is None:
+    if isinstance(exc, StoppedEarly):
+        where = f" {StoppedEarly.where}"
+    elif isinstance(result, str):  # where it stopped, in words (a batch between its jobs)
+        where = f" {result}"
+    elif isinstance(exc, Interrupted) and result is None:
         where = " before the first step; nothing new was written"
     elif getattr(result, "run_dir", None) and getattr(result, "interrupted", True):
         where = f"; saved {result.image}; continue with: pixgen resume {result.run_dir}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import secrets
 import signal
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -82,6 +85,7 @@ def serve(
     from pixgen.serve.form import server_settings
 
     base = server_settings(preset, output_dir)
+    output_folder(base.output_dir)
     limits = {"max_steps": max_steps, "max_size": max_size, "max_queue": max_queue}
     if token is not None and not token.strip():
         raise PixgenError("--token must not be empty")
@@ -94,6 +98,19 @@ def serve(
     run_server(base, preset, host, bind(host, port), token, offline, limits)
 
 
+def output_folder(path: str) -> Path:
+    """The output folder, made now (before the models load, minutes on a big preset), or one
+    line saying why it cannot be: a file of that name, a parent that is a file, no permission."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise PixgenError(f"--output-dir {folder} is a file, not a folder; choose a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PixgenError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
 def build_app(queue, preset: str | None, host: str, token: str | None, info: dict | None = None, limits=None):
     """The app as `pixgen serve` sets it up for `host`: on a loopback host only its loopback
     names are accepted in the Host header (against DNS rebinding; IPv6's [::1] included)."""
@@ -101,6 +118,15 @@ def build_app(queue, preset: str | None, host: str, token: str | None, info: dic
 
     allowed = LOOPBACK_NAMES if is_loopback(host) else None
     return create_app(queue, preset, token, allowed, info, limits, close_timeout=STOP_SECONDS)
+
+
+class QuietCancel(logging.Filter):
+    """Leaves out uvicorn's tracebacks of the tasks a forced exit cancels (a second Ctrl-C or
+    SIGTERM ends the lifespan and open streams, such as a job's events, mid-way): a stop, not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError | KeyboardInterrupt)
 
 
 def _raise_interrupt(signum, frame):
@@ -113,8 +139,6 @@ def run_server(
     """Load the models once, start the job queue and serve on `sock` until Ctrl-C or SIGTERM: the
     first stops the queue at once (the running job keeps what it has, as a CLI run does) and the
     server within a few seconds; a second one leaves without waiting for open connections."""
-    from pathlib import Path
-
     try:
         import uvicorn
 
@@ -136,7 +160,9 @@ def run_server(
     console.note(f"pixgen: serving on {url}  (runs in {root}; Ctrl-C to stop)")
     if token:
         console.note(f"pixgen: token: {token}")
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    # no lifespan: the queue is closed below, and a forced exit (a second signal) would cancel the
+    # lifespan task, which uvicorn reports as a traceback in a plain message
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="off")
     server = uvicorn.Server(config)
     exit_on_signal = server.handle_exit
 
@@ -145,13 +171,21 @@ def run_server(
         exit_on_signal(sig, frame)
 
     server.handle_exit = handle_exit
-    saved = signal.signal(signal.SIGTERM, _raise_interrupt)  # what uvicorn re-raises once it has shut down
+    # what uvicorn re-raises once it has shut down (on SIGINT too: asyncio.run's own handler,
+    # which it installs over Python's default one, would swallow it and exit 0)
+    saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signalled, quiet = False, QuietCancel()
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C or SIGTERM it shut down on: a normal stop here
-        pass
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C or SIGTERM it shut down on
+        signalled = True
     finally:
-        signal.signal(signal.SIGTERM, saved)
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
         queue.close(STOP_SECONDS)
         sock.close()
     console.note("pixgen: server stopped")
+    if signalled:  # stopped by a signal: exit code 130, as a CLI run stopped by one
+        raise typer.Exit(130)

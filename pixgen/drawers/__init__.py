@@ -70,6 +70,7 @@ class Drawer:
     takes_codes = False  # its tensor is a VQGAN latent: --init prior and --init-draws N work
     can_halve = False  # the progressive schedule halves its tensor
     can_zoom = False  # the zoom video mode re-encodes its image
+    min_side = 1  # the smallest width and height it draws (the VQGAN's: its factor, see size_factor)
     size: tuple[int, int] = (0, 0)
 
     class Fields:
@@ -90,6 +91,12 @@ class Drawer:
     def check(cls, settings, need: Callable[[bool, str, str], None]) -> None:
         """Refuse bad values of its own settings that their declared ranges cannot say (called
         whichever drawer the run uses, as the ranges are): `need(ok, key, why)`."""
+
+    @classmethod
+    def work_floats(cls, settings, width: int, height: int) -> int:
+        """About how many float32 values one render and its backward hold at `width` x `height`,
+        beyond the image itself: the memory estimate adds them (pixgen.runtime.memory)."""
+        return 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

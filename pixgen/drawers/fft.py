@@ -58,6 +58,7 @@ class FFTDrawer(Drawer):
     name = "fft"
     summary = "a Fourier spectrum"
     lr = 0.03
+    min_side = 8  # smaller images leave CLIP nothing to see and the smoothness terms nothing to compare
 
     class Fields:
         fft_decay: float = setting(

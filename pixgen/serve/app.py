@@ -27,6 +27,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response, StreamingR
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import Route
 
+from pixgen.api import check_fits
 from pixgen.errors import PixgenError
 from pixgen.outputs.writer import read_run_record
 from pixgen.serve.form import form_schema, server_settings, settings_from_request, to_form
@@ -36,6 +37,7 @@ log = logging.getLogger("pixgen")
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 MAX_JOB_BYTES = 256 * 1024  # a job request's JSON
+MAX_JOB_DEPTH = 8  # nested lists and objects in a job request (a setting's value is at most a list)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are capped by pixgen.outputs.images)
 UPLOADS = ".uploads"  # inside the output folder
 HISTORY = 200  # runs listed by /api/runs
@@ -130,6 +132,34 @@ class TokenGuard:
             if name == TOKEN_COOKIE:
                 return value
         return None
+
+
+def nesting(value, most: int) -> int:
+    """How deep lists and objects nest in `value` (a scalar: 0), counted without recursion and
+    only up to `most` + 1, so that any depth is measured in bounded time and stack."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, dict | list) and depth <= most:
+            deepest = max(deepest, depth + 1)
+            level.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_job(body: bytes):
+    """A job request's JSON, or a PixgenError: not JSON, or nested deeper than MAX_JOB_DEPTH
+    (the JSON decoder recurses, so 100,000 `[` in a body under the size limit would raise
+    RecursionError, a 500)."""
+    deep = f"the body nests lists or objects too deeply (at most {MAX_JOB_DEPTH} levels)"
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise PixgenError("the body must be a JSON object of setting: value") from None
+    except RecursionError:
+        raise PixgenError(deep) from None
+    if nesting(data, MAX_JOB_DEPTH) > MAX_JOB_DEPTH:
+        raise PixgenError(deep)
+    return data
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -255,12 +285,10 @@ class Studio:
     async def submit(self, request: Request):
         body = await read_body(request, MAX_JOB_BYTES)
         try:
-            data = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "the body must be a JSON object of setting: value")
-        try:
+            data = parse_job(body)
             settings = await asyncio.to_thread(settings_from_request, data, self.preset, self.root)
             self.limits.check(settings)
+            await asyncio.to_thread(check_fits, settings, self.queue.models)  # generate()'s estimate
             job = self.queue.submit(settings)
         except QueueFull as e:
             return error(429, str(e))

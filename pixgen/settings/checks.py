@@ -27,10 +27,12 @@ def zoom_on(s: Settings) -> bool:
 
 def _check_capabilities(s: Settings, need) -> None:
     """The drawers' own checks, and what only some drawers can do (asked of the run's drawer)."""
-    for cls in drawer_classes().values():
-        cls.check(s, need)
-    need(not (s.tile and zoom_on(s)), "tile", "a seamless tile cannot be zoomed or moved (drop --zoom-*)")
     cls = drawer_class(s.drawer)
+    w, h, small = *s.size, cls.min_side
+    need(min(w, h) >= small, "size", f"{w}x{h} is too small for {cls.title} (at least {small}x{small})")
+    for each in drawer_classes().values():
+        each.check(s, need)
+    need(not (s.tile and zoom_on(s)), "tile", "a seamless tile cannot be zoomed or moved (drop --zoom-*)")
 
     def needs(able: str) -> str:
         drawers = " or ".join(f"--drawer {name}" for name, c in drawer_classes().items() if getattr(c, able))
@@ -114,7 +116,9 @@ def validate(s: Settings) -> None:
 
     def need(cond: bool, key: str, msg: str) -> None:
         if not cond:
-            raise PixgenError(f"setting {key!r}: {msg}")
+            error = PixgenError(f"setting {key!r}: {msg}")
+            error.key = key  # load_settings says where the value came from
+            raise error
 
     need(len(str(s.prompt)) <= MAX_PROMPT_CHARS, "prompt", f"at most {MAX_PROMPT_CHARS} characters")
     _check_declared_lengths(s)

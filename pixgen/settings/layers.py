@@ -4,12 +4,13 @@ then ``--set key=value``, merged key by key so that any error names its key."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pixgen.errors import PixgenError
 from pixgen.paths import PRESETS_DIR
 from pixgen.settings.checks import validate
 from pixgen.settings.fields import FIELDS, Settings
-from pixgen.settings.text import from_text
+from pixgen.settings.text import flag_of, from_text
 
 
 def list_presets() -> dict[str, str]:
@@ -91,19 +92,44 @@ def load_settings(
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.structured(Settings)
+    came_from: dict[str, str] = {}  # a key -> the layer that set it, when the user did not
     if preset:
         path = PRESETS_DIR / f"{preset}.yaml"
         if not path.is_file():
             names = ", ".join(list_presets()) or "none"
             raise PixgenError(f"unknown preset {preset!r} (available: {names})")
-        cfg = _merge(cfg, _read_yaml(path, "preset"), f"preset {preset!r}")
+        layer = _read_yaml(path, "preset")
+        cfg = _merge(cfg, layer, f"preset {preset!r}")
         cfg = _merge(cfg, {"preset": preset}, "preset")
+        came_from.update(dict.fromkeys(layer, f"the preset {preset!r}"))
     if config:
-        cfg = _merge(cfg, _read_yaml(Path(config), "config file"), f"config {config}")
+        layer = _read_yaml(Path(config), "config file")
+        cfg = _merge(cfg, layer, f"config {config}")
+        came_from.update(dict.fromkeys(layer, f"the config file {config}"))
     if overrides:
-        cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None}, "options")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = _merge(cfg, given, "options")
+        came_from = {k: v for k, v in came_from.items() if k not in given}
     if sets:
-        cfg = _merge(cfg, parse_set(sets), "--set")
+        given = parse_set(sets)
+        cfg = _merge(cfg, given, "--set")
+        came_from = {k: v for k, v in came_from.items() if k not in given}
     settings = OmegaConf.to_object(cfg)
-    validate(settings)
+    try:
+        validate(settings)
+    except PixgenError as e:
+        key = getattr(e, "key", None)
+        if key not in came_from:
+            raise
+        raise PixgenError(f"{e}; {_where_from(key, getattr(settings, key), came_from[key])}") from None
     return settings
+
+
+def _where_from(key: str, value: Any, source: str) -> str:
+    """Where a refused value came from, when the user did not give it (a preset, a config file),
+    and how to choose another."""
+    choices = FIELDS[key].metadata["choices"] if key in FIELDS else None
+    others = [c for c in choices or () if c != value]
+    how = f"e.g. {' or '.join(f'{flag_of(key)} {c}' for c in others[:2])}" if others else f"with {flag_of(key)}"
+    shown = value if isinstance(value, str) else repr(value)
+    return f"{key} {shown} was set by {source}: choose another value, {how}"
