@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from pixgen.errors import PixgenError
 from pixgen.files import atomic_write
-from pixgen.paths import REGISTRY_FILE, cache_dir
+from pixgen.paths import REGISTRY_FILE, SHAPES_WEIGHTS_DIR, cache_dir
 
 CHUNK = 1 << 20
 
@@ -352,10 +352,11 @@ def describe_vqgan(name: str) -> list[str]:
 
 def _describe_builtin_vqgan(name: str) -> list[str]:
     """`pixgen models info` of the shipped shapes VQGAN or the built-in random tiny one."""
-    if name == "shapes":
-        from pixgen.shapes.models import ENCODER_FILE, VQGAN_ARCH, VQGAN_FILE
+    if name == "shapes":  # its architecture as its shipped file records it
+        from pixgen.models.vqgan import load_safetensors_arch
 
-        arch, files = VQGAN_ARCH, [VQGAN_FILE, ENCODER_FILE]
+        files = [SHAPES_WEIGHTS_DIR / "vqgan.safetensors", SHAPES_WEIGHTS_DIR / "vqgan_encoder.safetensors"]
+        arch = load_safetensors_arch(files[0])
         lines = [f"name: {name}", "description: the shipped shapes VQGAN (offline demo: --preset shapes)"]
         lines.append("license: MIT")
     else:

@@ -8,7 +8,7 @@ from pixgen.models.vqgan import VQGANArch
 from pixgen.paths import SHAPES_WEIGHTS_DIR
 
 WEIGHTS_DIR = SHAPES_WEIGHTS_DIR
-VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"
+VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"  # pixgen.models.cache names these two files too
 ENCODER_FILE = WEIGHTS_DIR / "vqgan_encoder.safetensors"
 CLIP_FILE = WEIGHTS_DIR / "clip.safetensors"
 CLIP_B_FILE = WEIGHTS_DIR / "clip_b.safetensors"  # a second, independently trained scorer
