@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from pixgen._version import __version__
-from pixgen.apps.clip_tools import embed_images
 from pixgen.drawers import declared_settings, drawer_class
 from pixgen.errors import Aborted, Interrupted, NumericalFailure, PixgenError
 from pixgen.files import atomic_write
@@ -21,11 +20,10 @@ from pixgen.loop.course import Course
 from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.losses import regulariser
 from pixgen.loop.optimise import ClipTerm, Loop, Objective, lr_schedule
-from pixgen.loop.prompts import PromptPlan, parse_prompt_spec
+from pixgen.loop.prompts import PromptPlan
 from pixgen.loop.targets import build_schedule
 from pixgen.models.loading import load_models
 from pixgen.needs import check_run
-from pixgen.outputs.images import open_rgb
 from pixgen.outputs.state import check_state, load_state, save_state
 from pixgen.outputs.writer import (
     RunWriter,
@@ -426,25 +424,6 @@ def settings_from_record(data: dict) -> Settings:
     if isinstance(overrides.get("threads"), int) and overrides["threads"] > max_threads():
         overrides["threads"] = max_threads()  # recorded on a bigger machine: as many as this one allows
     return load_settings(overrides=overrides)
-
-
-def clip_score(scorer, image_path: Path, prompt: str) -> float:
-    """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts
-    (in story mode, to the last phrase's, where the image ends)."""
-
-    prompts = parse_prompt_spec(prompt)[-1]
-    sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
-    weights = torch.tensor([p.weight for p in prompts])
-    return float((sims[0] * weights).sum() / weights.abs().sum())
-
-
-def ensemble_score(models, image_path: Path, prompt: str) -> float:
-    """`clip_score` averaged over the run's CLIP models by their ensemble weights."""
-    total = sum(models.clip_weights)
-    return sum(
-        w / total * clip_score(scorer, image_path, prompt)
-        for scorer, w in zip(models.scorers, models.clip_weights, strict=True)
-    )
 
 
 def settings_from_png(path: Path, **overrides) -> Settings:

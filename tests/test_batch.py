@@ -117,7 +117,7 @@ def _smoke_models():
 
 def _check_ranking(ranking, prompt):
     """Each score is the CLIP similarity of the saved image to the prompt, best first."""
-    from pixgen.api import clip_score
+    from pixgen.apps.clip_tools import clip_score
 
     (scorer,) = _smoke_models().scorers
     for c in ranking:

@@ -4,8 +4,13 @@ in one line. Per-step tables are computed on demand (the learning-rate schedule,
 
 from __future__ import annotations
 
-import resource
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,8 +42,75 @@ def _largest(key: str):
     return int(hi) if kind.startswith("int") else float(hi)
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# The settings a value needs to be read at all: the smoke run starts from tokens with the VQGAN
+# drawer, which never reads the prior's, the other drawers' or the video's settings.
+CONTEXTS = {
+    "prior_": ("shapes", {"iterations": 2, "cutn": 4}),  # init=prior: the shipped shapes VQGAN, CLIPs, prior
+    "strokes": ("smoke", {"drawer": "lines"}),
+    "fft_decay": ("smoke", {"drawer": "fft"}),
+    "pixel_size": ("smoke", {"drawer": "pixel"}),
+    "video_": ("smoke", {"video": True}),
+}
+
+
+def _context(key: str) -> tuple[str, dict]:
+    return next((c for prefix, c in CONTEXTS.items() if key.startswith(prefix)), ("smoke", {}))
+
+
+def _first_step(preset: str, overrides: dict) -> dict:
+    """In a fresh process (the child of `_measure`): run to the first step; the seconds it took,
+    the growth of the peak resident set from just before, or the refusal."""
+    import resource
+
+    def peak() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    api.available_bytes = lambda device: MEMORY_BYTES  # a machine with 1 GiB free
+    stop, first = StopAfter(1), []
+    before, t0 = peak(), time.perf_counter()
+
+    def too_slow():  # no first step by then: say so and end, rather than run for minutes
+        print(json.dumps({"first": [], "too_slow": time.perf_counter() - t0}), flush=True)
+        os._exit(0)
+
+    timer = threading.Timer(1.5 * FIRST_STEP_SECONDS, too_slow)
+    timer.daemon = True
+    timer.start()
+
+    def on_step(step, total):
+        first.append(time.perf_counter() - t0)
+        stop.on_step(step, total)
+
+    try:
+        api.generate(load_settings(preset, overrides=overrides), hooks=api.Hooks(on_step=on_step, should_stop=stop))
+    except api.Interrupted:
+        pass
+    except PixgenError as e:  # refused: one line that names the setting or what to change
+        return {"refused": str(e), "first": first}
+    finally:
+        timer.cancel()
+    return {"first": first, "grew": peak() - before}
+
+
+def _measure(preset: str, overrides: dict) -> dict:
+    """`_first_step` in a fresh interpreter: ru_maxrss is a process-wide high-water mark, which an
+    earlier test in this process may already have raised past anything this case allocates."""
+    code = (
+        "import json, sys; from tests.test_limits import _first_step as f; print(json.dumps(f(*json.load(sys.stdin))))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps([preset, overrides]),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_every_count_has_an_upper_bound():
@@ -47,28 +119,39 @@ def test_every_count_has_an_upper_bound():
         _largest(key)
 
 
-@pytest.mark.parametrize("key", NUMERIC)
-def test_each_numeric_setting_at_its_largest_starts_fast_or_is_refused(tmp_path, monkeypatch, key):
-    monkeypatch.setattr(api, "available_bytes", lambda device: MEMORY_BYTES)  # a machine with 1 GiB free
-    overrides = {"prompt": "a cat", "output_dir": str(tmp_path), key: _largest(key)}
-    threads, stop, first = torch.get_num_threads(), StopAfter(1), []
-    before, t0 = _peak_rss(), time.perf_counter()
-
-    def on_step(step, total):
-        first.append(time.perf_counter() - t0)
-        stop.on_step(step, total)
-
+@pytest.mark.parametrize("prefix", sorted(CONTEXTS))
+def test_every_context_reaches_its_first_step_at_the_defaults(tmp_path, monkeypatch, prefix):
+    """A context refused as it is would make its settings' cases pass as refusals."""
+    assert any(k.startswith(prefix) for k in NUMERIC), prefix
+    monkeypatch.setattr(api, "available_bytes", lambda device: MEMORY_BYTES)
+    preset, context = CONTEXTS[prefix]
+    stop, threads = StopAfter(1), torch.get_num_threads()
+    settings = load_settings(preset, overrides={"prompt": "a cat", "output_dir": str(tmp_path), **context})
     try:
-        api.generate(load_settings("smoke", overrides=overrides), hooks=api.Hooks(on_step=on_step, should_stop=stop))
-    except api.Interrupted:
-        pass
-    except PixgenError as e:  # refused: one line that names the setting or what to change
-        assert "\n" not in str(e) and first == [], str(e)
-        return
+        with pytest.raises(api.Interrupted):
+            api.generate(settings, **stop.kw())
     finally:
         torch.set_num_threads(threads)
-    assert first and first[0] < FIRST_STEP_SECONDS, (key, first)
-    assert _peak_rss() - before < MEMORY_BYTES, key
+    assert stop.done == 1
+
+
+# Found once these cases drew from the prior (issue 28): 256 grids from the shapes prior and their
+# CLIP ranking take minutes on two cores (killed at 300 s), where 16 take seconds.
+SLOW: dict[str, str] = {}  # a setting whose largest value is known to start slowly: key -> why
+
+
+@pytest.mark.parametrize(
+    "key", [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=SLOW[k])) if k in SLOW else k for k in NUMERIC]
+)
+def test_each_numeric_setting_at_its_largest_starts_fast_or_is_refused(tmp_path, key):
+    preset, context = _context(key)
+    got = _measure(preset, {"prompt": "a cat", "output_dir": str(tmp_path), **context, key: _largest(key)})
+    if "refused" in got:
+        assert "\n" not in got["refused"] and got["first"] == [], got["refused"]
+        return
+    first = got["first"]
+    assert first and first[0] < FIRST_STEP_SECONDS, (key, got)
+    assert got["grew"] < MEMORY_BYTES, (key, got["grew"])
 
 
 @pytest.mark.parametrize("name", sorted(LR_SCHEDULES))

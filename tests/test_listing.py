@@ -89,3 +89,13 @@ def test_piped_presets_and_clip_list_are_tab_separated(cli):
     code, out, _ = cli("presets")
     assert code == 0 and out.splitlines()[0] == "preset\tdescription"
     assert any(line.startswith("smoke\t") for line in out.splitlines())
+
+
+def test_piped_clip_list_is_plain_columns_that_grep_finds(tmp_path):
+    out = _piped("models", "list", "--clip", tmp_path=tmp_path)
+    assert "│" not in out and "┃" not in out  # no table drawing when piped
+    lines = out.splitlines()
+    assert lines[0].split("\t") == ["CLIP (use as NAME:TAG)", "cached"]
+    assert all(len(line.split("\t")) == 2 for line in lines)
+    assert _grep(out, "ViT-B-32:openai\t") == ["ViT-B-32:openai\tno"]  # whole, in its own column; cache empty
+    assert "shapes\tships" in lines and "tiny\tbuilt in (random)" in lines

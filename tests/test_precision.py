@@ -22,10 +22,10 @@ CPU = torch.device("cpu")
 BF16 = Precision("bf16", torch.bfloat16)
 
 
-def _grad(scorer, x, walk: bool):
+def _grad(scorer, x, walk: bool, kernel: str = "auto"):
     x = x.clone().requires_grad_(True)
     visual = scorer.model.visual
-    out = vit.forward(visual, x) if walk else visual(x)
+    out = vit.forward(visual, x, kernel) if walk else visual(x)
     (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
     return out.detach(), x.grad
 
@@ -40,7 +40,7 @@ def test_vit_walk_is_open_clips_forward_and_gradient(arch, kernel):
     torch.manual_seed(0)
     out = vit.forward(scorer.model.visual, x.clone().requires_grad_(True), kernel)
     assert torch.allclose(out, ref_out, atol=1e-5, rtol=1e-4)
-    _, grad = _grad(scorer, x, walk=True)
+    _, grad = _grad(scorer, x, walk=True, kernel=kernel)  # the kernel forced: "auto" is math on a CPU
     assert torch.allclose(grad, ref_grad, atol=1e-6, rtol=1e-4)
 
 
@@ -115,6 +115,13 @@ def test_shapes_gradient_in_bf16_points_where_fp32_does():
         term.loss(render(models.decoder, z), 1, torch.Generator().manual_seed(5), None).backward()
         torch.set_rng_state(torch_state)
         grads.append(z.grad.flatten())
+    # the cast really happened: bf16 weights, and a gradient that is not fp32's to the bit
+    assert (
+        run.models.decoder.dtype == torch.bfloat16 and run.models.decoder.decoder.conv_in.weight.dtype == torch.bfloat16
+    )
+    assert all(s.dtype == torch.bfloat16 for s in run.models.scorers)
+    assert next(run.models.scorers[0].model.visual.parameters()).dtype == torch.bfloat16
+    assert not torch.equal(*grads)
     assert torch.nn.functional.cosine_similarity(*grads, dim=0) > 0.99
 
 
@@ -230,6 +237,12 @@ def test_colour_jitter_levers_do_what_they_say():
     red = torch.tensor([0.9, 0.1, 0.1])
     turned = draw(h=torch.full((1,), 2 / 3)) @ red  # a third of a turn
     assert turned.argmax() != 0 and torch.allclose(luma @ turned, luma @ red, atol=1e-5)
-    m, b, c = j.matrices(torch.tensor([[0.5, 0.9, 0.5, 0.5]]))  # contrast x1.8 about the mean luma
-    out = torch.einsum("ij,jhw->ihw", m[0], x[0]) + b * (1 - c) * torch.einsum("c,chw->", luma, x[0]) / 64
-    assert torch.allclose(torch.einsum("c,chw->", luma, out), torch.einsum("c,chw->", luma, x[0]), atol=1e-3)
+    # contrast alone, through forward: each cutout moves away from its own mean luma by one factor
+    torch.manual_seed(0)
+    out = ColourJitter(0, 0.4, 0, 0, 1.0)(x)  # x in [0.25, 0.75]: c in [0.6, 1.4] never clamps
+    mean = torch.einsum("c,nchw->n", luma, x)[:, None, None, None] / 64
+    away = x - mean
+    c = (((out - mean) * away).sum((1, 2, 3)) / (away * away).sum((1, 2, 3)))[:, None, None, None]
+    assert torch.allclose(out, mean + c * away, atol=1e-5)  # about the mean luma, which stays
+    assert torch.allclose(torch.einsum("c,nchw->n", luma, out), torch.einsum("c,nchw->n", luma, x), atol=1e-4)
+    assert ((c - 1).abs() > 0.02).all() and ((c - 1).abs() < 0.4 + 1e-4).all()

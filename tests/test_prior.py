@@ -139,6 +139,35 @@ def test_guidance_of_one_is_plain_sampling():
     assert torch.equal(plain, same)
 
 
+@pytest.mark.parametrize("cond", ["clip", "text"])
+def test_guided_sampling_follows_the_guided_logits(cond):
+    """Near-zero temperature makes sampling greedy; the guided draw must be the argmax of
+    uncond + g * (cond - uncond), recomputed here without the cache, and differ from the plain one."""
+    prior = _random(Prior(_arch(cond)), 3)
+    a = prior.arch
+    c = (
+        torch.randn(1, a.clip_dim, generator=torch.Generator().manual_seed(2))
+        if cond == "clip"
+        else torch.tensor([[33, 34, 35]])
+    )
+    with torch.no_grad():
+        both = torch.cat([prior.condition(c), prior.condition(prior.null_condition(1, "cpu"))])
+
+        def greedy(g):
+            codes = torch.empty(1, 0, dtype=torch.long)
+            for _ in range(a.tokens):
+                logits = prior(codes.repeat(2, 1), both)[:, -1, : a.n_codes]
+                logits = logits[1:] + g * (logits[:1] - logits[1:])
+                codes = torch.cat([codes, logits.argmax(-1, keepdim=True)], 1)
+            return codes.view(1, *a.grid)
+
+        want, plain = greedy(4.0), greedy(1.0)
+    assert not torch.equal(want, plain)  # guidance changes the draw of this prior
+    how = Sampling(temperature=1e-4, guidance=4.0)
+    assert torch.equal(sample(prior, c, 1, torch.Generator().manual_seed(0), how), want)
+    assert torch.equal(sample(prior, c, 1, torch.Generator().manual_seed(0), Sampling(temperature=1e-4)), plain)
+
+
 def test_prior_files_round_trip_and_refuse_bad_ones(tmp_path):
     prior = _random(Prior(_arch("clip")))
     save_prior(tmp_path / "p.safetensors", prior, torch.float32, extra={"pixgen_prior_clip": "shapes"})

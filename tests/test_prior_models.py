@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
+import types
 
 import pytest
 import torch
@@ -46,17 +48,30 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(prior_models, "registry", _registry)
 
 
+def _taming_gpt_class():
+    """taming's own GPT class, imported with a stand-in for the transformers helper its module
+    imports (removed from transformers; the GPT's forward does not use it), as in test_prior."""
+    with pytest.MonkeyPatch.context() as mp:
+        stub = types.ModuleType("transformers")
+        stub.top_k_top_p_filtering = None
+        mp.setitem(sys.modules, "transformers", stub)
+        mp.delitem(sys.modules, "taming.modules.transformer.mingpt", raising=False)
+        from taming.modules.transformer.mingpt import GPT
+    return GPT
+
+
 @pytest.fixture(scope="module")
-def cin(tmp_path_factory):
-    """(prior, checkpoint path): a random cin replica and taming's checkpoint of it, with the
-    first stage, taming's attention masks, optimizer state and a pickled hyper-parameter object."""
+def taming_cin(tmp_path_factory):
+    """(gpt, checkpoint path): a random cin replica built from taming's own mingpt.GPT and taming's
+    checkpoint of it, with the first stage, taming's attention masks (the GPT's own buffers),
+    optimizer state and a pickled hyper-parameter object."""
     torch.manual_seed(0)
-    prior = Prior(CIN).eval().requires_grad_(False)
+    gpt = _taming_gpt_class()(CIN.vocab_size, CIN.block_size, LAYERS, CIN.n_head, CIN.n_embd)
+    gpt = gpt.eval().requires_grad_(False)
     with torch.no_grad():
-        prior.pos_emb.normal_(0, 0.02)
-    sd = {f"transformer.{k}": v for k, v in prior.state_dict().items()}
-    for i in range(LAYERS):
-        sd[f"transformer.blocks.{i}.attn.mask"] = torch.tril(torch.ones(256, 256)).view(1, 1, 256, 256)
+        gpt.pos_emb.normal_(0, 0.02)
+    sd = {f"transformer.{k}": v for k, v in gpt.state_dict().items()}
+    assert f"transformer.blocks.{LAYERS - 1}.attn.mask" in sd
     sd["first_stage_model.quantize.embedding.weight"] = torch.randn(16384, 256)
     sd["first_stage_model.decoder.conv_out.weight"] = torch.randn(3, 128, 3, 3)
     ckpt = tmp_path_factory.mktemp("cin") / "last.ckpt"
@@ -69,7 +84,19 @@ def cin(tmp_path_factory):
         },
         ckpt,
     )
-    return prior, ckpt
+    return gpt, ckpt
+
+
+@pytest.fixture(scope="module")
+def cin(taming_cin):
+    """(prior, checkpoint path): the taming checkpoint's weights in a pixgen Prior (sharing the
+    GPT's tensors), the reference of the conversion and cache tests."""
+    gpt, ckpt = taming_cin
+    with torch.device("meta"):
+        prior = Prior(CIN)
+    sd = {k: v for k, v in gpt.state_dict().items() if not k.endswith(".attn.mask")}
+    prior.load_state_dict(sd, assign=True)
+    return prior.eval().requires_grad_(False), ckpt
 
 
 def _codes(n: int = 8) -> torch.Tensor:
@@ -87,11 +114,15 @@ def _put_in_cache(ckpt) -> None:
     (folder / "last.ckpt").symlink_to(ckpt)
 
 
-def test_taming_checkpoint_loads_safely_with_the_same_logits(cin):
-    prior, ckpt = cin
+def test_taming_checkpoint_loads_safely_with_the_same_logits(taming_cin):
+    gpt, ckpt = taming_cin
     loaded = load_prior_model(str(ckpt), n_codes=16384)
     assert loaded.arch == CIN
-    assert torch.equal(_logits(loaded), _logits(prior))
+    # taming's Net2NetTransformer: the class token (at cond_offset 0) leads the codes into the GPT
+    idx = torch.cat([class_condition(3).expand(2, 1), _codes()], 1)
+    with torch.no_grad():
+        want = gpt(idx)[0]
+    assert torch.allclose(_logits(loaded, 3), want, atol=1e-4)
 
 
 def test_registry_prior_converts_once_to_fp16_and_drops_the_checkpoint(cin, cli):

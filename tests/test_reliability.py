@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,28 +188,76 @@ def _check_file(path) -> str:
     return path.suffix
 
 
-def test_kill_9_never_leaves_a_truncated_file(tmp_path):
-    rng = random.Random(0)
-    cmd = _sixty_steps(tmp_path)
-    runs = set()
-    for i in range(5):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if i < 4:  # wait until this very run is past a random step, then kill at a random moment
-            run = _run_past(tmp_path, rng.randint(1, 59), proc, runs)
-        else:  # while it writes its final outputs (final.png, the GIF of 60 frames, run.json)
-            run = _run_past(tmp_path, 60, proc, runs)
-        assert run is not None and proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(rng.uniform(0.0, 0.3))
+# A child that writes through atomic_write and stops, deterministically, at the first C-level
+# `write` or `fsync` call made while atomic_write is on the stack (a profile hook sees C calls),
+# says so on stdout and sleeps there until it is killed.
+_STALLED_WRITER = """
+import sys, time
+from pixgen.files import atomic_write
+
+target, at = sys.argv[1], sys.argv[2]
+
+def hook(frame, event, arg):
+    if event != "c_call" or getattr(arg, "__name__", "") != at:
+        return
+    f = frame
+    while f is not None and f.f_code.co_name != "atomic_write":
+        f = f.f_back
+    if f is not None:
+        sys.setprofile(None)
+        print("stalled", flush=True)
+        time.sleep(60)
+
+sys.setprofile(hook)
+atomic_write(target, b"new " * 2_000_000)
+sys.setprofile(None)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("at", ["write", "fsync"])
+@pytest.mark.parametrize("old", [b"old complete content\n", None], ids=["old-file", "no-file"])
+def test_kill_9_never_leaves_a_truncated_file(tmp_path, at, old):
+    """kill -9 in the middle of atomic_write (which every run output goes through: the next test)
+    leaves the target as it was, complete, or absent: never the new content in part."""
+    target = tmp_path / "run.json"
+    if old is not None:
+        target.write_bytes(old)
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(target), at], stdout=subprocess.PIPE)
+    try:
+        said = proc.stdout.readline()
+    finally:
         proc.kill()
         proc.wait()
-        runs.add(run)
-    kinds = []
-    for path in tmp_path.rglob("*"):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # temporary files of an unfinished write
-        kinds.append(_check_file(path))
-    assert {".png", ".json", ".safetensors"} <= set(kinds) and len(runs) == 5
-    assert kinds.count(".safetensors") == 5  # every killed run is resumable
+    assert said == b"stalled\n", said
+    if old is None:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == old
+    assert all(p == target or p.name.startswith(".") for p in tmp_path.iterdir())  # leftovers are hidden
+
+
+def test_every_run_output_is_written_atomically(tmp_path, monkeypatch):
+    """The files of a run (images, GIF, run.json, state) all go through pixgen.files.atomic_path
+    (atomic_write and the weights files write through it), so the test above covers them: a kill -9
+    at any moment leaves none of them truncated. Each is recorded as atomic_path renames it."""
+    import os
+    import sys
+
+    written, real = set(), os.replace
+
+    def recording(src, dst, *a, **k):
+        if sys._getframe(1).f_code.co_name == "atomic_path":
+            written.add(Path(dst).resolve())
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", recording)
+    result = api.generate(_settings(tmp_path, iterations=2, save_every=1))
+    files = {p.resolve() for p in result.run_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert {".png", ".json", ".safetensors"} <= {p.suffix for p in files}
+    assert files <= written, sorted(str(p) for p in files - written)
+    for path in files:
+        _check_file(path)
 
 
 def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path):

@@ -121,11 +121,22 @@ def test_keep_more_than_drawn_is_refused(cli, tmp_path):
     assert code == 2 and "--keep" in err
 
 
-def test_a_class_conditional_prior_draws_the_named_class(tmp_path):
+def test_a_class_conditional_prior_draws_the_named_class(tmp_path, monkeypatch):
     """taming's cin layout (the class a token of the codes' own table, one condition position),
-    small: --prior-class picks the condition and run.json says which."""
+    small: --prior-class is the condition the prior draws from, and run.json says which."""
     from pixgen.api import generate
+    from pixgen.prior import start as sampler
+    from pixgen.prior.classes import class_index
     from pixgen.settings import load_settings
+
+    conditions = []
+
+    def spy(prior, cond, *args, **kw):
+        conditions.append(cond.clone())
+        return real(prior, cond, *args, **kw)
+
+    real = sampler.sample
+    monkeypatch.setattr(sampler, "sample", spy)
 
     arch = PriorArch(
         vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16, n_codes=64, grid=(4, 4), cond="class",
@@ -138,3 +149,5 @@ def test_a_class_conditional_prior_draws_the_named_class(tmp_path):
     s = load_settings("smoke", overrides={"prompt": "a cat", "output_dir": str(tmp_path)}, sets=sets)
     record = json.loads((generate(s).run_dir / "run.json").read_text())
     assert "'tabby cat' (--prior-class)" in record["start"]["condition"]
+    tabby = class_index("tabby cat")
+    assert tabby == 281 and [c.tolist() for c in conditions] == [[[tabby]]]  # the class token reached the prior

@@ -337,10 +337,10 @@ def test_limits_refusals_failures_and_cancels_never_wedge_the_queue(smoke_models
             r = c.post("/api/jobs", json={"prompt": "a cat", **body})
             assert r.status_code == 400 and words in r.json()["error"], r.text
         slow = submit(c, init_draws=32)  # about 8 s of scoring starts before its first step
+        wait(c, slow["id"], ("running",))  # the worker has taken it: the queue is empty again
         queued = submit(c)
         r = c.post("/api/jobs", json={"prompt": "one too many", **FAST})
         assert r.status_code == 429 and "waiting" in r.json()["error"]
-        wait(c, slow["id"], ("running",))
         assert c.post(f"/api/jobs/{slow['id']}/cancel").json()["status"] == "stopping…"
         snap = wait(c, slow["id"], timeout=10)
         assert snap["state"] == "cancelled" and snap["step"] == 0 and "before the first step" in snap["status"]
@@ -367,22 +367,47 @@ def test_the_serve_command_checks_the_host_header_of_loopback_servers(smoke_mode
         assert c.get("/api/form", headers=headers).status_code == 200  # any name, with the token
 
 
-def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp_path):
-    import httpx
-
+def _serve(tmp_path):
+    """A `pixgen serve` process on the smoke models and its base URL."""
     args = ["serve", "--preset", "smoke", "--port", "0", "-o", str(tmp_path), "--max-steps", "3000"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "pixgen", *args], stderr=subprocess.PIPE, text=True, env=env)
+    line = ""
+    while "serving on" not in line:
+        line = proc.stderr.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("the server did not start")
+    return proc, next(w for w in line.split() if w.startswith("http://")).rstrip("/")
+
+
+def _running_job(base, **body) -> dict:
+    import httpx
+
+    job = httpx.post(base + "/api/jobs", json={"prompt": "a cat", "iterations": 3000, "save_every": 0, **body}).json()
+    while httpx.get(f"{base}/api/jobs/{job['id']}").json()["step"] < 2:
+        time.sleep(0.05)
+    return job
+
+
+def _kept_and_interrupted(tmp_path) -> dict:
+    (run,) = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
+    assert (run / "final.png").is_file() and (run / "state.safetensors").is_file()
+    record = json.loads((run / "run.json").read_text())
+    assert record["interrupted"] is True and 2 <= record["steps_done"] < 3000
+    return record
+
+
+def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp_path):
+    """Slow steps (128x128, 32 cutouts): with no connection open the server is down before the
+    running job has stopped and written its image, so the exit must wait for it (queue.close, in
+    the app's shutdown and again in run_server); quitting at once would lose the image."""
+    import httpx
+
+    proc, base = _serve(tmp_path)
     try:
-        line = ""
-        while "serving on" not in line:
-            line = proc.stderr.readline()
-            assert line, "the server did not start"
-        base = next(w for w in line.split() if w.startswith("http://")).rstrip("/")
         assert httpx.post(base + "/api/jobs", json={"prompt": "a cat", "iterations": 3001}).status_code == 400
-        job = httpx.post(base + "/api/jobs", json={"prompt": "a cat", "iterations": 3000, "save_every": 0}).json()
-        while httpx.get(f"{base}/api/jobs/{job['id']}").json()["step"] < 2:
-            time.sleep(0.05)
+        _running_job(base, size="128x128", cutn=32)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
@@ -391,10 +416,37 @@ def test_sigterm_stops_the_server_within_seconds_and_the_job_keeps_its_image(tmp
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and stopped < 10, (proc.returncode, stopped)
-    (run,) = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
-    record = json.loads((run / "run.json").read_text())
-    assert record["interrupted"] is True and 2 <= record["steps_done"] < 3000
-    assert (run / "final.png").is_file() and (run / "state.safetensors").is_file()
+    _kept_and_interrupted(tmp_path)
+
+
+def test_sigterm_stops_the_running_job_at_once_and_its_watchers_see_it_end(tmp_path):
+    """The job is asked to stop on the signal itself (queue.stop), not once the open connections
+    have drained: a client following its events sees it end as cancelled, image kept, before the
+    server goes (else the stream is cut after the 2 s grace with the job still running)."""
+    import httpx
+
+    proc, base = _serve(tmp_path)
+    events = []
+    try:
+        job = _running_job(base)
+        with httpx.stream("GET", f"{base}/api/jobs/{job['id']}/events", timeout=30) as r:
+            lines = r.iter_lines()
+            next(lines)  # the stream is open: the server has a connection to drain
+            proc.send_signal(signal.SIGTERM)
+            try:
+                for line in lines:
+                    if line.startswith("data: {") and line != "data: {}":
+                        events.append(json.loads(line.removeprefix("data: ")))
+            except httpx.HTTPError:
+                pass  # cut by the server
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert events and events[-1]["state"] == "cancelled" and "image kept" in events[-1]["status"], events[-1:]
+    record = _kept_and_interrupted(tmp_path)
+    assert record["steps_done"] == events[-1]["step"]
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ def run_candidates(
     """
     from dataclasses import replace
 
-    from pixgen.api import ensemble_score
+    from pixgen.apps.clip_tools import ensemble_score
 
     t0 = time.perf_counter()
     if len(seeds) == 1:
@@ -237,7 +237,7 @@ def generate_candidates(
 
 
 def job_record(job_dir: Path) -> dict | None:
-    """A job's (or run's) run.json, checked against its schema (pixgen.outputs.check_run_record);
+    """A job's (or run's) run.json, checked against its schema (pixgen.outputs.writer.check_run_record);
     None when there is none. A damaged or foreign one is one PixgenError line naming it."""
     if not (Path(job_dir) / "run.json").exists():
         return None

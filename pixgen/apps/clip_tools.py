@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from pixgen.errors import PixgenError
+from pixgen.loop.prompts import parse_prompt_spec
 from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
@@ -203,3 +204,21 @@ def search(
     sims = torch.stack([index[k] for _, k in ok]) @ scorer.encode_text([text]).float().cpu()[0]
     order = sims.argsort(descending=True)[:top]
     return [Hit(ok[i][0], float(sims[i])) for i in order]
+
+
+def clip_score(scorer, image_path: Path, prompt: str) -> float:
+    """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts
+    (in story mode, to the last phrase's, where the image ends)."""
+    prompts = parse_prompt_spec(prompt)[-1]
+    sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
+    weights = torch.tensor([p.weight for p in prompts])
+    return float((sims[0] * weights).sum() / weights.abs().sum())
+
+
+def ensemble_score(models, image_path: Path, prompt: str) -> float:
+    """`clip_score` averaged over the run's CLIP models by their ensemble weights."""
+    total = sum(models.clip_weights)
+    return sum(
+        w / total * clip_score(scorer, image_path, prompt)
+        for scorer, w in zip(models.scorers, models.clip_weights, strict=True)
+    )

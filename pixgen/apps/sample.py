@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import torch
 
-from pixgen.api import clip_terms, ensemble_score, make_run_drawer, prepare
+from pixgen.api import clip_terms, make_run_drawer, prepare
+from pixgen.apps.clip_tools import ensemble_score
 from pixgen.drawers import drawer_class
 from pixgen.errors import PixgenError
 from pixgen.outputs.writer import make_run_dir, save_png, write_gallery, write_json

@@ -32,7 +32,7 @@ class LinesDrawer(Drawer):
     name = "lines"
     summary = "Bezier strokes"
     lr = 0.01
-    min_side = 8  # one tile of the rasteriser (pixgen.strokes.TILE)
+    min_side = 8  # one tile of the rasteriser (pixgen.drawers.strokes.TILE)
 
     class Fields:
         strokes: int = setting(64, "lines: how many Bezier strokes.", lo=1, hi=4096, panel=DRAWER)
