@@ -4,13 +4,9 @@ in one line. Per-step tables are computed on demand (the learning-rate schedule,
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -57,9 +53,9 @@ def _context(key: str) -> tuple[str, dict]:
     return next((c for prefix, c in CONTEXTS.items() if key.startswith(prefix)), ("smoke", {}))
 
 
-def _first_step(preset: str, overrides: dict) -> dict:
-    """In a fresh process (the child of `_measure`): run to the first step; the seconds it took,
-    the growth of the peak resident set from just before, or the refusal."""
+def _first_step(preset: str, overrides: dict, conn) -> None:
+    """In a fresh process (the child of `_measure`): run to the first step; send `conn` the seconds
+    it took, the growth of the peak resident set from just before, or the refusal."""
     import resource
 
     def peak() -> int:
@@ -70,7 +66,7 @@ def _first_step(preset: str, overrides: dict) -> dict:
     before, t0 = peak(), time.perf_counter()
 
     def too_slow():  # no first step by then: say so and end, rather than run for minutes
-        print(json.dumps({"first": [], "too_slow": time.perf_counter() - t0}), flush=True)
+        conn.send({"first": [], "too_slow": time.perf_counter() - t0})  # a pipe: sent before the exit
         os._exit(0)
 
     timer = threading.Timer(1.5 * FIRST_STEP_SECONDS, too_slow)
@@ -86,31 +82,39 @@ def _first_step(preset: str, overrides: dict) -> dict:
     except api.Interrupted:
         pass
     except PixgenError as e:  # refused: one line that names the setting or what to change
-        return {"refused": str(e), "first": first}
-    finally:
         timer.cancel()
-    return {"first": first, "grew": peak() - before}
+        conn.send({"refused": str(e), "first": first})
+        return
+    timer.cancel()
+    conn.send({"first": first, "grew": peak() - before})
+
+
+_SERVER: list = []  # the forkserver context, made once
 
 
 def _measure(preset: str, overrides: dict) -> dict:
-    """`_first_step` in a fresh interpreter: ru_maxrss is a process-wide high-water mark, which an
-    earlier test in this process may already have raised past anything this case allocates."""
-    code = (
-        "import json, sys; from tests.test_limits import _first_step as f; print(json.dumps(f(*json.load(sys.stdin))))"
-    )
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps([preset, overrides]),
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    """`_first_step` in a fresh process: ru_maxrss is a process-wide high-water mark, which an
+    earlier test in this process may already have raised past anything this case allocates. The
+    process is forked from a forkserver that has imported torch and pixgen once (and run nothing),
+    so each case costs its own work, not three seconds of imports."""
+    import multiprocessing
+
+    if not _SERVER:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["tests.test_limits"])
+        _SERVER.append(ctx)
+    ctx = _SERVER[0]
+    mine, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_first_step, args=(preset, overrides, theirs))
+    child.start()
+    theirs.close()
+    try:
+        assert mine.poll(300), "no answer from the case in 300 s"
+        return mine.recv()
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
 
 
 def test_every_count_has_an_upper_bound():
