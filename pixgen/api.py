@@ -39,7 +39,7 @@ from pixgen.runtime.environment import environment, warn_if_not_reproducible
 from pixgen.runtime.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.runtime.precision import resolve_precision
 from pixgen.settings import FIELDS, Settings, load_settings, parse_palette, zoom_on
-from pixgen.starts.make import make_start
+from pixgen.starts.make import make_start, ready_to_fit
 
 log = logging.getLogger("pixgen")
 
@@ -275,9 +275,8 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     terms = clip_terms(run)
     begin = make_start(run, drawer, terms, generator, hooks, start)
     z, run.start = begin.z, begin.record
-    if zoom_active(s) and not drawer.fit_ready:
-        hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
-        drawer.prepare_fit()
+    if zoom_active(s):
+        ready_to_fit(drawer, hooks)  # the zoom re-encodes through the drawer's fit
     objective = Objective(
         terms, generator, _regulariser(s, z.detach().clone(), begin.image), run.precision.autocast, tuple(z.shape)
     )

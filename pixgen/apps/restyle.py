@@ -33,10 +33,11 @@ from pixgen.loop.prompts import plan_prompts
 from pixgen.outputs.images import open_rgb, to_pil
 from pixgen.outputs.video import VideoWriter, add_audio, first_line, video_info
 from pixgen.outputs.writer import save_png, slugify, write_json
-from pixgen.phases import Hooks, Phase
+from pixgen.phases import Hooks
 from pixgen.runtime.device import resolve_seed
 from pixgen.settings import Settings
 from pixgen.starts.images import fit_image
+from pixgen.starts.make import ready_to_fit
 
 log = logging.getLogger("pixgen")
 RECORD = "restyle.json"
@@ -182,9 +183,7 @@ def restyle(
     hooks = hooks or Hooks()
     run = prepare(settings, models, hooks)
     drawer = make_run_drawer(run)
-    if not drawer.fit_ready:
-        hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
-        drawer.prepare_fit()
+    ready_to_fit(drawer, hooks)
     frames_dir = _open_folder(out_dir, record, run.settings, src.kind)
     done: list[Path] = []
     previous = None  # the previous frame's result, as saved (8-bit)

@@ -8,17 +8,15 @@ import dataclasses
 import re
 from typing import Any
 
-from pixgen.declare import (  # noqa: F401 (the declarations' names, as pixgen.settings gave them)
+from pixgen.declare import (
     CUTOUTS,
     DRAWER,
-    FLOAT32_TINY,
     INIT,
     MAX_SIDE,
     MAX_STEPS,
     MODELS,
     OPTIMISER,
     OUTPUT,
-    PANELS,
     PERFORMANCE,
     PROMPTS,
     REGULARISERS,

@@ -24,6 +24,13 @@ class Start:
     record: dict = field(default_factory=dict)
 
 
+def ready_to_fit(drawer, hooks: Hooks) -> None:
+    """Load what the drawer's `fit` needs (the VQGAN's encoder), as a phase, unless it has it."""
+    if not drawer.fit_ready:
+        hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
+        drawer.prepare_fit()
+
+
 def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None, given=None) -> Start:
     """The run's start, drawn through `drawer` from `generator`. `given`, a (tensor, image in
     [0, 1]) pair, replaces the start and the init image (pixgen.apps.restyle). Each phase is a safe
@@ -32,9 +39,7 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
     z = drawer.start(generator)
     image = initial_image(s.init_image, s.init_fit, s.init_noise, s.width, s.height, generator)
     if image is not None:
-        if not drawer.fit_ready:
-            hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
-            drawer.prepare_fit()
+        ready_to_fit(drawer, hooks)
         hooks.enter(Phase.ENCODING_START, "encoding the start…")
         image = image.to(run.device)
         z = drawer.fit(image, generator)
@@ -44,9 +49,7 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
     if image is not None:
         return Start(z, image)
     if s.init == "composed":
-        if not drawer.fit_ready:
-            hooks.enter(Phase.LOADING_ENCODER, "loading the VQGAN encoder…")
-            drawer.prepare_fit()
+        ready_to_fit(drawer, hooks)
         hooks.enter(Phase.COMPOSING, "composing the start…")
         size, shapes = (s.width, s.height), s.init_silhouettes
         z, image = composed_start(drawer, terms, generator, *size, shapes, s.init_jitter, hooks, run.device)
