@@ -21,6 +21,7 @@ from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.losses import regulariser
 from pixgen.loop.optimise import ClipTerm, Loop, Objective, lr_schedule
 from pixgen.loop.prompts import PromptPlan
+from pixgen.loop.story import Story, phase_spans
 from pixgen.loop.targets import build_schedule
 from pixgen.models.loading import load_models
 from pixgen.needs import check_run
@@ -296,7 +297,10 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     zoom = None
     if zoom_active(s):
         zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate)  # noqa: E731
-    return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every)
+    story = None
+    if begin.keyframes:  # story mode on the prior start: each phrase has its picture
+        story = Story(begin.keyframes, phase_spans(len(run.plan.phases), s.change_prompt_every, s.iterations))
+    return Course(loop, s.iterations, tuple(z.shape), coarse_until, zoom, s.zoom_every, story)
 
 
 def make_run_drawer(run: Run):

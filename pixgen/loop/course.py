@@ -1,8 +1,9 @@
 """A run's course from its first step to its planned last: the Loop, and the events that
 restart it at fixed steps. With the progressive schedule the latent starts at half size and is
 upsampled (nearest: the same codes) after `coarse_until` steps; with the zoom video mode the
-image is zoomed and re-encoded every `zoom_every` steps, but not after the last. Steps always
-carry the image at full size."""
+image is zoomed and re-encoded every `zoom_every` steps, but not after the last; in a story with
+keyframes (pixgen.loop.story) the latent travels to each phrase's keyframe. Steps always carry
+the image at full size."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pixgen.loop.optimise import Loop, Objective, Step
+from pixgen.loop.story import Story
 
 
 class Course:
@@ -24,9 +26,11 @@ class Course:
         coarse_until: int = 0,
         zoom: Callable[[Tensor], Tensor] | None = None,
         zoom_every: int = 0,
+        story: Story | None = None,
     ):
         self.loop, self.iterations, self.full_shape = loop, iterations, tuple(full_shape)
         self.coarse_until, self.zoom, self.zoom_every = coarse_until, zoom, zoom_every
+        self.story = story
 
     @property
     def objective(self) -> Objective:
@@ -57,6 +61,12 @@ class Course:
             self.loop.restart(z)
         if self.zoom is not None and self.zoom_every and i % self.zoom_every == 0 and i < self.iterations:
             self.loop.restart(self.zoom(self.loop.z.detach()))
+        pull = self.story.pull(i) if self.story is not None else None
+        if pull is not None:
+            keyframe, share = pull
+            if keyframe.shape != self.loop.z.shape:  # the coarse part of the progressive schedule
+                keyframe = self.loop.drawer.halve(keyframe)
+            self.loop.pull(keyframe, share)
 
     # the rest is read from the loop (z, step, good, generator, result(), state_dict()...) and,
     # failing that, from its objective (terms, clip_dtype)

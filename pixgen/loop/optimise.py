@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -46,6 +46,11 @@ class ClipTerm:
     def targets_at(self, step: int) -> Targets:
         """The targets at 1-based `step` (story mode moves through its phrases)."""
         return self.targets(step) if callable(self.targets) else self.targets
+
+    def for_phase(self, phase: int) -> ClipTerm:
+        """This term aimed at story phase `phase` at every step (ranking that phrase's keyframe)."""
+        phases = getattr(self.targets, "phases", None)
+        return replace(self, targets=phases[phase]) if phases else self
 
     def loss(
         self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
@@ -179,7 +184,9 @@ class Loop:
     learning rate; `max_failures` in a row raise NumericalFailure), what the run keeps
     (`save_best`: the lowest-loss step's latent; `ema`: a moving average; else the last), and
     `state_dict()`, everything needed to continue bit-identically. Changing the latent between
-    steps (the progressive switch, the zoom mode) is `restart(z)`, called from outside.
+    steps (the progressive switch, the zoom mode) is `restart(z)`, called from outside; moving it
+    part of the way to another latent, keeping the optimiser's moments (story mode's keyframes), is
+    `pull(target, share)`.
     """
 
     def __init__(
@@ -267,6 +274,15 @@ class Loop:
         self.z = z.detach().clone().requires_grad_(True)
         self.good = self.z.detach().clone()
         self.opt = OPTIMIZERS[self.optimizer]([self.z], lr=lr)
+
+    def pull(self, target: Tensor, share: float) -> None:
+        """Move the latent (and its moving average) the `share` of the way to `target`, between
+        steps, keeping the optimiser's moments: the steps go on steering from the new place."""
+        with torch.no_grad():
+            self.z.lerp_(target.to(self.z), share)
+            self.good.copy_(self.z)
+            if self.ema_z is not None:
+                self.ema_z.lerp_(target.to(self.z), share)
 
     def _recover(self) -> None:
         self.failures += 1

@@ -1,7 +1,7 @@
 """What a prior is asked for, from a run's prompt: a CLIP text embedding (priors trained on CLIP
 image embeddings), the caption's tokens (text priors), or an ImageNet class that CLIP picks for
 the prompt (taming's class-conditional transformer; `prior_class` overrides it). The condition
-comes from the prompt's first phrase (story mode starts there)."""
+comes from the prompt's first phrase (story mode starts there; its keyframes ask for each phrase)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def _scorer_named(run, name: str | None):
     return load_scorer(name).to(run.device)
 
 
-def condition_for(prior: Prior, run, hooks: Hooks | None = None) -> Condition:
-    """The prior's condition for the prompt's first phrase (story mode starts there)."""
-    kind, prompts = prior.arch.cond, [p for p in run.plan.phases[0] if p.weight > 0]
+def condition_for(prior: Prior, run, hooks: Hooks | None = None, phase: int = 0) -> Condition:
+    """The prior's condition for the prompt's phrase `phase` (the first: story mode starts there)."""
+    kind, prompts = prior.arch.cond, [p for p in run.plan.phases[phase] if p.weight > 0]
     texts, weights = [p.text for p in prompts], [p.weight for p in prompts]
     if kind == "none":
         return Condition(None, "unconditional")
@@ -51,7 +51,7 @@ def condition_for(prior: Prior, run, hooks: Hooks | None = None) -> Condition:
         return Condition(text_condition(prior.arch, scorer.tokenizer, [main]), f"caption tokens of {main!r}")
     if not texts:
         return Condition(prior.null_condition(1, "cpu"), "nothing (no positive prompt)")
-    steer = [p for p in (*run.plan.phases[0], *run.plan.negatives)]  # negatives subtract
+    steer = [p for p in (*run.plan.phases[phase], *run.plan.negatives)]  # negatives subtract
     with torch.no_grad():
         embeds = F.normalize(scorer.encode_text([p.text for p in steer]).float(), dim=-1)
     w = torch.tensor([p.weight for p in steer], device=embeds.device)[:, None]

@@ -79,16 +79,19 @@ class Ranked:
         return {"prior": name, "condition": self.condition, "rank": rank, "losses": sorted(self.losses)}
 
 
-def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None) -> Ranked:
-    """Draw `prior_samples` code grids from the run's prior for its prompt (from `generator`),
-    and rank their images, drawn by `drawer` (the VQGAN's), by the CLIP terms' first-step loss
-    (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
+def draw_and_rank(
+    run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None, phase: int = 0
+) -> Ranked:
+    """Draw `prior_samples` code grids from the run's prior for its prompt's phrase `phase` (from
+    `generator`), and rank their images, drawn by `drawer` (the VQGAN's), by the CLIP terms'
+    first-step loss (starts.candidates.score_starts). Between batches of samples a stop is
+    honoured."""
     s, hooks = run.settings, hooks or Hooks()
     prior = load_run_prior(run, hooks)
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
     if s.prior_guidance != 1 and not prior.arch.guidance:
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
-    condition = condition_for(prior, run, hooks)
+    condition = condition_for(prior, run, hooks, phase)
 
     def progress(info: dict) -> None:
         if info["token"] == 0 and info["done"]:  # between batches: a phase
@@ -113,3 +116,18 @@ def prior_start(
     ranked = draw_and_rank(run, drawer, terms, generator, hooks)
     rank = run.settings.prior_rank
     return ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+
+
+def prior_keyframes(
+    run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None
+) -> tuple[list[Tensor], list[dict]]:
+    """Story mode on the prior start: the keyframe of each phrase after the first (the start is
+    the first's), its `prior_rank`th best sample, drawn for that phrase and ranked by the CLIP terms
+    aimed at it (pixgen.loop.story), and what run.json records of each."""
+    rank, name, keyframes, records = run.settings.prior_rank, prior_name(run.settings), [], []
+    for phase in range(1, len(run.plan.phases)):
+        phase_terms = [t.for_phase(phase) for t in terms]
+        ranked = draw_and_rank(run, drawer, phase_terms, generator, hooks, phase)
+        keyframes.append(ranked.starts[ranked.order[rank - 1]])
+        records.append(ranked.record(name, rank))
+    return keyframes, records
