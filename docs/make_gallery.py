@@ -1,6 +1,7 @@
 """Regenerate the README's gallery of controls on the offline shapes models.
 
 .venv/bin/python docs/make_gallery.py      # writes docs/gallery/*.png (each 64x64, shown at 128)
+.venv/bin/python docs/make_gallery.py controls zoom     # only those parts (controls, zoom, grid, samples)
 
 Uncurated: the seeds are fixed here (0 for the controls, 0-2 for the held-out grid) and every
 image is kept, failures included.
@@ -29,7 +30,7 @@ OUT = Path(__file__).resolve().parent / "gallery"
 EXAMPLES = [
     ("plain", "a red circle on a blue background", {}),
     ("negative", "a circle on a white background", {"negative": ["red"]}),
-    # story mode needs steps to move from the first phrase's start to the second
+    # story mode needs steps to travel from the first phrase's picture to the second's keyframe
     (
         "story",
         "a yellow square on a black background ^ a red circle on a blue background",
@@ -58,6 +59,9 @@ EXAMPLES = [
 ZOOM = ("a white circle on a red background", {"zoom_scale": 1.25, "zoom_shift": [-6, 0], "zoom_every": 15})
 
 
+# the story's frames shown beside it: the end of the first phrase, the end of the travel to the
+# second phrase's keyframe (then the final image)
+STORY_FRAMES = (30, 45)
 GRID_SEEDS = (0, 1, 2)
 SAMPLE_SEEDS = (0, 1, 2, 3, 4, 5)
 
@@ -99,12 +103,8 @@ def held_out_grid(tmp: Path) -> None:
     Image.fromarray(np.concatenate(rows, 0)).save(OUT / "held_out_grid.png")
 
 
-def main() -> None:
-    OUT.mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="pixgen-gallery-"))
-    square = tmp / "green_square.png"
-    Image.fromarray(world.render(world.Combo("square", "green", "white"), 32, 32, 36)).save(square)
-    shutil.copyfile(square, OUT / "input_green_square.png")
+def controls(tmp: Path, square: Path) -> None:
+    """The eight controls, one image each, and their sheet."""
     for name, prompt, extra in EXAMPLES:
         extra = {
             k: (
@@ -120,11 +120,25 @@ def main() -> None:
             preset="shapes",
             overrides=dict(prompt=prompt, seed=0, output_dir=str(tmp), gif=False, save_every=0, **extra),
         )
-        image = Image.open(api.generate(s).image)
+        frames = {}
+
+        def keep(step, total, frames=frames):
+            if step.i in STORY_FRAMES:
+                frames[step.i] = Image.fromarray(step.image[0].permute(1, 2, 0).mul(255).round().byte().numpy())
+
+        image = Image.open(api.generate(s, hooks=api.Hooks(on_step=keep) if name == "story" else None).image)
         image.resize((128, 128), Image.NEAREST).save(OUT / f"{name}.png")
+        if frames:
+            strip = [frames[i] for i in STORY_FRAMES] + [image]
+            row = np.concatenate([np.asarray(f.convert("RGB").resize((128, 128), Image.NEAREST)) for f in strip], 1)
+            Image.fromarray(row).save(OUT / "story_frames.png")
         print(f"{name}: {prompt!r} {extra}")
     sheet = np.concatenate([np.asarray(Image.open(OUT / f"{n}.png").convert("RGB")) for n, _, _ in EXAMPLES], 1)
     Image.fromarray(sheet).save(OUT / "controls.png")
+
+
+def zoom(tmp: Path) -> None:
+    """The zoom/pan video mode's strip and GIF."""
     prompt, extra = ZOOM
     s = load_settings(
         preset="shapes",
@@ -138,9 +152,30 @@ def main() -> None:
     Image.fromarray(strip).save(OUT / "zoom.png")
     shutil.copyfile(run / "progress.gif", OUT / "zoom.gif")
     print(f"zoom: {prompt!r} {extra}, {len(frames)} frames")
-    held_out_grid(tmp)
-    sample_grid(tmp)
+
+
+PARTS = ("controls", "zoom", "grid", "samples")
+
+
+def main(parts: list[str]) -> None:
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}: choose from {', '.join(PARTS)}")
+    parts = parts or list(PARTS)
+    OUT.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pixgen-gallery-"))
+    square = tmp / "green_square.png"
+    Image.fromarray(world.render(world.Combo("square", "green", "white"), 32, 32, 36)).save(square)
+    shutil.copyfile(square, OUT / "input_green_square.png")
+    if "controls" in parts:
+        controls(tmp, square)
+    if "zoom" in parts:
+        zoom(tmp)
+    if "grid" in parts:
+        held_out_grid(tmp)
+    if "samples" in parts:
+        sample_grid(tmp)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
