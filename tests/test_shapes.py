@@ -126,6 +126,25 @@ def test_off_palette_flags_colours_outside_the_world():
     assert off_palette(orange)
 
 
+def test_specks_counts_small_stray_groups_not_soft_edges_or_world_images():
+    from pixgen.shapes.judge import specks
+
+    rng = np.random.default_rng(0)
+    assert sum(specks(world.sample(rng, c)) for c in world.ALL_COMBOS) == 0
+    img = world.render(world.Combo("square", "red", "blue"), 32, 32, 30)
+    soft = img.copy()  # a soft edge: blends of red and blue along the square's left side
+    soft[17:47, 16] = (128, 45, 130)
+    soft[17:47, 15] = (80, 50, 180)
+    assert specks(soft) == 0
+    specked = img.copy()
+    specked[10:12, 10] = (40, 240, 230)  # two cyan pixels: a speck
+    specked[40, 50:52] = (250, 130, 250)  # two pink pixels, apart: another
+    specked[50, 20] = (40, 240, 230)  # one pixel is no speck
+    assert specks(specked) == 2
+    specked[25:45, 25:45] = (240, 140, 20)  # a large off-palette patch is a region, not a speck
+    assert specks(specked) == 2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [(["clip", "--steps", "0"], "at least 1"), (["vqgan", "--steps", "x"], "whole number"), (["clip"], "not a folder")],
