@@ -105,11 +105,41 @@ def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: H
     return Ranked(starts, losses, order, condition.text)
 
 
+def codes_drawer(run):
+    """The VQGAN drawer on the run's decoder at the largest size of whole codes within the run's:
+    what draws and ranks the prior's samples for a drawer that takes no codes."""
+    from pixgen.drawers.vqgan import VQGANDrawer
+
+    s, decoder = run.settings, run.models.decoder
+    f = decoder.factor
+    rows, cols = s.height // f, s.width // f
+    if not rows or not cols:
+        why = f"{s.width}x{s.height} is smaller than the VQGAN's factor {f}, which draws the prior start"
+        raise PixgenError(f"setting 'size': {why}")
+    return VQGANDrawer(decoder, s.tile, (rows * f, cols * f))
+
+
+@torch.no_grad()
+def picture(drawer, z: Tensor, width: int, height: int) -> Tensor:
+    """The image (1, 3, height, width) in [0, 1] that `drawer` draws of `z`, resized to the run's
+    size where whole codes do not fill it."""
+    image = drawer.render(z).float()
+    if image.shape[-2:] != (height, width):
+        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+    return image.clamp(0, 1)
+
+
 def prior_start(
     run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None
-) -> tuple[Tensor, dict]:
-    """`--init prior`: the starting latent, the `prior_rank`th best of the ranked samples, and
-    what run.json records of it."""
-    ranked = draw_and_rank(run, drawer, terms, generator, hooks)
+) -> tuple[Tensor, dict, Tensor | None]:
+    """`--init prior`: the `prior_rank`th best of the ranked samples, what run.json records of it,
+    and, for a drawer that takes no VQGAN codes, the picture the VQGAN draws of it (at the run's
+    size, for that drawer to fit: pixgen.starts.make). The samples are drawn and ranked through the
+    VQGAN either way, so a run's start is the same picture whatever its drawer."""
+    ranker = drawer if drawer.takes_codes else codes_drawer(run)
+    ranked = draw_and_rank(run, ranker, terms, generator, hooks)
     rank = run.settings.prior_rank
-    return ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+    z, record = ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+    if drawer.takes_codes:
+        return z, record, None
+    return z, dict(record, fitted_into=drawer.name), picture(ranker, z, run.settings.width, run.settings.height)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.start import prior_start
+from pixgen.settings import prior_start_on
 from pixgen.starts.candidates import Draws, best_of, score_starts
 from pixgen.starts.composed import composed_start
 from pixgen.starts.images import initial_image
@@ -31,18 +32,35 @@ def ready_to_fit(drawer, hooks: Hooks) -> None:
         drawer.prepare_fit()
 
 
+def fit_start(drawer, image: Tensor, generator: torch.Generator, hooks: Hooks, text: str) -> Tensor:
+    """The drawer's starting tensor for a picture (an init image, the prior's best sample), as phases."""
+    ready_to_fit(drawer, hooks)
+    hooks.enter(Phase.ENCODING_START, text)
+    return drawer.fit(image, generator)
+
+
+def start_from_prior(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks) -> Start:
+    """`--init prior`: the best sample's latent, or, for a drawer that takes no VQGAN codes, the
+    best sample's picture fitted into it (as an init image is: the picture is its anchor)."""
+    z, record, image = prior_start(run, drawer, terms, generator, hooks)
+    if image is not None:
+        z = fit_start(drawer, image, generator, hooks, f"fitting the prior's sample into {drawer.title}…")
+    return Start(z, image, record)
+
+
 def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None, given=None) -> Start:
     """The run's start, drawn through `drawer` from `generator`. `given`, a (tensor, image in
     [0, 1]) pair, replaces the start and the init image (pixgen.apps.restyle). Each phase is a safe
-    point of `hooks`."""
+    point of `hooks`. The prior start draws nothing from `generator` before the prior does, so a
+    seed's samples are the same whatever the drawer."""
     s, hooks = run.settings, hooks or Hooks()
+    if given is None and prior_start_on(s):
+        return start_from_prior(run, drawer, terms, generator, hooks)
     z = drawer.start(generator)
     image = initial_image(s.init_image, s.init_fit, s.init_noise, s.width, s.height, generator)
     if image is not None:
-        ready_to_fit(drawer, hooks)
-        hooks.enter(Phase.ENCODING_START, "encoding the start…")
         image = image.to(run.device)
-        z = drawer.fit(image, generator)
+        z = fit_start(drawer, image, generator, hooks, "encoding the start…")
     if given is not None:
         tensor = given[0] if given[0].shape == z.shape else given[0][..., : z.shape[-2], : z.shape[-1]]
         return Start(tensor.contiguous(), given[1].to(run.device))
@@ -54,9 +72,6 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
         size, shapes = (s.width, s.height), s.init_silhouettes
         z, image = composed_start(drawer, terms, generator, *size, shapes, s.init_jitter, hooks, run.device)
         return Start(z, image)
-    if s.init == "prior":
-        z, record = prior_start(run, drawer, terms, generator, hooks)
-        return Start(z, None, record)
     if s.init_draws > 1:
         hooks.enter(Phase.DRAWING_STARTS, f"drawing {s.init_draws} starts…")
         draws = Draws(drawer, generator, s.init_draws - 1, first=z)
