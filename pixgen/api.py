@@ -150,7 +150,7 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     seed = resolve_seed(settings.seed)
     models = _models(settings, models, device, hooks)
     width, height = fit_size(settings, drawer_class(settings.drawer).size_factor(models.decoder))
-    precision = resolve_precision(settings.precision, device, models.parameters)
+    precision = resolve_precision(settings.precision, device)
     models.set_precision(precision)
     lr = settings.lr if settings.lr is not None else drawer_class(settings.drawer).lr
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)

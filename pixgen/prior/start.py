@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from pixgen.errors import PixgenError
 from pixgen.loop.ops import codes_to_latent
 from pixgen.phases import Hooks, Phase
-from pixgen.prior.conditions import condition_for
+from pixgen.prior.conditions import Condition, condition_for
 from pixgen.prior.model import Prior, Sampling, sample
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.starts.candidates import score_starts
@@ -72,11 +72,12 @@ class Ranked:
     starts: CodeStarts
     losses: list[float]
     order: list[int]
-    condition: str
+    condition: Condition
 
     def record(self, name: str, rank: int) -> dict:
-        """What run.json says of the start."""
-        return {"prior": name, "condition": self.condition, "rank": rank, "losses": sorted(self.losses)}
+        """What run.json says of the start (and of the classes, for a class-conditional prior)."""
+        out = {"prior": name, "condition": self.condition.text, "rank": rank, "losses": sorted(self.losses)}
+        return out | self.condition.record(self.order[rank - 1])
 
 
 def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None) -> Ranked:
@@ -88,7 +89,7 @@ def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: H
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
     if s.prior_guidance != 1 and not prior.arch.guidance:
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
-    condition = condition_for(prior, run, hooks)
+    condition = condition_for(prior, run, hooks, s.prior_samples, generator)
 
     def progress(info: dict) -> None:
         if info["token"] == 0 and info["done"]:  # between batches: a phase
@@ -102,7 +103,7 @@ def draw_and_rank(run, drawer, terms: list, generator: torch.Generator, hooks: H
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
     losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking)
     order = sorted(range(len(losses)), key=losses.__getitem__)
-    return Ranked(starts, losses, order, condition.text)
+    return Ranked(starts, losses, order, condition)
 
 
 def codes_drawer(run):
