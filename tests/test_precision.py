@@ -151,6 +151,7 @@ def test_bf16_without_native_support_warns_once_with_the_cost(monkeypatch, caplo
 
 
 def test_auto_follows_the_cached_calibration(monkeypatch, tmp_path):
+    monkeypatch.delenv(precision.PIN, raising=False)  # conftest pins it for the rest of the suite
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     calls = []
@@ -194,6 +195,7 @@ def test_auto_on_a_cpu_follows_native_bf16_and_the_measured_speed_up(native, tim
 def test_auto_decides_small_models_by_the_calibration(monkeypatch, tmp_path):
     """A run of the tiny smoke models (well under the 30M parameters once kept in fp32 by a
     rule) resolves to bf16 where the calibration measured bf16 faster, and records why."""
+    monkeypatch.delenv(precision.PIN, raising=False)
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     monkeypatch.setattr(precision, "measure", lambda: {"fp32": 1.0, "bf16": 0.5, "speedup": 2.0})
@@ -201,6 +203,24 @@ def test_auto_decides_small_models_by_the_calibration(monkeypatch, tmp_path):
     assert run.models.parameters < 30_000_000
     assert run.precision.name == "bf16" and run.precision.why == "auto: bf16 measured 2.00x fp32 here"
     assert run.models.decoder.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("pin", "name"), [("1.0", "fp32"), ("2", "bf16")])
+def test_a_pinned_speed_up_decides_without_measuring(monkeypatch, tmp_path, pin, name):
+    monkeypatch.setenv(precision.PIN, pin)
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "measure", lambda: pytest.fail("a pinned answer is not measured"))
+    assert resolve_precision("auto", CPU).name == name
+    assert not (tmp_path / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("pin", ["fast", "0", "nan", "-1"])
+def test_a_bad_pinned_speed_up_is_one_line_naming_it(monkeypatch, pin):
+    monkeypatch.setenv(precision.PIN, pin)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    with pytest.raises(PixgenError, match=r"PIXGEN_BF16_SPEEDUP: a positive number"):
+        resolve_precision("auto", CPU)
 
 
 def test_calibration_measures_both_dtypes():

@@ -111,32 +111,66 @@ def train_vqgan(
     return info
 
 
+def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """How far each pixel of `rec` (N, 3, H, W) lies from the segment of colours between its
+    image's background and subject colours (N, 3), past `margin`, squared and averaged: zero for
+    any blend of the two (a soft edge), large for a stray colour (a speck). All in [-1, 1]."""
+    a, ab = background[:, :, None, None], (subject - background)[:, :, None, None]
+    t = (((rec - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+    return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
+
+
 def finetune_decoder(
-    steps: int, seed: int, out: Path, batch: int = 16, lr: float = 2e-4, edge_weight: float = 1.0, log_every: int = 100
+    steps: int,
+    seed: int,
+    out: Path,
+    start: Path = WEIGHTS_DIR,
+    stray_weight: float = 0.0,
+    prior_grids: int = 0,
+    batch: int = 16,
+    lr: float = 2e-4,
+    edge_weight: float = 1.0,
+    log_every: int = 100,
 ) -> dict:
     """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
     the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
-    adversarial term). The encoder and the codebook stay as they are, so every code keeps its
-    meaning and the prior trained on them stays valid. It removes the decoder's speck: a few
-    multi-coloured pixels at the subject's left edge that the adversarial phase of `train_vqgan`
-    left in 88% of reconstructions (CARD.md)."""
+    adversarial term) and `stray_weight` x `stray_loss` (colours off the blend of the image's two
+    colours), starting from the decoder in `start`. With `prior_grids`, that many code grids drawn
+    by the shipped prior for training captions are decoded too, half a batch a step, under the
+    stray term alone (their two colours read by the judge): the code layouts the prior emits, not
+    only the encoder's. The encoder and the codebook stay as they
+    are, so every code keeps its meaning and the prior trained on them stays valid. It removes
+    the decoder's speck: a few multi-coloured pixels at the subject's top-left edge that the
+    adversarial phase of `train_vqgan` left in most reconstructions (CARD.md)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    enc = load_encoder_safetensors(WEIGHTS_DIR / "vqgan_encoder.safetensors").eval()
-    dec = load_decoder_safetensors(WEIGHTS_DIR / "vqgan.safetensors").train()
+    enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
+    dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
+    palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
+    names = list(world.COLOURS)
+    pool = _prior_pool(prior_grids, seed) if prior_grids else None
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     t0, mse = time.time(), torch.tensor(float("nan"))
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, lr)
-        images, _, _ = world.batch(rng, batch)
+        images, combos, _ = world.batch(rng, batch)
         x = _to_tensor(images) * 2 - 1
         with torch.no_grad():
             zq = quantize_st(enc(x), dec.codebook)
         rec = dec.decoder(dec.post_quant_conv(zq))
         mse = F.mse_loss(rec, x)
         loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+        if stray_weight:
+            bg = palette[[names.index(c.background) for c in combos]]
+            fg = palette[[names.index(c.colour) for c in combos]]
+            loss = loss + stray_weight * stray_loss(rec, bg, fg)
+        if pool is not None:
+            grids = pool[torch.from_numpy(rng.integers(len(pool), size=batch // 2))]
+            drawn = dec.decoder(dec.post_quant_conv(dec.codebook[grids].movedim(-1, 1)))
+            bg, fg = _judged_colours(drawn.detach(), palette, names)
+            loss = loss + stray_weight * stray_loss(drawn, bg, fg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,8 +182,42 @@ def finetune_decoder(
     if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
         save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info.update(stray_weight=stray_weight, prior_grids=prior_grids, start=str(start))
     info.update(evaluate_vqgan(out))
     return info
+
+
+@torch.no_grad()
+def _prior_pool(n: int, seed: int) -> torch.Tensor:
+    """n code grids (n, 8, 8) drawn by the shipped shapes prior (guidance 3, as the preset) for
+    captions of the training combinations (held-out ones never)."""
+    from pixgen.prior.model import Sampling, load_prior, sample
+
+    prior = load_prior(WEIGHTS_DIR / "prior_clip.safetensors").eval()
+    scorer = shapes_clip_scorer()
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    grids = []
+    for _ in range(0, n, 16):
+        combo = world.TRAIN_COMBOS[rng.integers(len(world.TRAIN_COMBOS))]
+        text = F.normalize(scorer.encode_text([combo.caption(int(rng.integers(len(world.TEMPLATES))))]).float(), dim=-1)
+        grids.append(sample(prior, text, 16, g, Sampling(guidance=3.0)))
+    return torch.cat(grids)[:n]
+
+
+def shapes_clip_scorer():
+    from pixgen.shapes.models import shapes_clip
+
+    return shapes_clip("shapes")
+
+
+def _judged_colours(images: torch.Tensor, palette: torch.Tensor, names: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """The background and subject colours (N, 3) in [-1, 1] the judge reads in images in [-1, 1]."""
+    arrays = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    read = [judge(a) for a in arrays]
+    bg = palette[[names.index(r.background) for r in read]]
+    fg = palette[[names.index(r.colour if r.colour != "none" else r.background) for r in read]]
+    return bg, fg
 
 
 def _vqgan_parts(lr: float) -> SimpleNamespace:
@@ -425,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
+    p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
+    p.add_argument("--prior-grids", type=int, default=0, help="decoder: prior-drawn code grids under that term")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
@@ -432,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
     elif a.model == "decoder":
-        info = finetune_decoder(a.steps or 1500, a.seed, a.out)
+        info = finetune_decoder(a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, a.prior_grids)
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
 
