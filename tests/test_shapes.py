@@ -157,3 +157,16 @@ def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message)
     with pytest.raises(SystemExit) as e:
         main([*args, "--out", str(blocker)])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_stray_loss_is_zero_on_blends_of_the_two_colours_and_grows_off_them():
+    from pixgen.shapes.train import stray_loss
+
+    bg, fg = torch.tensor([[1.0, -1, -1]]), torch.tensor([[-1.0, -1, 1]])  # red and blue in [-1, 1]
+    t = torch.linspace(0, 1, 5)[None, :, None]  # (1, 5, 1): five blends from red to blue
+    blends = (bg[:, :, None] + t.transpose(1, 2) * (fg - bg)[:, :, None])[..., None]  # (1, 3, 5, 1)
+    assert stray_loss(blends, bg, fg) == 0
+    green = blends.clone()
+    green[0, :, 2, 0] = torch.tensor([-1.0, 1, -1])  # one stray pixel of five
+    far = float(torch.tensor([-1.0, 1, -1]).sub(torch.tensor([0.0, -1, 0])).norm())  # to the blend's midpoint
+    assert float(stray_loss(green, bg, fg)) == pytest.approx((far - 0.1) ** 2 / 5, rel=1e-5)
