@@ -126,7 +126,6 @@ def finetune_decoder(
     out: Path,
     start: Path = WEIGHTS_DIR,
     stray_weight: float = 0.0,
-    prior_grids: int = 0,
     batch: int = 16,
     lr: float = 2e-4,
     edge_weight: float = 1.0,
@@ -135,10 +134,7 @@ def finetune_decoder(
     """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
     the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
     adversarial term) and `stray_weight` x `stray_loss` (colours off the blend of the image's two
-    colours), starting from the decoder in `start`. With `prior_grids`, that many code grids drawn
-    by the shipped prior for training captions are decoded too, half a batch a step, under the
-    stray term alone (their two colours read by the judge): the code layouts the prior emits, not
-    only the encoder's. The encoder and the codebook stay as they
+    colours), starting from the decoder in `start`. The encoder and the codebook stay as they
     are, so every code keeps its meaning and the prior trained on them stays valid. It removes
     the decoder's speck: a few multi-coloured pixels at the subject's top-left edge that the
     adversarial phase of `train_vqgan` left in most reconstructions (CARD.md)."""
@@ -148,7 +144,6 @@ def finetune_decoder(
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
     palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
     names = list(world.COLOURS)
-    pool = _prior_pool(prior_grids, seed) if prior_grids else None
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     t0, mse = time.time(), torch.tensor(float("nan"))
@@ -166,11 +161,6 @@ def finetune_decoder(
             bg = palette[[names.index(c.background) for c in combos]]
             fg = palette[[names.index(c.colour) for c in combos]]
             loss = loss + stray_weight * stray_loss(rec, bg, fg)
-        if pool is not None:
-            grids = pool[torch.from_numpy(rng.integers(len(pool), size=batch // 2))]
-            drawn = dec.decoder(dec.post_quant_conv(dec.codebook[grids].movedim(-1, 1)))
-            bg, fg = _judged_colours(drawn.detach(), palette, names)
-            loss = loss + stray_weight * stray_loss(drawn, bg, fg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -182,42 +172,9 @@ def finetune_decoder(
     if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
         save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
-    info.update(stray_weight=stray_weight, prior_grids=prior_grids, start=str(start))
+    info.update(stray_weight=stray_weight, start=str(start))
     info.update(evaluate_vqgan(out))
     return info
-
-
-@torch.no_grad()
-def _prior_pool(n: int, seed: int) -> torch.Tensor:
-    """n code grids (n, 8, 8) drawn by the shipped shapes prior (guidance 3, as the preset) for
-    captions of the training combinations (held-out ones never)."""
-    from pixgen.prior.model import Sampling, load_prior, sample
-
-    prior = load_prior(WEIGHTS_DIR / "prior_clip.safetensors").eval()
-    scorer = shapes_clip_scorer()
-    rng = np.random.default_rng(seed)
-    g = torch.Generator().manual_seed(seed)
-    grids = []
-    for _ in range(0, n, 16):
-        combo = world.TRAIN_COMBOS[rng.integers(len(world.TRAIN_COMBOS))]
-        text = F.normalize(scorer.encode_text([combo.caption(int(rng.integers(len(world.TEMPLATES))))]).float(), dim=-1)
-        grids.append(sample(prior, text, 16, g, Sampling(guidance=3.0)))
-    return torch.cat(grids)[:n]
-
-
-def shapes_clip_scorer():
-    from pixgen.shapes.models import shapes_clip
-
-    return shapes_clip("shapes")
-
-
-def _judged_colours(images: torch.Tensor, palette: torch.Tensor, names: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """The background and subject colours (N, 3) in [-1, 1] the judge reads in images in [-1, 1]."""
-    arrays = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    read = [judge(a) for a in arrays]
-    bg = palette[[names.index(r.background) for r in read]]
-    fg = palette[[names.index(r.colour if r.colour != "none" else r.background) for r in read]]
-    return bg, fg
 
 
 def _vqgan_parts(lr: float) -> SimpleNamespace:
@@ -495,7 +452,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
     p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
-    p.add_argument("--prior-grids", type=int, default=0, help="decoder: prior-drawn code grids under that term")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
@@ -503,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
     elif a.model == "decoder":
-        info = finetune_decoder(a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, a.prior_grids)
+        info = finetune_decoder(a.steps or 1500, a.seed, a.out, a.start, a.stray_weight)
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
 
