@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pixgen-installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint docs bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check pixgen tests benchmarks
+
+# every README image from its script (docs/make_*.py; tests/test_docs.py checks that each has one)
+docs: install
+	$(BIN)/python docs/make_gallery.py
+	$(BIN)/python docs/make_drawers_gallery.py
+	$(BIN)/python docs/make_screenshot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -9,7 +9,9 @@ paired. Baselines: the judge on freshly rendered world images (is the judge righ
 The judge maps every pixel to the nearest of the six world colours; a colour outside them
 (orange, cyan, a muddy mix) is therefore read as its nearest world colour, and is reported
 separately: "off-palette" counts images where more than 5% of the flat pixels (edges excluded)
-lie further than 60 (RGB distance) from every world colour (`judge.off_palette`).
+lie further than 60 (RGB distance) from every world colour (`judge.off_palette`). "With specks"
+counts images with at least one speck (`judge.specks`: a group of 2-24 pixels far from every
+world colour and from the blend of the image's two colours), "specks" all of them.
 
     .venv/bin/python benchmarks/shapes_adherence.py --seeds 6 \\
         --variant "preset" --variant "no save-best|save_best=false" [--combos train --first 10]
@@ -44,10 +46,10 @@ from pixgen.models.loading import load_models  # noqa: E402
 from pixgen.runtime.device import seed_everything  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
-from pixgen.shapes.judge import judge, off_palette, subject_box  # noqa: E402
+from pixgen.shapes.judge import judge, off_palette, specks, subject_box  # noqa: E402
 
 FIELDS = ("background", "colour", "shape")
-COLUMNS = ("background", "colour", "colours", "shape", "all", "off_palette")
+COLUMNS = ("background", "colour", "colours", "shape", "all", "off_palette", "specked")
 
 
 def grade(image: np.ndarray, combo: world.Combo) -> dict[str, bool]:
@@ -56,6 +58,8 @@ def grade(image: np.ndarray, combo: world.Combo) -> dict[str, bool]:
     marks["colours"] = marks["background"] and marks["colour"]
     marks["all"] = all(marks[f] for f in FIELDS)
     marks["off_palette"] = off_palette(image)
+    marks["specks"] = specks(image)
+    marks["specked"] = marks["specks"] > 0
     return marks
 
 
@@ -66,7 +70,9 @@ def geometry(image: np.ndarray) -> dict:
 
 
 def rates(marks: list[dict]) -> dict[str, float]:
-    return {k: 100 * sum(m[k] for m in marks) / len(marks) for k in COLUMNS}
+    # records written before the speck measure have no "specked": nan, not a count of zero
+    return {k: 100 * sum(m[k] for m in marks) / len(marks) if all(k in m for m in marks) else float("nan")
+            for k in COLUMNS}  # fmt: skip
 
 
 def to_array(t: torch.Tensor) -> np.ndarray:
@@ -208,14 +214,15 @@ def report(records: list[dict]) -> None:
     for r in records:
         by[r["variant"]].append(r)
     heads = ("variant", "n", "background", "shape colour", "both colours", "shape", "all three", "off-palette")
-    print("| " + " | ".join(heads) + " | s/image (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(heads) + " | with specks | specks | s/image (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     first = next((k for k, v in by.items() if "combo" in v[0]), None)
     for label, marks in by.items():
         r = rates(marks)
         secs = statistics.median(m["seconds"] for m in marks)
         cells = " | ".join(f"{r[k]:.0f}%" for k in COLUMNS)
-        print(f"| {label} | {len(marks)} | {cells} | {secs:.2f} |")
+        count = sum(m.get("specks", 0) for m in marks)
+        print(f"| {label} | {len(marks)} | {cells} | {count} | {secs:.2f} |")
     # paired: on the same (prompt, seed), how often a variant gets all three right where the
     # first one does not, and the other way round
     if first is None:

@@ -89,7 +89,7 @@ def build_models(args):
     if args.channels_last:
         decoder.to(memory_format=torch.channels_last)
     lever = dict(LEVERS.get(args.path, {}))
-    precision = resolve_precision({"default": "auto", "fp16": "fp16"}.get(args.path, "fp32"), device, models.parameters)
+    precision = resolve_precision({"default": "auto", "fp16": "fp16"}.get(args.path, "fp32"), device)
     if args.path == "default":
         lever = {"clip": BF16, "decoder": BF16} if precision.name == "bf16" else {}
     scorer.fast = lever.get("vit", True)

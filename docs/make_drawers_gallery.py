@@ -23,6 +23,7 @@ from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "gallery"
+MAKES = ("gallery/drawers.png", "gallery/tile.png")  # the README images this script writes
 # The shapes preset itself draws from the VQGAN prior with no steps (issue 20); the drawers start
 # from the composed start and take 20 steps, as measured in BENCHMARKS.md ("Drawers").
 STEPS = {"init": "composed", "iterations": 20}

@@ -24,6 +24,15 @@ from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "gallery"
+# the README images this script writes (tests/test_docs.py checks that each README image has its script)
+MAKES = (
+    "gallery/controls.png",
+    "gallery/input_green_square.png",
+    "gallery/zoom.png",
+    "gallery/zoom.gif",
+    "gallery/held_out_grid.png",
+    "gallery/sample_grid.png",
+)
 
 # The shapes preset takes no steps (its start is the image): the controls that act through steps
 # get them here, as a user would give them with -i.

@@ -39,7 +39,7 @@ from pixgen.runtime.device import resolve_device, resolve_seed, seed_everything
 from pixgen.runtime.environment import environment, warn_if_not_reproducible
 from pixgen.runtime.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.runtime.precision import resolve_precision
-from pixgen.settings import FIELDS, Settings, load_settings, parse_palette, zoom_on
+from pixgen.settings import FIELDS, Settings, load_settings, loads_vqgan, parse_palette, prior_start_on, zoom_on
 from pixgen.starts.make import make_start, ready_to_fit
 
 log = logging.getLogger("pixgen")
@@ -151,28 +151,31 @@ def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
     seed = resolve_seed(settings.seed)
     models = _models(settings, models, device, hooks)
     width, height = fit_size(settings, drawer_class(settings.drawer).size_factor(models.decoder))
-    precision = resolve_precision(settings.precision, device, models.parameters)
+    precision = resolve_precision(settings.precision, device)
     models.set_precision(precision)
     lr = settings.lr if settings.lr is not None else drawer_class(settings.drawer).lr
     return Run(replace(settings, size=[width, height], seed=seed, lr=lr), plan, device, models, precision)
 
 
 def _models(settings: Settings, models, device, hooks: Hooks):
-    """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer)."""
+    """The run's models: `models` when given, else loaded (the VQGAN only for the vqgan drawer, or
+    for the prior start, whose codes it decodes before the best is fitted into the run's drawer)."""
 
-    s, vqgan = settings, drawer_class(settings.drawer).needs_vqgan
+    s, vqgan = settings, loads_vqgan(settings)
     if not vqgan:
         hooks.enter(Phase.NO_VQGAN, f"drawer {s.drawer}: no VQGAN needed…")
     if models is None:
         from pixgen.needs import check_models
         from pixgen.prior.start import prior_name
 
-        prior = prior_name(s) if s.init == "prior" and vqgan else None
-        check_models(s.vqgan if vqgan else None, s.clip, s.vqgan_config, s.vqgan_ckpt, hooks.offline, prior)
+        prior = prior_name(s) if prior_start_on(s) else None
         vqgan_name = s.vqgan if vqgan else None
+        check_models(vqgan_name, s.clip, s.vqgan_config, s.vqgan_ckpt, hooks.offline, prior)
         return load_models(vqgan_name, s.clip, device, s.vqgan_config, s.vqgan_ckpt, hooks.offline, hooks)
     if vqgan and models.decoder is None:
-        raise PixgenError("setting 'drawer': vqgan needs a VQGAN, and these models were loaded without one")
+        drawn = drawer_class(s.drawer).needs_vqgan
+        why = "'drawer': vqgan needs a VQGAN" if drawn else "'init': the prior start draws VQGAN codes"
+        raise PixgenError(f"setting {why}, and these models were loaded without one")
     return models
 
 

@@ -4,12 +4,18 @@ the real loaders, and a helper that runs the CLI in-process."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
 import yaml
 
 from pixgen.models.vqgan import TINY_ARCH, VQGANArch
+
+# `precision: auto` asks a timing calibration on bf16 CPUs; the suite must not depend on how loaded
+# the machine is, so it pins the answer (fp32, as before small models were calibrated too), here
+# and in every subprocess a test starts. The calibration's own tests clear it.
+os.environ.setdefault("PIXGEN_BF16_SPEEDUP", "1.0")
 
 
 def taming_state_dict(arch: VQGANArch, seed: int = 0, prefix: str = "") -> dict:

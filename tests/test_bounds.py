@@ -77,12 +77,15 @@ def test_a_tiled_stroke_stays_within_one_canvas_of_its_first_point():
 
 
 def test_a_preset_value_refused_says_where_it_came_from(tmp_path, cli):
-    """--preset shapes --drawer pixel was refused about --init prior, which nobody typed."""
-    code, _, err = cli("a cat", "--preset", "shapes", "--drawer", "pixel", "-o", tmp_path)
+    """--preset shapes --drawer pixel was refused about --init prior, which nobody typed (the prior
+    start now reaches every drawer: a config file's value stands in for the preset's)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("init_draws: 4\n")
+    code, _, err = cli("a cat", "--config", config, "--drawer", "pixel", "-o", tmp_path)
     assert code == 2 and err.count("\n") == 1, err
-    assert "the preset 'shapes'" in err and "--init tokens" in err
-    code, _, err = cli("a cat", "--preset", "shapes", "--drawer", "pixel", "--init", "prior", "-o", tmp_path)
-    assert code == 2 and "preset" not in err.split("needs")[1]  # the user's own value: no such note
+    assert f"the config file {config}" in err and "--init-draws" in err
+    code, _, err = cli("a cat", "--drawer", "pixel", "--init-draws", "4", "-o", tmp_path)
+    assert code == 2 and "config" not in err.split("needs")[1]  # the user's own value: no such note
 
 
 def test_the_studio_refuses_an_oversize_lines_job_and_a_deeply_nested_body(tmp_path, monkeypatch):

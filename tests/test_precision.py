@@ -136,7 +136,7 @@ def test_explicit_choices_and_mps():
 def test_auto_keeps_fp32_where_bf16_is_emulated(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     monkeypatch.setattr(precision, "measure", lambda: pytest.fail("no calibration without native bf16"))
-    p = resolve_precision("auto", CPU, 10**9)
+    p = resolve_precision("auto", CPU)
     assert p.name == "fp32" and "no native bf16" in p.why
 
 
@@ -151,6 +151,7 @@ def test_bf16_without_native_support_warns_once_with_the_cost(monkeypatch, caplo
 
 
 def test_auto_follows_the_cached_calibration(monkeypatch, tmp_path):
+    monkeypatch.delenv(precision.PIN, raising=False)  # conftest pins it for the rest of the suite
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     calls = []
@@ -163,15 +164,63 @@ def test_auto_follows_the_cached_calibration(monkeypatch, tmp_path):
         return measure
 
     monkeypatch.setattr(precision, "measure", fake(0.8))
-    assert resolve_precision("auto", CPU, 10**9).name == "fp32"  # measured slower: never picked
-    assert resolve_precision("auto", CPU, 10**9).name == "fp32"
+    assert resolve_precision("auto", CPU).name == "fp32"  # measured slower: never picked
+    assert resolve_precision("auto", CPU).name == "fp32"
     assert calls == [0.8]  # measured once, then read from the cache
     cached = json.loads((tmp_path / "calibration.json").read_text())
     assert list(cached) == [precision.calibration_key()]
     (tmp_path / "calibration.json").write_text("{not json")  # a corrupt cache is measured again
     monkeypatch.setattr(precision, "measure", fake(3.0))
-    assert resolve_precision("auto", CPU, 10**9).name == "bf16"
-    assert resolve_precision("auto", CPU, 10**6).name == "fp32"  # small models stay fp32
+    assert resolve_precision("auto", CPU).name == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("native", "timings", "name", "why"),
+    [
+        (False, None, "fp32", "auto: no native bf16 on this CPU"),
+        (True, {"fp32": 1.0, "bf16": 1.0 / 1.7}, "bf16", "auto: bf16 measured 1.70x fp32 here"),
+        (True, {"fp32": 1.0, "bf16": 1.0 / 1.25}, "bf16", "auto: bf16 measured 1.25x fp32 here"),
+        (True, {"fp32": 1.0, "bf16": 1.0 / 1.2}, "fp32", "auto: bf16 measured 1.20x fp32 here"),
+        (True, {"fp32": 1.0, "bf16": 2.0}, "fp32", "auto: bf16 measured 0.50x fp32 here"),
+    ],
+)
+def test_auto_on_a_cpu_follows_native_bf16_and_the_measured_speed_up(native, timings, name, why):
+    """The calibration decides for models of every size (issue 29: no fixed rule keeps small
+    models in fp32); without native bf16 nothing is measured and it is fp32."""
+    p = precision.auto_on_cpu(native, timings)
+    assert (p.name, p.why) == (name, why)
+    assert p.weights == (torch.bfloat16 if name == "bf16" else torch.float32) and p.autocast is None
+
+
+def test_auto_decides_small_models_by_the_calibration(monkeypatch, tmp_path):
+    """A run of the tiny smoke models (well under the 30M parameters once kept in fp32 by a
+    rule) resolves to bf16 where the calibration measured bf16 faster, and records why."""
+    monkeypatch.delenv(precision.PIN, raising=False)
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "measure", lambda: {"fp32": 1.0, "bf16": 0.5, "speedup": 2.0})
+    run = api.prepare(load_settings(preset="smoke", overrides=dict(prompt="a cat", device="cpu")))
+    assert run.models.parameters < 30_000_000
+    assert run.precision.name == "bf16" and run.precision.why == "auto: bf16 measured 2.00x fp32 here"
+    assert run.models.decoder.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("pin", "name"), [("1.0", "fp32"), ("2", "bf16")])
+def test_a_pinned_speed_up_decides_without_measuring(monkeypatch, tmp_path, pin, name):
+    monkeypatch.setenv(precision.PIN, pin)
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "measure", lambda: pytest.fail("a pinned answer is not measured"))
+    assert resolve_precision("auto", CPU).name == name
+    assert not (tmp_path / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("pin", ["fast", "0", "nan", "-1"])
+def test_a_bad_pinned_speed_up_is_one_line_naming_it(monkeypatch, pin):
+    monkeypatch.setenv(precision.PIN, pin)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    with pytest.raises(PixgenError, match=r"PIXGEN_BF16_SPEEDUP: a positive number"):
+        resolve_precision("auto", CPU)
 
 
 def test_calibration_measures_both_dtypes():

@@ -1,6 +1,7 @@
 """Real priors with random weights: taming's ImageNet class-conditional transformer at its real
 width, heads, vocabulary and sequence (2 of its 48 layers), written as taming's Lightning
-checkpoint, read safely, converted once and loaded; the class chosen by CLIP."""
+checkpoint, read safely, converted once and loaded; the classes chosen by CLIP, one drawn per
+sample from its top k."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from pixgen.prior.classes import (
     class_condition,
     class_embeddings,
     class_index,
+    draw_classes,
     encode_texts,
     imagenet_classes,
+    top_classes,
 )
-from pixgen.prior.model import KVCache, Prior, PriorArch
+from pixgen.prior.conditions import condition_for
+from pixgen.prior.model import KVCache, Prior, PriorArch, Sampling, sample
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 
 SHIPPED = weights.registry()
@@ -318,3 +322,121 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     torch.save({"state_dict": {"transformer.tok_emb.weight": torch.zeros(2, 2)}, "callbacks": _Payload()}, path)
     with pytest.raises(PixgenError, match="refusing to load"):
         load_prior_model(str(path), 16384)
+
+
+# Issue 29: each sample's class drawn from CLIP's top k, in proportion to CLIP's probabilities.
+ONE_TEMPLATE = ["a photo of a {}."]
+PROMPT = "a goldfish in a pond"
+
+
+def test_top_classes_renormalise_the_softmax_over_the_k_best():
+    scores = torch.tensor([1.0, 4.0, 2.5, 3.0, -1.0])
+    top, probs = top_classes(scores, 3)
+    assert top.tolist() == [1, 3, 2]
+    every = scores.softmax(0)[top]
+    assert torch.allclose(probs, every / every.sum())
+    assert top_classes(scores, 1)[0].tolist() == [1] and top_classes(scores, 1)[1].tolist() == [1.0]
+    assert len(top_classes(scores, 50)[0]) == 5
+
+
+def test_drawn_classes_follow_their_probabilities():
+    top, probs = torch.tensor([7, 3, 9]), torch.tensor([0.5, 0.3, 0.2])
+    drawn = draw_classes(top, probs, 20000, torch.Generator().manual_seed(0))
+    freq = torch.stack([(drawn == c).float().mean() for c in top])
+    assert torch.allclose(freq, probs, atol=0.014)  # 4 standard deviations of a frequency at n=20000
+    assert torch.equal(drawn, draw_classes(top, probs, 20000, torch.Generator().manual_seed(0)))
+    assert not torch.equal(drawn[:50], draw_classes(top, probs, 50, torch.Generator().manual_seed(1)))
+
+
+def test_one_candidate_draws_nothing_from_the_generator():
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    assert draw_classes(torch.tensor([4]), torch.tensor([1.0]), 3, g).tolist() == [4, 4, 4]
+    assert torch.equal(g.get_state(), state)
+
+
+def _small_grid(cin) -> Prior:
+    """The cin replica drawing 4x4 grids (its first 17 of 257 positions): the same weights and
+    class condition, 16x fewer tokens to draw."""
+    prior, _ = cin
+    with torch.device("meta"):
+        small = Prior(PriorArch(**dict(REAL["arch"], n_layer=LAYERS, grid=[4, 4])))
+    small.load_state_dict(prior.state_dict(), assign=True)
+    return small.eval().requires_grad_(False)
+
+
+def test_each_sample_is_drawn_for_its_own_class(cin):
+    prior, greedy = _small_grid(cin), Sampling(top_k=1)  # greedy: a grid is its class's likeliest codes
+    g = torch.Generator().manual_seed(0)
+    together = sample(prior, torch.tensor([[3], [7], [3]]), 3, g, greedy, batch=2)  # a batch split across classes
+    three, seven = (sample(prior, class_condition(c), 1, g, greedy)[0] for c in (3, 7))
+    assert not torch.equal(three, seven)
+    assert torch.equal(together[0], three) and torch.equal(together[1], seven) and torch.equal(together[2], three)
+    with pytest.raises(ValueError, match="1 or 3 samples"):
+        sample(prior, torch.tensor([[3], [7]]), 3, g, greedy)
+
+
+@pytest.fixture
+def class_run(monkeypatch):
+    """run(**settings): a smoke run (its tiny CLIP) for the prompt PROMPT; the class matrix from
+    one template (1000 texts, not 80,000)."""
+    from pixgen.api import prepare
+    from pixgen.prior import classes as prior_classes
+    from pixgen.settings import load_settings
+
+    monkeypatch.setattr(prior_classes, "imagenet_templates", lambda: list(ONE_TEMPLATE))
+    return lambda **sets: prepare(load_settings("smoke", overrides=dict(prompt=PROMPT, **sets)))
+
+
+def _clips_top(scorer, k: int) -> tuple[list[int], torch.Tensor]:
+    """CLIP's k best classes for PROMPT and their probabilities, worked out here: the softmax of
+    the cosine similarities at CLIP's logit scale, renormalised over the k."""
+    cos = class_embeddings(scorer, imagenet_classes(), ONE_TEMPLATE) @ encode_texts(scorer, [PROMPT])[0]
+    probs = (scorer.model.logit_scale.exp() * cos).softmax(0)
+    top = probs.topk(k)
+    return top.indices.tolist(), top.values / top.values.sum()
+
+
+def test_seeds_draw_different_classes_from_clips_top_k(cin, class_run):
+    run, prior = class_run(), cin[0]
+    assert run.settings.prior_class_top_k == 5  # the default
+    want, want_probs = _clips_top(run.models.scorers[0], 5)
+    cond = condition_for(prior, run, None, 8, torch.Generator().manual_seed(0))
+    assert [i for i, _, _ in cond.candidates] == want
+    probs = torch.tensor([p for _, _, p in cond.candidates])
+    assert torch.allclose(probs, want_probs, atol=1e-5) and probs.max() < 0.5  # close scores
+    assert cond.value.shape == (8, 1) and cond.value[:, 0].tolist() == cond.drawn
+    drawn = [condition_for(prior, run, None, 8, torch.Generator().manual_seed(s)).drawn for s in range(4)]
+    assert drawn[0] == cond.drawn  # a seed reproduces its classes
+    assert len({tuple(d) for d in drawn}) == 4  # and other seeds draw others
+    assert set(sum(drawn, [])) <= set(want) and len(set(sum(drawn, []))) > 1
+    many = condition_for(prior, run, None, 5000, torch.Generator().manual_seed(1)).drawn
+    freq = torch.tensor([many.count(c) / len(many) for c in want])
+    assert torch.allclose(freq, probs, atol=0.03)  # 4 standard deviations of a frequency at n=5000
+
+
+def test_top_k_1_is_clips_top_class_and_the_codes_of_before(cin, class_run):
+    """With one class, no class is drawn: the generator gives the codes it gave before issue 29
+    (CLIP's top class for every sample)."""
+    run, prior = class_run(prior_class_top_k=1), _small_grid(cin)
+    [best], _ = _clips_top(run.models.scorers[0], 1)
+    g = torch.Generator().manual_seed(3)
+    cond = condition_for(prior, run, None, 2, g)
+    assert cond.value.tolist() == [[best]] and cond.drawn is None and "CLIP's pick" in cond.text
+    codes = sample(prior, cond.value, 2, g, Sampling())
+    assert torch.equal(codes, sample(prior, class_condition(best), 2, torch.Generator().manual_seed(3), Sampling()))
+
+
+def test_prior_class_fixes_the_class_whatever_the_top_k(cin, class_run, monkeypatch):
+    from pixgen.prior import conditions
+
+    monkeypatch.setattr(conditions, "class_scores", lambda *a, **k: pytest.fail("CLIP asked"))
+    run = class_run(prior_class="tabby cat", prior_class_top_k=5)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    cond = condition_for(cin[0], run, None, 8, g)
+    assert cond.value.tolist() == [[281]] and cond.drawn is None and torch.equal(g.get_state(), state)
+    assert cond.record(3) == {
+        "class_candidates": [{"index": 281, "name": "tabby cat", "probability": 1.0}],
+        "class": {"index": 281, "name": "tabby cat"},
+    }

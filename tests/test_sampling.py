@@ -151,3 +151,44 @@ def test_a_class_conditional_prior_draws_the_named_class(tmp_path, monkeypatch):
     assert "'tabby cat' (--prior-class)" in record["start"]["condition"]
     tabby = class_index("tabby cat")
     assert tabby == 281 and [c.tolist() for c in conditions] == [[[tabby]]]  # the class token reached the prior
+
+
+def test_a_class_conditional_prior_records_the_classes_it_drew(cli, tmp_path, monkeypatch):
+    """Without --prior-class each sample's class is drawn from CLIP's top k (--prior-class-top-k):
+    the prior is given one class per sample, and run.json and scores.json say which, with the
+    candidates' probabilities; each kept image's class is the one its sample was drawn for."""
+    from pixgen.outputs.writer import read_png_metadata
+    from pixgen.prior import classes as prior_classes
+    from pixgen.prior import start as sampler
+
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(prior_classes, "imagenet_templates", lambda: ["a photo of a {}."])  # 1000 texts, not 80,000
+    conditions = []
+
+    def spy(prior, cond, *args, **kw):
+        conditions.append(cond.clone())
+        return real(prior, cond, *args, **kw)
+
+    real = sampler.sample
+    monkeypatch.setattr(sampler, "sample", spy)
+    arch = PriorArch(
+        vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16, n_codes=64, grid=(4, 4), cond="class",
+        cond_len=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    save_prior(tmp_path / "cin.safetensors", Prior(arch), torch.float32)
+    code, stdout, err = cli(
+        "sample", "a goldfish", *SMOKE, "--prior", tmp_path / "cin.safetensors", "--prior-samples", "6",
+        "--keep", "3", "--prior-class-top-k", "3", "--seed", "2", "-o", tmp_path / "out", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    run_dir = tmp_path / json.loads(stdout)["run_dir"]
+    scores = json.loads((run_dir / "scores.json").read_text())
+    candidates, drawn = scores["class_candidates"], scores["classes_drawn"]
+    assert len(candidates) == 3 and sum(c["probability"] for c in candidates) == pytest.approx(1)
+    assert [c.tolist() for c in conditions] == [[[d] for d in drawn]]  # each sample's class reached the prior
+    assert len(drawn) == 6 and set(drawn) <= {c["index"] for c in candidates}
+    for kept in scores["kept"]:
+        assert kept["class"]["index"] == drawn[kept["sample"]]
+    record = read_png_metadata(run_dir / "sample-2.png")["start"]
+    assert record["class"] == scores["kept"][1]["class"] and record["classes_drawn"] == drawn

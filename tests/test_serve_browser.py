@@ -1,7 +1,6 @@
 """`pixgen serve` in a real browser: headless Chromium (the OS package) driven by Playwright, on a
 real uvicorn server with the shapes models. Skipped when chromium or playwright is missing.
-
-PIXGEN_SCREENSHOT=docs/serve.png also saves the screenshot there (the README's)."""
+(The README's screenshot is docs/make_screenshot.py's.)"""
 
 from __future__ import annotations
 
@@ -88,5 +87,3 @@ def test_studio_in_a_browser(server, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
-    if os.environ.get("PIXGEN_SCREENSHOT"):
-        shutil.copy(shot, os.environ["PIXGEN_SCREENSHOT"])

@@ -126,6 +126,25 @@ def test_off_palette_flags_colours_outside_the_world():
     assert off_palette(orange)
 
 
+def test_specks_counts_small_stray_groups_not_soft_edges_or_world_images():
+    from pixgen.shapes.judge import specks
+
+    rng = np.random.default_rng(0)
+    assert sum(specks(world.sample(rng, c)) for c in world.ALL_COMBOS) == 0
+    img = world.render(world.Combo("square", "red", "blue"), 32, 32, 30)
+    soft = img.copy()  # a soft edge: blends of red and blue along the square's left side
+    soft[17:47, 16] = (128, 45, 130)
+    soft[17:47, 15] = (80, 50, 180)
+    assert specks(soft) == 0
+    specked = img.copy()
+    specked[10:12, 10] = (40, 240, 230)  # two cyan pixels: a speck
+    specked[40, 50:52] = (250, 130, 250)  # two pink pixels, apart: another
+    specked[50, 20] = (40, 240, 230)  # one pixel is no speck
+    assert specks(specked) == 2
+    specked[25:45, 25:45] = (240, 140, 20)  # a large off-palette patch is a region, not a speck
+    assert specks(specked) == 2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [(["clip", "--steps", "0"], "at least 1"), (["vqgan", "--steps", "x"], "whole number"), (["clip"], "not a folder")],
@@ -138,3 +157,16 @@ def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message)
     with pytest.raises(SystemExit) as e:
         main([*args, "--out", str(blocker)])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_stray_loss_is_zero_on_blends_of_the_two_colours_and_grows_off_them():
+    from pixgen.shapes.train import stray_loss
+
+    bg, fg = torch.tensor([[1.0, -1, -1]]), torch.tensor([[-1.0, -1, 1]])  # red and blue in [-1, 1]
+    t = torch.linspace(0, 1, 5)[None, :, None]  # (1, 5, 1): five blends from red to blue
+    blends = (bg[:, :, None] + t.transpose(1, 2) * (fg - bg)[:, :, None])[..., None]  # (1, 3, 5, 1)
+    assert stray_loss(blends, bg, fg) == 0
+    green = blends.clone()
+    green[0, :, 2, 0] = torch.tensor([-1.0, 1, -1])  # one stray pixel of five
+    far = float(torch.tensor([-1.0, 1, -1]).sub(torch.tensor([0.0, -1, 0])).norm())  # to the blend's midpoint
+    assert float(stray_loss(green, bg, fg)) == pytest.approx((far - 0.1) ** 2 / 5, rel=1e-5)

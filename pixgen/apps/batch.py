@@ -381,14 +381,14 @@ def finished_jobs(out: Path, names: set[str] | None = None) -> list[JobResult]:
 def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
     """One job: its settings, its models (loaded once per distinct set), its candidates."""
     from pixgen.api import prepare
-    from pixgen.drawers import drawer_class
+    from pixgen.settings import loads_vqgan
 
     try:
         settings = make_settings(job.overrides)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     key = (
-        drawer_class(settings.drawer).needs_vqgan,  # the other drawers load no VQGAN
+        loads_vqgan(settings),  # the other drawers load no VQGAN, unless for the prior start
         settings.vqgan,
         tuple(settings.clip),
         settings.vqgan_config,

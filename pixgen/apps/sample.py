@@ -84,11 +84,13 @@ def _write(run, drawer, ranked, keep: int, run_dir: Path, seconds: float) -> tup
         path = run_dir / f"sample-{rank}.png"
         save_png(path, image, record)
         clip = ensemble_score(run.models, path, run.settings.prompt)
-        scores.append({"rank": rank, "sample": index, "loss": ranked.losses[index], "clip": clip, "image": path.name})
+        score = {"rank": rank, "sample": index, "loss": ranked.losses[index], "clip": clip, "image": path.name}
+        scores.append(score | ({"class": record["start"]["class"]} if "class" in record["start"] else {}))
         images.append(path)
         job = SimpleNamespace(prompt=f"#{rank} {run.settings.prompt}")
         cards.append(SimpleNamespace(image=path, score=clip, seed=run.settings.seed, seconds=seconds, job=job))
-    write_json(run_dir / "scores.json", {"condition": ranked.condition, "samples": len(ranked.losses), "kept": scores})
+    condition = {"condition": ranked.condition.text, "samples": len(ranked.losses)}
+    write_json(run_dir / "scores.json", condition | ranked.condition.record() | {"kept": scores})
     write_json(run_dir / "run.json", {"settings": run.record(), "finished": True, "kept": scores})
     write_gallery(run_dir, cards, title="pixgen sample")
     return images, scores

@@ -23,7 +23,7 @@ torch = LazyModule("torch")
 PER_STROKE = 4 * 2 + 1 + 3  # control points, width, colour
 SOFTNESS = 1.0  # pixels of edge blur (pixgen.drawers.strokes)
 SAMPLES = 16  # points per curve
-INK = 0.1  # fit: a pixel further than this from the paper colour (in any channel) is drawn
+INK = 0.25  # fit: a pixel further than this from the paper colour (in any channel) is drawn
 FLOATS_PER_PIXEL = 16  # float32 values a render and its backward hold per pixel of a tile a stroke reaches
 # (measured: 64 to 1024 strokes, 64x64 and 128x128, widths 5 to 128, with and without --tile)
 
@@ -111,16 +111,46 @@ class LinesDrawer(Drawer):
         return random_strokes(self.n, *self.size, generator, self.widths)
 
     def fit(self, image: Tensor, generator: torch.Generator) -> Tensor:
-        """A rough drawing of `image`, for a start: paper of the colour of the image's border (its
-        median), and random short strokes centred on the pixels that differ from it (anywhere,
-        if none do), each of the image's colour under its centre."""
-        points, widths, _ = self._random(generator)
+        """A drawing of `image`, for a start: paper of the colour of the image's border (its
+        median), and the pixels that differ from it filled band by band, as a scanner would: each
+        band of rows a little narrower than the widest stroke, each run of ink across it one
+        straight stroke of its median colour (the strokes' soft edges overlap the next band's).
+        The largest runs are drawn, and strokes to spare repeat them; with no ink, random short
+        strokes anywhere, each of the image's colour under its centre."""
         image = image[0].float().cpu()
         border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], 1)
         paper = border.median(1).values
-        ink = ((image - paper[:, None, None]).abs().amax(0) > INK).flatten().float()
-        weights = ink if ink.any() else torch.ones_like(ink)
-        at = torch.multinomial(weights, self.n, replacement=True, generator=generator)
+        ink = (image - paper[:, None, None]).abs().amax(0) > INK
+        runs = sorted(self._runs(image, ink), key=lambda run: -run[0])[: self.n]
+        if not runs:
+            return self._scatter(image, paper, generator)
+        runs = [runs[i % len(runs)] for i in range(self.n)]  # the largest first, then again
+        along = torch.linspace(0, 1, 4)[:, None]
+        points = torch.stack([start + (end - start) * along for _, start, end, _ in runs])
+        widths = torch.full((self.n,), float(self.widths[1]))
+        return self.pack(points, widths, torch.stack([colour for *_, colour in runs]), paper)
+
+    def _runs(self, image: Tensor, ink: Tensor) -> list[tuple[int, Tensor, Tensor, Tensor]]:
+        """Each band's runs of ink: (its ink pixels, its stroke's two ends in pixels, its colour)."""
+        band = max(1, int(self.widths[1] - 2 * SOFTNESS))
+        found = []
+        for top in range(0, ink.shape[0], band):
+            rows = ink[top : top + band]
+            across = torch.cat([rows.any(0).int(), rows.new_zeros(1).int()])
+            edges = torch.diff(torch.cat([across.new_zeros(1), across])).nonzero()[:, 0].tolist()
+            y = top + rows.shape[0] / 2
+            for a, e in zip(edges[::2], edges[1::2], strict=True):
+                drawn = rows[:, a:e]
+                half = min(band, e - a) / 2  # the stroke's round ends reach the run's ends
+                colour = image[:, top : top + band, a:e][:, drawn].median(1).values
+                ends = torch.tensor([[a + half, y], [e - half, y]])
+                found.append((int(drawn.sum()), ends[0], ends[1], colour))
+        return found
+
+    def _scatter(self, image: Tensor, paper: Tensor, generator: torch.Generator) -> Tensor:
+        """Random short strokes anywhere, each of the image's colour under its centre."""
+        points, widths, _ = self._random(generator)
+        at = torch.multinomial(torch.ones(image[0].numel()), self.n, replacement=True, generator=generator)
         w = self.size[1]
         centre = torch.stack([at % w, at // w], 1).float() + 0.5
         points = points - points.mean(1, keepdim=True) + centre[:, None]

@@ -90,11 +90,28 @@ def choose_classes(
     templates: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[int, str, float]]:
-    """The `k` classes most like the prompt: [(index, name, probability)], best first. The prompt
-    is the weighted mean of the unit embeddings of its positive-weight texts; probabilities are
-    the softmax over all classes at CLIP's logit scale. `on_progress(done, total)` hears the
-    texts embedded when the class matrix is not cached (minutes the first time for a real CLIP
-    on a CPU: 1000 classes x 80 templates)."""
+    """The `k` classes most like the prompt: [(index, name, probability)], best first, the
+    probabilities renormalised over the `k` (`top_classes` of `class_scores`). `on_progress` as
+    for `class_scores`."""
+    classes = list(classes) if classes is not None else imagenet_classes()
+    scores = class_scores(scorer, prompt_texts, weights, classes, templates, on_progress)
+    top, probs = top_classes(scores, k)
+    return [(int(i), classes[int(i)], float(p)) for i, p in zip(top, probs, strict=True)]
+
+
+def class_scores(
+    scorer,
+    prompt_texts: list[str],
+    weights: list[float] | None = None,
+    classes: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """(classes,) logits of the prompt against every class: CLIP's cosine similarities at its
+    logit scale (100 for OpenAI's CLIP), so that their softmax is CLIP's zero-shot probability.
+    The prompt is the weighted mean of the unit embeddings of its positive-weight texts.
+    `on_progress(done, total)` hears the texts embedded when the class matrix is not cached
+    (minutes the first time for a real CLIP on a CPU: 1000 classes x 80 templates)."""
     import torch
     from torch.nn import functional as F
 
@@ -110,9 +127,26 @@ def choose_classes(
     prompt = F.normalize((torch.tensor(w).view(-1, 1) * prompt).sum(0), dim=0)
     matrix = class_embeddings(scorer, classes, templates, on_progress)
     scale = scorer.model.logit_scale.exp().item() if hasattr(scorer.model, "logit_scale") else 100.0
-    probs = (scale * matrix @ prompt).softmax(0)
-    top = probs.topk(min(k, len(classes)))
-    return [(int(i), classes[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+    return scale * matrix @ prompt
+
+
+def top_classes(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The `k` best classes of `scores` (logits, as `class_scores` gives them), best first, and
+    their probabilities: the softmax renormalised over those `k` (the softmax of their logits)."""
+    top = scores.float().topk(min(k, len(scores)))
+    return top.indices, top.values.softmax(0)
+
+
+def draw_classes(top: Tensor, probs: Tensor, n: int, generator) -> Tensor:
+    """(n,) classes, each drawn from `top` with the probabilities `probs` (`top_classes`), from
+    `generator`. With one candidate nothing is drawn: the generator is left as it was, so that a
+    run with top-k 1 draws the same codes as one that never chose among classes."""
+    import torch
+
+    if len(top) == 1:
+        return top.expand(n).clone()
+    picks = torch.multinomial(probs.cpu().float(), n, replacement=True, generator=generator)
+    return top.cpu()[picks]
 
 
 def class_embeddings(

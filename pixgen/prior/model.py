@@ -311,21 +311,26 @@ def sample(
     batch: int = 16,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
-    """Draw `n` code grids (n, rows, columns) for one condition (as `Prior.condition` takes it,
-    with a batch dimension of 1), `batch` at a time, from `generator` (a CPU generator: the same
-    seed gives the same codes on any device). `callback(info)` hears the progress, as a dict
+    """Draw `n` code grids (n, rows, columns) for the condition `cond` (as `Prior.condition`
+    takes it, with a batch dimension of 1, the same for every sample, or of `n`, one per sample),
+    `batch` at a time, from `generator` (a CPU generator: the same seed gives the same codes on
+    any device). `callback(info)` hears the progress, as a dict
     `{"done": samples done, "total": n, "token": tokens drawn in this batch, "tokens": per grid}`,
     before each batch (token 0) and after each token: it may raise to stop (the batch under way
     is dropped), so a stop acts within one token's time even for the largest prior."""
+    if cond is not None and len(cond) not in (1, n):
+        raise ValueError(f"a condition for 1 or {n} samples, not {len(cond)}")
     out = []
     for start in range(0, n, batch):
+        b = min(batch, n - start)
+        rows = cond if cond is None or len(cond) == 1 else cond[start : start + b]
         tell = None
         if callback:
             callback({"done": start, "total": n, "token": 0, "tokens": prior.arch.tokens})
             tell = lambda i, start=start: callback(  # noqa: E731
                 {"done": start, "total": n, "token": i, "tokens": prior.arch.tokens}
             )
-        out.append(_sample_batch(prior, cond, min(batch, n - start), generator, how, tell))
+        out.append(_sample_batch(prior, rows, b, generator, how, tell))
     return torch.cat(out).view(n, *prior.arch.grid)
 
 

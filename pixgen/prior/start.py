@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from pixgen.errors import PixgenError
 from pixgen.loop.ops import codes_to_latent
 from pixgen.phases import Hooks, Phase
-from pixgen.prior.conditions import condition_for
+from pixgen.prior.conditions import Condition, condition_for
 from pixgen.prior.model import Prior, Sampling, sample
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.starts.candidates import score_starts
@@ -72,11 +72,12 @@ class Ranked:
     starts: CodeStarts
     losses: list[float]
     order: list[int]
-    condition: str
+    condition: Condition
 
     def record(self, name: str, rank: int) -> dict:
-        """What run.json says of the start."""
-        return {"prior": name, "condition": self.condition, "rank": rank, "losses": sorted(self.losses)}
+        """What run.json says of the start (and of the classes, for a class-conditional prior)."""
+        out = {"prior": name, "condition": self.condition.text, "rank": rank, "losses": sorted(self.losses)}
+        return out | self.condition.record(self.order[rank - 1])
 
 
 def draw_and_rank(
@@ -91,7 +92,7 @@ def draw_and_rank(
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
     if s.prior_guidance != 1 and not prior.arch.guidance:
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
-    condition = condition_for(prior, run, hooks, phase)
+    condition = condition_for(prior, run, hooks, s.prior_samples, generator, phase)
 
     def progress(info: dict) -> None:
         if info["token"] == 0 and info["done"]:  # between batches: a phase
@@ -105,17 +106,47 @@ def draw_and_rank(
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
     losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking)
     order = sorted(range(len(losses)), key=losses.__getitem__)
-    return Ranked(starts, losses, order, condition.text)
+    return Ranked(starts, losses, order, condition)
+
+
+def codes_drawer(run):
+    """The VQGAN drawer on the run's decoder at the largest size of whole codes within the run's:
+    what draws and ranks the prior's samples for a drawer that takes no codes."""
+    from pixgen.drawers.vqgan import VQGANDrawer
+
+    s, decoder = run.settings, run.models.decoder
+    f = decoder.factor
+    rows, cols = s.height // f, s.width // f
+    if not rows or not cols:
+        why = f"{s.width}x{s.height} is smaller than the VQGAN's factor {f}, which draws the prior start"
+        raise PixgenError(f"setting 'size': {why}")
+    return VQGANDrawer(decoder, s.tile, (rows * f, cols * f))
+
+
+@torch.no_grad()
+def picture(drawer, z: Tensor, width: int, height: int) -> Tensor:
+    """The image (1, 3, height, width) in [0, 1] that `drawer` draws of `z`, resized to the run's
+    size where whole codes do not fill it."""
+    image = drawer.render(z).float()
+    if image.shape[-2:] != (height, width):
+        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+    return image.clamp(0, 1)
 
 
 def prior_start(
     run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None
-) -> tuple[Tensor, dict]:
-    """`--init prior`: the starting latent, the `prior_rank`th best of the ranked samples, and
-    what run.json records of it."""
-    ranked = draw_and_rank(run, drawer, terms, generator, hooks)
+) -> tuple[Tensor, dict, Tensor | None]:
+    """`--init prior`: the `prior_rank`th best of the ranked samples, what run.json records of it,
+    and, for a drawer that takes no VQGAN codes, the picture the VQGAN draws of it (at the run's
+    size, for that drawer to fit: pixgen.starts.make). The samples are drawn and ranked through the
+    VQGAN either way, so a run's start is the same picture whatever its drawer."""
+    ranker = drawer if drawer.takes_codes else codes_drawer(run)
+    ranked = draw_and_rank(run, ranker, terms, generator, hooks)
     rank = run.settings.prior_rank
-    return ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+    z, record = ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+    if drawer.takes_codes:
+        return z, record, None
+    return z, dict(record, fitted_into=drawer.name), picture(ranker, z, run.settings.width, run.settings.height)
 
 
 def prior_keyframes(
@@ -123,7 +154,7 @@ def prior_keyframes(
 ) -> tuple[list[Tensor], list[dict]]:
     """Story mode on the prior start: the keyframe of each phrase after the first (the start is
     the first's), its `prior_rank`th best sample, drawn for that phrase and ranked by the CLIP terms
-    aimed at it (pixgen.loop.story), and what run.json records of each."""
+    aimed at it (pixgen.loop.story), and what run.json records of each. `drawer` takes codes."""
     rank, name, keyframes, records = run.settings.prior_rank, prior_name(run.settings), [], []
     for phase in range(1, len(run.plan.phases)):
         phase_terms = [t.for_phase(phase) for t in terms]

@@ -32,7 +32,9 @@ from pixgen.declare import (
 )
 from pixgen.settings.checks import (
     _number_error,
+    loads_vqgan,
     parse_palette,
+    prior_start_on,
     validate,
     zoom_on,
 )
@@ -109,10 +111,12 @@ __all__ = [
     "from_text",
     "list_presets",
     "load_settings",
+    "loads_vqgan",
     "metavar_of",
     "parse_palette",
     "parse_set",
     "parse_size",
+    "prior_start_on",
     "setting",
     "validate",
     "zoom_on",

@@ -25,6 +25,18 @@ def zoom_on(s: Settings) -> bool:
     return s.zoom_scale != 1 or any(s.zoom_shift) or s.zoom_rotate != 0
 
 
+def prior_start_on(s: Settings) -> bool:
+    """The run starts from the prior's best sample (`--init prior`, no init image; init noise is
+    mixed into the sample)."""
+    return s.init == "prior" and not s.init_image
+
+
+def loads_vqgan(s: Settings) -> bool:
+    """The run loads a VQGAN decoder: its drawer draws through one, or its start is the prior's
+    (whose codes the VQGAN decodes, ranked, before the best is fitted into another drawer)."""
+    return drawer_class(s.drawer).needs_vqgan or prior_start_on(s)
+
+
 def _check_capabilities(s: Settings, need) -> None:
     """The drawers' own checks, and what only some drawers can do (asked of the run's drawer)."""
     cls = drawer_class(s.drawer)
@@ -44,7 +56,6 @@ def _check_capabilities(s: Settings, need) -> None:
         need(s.schedule == "plain", "schedule", f"progressive halves the VQGAN latent: it {needs('can_halve')}")
     if not cls.takes_codes:
         need(s.init_draws == 1, "init_draws", f"drawing several starting latents {needs('takes_codes')}")
-        need(s.init != "prior", "init", f"a prior draws VQGAN codes: --init prior {needs('takes_codes')}")
 
 
 def _range_error(meta: dict, value: float) -> str | None:

@@ -34,6 +34,7 @@ AUGMENTS = ("flip", "affine", "perspective", "jitter", "noise", "erasing", "shar
 INITS = ("tokens", "flat", "mean", "composed", "prior")
 MAX_PRIOR_SAMPLES = 256  # code grids a learned prior draws for one start (pixgen.prior.start)
 MAX_PRIOR_CODES = 1 << 20  # top-k beyond any VQGAN's codebook
+MAX_PRIOR_CLASSES = 1000  # ImageNet's classes (pixgen.prior.classes)
 INIT_FITS = ("cover", "contain", "stretch")
 INIT_NOISES = ("pixels", "gradient", "perlin")
 SILHOUETTES = ("disc", "box", "triangle", "diamond", "wide")  # pixgen.starts.composed
@@ -153,8 +154,16 @@ class Settings:
     )
     prior_class: str | None = setting(
         None,
-        "--init prior, class-conditional priors (ImageNet): the class to draw (default: the one CLIP"
-        " picks for the prompt).",
+        "--init prior, class-conditional priors (ImageNet): the class to draw for every sample"
+        " (default: classes CLIP picks for the prompt, --prior-class-top-k).",
+        panel=INIT,
+    )
+    prior_class_top_k: int = setting(
+        5,
+        "--init prior, class-conditional priors: each sample's class is drawn from the K classes CLIP"
+        " likes best for the prompt, in proportion to CLIP's probabilities (1: its top class for all).",
+        lo=1,
+        hi=MAX_PRIOR_CLASSES,
         panel=INIT,
     )
     init_image: str | None = setting(None, "Start from this image.", panel=INIT)

@@ -3,9 +3,11 @@ then ``--set key=value``, merged key by key so that any error names its key."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pixgen.drawers import drawer_classes
 from pixgen.errors import PixgenError
 from pixgen.paths import PRESETS_DIR
 from pixgen.settings.checks import validate
@@ -82,38 +84,92 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+DRAWERS = "drawers"  # a preset's or config file's settings for one drawer: {drawer name: {key: value}}
+
+
+@dataclass
+class Layer:
+    """One layer of settings: its values, its name in errors (`source`), in a refusal's note when
+    the user did not give it (`where`: None for flags and --set), and its settings for each drawer
+    (`drawers`, applied just above it when the run's drawer is that one)."""
+
+    values: dict
+    source: str
+    where: str | None = None
+    drawers: dict = field(default_factory=dict)
+
+
+def _file_layer(path: Path, what: str, source: str, where: str) -> Layer:
+    """A preset or config file: its settings and its `drawers:` entries (checked key by key)."""
+    data = _read_yaml(path, what)
+    drawers = data.pop(DRAWERS, None) or {}
+    if not isinstance(drawers, dict):
+        raise PixgenError(f"{DRAWERS!r} in {source} must be a mapping of drawer: {{setting: value}}")
+    known = drawer_classes()
+    for name, entry in drawers.items():
+        if name not in known:
+            raise PixgenError(f"unknown drawer {str(name)!r} in {DRAWERS} of {source} (known: {', '.join(known)})")
+        if not isinstance(entry, dict):
+            raise PixgenError(f"{DRAWERS}.{name} in {source} must be a mapping of setting: value")
+        for key in entry:
+            if key not in FIELDS or key in ("drawer", "preset"):
+                fields = ", ".join(k for k in FIELDS if k not in ("drawer", "preset"))
+                raise PixgenError(f"unknown setting {str(key)!r} in {DRAWERS}.{name} of {source} (known: {fields})")
+    return Layer(data, source, where, drawers)
+
+
+def _chosen_drawer(layers: list[Layer]) -> object:
+    """The run's drawer: the last layer's that names one, else the default."""
+    given = [layer.values["drawer"] for layer in layers if layer.values.get("drawer") is not None]
+    return given[-1] if given else FIELDS["drawer"].default
+
+
+def _in_order(layers: list[Layer]) -> list[Layer]:
+    """The layers as merged, each followed by its settings for the run's drawer."""
+    name, out = _chosen_drawer(layers), []
+    for layer in layers:
+        out.append(layer)
+        entry = layer.drawers.get(name) if isinstance(name, str) else None
+        if entry is not None:
+            where = layer.where and f"{layer.where} ({DRAWERS}.{name})"
+            out.append(Layer(entry, f"{layer.source} ({DRAWERS}.{name})", where))
+    return out
+
+
 def load_settings(
     preset: str | None = None,
     config: str | Path | None = None,
     overrides: dict | None = None,
     sets: list[str] | None = None,
 ) -> Settings:
-    """Resolve settings: defaults, then `preset`, then `config`, then `overrides`, then `sets`."""
+    """Resolve settings: defaults, then `preset`, then `config`, then `overrides`, then `sets`.
+    A preset's or config file's `drawers:` entries apply just above it when the run's drawer (as
+    the layers resolve it) is theirs: below a config file's own settings (for a preset's), flags
+    and --set."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.structured(Settings)
-    came_from: dict[str, str] = {}  # a key -> the layer that set it, when the user did not
+    layers = []
     if preset:
         path = PRESETS_DIR / f"{preset}.yaml"
         if not path.is_file():
             names = ", ".join(list_presets()) or "none"
             raise PixgenError(f"unknown preset {preset!r} (available: {names})")
-        layer = _read_yaml(path, "preset")
-        cfg = _merge(cfg, layer, f"preset {preset!r}")
-        cfg = _merge(cfg, {"preset": preset}, "preset")
-        came_from.update(dict.fromkeys(layer, f"the preset {preset!r}"))
+        layers.append(_file_layer(path, "preset", f"preset {preset!r}", f"the preset {preset!r}"))
+        layers[-1].values["preset"] = preset  # recorded: which preset the run began from
     if config:
-        layer = _read_yaml(Path(config), "config file")
-        cfg = _merge(cfg, layer, f"config {config}")
-        came_from.update(dict.fromkeys(layer, f"the config file {config}"))
+        layers.append(_file_layer(Path(config), "config file", f"config {config}", f"the config file {config}"))
     if overrides:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        cfg = _merge(cfg, given, "options")
-        came_from = {k: v for k, v in came_from.items() if k not in given}
+        layers.append(Layer({k: v for k, v in overrides.items() if v is not None}, "options"))
     if sets:
-        given = parse_set(sets)
-        cfg = _merge(cfg, given, "--set")
-        came_from = {k: v for k, v in came_from.items() if k not in given}
+        layers.append(Layer(parse_set(sets), "--set"))
+    cfg = OmegaConf.structured(Settings)
+    came_from: dict[str, str] = {}  # a key -> the layer that set it, when the user did not
+    for layer in _in_order(layers):
+        cfg = _merge(cfg, layer.values, layer.source)
+        if layer.where:
+            came_from.update(dict.fromkeys(layer.values, layer.where))
+        else:
+            came_from = {k: v for k, v in came_from.items() if k not in layer.values}
     settings = OmegaConf.to_object(cfg)
     try:
         validate(settings)

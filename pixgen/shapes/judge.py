@@ -24,11 +24,16 @@ def palette_labels(image: np.ndarray) -> np.ndarray:
     return d.argmin(-1)
 
 
-def largest_blob(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a boolean mask."""
+_FOUR = ((1, 0), (-1, 0), (0, 1), (0, -1))
+_EIGHT = _FOUR + ((1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def components(mask: np.ndarray, steps=_FOUR) -> list[list[tuple[int, int]]]:
+    """The connected components of a boolean mask (4-connected by default; `_EIGHT` for
+    8-connected), each as its list of (y, x) pixels."""
     h, w = mask.shape
     seen = np.zeros_like(mask)
-    best: list = []
+    found = []
     for sy, sx in zip(*np.nonzero(mask), strict=True):
         if seen[sy, sx]:
             continue
@@ -37,12 +42,18 @@ def largest_blob(mask: np.ndarray) -> np.ndarray:
         while queue:
             y, x = queue.popleft()
             blob.append((y, x))
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            for dy, dx in steps:
+                ny, nx = y + dy, x + dx
                 if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
                     seen[ny, nx] = True
                     queue.append((ny, nx))
-        if len(blob) > len(best):
-            best = blob
+        found.append(blob)
+    return found
+
+
+def largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean mask."""
+    best = max(components(mask), key=len, default=[])
     out = np.zeros_like(mask)
     if best:
         ys, xs = zip(*best, strict=True)
@@ -119,3 +130,34 @@ def off_palette_share(image: np.ndarray) -> float:
 def off_palette(image: np.ndarray) -> bool:
     """Whether the shape or the background shows a colour outside the world's six."""
     return off_palette_share(image) > OFF_PALETTE_SHARE
+
+
+SPECK_PIXELS = (2, 24)  # a speck: this many pixels at least and at most (a larger group is a region)
+
+
+def _segment_distance(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of each colour in x (..., 3) to the segment of colours from a to b."""
+    ab = b - a
+    t = np.clip(((x - a) @ ab) / max(float(ab @ ab), 1e-6), 0, 1)
+    return np.linalg.norm(x - (a + t[..., None] * ab), axis=-1)
+
+
+def stray_pixels(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose colour is further than OFF_PALETTE_DISTANCE from every world
+    colour and from every blend of the image's background and subject colours (the soft edge
+    between the two, which a decoder is expected to draw)."""
+    x = image[..., :3].astype(np.float32)
+    got = judge(image)
+    far = np.sqrt(((x[..., None, :] - _PALETTE) ** 2).sum(-1)).min(-1) > OFF_PALETTE_DISTANCE
+    if got.colour == "none":
+        return far
+    bg, fg = _PALETTE[_NAMES.index(got.background)], _PALETTE[_NAMES.index(got.colour)]
+    return far & (_segment_distance(x, bg, fg) > OFF_PALETTE_DISTANCE)
+
+
+def specks(image: np.ndarray) -> int:
+    """How many specks an image (64x64) carries: 8-connected groups of SPECK_PIXELS stray
+    pixels (`stray_pixels`), the few multi-coloured pixels a person sees at once and the
+    off-palette share (a share of the image) misses."""
+    lo, hi = SPECK_PIXELS
+    return sum(lo <= len(c) <= hi for c in components(stray_pixels(image), _EIGHT))

@@ -111,6 +111,72 @@ def train_vqgan(
     return info
 
 
+def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """How far each pixel of `rec` (N, 3, H, W) lies from the segment of colours between its
+    image's background and subject colours (N, 3), past `margin`, squared and averaged: zero for
+    any blend of the two (a soft edge), large for a stray colour (a speck). All in [-1, 1]."""
+    a, ab = background[:, :, None, None], (subject - background)[:, :, None, None]
+    t = (((rec - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+    return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
+
+
+def finetune_decoder(
+    steps: int,
+    seed: int,
+    out: Path,
+    start: Path = WEIGHTS_DIR,
+    stray_weight: float = 0.0,
+    batch: int = 16,
+    lr: float = 2e-4,
+    edge_weight: float = 1.0,
+    log_every: int = 100,
+) -> dict:
+    """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
+    the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
+    adversarial term) and `stray_weight` x `stray_loss` (colours off the blend of the image's two
+    colours), starting from the decoder in `start`. The encoder and the codebook stay as they
+    are, so every code keeps its meaning and the prior trained on them stays valid. It removes
+    the decoder's speck: a few multi-coloured pixels at the subject's top-left edge that the
+    adversarial phase of `train_vqgan` left in most reconstructions (CARD.md)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
+    dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
+    palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
+    names = list(world.COLOURS)
+    params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    t0, mse = time.time(), torch.tensor(float("nan"))
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine_lr(step, steps, lr)
+        images, combos, _ = world.batch(rng, batch)
+        x = _to_tensor(images) * 2 - 1
+        with torch.no_grad():
+            zq = quantize_st(enc(x), dec.codebook)
+        rec = dec.decoder(dec.post_quant_conv(zq))
+        mse = F.mse_loss(rec, x)
+        loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+        if stray_weight:
+            bg = palette[[names.index(c.background) for c in combos]]
+            fg = palette[[names.index(c.colour) for c in combos]]
+            loss = loss + stray_weight * stray_loss(rec, bg, fg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"decoder step {step + 1}/{steps} mse {mse.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+    dec.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_safetensors(out / "vqgan.safetensors", dec, dec.arch, torch.float16)
+    if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
+        save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
+    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info.update(stray_weight=stray_weight, start=str(start))
+    info.update(evaluate_vqgan(out))
+    return info
+
+
 def _vqgan_parts(lr: float) -> SimpleNamespace:
     """The VQGAN being trained (encoder, decoder, quantiser), its discriminator and their
     optimisers, built in this order from torch's seeded stream."""
@@ -378,18 +444,22 @@ def _can_write(folder: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
-    p.add_argument("model", choices=["vqgan", "clip", "prior"])
+    p.add_argument("model", choices=["vqgan", "decoder", "clip", "prior"])
     p.add_argument("--cond", choices=["text", "clip"], default="clip", help="prior: what conditions it")
     p.add_argument("--steps", type=_positive, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
+    p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
+    elif a.model == "decoder":
+        info = finetune_decoder(a.steps or 1500, a.seed, a.out, a.start, a.stray_weight)
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
 
