@@ -24,21 +24,16 @@ from pixgen.shapes import world  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "gallery"
 MAKES = ("gallery/drawers.png", "gallery/tile.png")  # the README images this script writes
-# The shapes preset itself draws from the VQGAN prior with no steps (issue 20); the drawers start
-# from the composed start and take 20 steps, as measured in BENCHMARKS.md ("Drawers").
-STEPS = {"init": "composed", "iterations": 20}
-ROWS = {  # drawer -> its settings on top of --preset shapes and STEPS
-    "pixel": {"drawer": "pixel", "pixel_size": [8, 8], "lr": 0.01},
-    "fft": {"drawer": "fft", "lr": 0.003},
-    "lines": {"drawer": "lines", "strokes": 16},
-}
+# `--preset shapes --drawer X` and nothing else: every drawer starts from the prior's best sample,
+# with the preset's own settings for that drawer (issue 29; BENCHMARKS.md, "Drawers from the prior start").
+ROWS = {"pixel": {"drawer": "pixel"}, "fft": {"drawer": "fft"}, "lines": {"drawer": "lines"}}
 TILE = ("a yellow circle on a black background", {"drawer": "fft", "tile": True, "init": "tokens", "iterations": 100})
 SEED = 0
 
 
 def draw(tmp: Path, prompt: str, extra: dict) -> np.ndarray:
     overrides = dict(prompt=prompt, seed=SEED, output_dir=str(tmp), gif=False, save_every=0, threads=1)
-    overrides.update(STEPS, **extra)
+    overrides.update(extra)
     image = Image.open(api.generate(load_settings(preset="shapes", overrides=overrides)).image).convert("RGB")
     return np.asarray(image)
 

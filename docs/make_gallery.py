@@ -32,6 +32,7 @@ MAKES = (
     "gallery/zoom.gif",
     "gallery/held_out_grid.png",
     "gallery/sample_grid.png",
+    "gallery/story_frames.png",
 )
 
 # The shapes preset takes no steps (its start is the image): the controls that act through steps
