@@ -80,6 +80,14 @@ def main() -> None:
                     "document.getElementById('status').dataset.state === 'done'",
                     timeout=120_000,
                 )
+            # the preview shows the newest run (first in the history), and every picture has loaded
+            page.wait_for_function(
+                "(() => { const p = document.getElementById('preview');"
+                " const first = document.querySelector('#history .run img');"
+                " const imgs = [p, ...document.querySelectorAll('#history .run img')];"
+                " return first && p.src === first.src && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
+                timeout=60_000,
+            )
             page.screenshot(path=str(OUT / "serve.png"), full_page=True)
             browser.close()
     finally:
