@@ -86,7 +86,10 @@ class Run:
         the environment the pixels depend on (device, threads, torch, CPU capability)."""
 
         record = dict(self.settings.to_dict(), prompts=self.plan.record(), pixgen_version=__version__)
-        return dict(record, environment=environment(self.device))
+        env = environment(self.device)
+        if self.precision is not None:  # what `auto` became here: reproduce runs it again, whatever it says then
+            env["precision"] = self.precision.name
+        return dict(record, environment=env)
 
 
 def fit_size(settings: Settings, factor: int | tuple[int, int]) -> tuple[int, int]:
@@ -446,6 +449,8 @@ def settings_from_png(path: Path, **overrides) -> Settings:
             given["device"] = str(resolve_device(recorded["device"]))
         except PixgenError:
             pass
+    if meta.get("precision") == "auto" and "precision" in recorded and "precision" not in given:
+        given["precision"] = recorded["precision"]  # what auto chose then (checked as the setting is)
     settings = settings_from_record(dict(meta, **given))
     warn_if_not_reproducible(recorded, resolve_device(settings.device), settings.threads)
     return settings

@@ -44,6 +44,7 @@ def test_run_json_and_png_record_threads_torch_and_cpu(cli, tmp_path):
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "precision": "fp32",  # what `auto` became (conftest pins the calibration to fp32)
     }
     record = json.loads((Path(res["run_dir"]) / "run.json").read_text())
     assert {k: record[k] for k in env} == env and record["settings"]["environment"] == env
@@ -99,3 +100,21 @@ def test_a_thread_count_recorded_on_a_bigger_machine_is_capped_here():
     s = settings_from_record({"prompt": "a cat", "threads": 4096})
     assert s.threads == min(4096, max_threads())
     assert settings_from_record({"prompt": "a cat", "threads": 1}).threads == 1
+
+
+def test_reproduce_runs_the_precision_auto_chose_then(cli, tmp_path):
+    """`auto` follows this machine's calibration, which can change (a new cache, another load):
+    an image made under `auto` reproduces in the precision auto chose when it was made."""
+    from pixgen.errors import PixgenError
+
+    first = _run(cli, tmp_path / "a", "--set", "threads=1")["image"]
+    meta = read_png_metadata(first)
+    assert meta["precision"] == "auto" and meta["environment"]["precision"] == "fp32"
+    bf16 = _with_environment(first, tmp_path / "bf16.png", dict(meta["environment"], precision="bf16"))
+    assert settings_from_png(bf16).precision == "bf16"
+    assert settings_from_png(first).precision == "fp32"
+    bad = _with_environment(first, tmp_path / "bad.png", dict(meta["environment"], precision="fp64"))
+    with pytest.raises(PixgenError, match="precision"):
+        settings_from_png(bad)
+    asked = _run(cli, tmp_path / "b", "--set", "threads=1", "--precision", "bf16")["image"]
+    assert settings_from_png(asked).precision == "bf16"  # a precision asked for stays what was asked

@@ -85,7 +85,7 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-ENVIRONMENT_KEYS = {"device": str, "threads": int, "torch": str, "cpu_capability": str, "gpu": str}
+ENVIRONMENT_KEYS = {"device": str, "threads": int, "torch": str, "cpu_capability": str, "gpu": str, "precision": str}
 
 
 def check_png_settings(meta, path: str | Path) -> dict:
