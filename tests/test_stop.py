@@ -135,14 +135,19 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_a_second_signal_ends_a_process_stuck_outside_python():
-    """The main thread cannot run Python's handler (here: SIGINT blocked in it, as inside a long
-    native call); the watcher still ends the process, with 130, soon after the second signal."""
+    """The main thread cannot run Python's handler (here: inside a long native call, a 30 s sleep
+    with SIGINT and SIGTERM blocked, when both signals arrive from another thread); the watcher
+    still ends the process, with 130, soon after the second signal. (The signals used to be sent
+    by the main thread itself between statements, where it could run the handler first: a race.)"""
     code = (
-        "import os, signal, time\n"
+        "import os, signal, threading, time\n"
         "from pixgen.cli.console import StopOnSignal\n"
+        "def send():\n"
+        "    time.sleep(0.3); os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)\n"
         "with StopOnSignal():\n"
         "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})\n"
-        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    threading.Thread(target=send, daemon=True).start()  # inherits the mask: the watcher gets them\n"
         "    time.sleep(30)\n"
         "print('still here')\n"
     )
