@@ -121,13 +121,10 @@ def test_keep_more_than_drawn_is_refused(cli, tmp_path):
     assert code == 2 and "--keep" in err
 
 
-def test_a_class_conditional_prior_draws_the_named_class(tmp_path, monkeypatch):
-    """taming's cin layout (the class a token of the codes' own table, one condition position),
-    small: --prior-class is the condition the prior draws from, and run.json says which."""
-    from pixgen.api import generate
+def _tiny_cin_prior(tmp_path, monkeypatch) -> list:
+    """A small prior in taming's cin layout at tmp_path/cin.safetensors; returns the list that
+    collects every condition the prior start hands to `sample`."""
     from pixgen.prior import start as sampler
-    from pixgen.prior.classes import class_index
-    from pixgen.settings import load_settings
 
     conditions = []
 
@@ -144,6 +141,17 @@ def test_a_class_conditional_prior_draws_the_named_class(tmp_path, monkeypatch):
     )  # fmt: skip
     torch.manual_seed(0)
     save_prior(tmp_path / "cin.safetensors", Prior(arch), torch.float32)
+    return conditions
+
+
+def test_a_class_conditional_prior_draws_the_named_class(tmp_path, monkeypatch):
+    """taming's cin layout (the class a token of the codes' own table, one condition position),
+    small: --prior-class is the condition the prior draws from, and run.json says which."""
+    from pixgen.api import generate
+    from pixgen.prior.classes import class_index
+    from pixgen.settings import load_settings
+
+    conditions = _tiny_cin_prior(tmp_path, monkeypatch)
     sets = ["init=prior", f"prior={tmp_path / 'cin.safetensors'}", "prior_samples=2", "iterations=0", "seed=1"]
     sets.append("prior_class=tabby cat")
     s = load_settings("smoke", overrides={"prompt": "a cat", "output_dir": str(tmp_path)}, sets=sets)
@@ -159,24 +167,10 @@ def test_a_class_conditional_prior_records_the_classes_it_drew(cli, tmp_path, mo
     candidates' probabilities; each kept image's class is the one its sample was drawn for."""
     from pixgen.outputs.writer import read_png_metadata
     from pixgen.prior import classes as prior_classes
-    from pixgen.prior import start as sampler
 
     monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(prior_classes, "imagenet_templates", lambda: ["a photo of a {}."])  # 1000 texts, not 80,000
-    conditions = []
-
-    def spy(prior, cond, *args, **kw):
-        conditions.append(cond.clone())
-        return real(prior, cond, *args, **kw)
-
-    real = sampler.sample
-    monkeypatch.setattr(sampler, "sample", spy)
-    arch = PriorArch(
-        vocab_size=1000, block_size=16, n_layer=1, n_head=2, n_embd=16, n_codes=64, grid=(4, 4), cond="class",
-        cond_len=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    save_prior(tmp_path / "cin.safetensors", Prior(arch), torch.float32)
+    conditions = _tiny_cin_prior(tmp_path, monkeypatch)
     code, stdout, err = cli(
         "sample", "a goldfish", *SMOKE, "--prior", tmp_path / "cin.safetensors", "--prior-samples", "6",
         "--keep", "3", "--prior-class-top-k", "3", "--seed", "2", "-o", tmp_path / "out", "--json",
