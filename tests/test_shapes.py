@@ -132,9 +132,9 @@ def test_specks_counts_small_stray_groups_not_soft_edges_or_world_images():
     rng = np.random.default_rng(0)
     assert sum(specks(world.sample(rng, c)) for c in world.ALL_COMBOS) == 0
     img = world.render(world.Combo("square", "red", "blue"), 32, 32, 30)
-    soft = img.copy()  # a soft edge: blends of red and blue along the square's left side
-    soft[17:47, 16] = (128, 45, 130)
-    soft[17:47, 15] = (80, 50, 180)
+    soft = img.copy()  # a soft edge, speck-sized: blends of red and blue on the square's left side
+    soft[20:25, 16] = (128, 45, 130)
+    soft[20:25, 15] = (80, 50, 180)
     assert specks(soft) == 0
     specked = img.copy()
     specked[10:12, 10] = (40, 240, 230)  # two cyan pixels: a speck
