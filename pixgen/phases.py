@@ -37,6 +37,7 @@ class Phase(enum.Enum):
     PRIOR_DRAWING = "drawing samples from the prior"
     PRIOR_BATCH = "drawing a batch of samples"
     PRIOR_RANKING = "ranking the samples"
+    PRIOR_REGION = "drawing a region's subject"
     RESTYLE_FRAMES = "restyling a frame"
     WRITING_SAMPLES = "writing the samples"
     WRITING_GIF = "writing progress.gif"

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pixgen.errors import PixgenError
-from pixgen.loop.prompts import parse_prompt_spec
+from pixgen.loop.prompts import parse_prompt_spec, pixel_box
 from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
@@ -208,11 +208,20 @@ def search(
 
 def clip_score(scorer, image_path: Path, prompt: str) -> float:
     """How well an image matches a prompt: the weighted mean CLIP cosine similarity to its parts
-    (in story mode, to the last phrase's, where the image ends)."""
+    (in story mode, to the last phrase's, where the image ends); a part with a region is compared
+    with that part of the image."""
     prompts = parse_prompt_spec(prompt)[-1]
-    sims = embed_images(scorer, [open_rgb(image_path)]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
+    image = open_rgb(image_path)
+    if all(p.region is None for p in prompts):
+        sims = embed_images(scorer, [image]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
+        weights = torch.tensor([p.weight for p in prompts])
+        return float((sims[0] * weights).sum() / weights.abs().sum())
+    regions = sorted({p.region for p in prompts}, key=lambda r: (r is not None, r or ()))
+    crops = [image if r is None else image.crop(pixel_box(r, *image.size)) for r in regions]
+    embeds = embed_images(scorer, crops)[[regions.index(p.region) for p in prompts]]
+    sims = (embeds * scorer.encode_text([p.text for p in prompts]).float().cpu()).sum(-1)
     weights = torch.tensor([p.weight for p in prompts])
-    return float((sims[0] * weights).sum() / weights.abs().sum())
+    return float((sims * weights).sum() / weights.abs().sum())
 
 
 def ensemble_score(models, image_path: Path, prompt: str) -> float:

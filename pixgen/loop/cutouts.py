@@ -100,13 +100,19 @@ class Cutouts(nn.Module):
 
     def boxes(self, height: int, width: int, generator: torch.Generator, cutn: int | None = None) -> Tensor:
         """(cutn, 4) boxes x1, y1, x2, y2 in pixels, drawn from `generator`."""
-        cutn = cutn or self.cutn
+        return self.boxes_within((0.0, 0.0, float(width), float(height)), generator, cutn or self.cutn)
+
+    def boxes_within(self, area: tuple[float, float, float, float], generator: torch.Generator, cutn: int) -> Tensor:
+        """(cutn, 4) square boxes x1, y1, x2, y2 in pixels inside `area` (x0, y0, x1, y1 in
+        pixels), their sides relative to the area's shorter side, drawn from `generator`."""
+        left, top, right, bottom = area
+        width, height = right - left, bottom - top
         side = min(height, width)
         lo = min(side, max(self.cut_min * side, min(self.size, side) * 0.5, 1.0))
         u = torch.rand(cutn, 3, generator=generator)
         s = lo + (side - lo) * u[:, 0].pow(self.cut_pow)
-        x1 = (width - s) * u[:, 1]
-        y1 = (height - s) * u[:, 2]
+        x1 = left + (width - s) * u[:, 1]
+        y1 = top + (height - s) * u[:, 2]
         return torch.stack([x1, y1, x1 + s, y1 + s], 1)
 
     def forward(self, image: Tensor, generator: torch.Generator, cutn: int | None = None) -> Tensor:
@@ -117,7 +123,29 @@ class Cutouts(nn.Module):
         if self.wrap:
             dy, dx = (int(torch.randint(n, (), generator=generator)) for n in (height, width))
             image = image.roll((dy, dx), (2, 3))
-        boxes = self.boxes(height, width, generator, cutn).to(image)
+        return self.crop(image, self.boxes(height, width, generator, cutn))
+
+    def regional(
+        self, image: Tensor, generator: torch.Generator, regions: list, cutn: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Cutouts shared among `regions` (boxes x0, y0, x1, y1 in fractions of the image, or None
+        for the whole image): the step's `cutn` are split evenly among them (at least one each),
+        each region's drawn inside its box at sizes relative to it. Returns the cutouts and, for
+        each, the index of its region. A region pins a place, so a tile is not rolled here."""
+        height, width = image.shape[2], image.shape[3]
+        cutn, k = cutn or self.cutn, len(regions)
+        boxes, owner = [], []
+        for i, region in enumerate(regions):
+            count = max(1, cutn // k + (i < cutn % k))
+            x0, y0, x1, y1 = region if region is not None else (0.0, 0.0, 1.0, 1.0)
+            boxes.append(self.boxes_within((x0 * width, y0 * height, x1 * width, y1 * height), generator, count))
+            owner += [i] * count
+        return self.crop(image, torch.cat(boxes)), torch.tensor(owner, device=image.device)
+
+    def crop(self, image: Tensor, boxes: Tensor) -> Tensor:
+        """The cutouts of `image` (1, 3, H, W) at `boxes` (n, 4) in pixels, resized and augmented."""
+        height, width = image.shape[2], image.shape[3]
+        boxes = boxes.to(image)
         rows = resample_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], self.size, height)
         cols = resample_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], self.size, width)
         n, c = rows.shape[0], image.shape[1]

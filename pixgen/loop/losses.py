@@ -32,18 +32,34 @@ DISTANCES = {"spherical": spherical_distance, "cosine": cosine_distance}
 
 
 def prompt_loss(
-    image_embeds: Tensor, targets: Tensor, weights: Tensor, stops: Tensor, distance: str = "spherical"
+    image_embeds: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    stops: Tensor,
+    distance: str = "spherical",
+    share: Tensor | None = None,
 ) -> Tensor:
     """Weighted distance (spherical by default) of N cutout embeddings to P prompt targets.
 
     image_embeds (N, D), targets (P, D), weights (P,), stops (P,). A negative weight pushes
     away from its target. Once a prompt's (signed) distance for a cutout falls below its stop,
-    that term keeps its value but stops giving gradient.
+    that term keeps its value but stops giving gradient. Each prompt's distance is the mean over
+    the cutouts, or, with `share` (N, P), the sum weighted by each cutout's share of that prompt
+    (region prompts: `region_shares`).
     """
     d = DISTANCES[distance](image_embeds[:, None], targets[None])  # (N, P)
     signed = d * weights.sign()
     signed = torch.where(signed > stops, signed, signed.detach())
-    return (signed.mean(0) * weights.abs()).sum()
+    per_prompt = signed.mean(0) if share is None else (signed * share).sum(0)
+    return (per_prompt * weights.abs()).sum()
+
+
+def region_shares(owner: Tensor, group: Tensor) -> Tensor:
+    """(N, P) each cutout's share of each prompt: 1 / (the prompt's region's cutouts) for the
+    cutouts of its region (`owner` (N,): the region of each cutout; `group` (P,): each prompt's),
+    0 elsewhere, so each prompt averages over its own region's cutouts only."""
+    mine = (owner[:, None] == group[None, :]).float()
+    return mine / mine.sum(0).clamp(min=1)
 
 
 def total_variation(image: Tensor) -> Tensor:

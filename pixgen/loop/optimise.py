@@ -13,7 +13,7 @@ from torch import Tensor
 
 from pixgen.errors import NumericalFailure
 from pixgen.loop.cutouts import Cutouts
-from pixgen.loop.losses import prompt_loss
+from pixgen.loop.losses import prompt_loss, region_shares
 from pixgen.loop.targets import Targets
 from pixgen.models.scorer import ClipScorer
 
@@ -56,25 +56,33 @@ class ClipTerm:
         self, image: Tensor, step: int, generator: torch.Generator, dtype: torch.dtype | None, cutn: int | None = None
     ) -> Tensor:
         targets = self.targets_at(step)
-        cuts = self.cutouts(image, generator, cutn)  # augmentations stay in fp32
+        shares = None
+        if targets.regions:  # region prompts: the step's cutouts shared among the regions
+            regions, group = targets.groups()
+            cuts, owner = self.cutouts.regional(image, generator, regions, cutn)
+            shares = region_shares(owner, torch.tensor(group, device=owner.device))
+        else:
+            cuts = self.cutouts(image, generator, cutn)  # augmentations stay in fp32
         if self.chunk <= 0 or cuts.shape[0] <= self.chunk or not torch.is_grad_enabled():
-            return self._loss(cuts, targets, dtype)
+            return self._loss(cuts, targets, dtype, shares)
         # Chunked: the loss is a mean over cutouts, so each chunk's share is back-propagated to
         # the cutouts at once, freeing CLIP's activations before the next chunk. The result is a
         # surrogate with the same value whose gradient with respect to `cuts` is the sum.
         leaf = cuts.detach().requires_grad_(True)
         total = cuts.new_zeros(())
-        for part in leaf.split(self.chunk):
-            share = self._loss(part, targets, dtype) * (part.shape[0] / leaf.shape[0])
+        parts = shares.split(self.chunk) if shares is not None else [None] * len(leaf.split(self.chunk))
+        for part, part_shares in zip(leaf.split(self.chunk), parts, strict=True):
+            share = self._loss(part, targets, dtype, part_shares)
+            share = share if part_shares is not None else share * (part.shape[0] / leaf.shape[0])
             share.backward()
             total = total + share.detach()
         link = (cuts * leaf.grad).sum()
         return total + link - link.detach()
 
-    def _loss(self, cuts: Tensor, targets: Targets, dtype: torch.dtype | None) -> Tensor:
+    def _loss(self, cuts: Tensor, targets: Targets, dtype: torch.dtype | None, shares: Tensor | None = None) -> Tensor:
         with torch.autocast(cuts.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             embeds = self.scorer.encode_image(cuts)
-        return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops, self.distance)
+        return prompt_loss(embeds.float(), targets.embeds, targets.weights, targets.stops, self.distance, shares)
 
 
 @dataclass

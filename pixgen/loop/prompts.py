@@ -1,13 +1,16 @@
 """All prompt syntax, parsed once into a `PromptPlan`: ``"text:weight:stop | other text"``,
-story-mode phases ``"a ^ b"``, negatives, image prompts ``PATH:w``, noise prompts ``SEED:w``
-and the CLIP ensemble ``SPEC:w``.
+regions ``"a red house @left | a lake @bottom:0.5"``, story-mode phases ``"a ^ b"``, negatives,
+image prompts ``PATH:w``, noise prompts ``SEED:w`` and the CLIP ensemble ``SPEC:w``.
 
 Weight and stop are read from the right and only when they are numbers, so text with colons
-(URLs, Windows paths, "4:3") stays text. This module does not import torch.
+(URLs, Windows paths, "4:3") stays text. A region is read the same way: ``@name`` or
+``@x0,y0,x1,y1`` as the text's last word, and only when it is a known region or a box, so an
+e-mail address, "@home" or "meet @ noon" stays text. This module does not import torch.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -17,7 +20,27 @@ from pixgen.settings import DEFAULT_CLIP, Settings
 
 MAX_PHASES = 32  # story-mode phrases ("a ^ b ^ ...")
 MAX_PROMPTS = 64  # weighted parts of one phrase ("a | b | ..."); each is encoded before the first step
+MAX_REGIONS = 16  # distinct regions of one phrase: each takes a share of a step's cutouts
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in fractions of the image's width and height
+
+# named regions, as boxes
+REGIONS: dict[str, Box] = {
+    "left": (0.0, 0.0, 0.5, 1.0),
+    "right": (0.5, 0.0, 1.0, 1.0),
+    "top": (0.0, 0.0, 1.0, 0.5),
+    "bottom": (0.0, 0.5, 1.0, 1.0),
+    "center": (0.25, 0.25, 0.75, 0.75),
+    "centre": (0.25, 0.25, 0.75, 0.75),
+    "top-left": (0.0, 0.0, 0.5, 0.5),
+    "top-right": (0.5, 0.0, 1.0, 0.5),
+    "bottom-left": (0.0, 0.5, 0.5, 1.0),
+    "bottom-right": (0.5, 0.5, 1.0, 1.0),
+}
+# "text @region" at the end of a part, before its ":weight:stop" (region: no space, colon or @)
+_AT_REGION = re.compile(r"^(?:(?P<text>.*\S)\s+)?@(?P<region>[^\s:@]+)\s*(?P<numbers>(:[^:]*){0,2})$", re.S)
+_BOX_LIKE = re.compile(r"^[-+0-9.,eE]+$")
 
 
 @dataclass(frozen=True)
@@ -31,23 +54,76 @@ class Prompt:
     text: str
     weight: float = 1.0
     stop: float = -math.inf
+    region: Box | None = None  # where it applies (fractions of the image); None: the whole image
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "weight": self.weight, "stop": self.stop}
+        out = {"text": self.text, "weight": self.weight, "stop": self.stop}
+        return out if self.region is None else dict(out, region=list(self.region))
 
 
 def _is_number(s: str) -> bool:
     return bool(_NUMBER.match(s))
 
 
+def pixel_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box in fractions -> whole pixels (x0, y0, x1, y1) of a width x height image, at least one
+    pixel each way."""
+    x0, y0 = round(box[0] * width), round(box[1] * height)
+    return x0, y0, max(x0 + 1, round(box[2] * width)), max(y0 + 1, round(box[3] * height))
+
+
+def parse_region(word: str, spec: str) -> Box | None:
+    """The box of a region word (what follows "@"): a named region or ``x0,y0,x1,y1``. None when the
+    word is neither and was not meant as one ("@home"); a PixgenError when it clearly was: a
+    misspelt name (with the close name), or a box with the wrong count of numbers or out of 0-1,
+    empty or inverted."""
+    name = word.lower()
+    if name in REGIONS:
+        return REGIONS[name]
+    if (_BOX_LIKE.match(word) and "," in word) or word.count(",") == 3:
+        return _parse_box(word, spec)
+    close = difflib.get_close_matches(name, REGIONS, n=1, cutoff=0.75)
+    if close:
+        raise PixgenError(f"prompt {spec.strip()!r}: unknown region @{word}; did you mean @{close[0]}?")
+    return None
+
+
+def _parse_box(word: str, spec: str) -> Box:
+    parts = word.split(",")
+    if len(parts) != 4 or not all(_is_number(p) for p in parts):
+        raise PixgenError(f"prompt {spec.strip()!r}: a region box is @x0,y0,x1,y1 (four numbers 0-1), got @{word}")
+    x0, y0, x1, y1 = (float(p) for p in parts)
+    if not all(0 <= v <= 1 for v in (x0, y0, x1, y1)):
+        raise PixgenError(f"prompt {spec.strip()!r}: region box @{word} is outside 0-1 (fractions of the image)")
+    if x1 <= x0 or y1 <= y0:
+        raise PixgenError(f"prompt {spec.strip()!r}: region box @{word} is empty or inverted (needs x0 < x1, y0 < y1)")
+    return (x0, y0, x1, y1)
+
+
+def split_region(spec: str) -> tuple[str, Box | None, list[str]]:
+    """``"a lake @bottom:0.5"`` -> ("a lake", bottom's box, ["0.5"]): the text, the region and the
+    numbers after it; a part without a region is (spec, None, [])."""
+    found = _AT_REGION.match(spec)
+    numbers = found["numbers"].split(":")[1:] if found else []
+    if not found or not all(_is_number(n) for n in numbers):
+        return spec, None, []
+    box = parse_region(found["region"], spec)
+    if box is None:
+        return spec, None, []
+    return (found["text"] or "").strip(), box, numbers
+
+
 def parse_prompt(spec: str) -> Prompt:
-    """Parse one ``text[:weight[:stop]]`` item.
+    """Parse one ``text[ @region][:weight[:stop]]`` item (regions: `split_region`).
 
     Trailing numeric fields are taken as weight then stop, at most two. A numeric field is
     left in the text when the text before it would end in a digit ("a 4:3 photo", "16:9"),
     so ratios and times survive; write "a photo in 4:3 :2" to weight such text. Three
     trailing numeric fields ("cat:1:2:3") are an error.
     """
+    text, region, fields = split_region(spec)
+    if region is not None:  # the region ends the text: what follows it is weight and stop
+        return _weighted(text, [float(f) for f in fields], spec, region)
     parts = spec.split(":")
     n = 0
     while n < len(parts) - 1 and _is_number(parts[len(parts) - 1 - n]):
@@ -62,14 +138,17 @@ def parse_prompt(spec: str) -> Prompt:
             break
         n -= 1  # "4:3" or "at 10:30": the colon belongs to the text
     text = ":".join(parts[: len(parts) - n]).strip()
-    numbers = [float(p) for p in parts[len(parts) - n :]]
+    return _weighted(text, [float(p) for p in parts[len(parts) - n :]], spec)
+
+
+def _weighted(text: str, numbers: list[float], spec: str, region: Box | None = None) -> Prompt:
     if not text:
         raise PixgenError(f"empty prompt in {spec!r}")
     weight = numbers[0] if numbers else 1.0
     stop = numbers[1] if len(numbers) > 1 else -math.inf
     if not math.isfinite(weight) or weight == 0:
         raise PixgenError(f"prompt {text!r}: weight must be a non-zero finite number, got {weight}")
-    return Prompt(text, weight, stop)
+    return Prompt(text, weight, stop, region)
 
 
 def parse_prompts(spec: str) -> list[Prompt]:
@@ -109,6 +188,11 @@ class PromptPlan:
     clip: tuple[tuple[str, float], ...] = ()
 
     @property
+    def has_regions(self) -> bool:
+        """Whether any prompt or negative applies inside a region rather than to the whole image."""
+        return any(p.region is not None for phase in self.phases for p in (*phase, *self.negatives))
+
+    @property
     def final(self) -> tuple[Prompt, ...]:
         """The prompts of the last phase: what the finished image is steered toward."""
         return self.phases[-1]
@@ -130,7 +214,22 @@ def parse_prompt_spec(spec: str) -> tuple[tuple[Prompt, ...], ...]:
     most = max(phrase.count("|") + 1 for phrase in phrases)
     if most > MAX_PROMPTS:
         raise PixgenError(f"setting 'prompt': at most {MAX_PROMPTS} prompts (a | b) per phrase, got {most}")
-    return tuple(tuple(parse_prompts(phrase)) for phrase in phrases)
+    phases = tuple(tuple(parse_prompts(phrase)) for phrase in phrases)
+    regions = max(len({p.region for p in phase if p.region is not None}) for phase in phases)
+    if regions > MAX_REGIONS:
+        why = f"at most {MAX_REGIONS} regions (@left, @x0,y0,x1,y1) per phrase, got {regions}"
+        raise PixgenError(f"setting 'prompt': {why}")
+    return phases
+
+
+def negative_prompt(text: str) -> Prompt:
+    """A `--negative` text, weight -1, over the whole image or, ending in ``@region``, inside it."""
+    if not str(text).strip():
+        raise PixgenError("setting 'negative': a negative prompt is empty")
+    words, region, numbers = split_region(text)
+    if region is None or numbers:
+        return Prompt(text, -1.0)
+    return Prompt(words, -1.0, region=region)
 
 
 def clip_specs(items: list[str]) -> tuple[tuple[str, float], ...]:
@@ -146,9 +245,7 @@ def clip_specs(items: list[str]) -> tuple[tuple[str, float], ...]:
 
 def plan_prompts(settings: Settings) -> PromptPlan:
     """Parse every prompt-like setting once; a bad one is a PixgenError naming its setting."""
-    for text in settings.negative:
-        if not str(text).strip():
-            raise PixgenError("setting 'negative': a negative prompt is empty")
+    negatives = tuple(negative_prompt(t) for t in settings.negative)
     noises = []
     for item in settings.noise_prompts:
         seed, w = split_weight(item, "noise_prompts")
@@ -157,7 +254,7 @@ def plan_prompts(settings: Settings) -> PromptPlan:
         noises.append((int(seed), w))
     return PromptPlan(
         phases=parse_prompt_spec(settings.prompt),
-        negatives=tuple(Prompt(t, -1.0) for t in settings.negative),
+        negatives=negatives,
         images=tuple(split_weight(item, "image_prompts") for item in settings.image_prompts),
         noises=tuple(noises),
         clip=clip_specs(settings.clip),

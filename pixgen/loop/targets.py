@@ -10,34 +10,58 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pixgen.loop.cutouts import Cutouts
-from pixgen.loop.prompts import Prompt, PromptPlan
+from pixgen.loop.prompts import Box, Prompt, PromptPlan
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
 
 
 @dataclass
 class Targets:
-    """Prompt embeddings and their weights and stops."""
+    """Prompt embeddings and their weights and stops, and where each applies: `regions`, one box
+    (x0, y0, x1, y1 in fractions of the image) or None (the whole image) per prompt, or empty
+    when every prompt applies to the whole image."""
 
     embeds: Tensor  # (P, D) unit vectors
     weights: Tensor  # (P,)
     stops: Tensor  # (P,)
+    regions: tuple[Box | None, ...] = ()
 
     @classmethod
     def from_prompts(cls, scorer: ClipScorer, prompts: list[Prompt]) -> Targets:
         device = scorer.mean.device
+        regions = tuple(p.region for p in prompts)
         return cls(
             scorer.encode_text([p.text for p in prompts]).float(),
             torch.tensor([p.weight for p in prompts], device=device),
             torch.tensor([p.stop for p in prompts], device=device),
+            regions if any(r is not None for r in regions) else (),
         )
 
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
     def __add__(self, other: Targets) -> Targets:
+        regions = ()
+        if self.regions or other.regions:
+            regions = (self.regions or (None,) * len(self)) + (other.regions or (None,) * len(other))
         return Targets(
             torch.cat([self.embeds, other.embeds]),
             torch.cat([self.weights, other.weights]),
             torch.cat([self.stops, other.stops]),
+            regions,
         )
+
+    def groups(self) -> tuple[list[Box | None], list[int]]:
+        """The distinct regions of these targets (None, the whole image, first when any prompt
+        has no region) and each prompt's index among them."""
+        order = sorted(set(self.regions), key=lambda r: (r is not None, r or ()))
+        return order, [order.index(r) for r in self.regions]
+
+    def select(self, keep: list[int]) -> Targets:
+        """The targets numbered `keep`, applying to the whole image (a region's own targets, for
+        ranking what is drawn for it alone)."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.embeds.device)
+        return Targets(self.embeds[index], self.weights[index], self.stops[index])
 
 
 @dataclass

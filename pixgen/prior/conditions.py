@@ -61,11 +61,14 @@ def condition_for(
     n: int = 1,
     generator: torch.Generator | None = None,
     phase: int = 0,
+    asked: tuple | None = None,
 ) -> Condition:
     """The prior's condition for `n` samples of the prompt's phrase `phase` (the first: story mode
-    starts there; its keyframes ask for the others). A class-conditional prior's classes are drawn
-    from `generator` (a fresh one seeded with 0 when None)."""
-    kind, prompts = prior.arch.cond, [p for p in run.plan.phases[phase] if p.weight > 0]
+    starts there; its keyframes ask for the others), or of the prompts `asked` (a region's alone,
+    with the negatives of the whole image). A class-conditional prior's classes are drawn from
+    `generator` (a fresh one seeded with 0 when None)."""
+    asked = run.plan.phases[phase] if asked is None else asked
+    kind, prompts = prior.arch.cond, [p for p in asked if p.weight > 0]
     texts, weights = [p.text for p in prompts], [p.weight for p in prompts]
     if kind == "none":
         return Condition(None, "unconditional")
@@ -78,7 +81,7 @@ def condition_for(
         return Condition(text_condition(prior.arch, scorer.tokenizer, [main]), f"caption tokens of {main!r}")
     if not texts:
         return Condition(prior.null_condition(1, "cpu"), "nothing (no positive prompt)")
-    steer = [p for p in (*run.plan.phases[phase], *run.plan.negatives)]  # negatives subtract
+    steer = [*asked, *(p for p in run.plan.negatives if p.region is None)]  # negatives subtract
     with torch.no_grad():
         embeds = F.normalize(scorer.encode_text([p.text for p in steer]).float(), dim=-1)
     w = torch.tensor([p.weight for p in steer], device=embeds.device)[:, None]

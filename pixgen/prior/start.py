@@ -81,18 +81,24 @@ class Ranked:
 
 
 def draw_and_rank(
-    run, drawer, terms: list, generator: torch.Generator, hooks: Hooks | None = None, phase: int = 0
+    run,
+    drawer,
+    terms: list,
+    generator: torch.Generator,
+    hooks: Hooks | None = None,
+    phase: int = 0,
+    prompts: tuple | None = None,
 ) -> Ranked:
-    """Draw `prior_samples` code grids from the run's prior for its prompt's phrase `phase` (from
-    `generator`), and rank their images, drawn by `drawer` (the VQGAN's), by the CLIP terms'
-    first-step loss (starts.candidates.score_starts). Between batches of samples a stop is
-    honoured."""
+    """Draw `prior_samples` code grids from the run's prior for its prompt's phrase `phase` (or
+    for `prompts`, a region's: pixgen.starts.regions) from `generator`, and rank their images,
+    drawn by `drawer` (a VQGAN drawer, at its size), by the CLIP terms' first-step loss
+    (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
     s, hooks = run.settings, hooks or Hooks()
     prior = load_run_prior(run, hooks)
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
     if s.prior_guidance != 1 and not prior.arch.guidance:
         raise PixgenError("setting 'prior_guidance': this prior was not trained for classifier-free guidance")
-    condition = condition_for(prior, run, hooks, s.prior_samples, generator, phase)
+    condition = condition_for(prior, run, hooks, s.prior_samples, generator, phase, prompts)
 
     def progress(info: dict) -> None:
         if info["token"] == 0 and info["done"]:  # between batches: a phase
@@ -102,7 +108,7 @@ def draw_and_rank(
 
     codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), callback=progress)
     f = run.models.decoder.factor
-    starts = CodeStarts(codes, run.models.decoder.codebook, s.height // f, s.width // f)
+    starts = CodeStarts(codes, run.models.decoder.codebook, drawer.size[0] // f, drawer.size[1] // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
     losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking)
     order = sorted(range(len(losses)), key=losses.__getitem__)
@@ -121,6 +127,18 @@ def codes_drawer(run):
         why = f"{s.width}x{s.height} is smaller than the VQGAN's factor {f}, which draws the prior start"
         raise PixgenError(f"setting 'size': {why}")
     return VQGANDrawer(decoder, s.tile, (rows * f, cols * f))
+
+
+def native_drawer(run, size: tuple[int, int] | None = None):
+    """The VQGAN drawer on the run's decoder at `size` (height, width), by default the size the
+    run's prior draws at (its grid): what draws a region's subject (pixgen.starts.regions)."""
+    from pixgen.drawers.vqgan import VQGANDrawer
+
+    decoder = run.models.decoder
+    if size is None:
+        rows, cols = load_run_prior(run).arch.grid
+        size = (rows * decoder.factor, cols * decoder.factor)
+    return VQGANDrawer(decoder, False, size)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ from pixgen.settings import prior_start_on
 from pixgen.starts.candidates import Draws, best_of, score_starts
 from pixgen.starts.composed import composed_start
 from pixgen.starts.images import initial_image, noise_image
+from pixgen.starts.regions import FIT_STEPS, composed_regions, phase_regions, prior_regions, refine
 
 NOISE_MIX = 0.3  # the share of the noise image in a drawn start's picture (--init-noise)
 
@@ -45,7 +46,13 @@ def fit_start(drawer, image: Tensor, generator: torch.Generator, hooks: Hooks, t
 
 def start_from_prior(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks) -> Start:
     """`--init prior`: the best sample's latent, or, for a drawer that takes no VQGAN codes, the
-    best sample's picture fitted into it (as an init image is: the picture is its anchor)."""
+    best sample's picture fitted into it (as an init image is: the picture is its anchor). A
+    phrase with regions draws each region's subject alone and fits their composition
+    (pixgen.starts.regions)."""
+    if phase_regions(run.plan.phases[0]):
+        image, record = prior_regions(run, terms, generator, hooks)
+        z = fit_start(drawer, image, generator, hooks, f"fitting the regions' pictures into {drawer.title}…")
+        return Start(refine(drawer, z, image, hooks), image, dict(record, fit_steps=FIT_STEPS))
     z, record, image = prior_start(run, drawer, terms, generator, hooks)
     if image is not None:
         z = fit_start(drawer, image, generator, hooks, f"fitting the prior's sample into {drawer.title}…")
@@ -82,6 +89,10 @@ def composed(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks)
     s = run.settings
     ready_to_fit(drawer, hooks)
     hooks.enter(Phase.COMPOSING, "composing the start…")
+    if phase_regions(run.plan.phases[0]):
+        image = composed_regions(run, terms, hooks)
+        z = fit_start(drawer, image, generator, hooks, "encoding the regions' composition…")
+        return Start(refine(drawer, z, image, hooks), image, {"regions": "composed", "fit_steps": FIT_STEPS})
     size, shapes = (s.width, s.height), s.init_silhouettes
     z, image = composed_start(drawer, terms, generator, *size, shapes, s.init_jitter, hooks, run.device)
     return Start(z, image)
