@@ -160,8 +160,8 @@ def test_the_scene_judge_reads_exact_scenes_and_catches_wrong_ones():
     assert TASKS["two_objects"](spilt, scene)["spill"]
 
 
-def _run(cli, tmp_path, prompt, *extra):
-    code, out, err = cli(prompt, "--preset", "shapes", "--seed", "3", "-o", tmp_path, "--json", "--threads", "1", *extra)
+def _run(cli, tmp_path, prompt):
+    code, out, err = cli(prompt, "--preset", "shapes", "--seed", "3", "-o", tmp_path, "--json", "--threads", "1")
     assert code == 0, err
     return json.loads(out)
 

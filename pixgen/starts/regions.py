@@ -6,12 +6,14 @@ A model that draws one subject well cannot be asked for two at once: the prior d
 picture per caption, and the composed start one subject per picture. So each region is asked
 alone (its prompts, and the negatives that apply everywhere), ranked by its own CLIP terms seen
 whole, and fitted into its box with the shape it was drawn at (the rest of the box takes the
-picture's border colour). The drawer's fit of the composition is then refined (`refine`): the
-shapes VQGAN, trained on pictures of one subject, encodes two subjects of two colours as a muddy
-second one, and a few steps toward the composition's pixels bring its colour back. A picture on a plain background is first trimmed to its subject
+picture's border colour). A picture on a plain background is first trimmed to its subject
 (`trim`), so that a subject keeps the size it was drawn at where its box holds it, rather than
 shrinking with its empty margins. Prompts without a region draw the background picture; without
 any, the canvas takes the border colour of the largest region's picture.
+
+The drawer's fit of the composition is then refined (`refine`): the shapes VQGAN, trained on
+pictures of one subject, encodes two subjects of two colours as a muddy second one, and a few
+steps toward the composition's pixels bring its colour back.
 """
 
 from __future__ import annotations
