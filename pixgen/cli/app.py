@@ -59,6 +59,7 @@ COMMANDS = {
     "serve",
     "sample",
     "grid",
+    "vary",
 }
 
 
@@ -213,6 +214,7 @@ def resume(
 app.command(cls=PanelCommand, epilog=runs.BATCH_EPILOG)(runs.batch)
 app.command(cls=PanelCommand, epilog=runs.RESTYLE_EPILOG)(runs.restyle)
 app.command(cls=PanelCommand, epilog=sweeps.GRID_EPILOG)(sweeps.grid)
+app.command(cls=PanelCommand, epilog=sweeps.VARY_EPILOG)(sweeps.vary)
 
 
 def _route(argv: list[str]) -> list[str]:

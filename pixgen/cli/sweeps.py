@@ -87,3 +87,36 @@ def grid(
     console.note(f"{len(results) - len(failed)} of {len(results)} cells finished; grid: {out / 'grid.png'}")
     if failed:
         raise typer.Exit(1)
+
+
+VARY_EPILOG = (
+    "An image made from the prior's sample (--init prior) is varied by redrawing its code grid from a "
+    "point on (--strength 0.25: the last quarter); any other is mixed with fresh noise and takes that "
+    "share of its steps again. Each variation-N/final.png reproduces (pixgen reproduce)."
+)
+
+
+def vary(
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="A PNG written by pixgen.")],
+    strength: Annotated[
+        float, typer.Option("--strength", help="How much changes: 0 (none) to 1 (a new start).", rich_help_panel=SWEEP)
+    ] = 0.5,
+    count: Annotated[int, typer.Option("-n", help="Variations to draw.", rich_help_panel=SWEEP)] = 4,
+    seed: Annotated[
+        int, typer.Option("--vary-seed", help="The first variation's seed (then +1 each).", rich_help_panel=SWEEP)
+    ] = 1,
+    output_dir: Annotated[
+        str | None, typer.Option("-o", "--output-dir", help="Where the variations' folder goes.")
+    ] = None,
+    offline: OfflineOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Draw N variations of a pixgen image, subtle to strong, with its own settings."""
+    from pixgen.apps.vary import vary as run
+
+    with console.running(json_out, offline) as hooks:
+        result = run(image, strength, count, seed, output_dir, hooks=hooks)
+    if json_out:
+        console.echo_json({"folder": str(result.folder), "images": [str(p) for p in result.images]})
+    else:
+        console.note(f"{len(result.images)} variations in {result.folder}")
