@@ -26,7 +26,7 @@ KEY = re.compile(r"setting '(\w+)'")
 def error_key(message: str) -> str | None:
     """The setting a refusal names ("setting 'size': ..."), for the form to mark its field."""
     found = KEY.search(message)
-    return found[1] if found else None
+    return found[1] if found and found[1] in FIELDS else None
 
 
 def check_job(settings: Settings, models, limits) -> None:
