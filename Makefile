@@ -32,6 +32,7 @@ lint: install
 docs: install
 	$(BIN)/python docs/make_gallery.py
 	$(BIN)/python docs/make_drawers_gallery.py
+	$(BIN)/python docs/make_sweeps.py
 	$(BIN)/python docs/make_screenshot.py
 
 clean:

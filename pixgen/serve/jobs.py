@@ -351,8 +351,10 @@ def kind_files(root: Path, job: Job) -> dict:
     if job.kind == "sweep":
         from pixgen.apps.grid import cell_images
 
+        from dataclasses import replace
+
         grid = job.extra["grid"]
-        images = cell_images(grid.__class__(grid.prompt, grid.axes, grid.cells, job.run_dir, grid.jobs))
+        images = cell_images(replace(grid, out=job.run_dir))
         cells = [f"/files/{p.resolve().relative_to(Path(root).resolve()).as_posix()}" if p else None for p in images]
         axes = {a.name: [a.label(i) for i in range(len(a.values))] for a in grid.axes}
         return {"grid": {"png": f"/files/{rel}/grid.png", "axes": axes, "cells": cells}}
