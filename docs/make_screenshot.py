@@ -87,11 +87,11 @@ def main() -> None:
             page.fill("#m-y", SWEEP[1])
             page.click("#generate")
             page.wait_for_selector("#status[data-state='done']", timeout=240_000)
-            # the preview shows the sweep's grid.png, and every picture has loaded
+            # the sweep's labelled grid under the preview (its last cell), and every picture has loaded
             page.wait_for_function(
                 "(() => { const p = document.getElementById('preview');"
                 " const imgs = [p, ...document.querySelectorAll('#sweep img, #history .run img')];"
-                " return p.src.includes('grid.png') && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
+                " return imgs.length === 7 && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
                 timeout=60_000,
             )
             page.screenshot(path=str(OUT / "serve.png"), full_page=True)

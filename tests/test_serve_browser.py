@@ -122,7 +122,7 @@ def test_a_2x2_sweep_appears_as_a_labelled_grid(page):
     assert {"seed=1", "seed=2", "prior_temperature=0.5", "prior_temperature=1"} <= set(headers)
     page.wait_for_function("[...document.querySelectorAll('#sweep img')].every((i) => i.complete && i.naturalWidth)")
     assert page.locator("#sweep img").count() == 4
-    assert "/grid.png" in page.get_attribute("#preview", "src")
+    assert page.get_attribute("#grid-png", "href").endswith("/grid.png")
 
 
 DROP = """async ([url, name]) => {
