@@ -349,9 +349,9 @@ def kind_files(root: Path, job: Job) -> dict:
         kept = sorted(job.run_dir.glob("sample-*.png"), key=lambda p: int(p.stem.split("-")[1]))
         return {"samples": [f"{rel}/{p.name}" for p in kept]}
     if job.kind == "sweep":
-        from pixgen.apps.grid import cell_images
-
         from dataclasses import replace
+
+        from pixgen.apps.grid import cell_images
 
         grid = job.extra["grid"]
         images = cell_images(replace(grid, out=job.run_dir))
