@@ -40,6 +40,7 @@ def post(client, path="/api/jobs", **data):
     "data, key",
     [
         ({"size": "5x5"}, "size"),  # passed the form's bounds before; the job then failed
+        ({"size": "5x5", "init": "tokens"}, "size"),  # the VQGAN's factor, without the prior start
         ({"size": "5x5", "drawer": "pixel"}, "size"),
         ({"iterations": 99999}, "iterations"),
         ({"cutn": 0}, "cutn"),
