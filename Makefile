@@ -33,6 +33,7 @@ docs: install
 	$(BIN)/python docs/make_gallery.py
 	$(BIN)/python docs/make_drawers_gallery.py
 	$(BIN)/python docs/make_composition.py
+	$(BIN)/python docs/make_sweeps.py
 	$(BIN)/python docs/make_screenshot.py
 
 clean:

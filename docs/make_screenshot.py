@@ -3,8 +3,9 @@
 .venv/bin/python docs/make_screenshot.py      # writes docs/serve.png
 
 A real server on the shapes models, driven by Playwright through the OS's Chromium (apt-get
-install -y chromium): two prompts at the preset (seeds 2 and 0), uncurated, then the page as a
-user sees it with both in the history.
+install -y chromium): two prompts at the preset (seeds 2 and 0), uncurated, then a 2x2 sweep
+(seed 0-1 by prior temperature 0.7 and 1), and the page as a user sees it: the sweep's labelled
+grid under the preview, both runs in the history.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MAKES = ("serve.png",)  # the README image this script writes
 OUT = Path(__file__).resolve().parent
 PROMPTS = (("a red circle on a blue background", 0), ("a green square on a yellow background", 2))
+SWEEP = ("seed=0,1", "prior_temperature=0.7,1")
 
 
 def chromium() -> str:
@@ -68,7 +70,7 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.goto(url)
             page.wait_for_selector("body[data-ready='1']")
             for i, (prompt, seed) in enumerate(PROMPTS):
@@ -80,12 +82,16 @@ def main() -> None:
                     "document.getElementById('status').dataset.state === 'done'",
                     timeout=120_000,
                 )
-            # the preview shows the newest run (first in the history), and every picture has loaded
+            page.locator("#modes label", has_text="sweep").click()
+            page.fill("#m-x", SWEEP[0])
+            page.fill("#m-y", SWEEP[1])
+            page.click("#generate")
+            page.wait_for_selector("#status[data-state='done']", timeout=240_000)
+            # the sweep's labelled grid under the preview (its last cell), and every picture has loaded
             page.wait_for_function(
                 "(() => { const p = document.getElementById('preview');"
-                " const first = document.querySelector('#history .run img');"
-                " const imgs = [p, ...document.querySelectorAll('#history .run img')];"
-                " return first && p.src === first.src && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
+                " const imgs = [p, ...document.querySelectorAll('#sweep img, #history .run img')];"
+                " return imgs.length === 7 && imgs.every((i) => i.complete && i.naturalWidth > 0); })()",
                 timeout=60_000,
             )
             page.screenshot(path=str(OUT / "serve.png"), full_page=True)

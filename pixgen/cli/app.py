@@ -11,7 +11,7 @@ import typer
 
 from pixgen._version import __version__
 from pixgen.cli import clip as clip_commands
-from pixgen.cli import console, runs
+from pixgen.cli import console, runs, sweeps
 from pixgen.cli import models as models_commands
 from pixgen.cli import serve as serve_commands
 from pixgen.cli.options import (
@@ -58,6 +58,8 @@ COMMANDS = {
     "restyle",
     "serve",
     "sample",
+    "grid",
+    "vary",
 }
 
 
@@ -211,6 +213,8 @@ def resume(
 
 app.command(cls=PanelCommand, epilog=runs.BATCH_EPILOG)(runs.batch)
 app.command(cls=PanelCommand, epilog=runs.RESTYLE_EPILOG)(runs.restyle)
+app.command(cls=PanelCommand, epilog=sweeps.GRID_EPILOG)(sweeps.grid)
+app.command(cls=PanelCommand, epilog=sweeps.VARY_EPILOG)(sweeps.vary)
 
 
 def _route(argv: list[str]) -> list[str]:

@@ -310,6 +310,7 @@ def sample(
     how: Sampling = Sampling(),
     batch: int = 16,
     callback: Callable[[dict], None] | None = None,
+    given: Tensor | None = None,
 ) -> Tensor:
     """Draw `n` code grids (n, rows, columns) for the condition `cond` (as `Prior.condition`
     takes it, with a batch dimension of 1, the same for every sample, or of `n`, one per sample),
@@ -317,7 +318,9 @@ def sample(
     any device). `callback(info)` hears the progress, as a dict
     `{"done": samples done, "total": n, "token": tokens drawn in this batch, "tokens": per grid}`,
     before each batch (token 0) and after each token: it may raise to stop (the batch under way
-    is dropped), so a stop acts within one token's time even for the largest prior."""
+    is dropped), so a stop acts within one token's time even for the largest prior. `given`, codes
+    (n, k) in raster order, fixes each grid's first k codes: the rest are drawn after them (a
+    variation redraws a grid from a point on)."""
     if cond is not None and len(cond) not in (1, n):
         raise ValueError(f"a condition for 1 or {n} samples, not {len(cond)}")
     out = []
@@ -330,7 +333,8 @@ def sample(
             tell = lambda i, start=start: callback(  # noqa: E731
                 {"done": start, "total": n, "token": i, "tokens": prior.arch.tokens}
             )
-        out.append(_sample_batch(prior, rows, b, generator, how, tell))
+        fixed = None if given is None else given[start : start + b]
+        out.append(_sample_batch(prior, rows, b, generator, how, tell, fixed))
     return torch.cat(out).view(n, *prior.arch.grid)
 
 
@@ -341,8 +345,10 @@ def _sample_batch(
     generator: torch.Generator,
     how: Sampling,
     tell: Callable[[int], None] | None = None,
+    given: Tensor | None = None,
 ) -> Tensor:
     a, device = prior.arch, prior.tok_emb.weight.device
+    kept = 0 if given is None else given.shape[1]
     guided = how.guidance != 1.0 and cond is not None
     prefix = None if cond is None else prior.condition(cond.expand(b, *cond.shape[1:]).to(device))
     if guided:
@@ -351,7 +357,7 @@ def _sample_batch(
     cache = KVCache(a, rows, device, prior.tok_emb.weight.dtype)
     codes = torch.empty(b, a.tokens, dtype=torch.long)
     if prefix is None:  # unconditional: the first code is uniform, as nothing predicts it
-        codes[:, 0] = torch.randint(a.n_codes, (b,), generator=generator)
+        codes[:, 0] = given[:, 0] if kept else torch.randint(a.n_codes, (b,), generator=generator)
         logits = prior(codes[:, :1].to(device), None, cache)[:, -1]
         first = 1
     else:
@@ -360,8 +366,11 @@ def _sample_batch(
         logits = logits.float()[:, : a.n_codes]
         if guided:
             logits = logits[b:] + how.guidance * (logits[:b] - logits[b:])
-        probs = filter_logits(logits, how.temperature, how.top_k, how.top_p).softmax(-1).cpu()
-        codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        if i < kept:  # a given code: the prior reads it, draws nothing
+            codes[:, i] = given[:, i]
+        else:
+            probs = filter_logits(logits, how.temperature, how.top_k, how.top_p).softmax(-1).cpu()
+            codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
         if tell:
             tell(i + 1)
         if i + 1 < a.tokens:

@@ -162,9 +162,29 @@ def prior_start(
     ranked = draw_and_rank(run, ranker, terms, generator, hooks)
     rank = run.settings.prior_rank
     z, record = ranked.starts[ranked.order[rank - 1]], ranked.record(prior_name(run.settings), rank)
+    if run.settings.vary_strength > 0:
+        z, vary = vary_codes(run, ranked, ranked.order[rank - 1], hooks)
+        record = dict(record, vary=vary)
     if drawer.takes_codes:
         return z, record, None
     return z, dict(record, fitted_into=drawer.name), picture(ranker, z, run.settings.width, run.settings.height)
+
+
+def vary_codes(run, ranked: Ranked, index: int, hooks: Hooks | None = None) -> tuple[Tensor, dict]:
+    """A variation of sample `index`: its grid's first codes kept, in raster order, and the last
+    `vary_strength` of them redrawn by the prior after them, from `vary_seed` (its own generator:
+    the run's streams are untouched). The starting latent, and what run.json records of it."""
+    s = run.settings
+    prior = load_run_prior(run, hooks)
+    grid = ranked.starts.codes[index].reshape(1, -1)
+    kept = round((1 - s.vary_strength) * grid.shape[1])
+    cond = ranked.condition.value
+    if cond is not None and len(cond) > 1:  # one condition per sample (a class each): this one's
+        cond = cond[index : index + 1]
+    generator = torch.Generator().manual_seed(s.vary_seed)
+    codes = sample(prior, cond, 1, generator, sampling_of(s), given=grid[:, :kept])
+    z = CodeStarts(codes, ranked.starts.codebook, *ranked.starts.shape)[0]
+    return z, {"strength": s.vary_strength, "seed": s.vary_seed, "codes_kept": kept, "codes": grid.shape[1]}
 
 
 def prior_keyframes(

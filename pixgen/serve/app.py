@@ -12,7 +12,6 @@ import hmac
 import io
 import json
 import logging
-import math
 import os
 import tempfile
 from contextlib import asynccontextmanager
@@ -27,11 +26,11 @@ from starlette.responses import FileResponse, HTMLResponse, Response, StreamingR
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.routing import Route
 
-from pixgen.api import check_fits
 from pixgen.errors import PixgenError
-from pixgen.outputs.writer import read_run_record
-from pixgen.serve.form import form_schema, server_settings, settings_from_request, to_form
-from pixgen.serve.jobs import FINISHED, JobQueue, Limits, QueueFull, run_files
+from pixgen.serve import modes
+from pixgen.serve.form import drawer_defaults, form_schema, server_settings
+from pixgen.serve.history import read_runs, to_json
+from pixgen.serve.jobs import FINISHED, JobQueue, Limits, QueueFull
 
 log = logging.getLogger("pixgen")
 
@@ -40,25 +39,12 @@ MAX_JOB_BYTES = 256 * 1024  # a job request's JSON
 MAX_JOB_DEPTH = 8  # nested lists and objects in a job request (a setting's value is at most a list)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # an uploaded image file (its pixels are capped by pixgen.outputs.images)
 UPLOADS = ".uploads"  # inside the output folder
-HISTORY = 200  # runs listed by /api/runs
 TOKEN_COOKIE = "pixgen_token"
-
-
-def finite(value):
-    """`value` with every non-finite float (NaN, +-inf: a loss gone NaN, a hand-edited run.json)
-    made None, in dicts and lists too: JSON has no NaN, and a browser's JSON.parse refuses it."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
-
-
-def to_json(value) -> str:
-    """JSON text of `value`, never NaN or Infinity (they become null)."""
-    return json.dumps(finite(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+FAVICON = (  # a 2x2 of the studio's colours
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 2 2"><rect width="1" height="1" fill="#3b5bdb"/>'
+    '<rect x="1" width="1" height="1" fill="#e03131"/><rect y="1" width="1" height="1" fill="#f59f00"/>'
+    '<rect x="1" y="1" width="1" height="1" fill="#23233a"/></svg>'
+)
 
 
 class JSONResponse(StarletteJSONResponse):
@@ -188,73 +174,6 @@ def under(root: Path, rel: str) -> Path | None:
     return path
 
 
-def read_runs(root: Path, limit: int = HISTORY) -> list[dict]:
-    """Past runs in the output folder, newest first, from their run.json (so a restart keeps them).
-    A run.json that cannot be read or listed (damaged, hand-edited, NaN) leaves its run out, never
-    the history: a bad folder never makes /api/runs fail."""
-    found = []
-    try:
-        folders = list(root.iterdir()) if root.is_dir() else []
-    except OSError:
-        folders = []
-    for d in folders:
-        record = d / "run.json"
-        try:
-            if d.name.startswith(".") or not record.is_file():
-                continue
-            found.append((record.stat().st_mtime, d, record))
-        except OSError:
-            continue
-    found.sort(key=lambda t: t[0], reverse=True)
-    out = []
-    for mtime, d, record in found[:limit]:
-        try:
-            entry = _run_entry(root, d, record, mtime)
-            if entry is not None:
-                to_json(entry)  # serialisable, or left out here rather than failing the response
-                out.append(entry)
-        except PixgenError as e:  # a damaged or foreign run.json (its schema): left out, never fatal
-            log.warning("%s; left out of the history", e)
-        except Exception as e:  # whatever else it holds: that run is left out, not the history
-            log.debug("history: %s left out (%s: %s)", d.name, type(e).__name__, e)
-    return out
-
-
-def _run_entry(root: Path, d: Path, record: Path, mtime: float) -> dict | None:
-    """A past run as /api/runs lists it, or None for one under way or killed before its image."""
-    data = read_run_record(record)
-    if data.get("finished") is False and not (d / "final.png").is_file():
-        return None  # under way, or killed before its image (run.json is written at the start)
-    if "settings" not in data:
-        return None  # a job of candidates (pixgen batch): no one run to show
-    settings = data["settings"]
-    form = {k: to_form(k, v, root) for k, v in settings.items() if k in _form_keys()}
-    rel = d.name
-    return finite(
-        {
-            "run": rel,
-            "prompt": settings.get("prompt", ""),
-            "seed": settings.get("seed"),
-            "steps_done": data.get("steps_done"),
-            "iterations": settings.get("iterations"),
-            "interrupted": bool(data.get("interrupted")),
-            "error": data.get("error"),
-            "seconds": data.get("seconds"),
-            "finished": mtime,
-            "files": run_files(root, d),
-            "init": f"{rel}/final.png",
-            "form": form,
-        }
-    )
-
-
-def _form_keys() -> set[str]:
-    from pixgen.serve.form import SERVER_KEYS
-    from pixgen.settings import FIELDS
-
-    return set(FIELDS) - set(SERVER_KEYS)
-
-
 class Studio:
     """The route handlers over one JobQueue (its models loaded) and its output folder."""
 
@@ -266,6 +185,7 @@ class Studio:
             if hi is not None:
                 entry["hi"] = min(entry["hi"], hi)
         self.info, self.limits = info or {}, limits
+        self.drawer_defaults = drawer_defaults(preset, queue.root)
 
     def job(self, request: Request):
         job = self.queue.get(request.path_params["job_id"])
@@ -280,22 +200,65 @@ class Studio:
         return response
 
     async def form(self, request: Request):
-        return JSONResponse({"fields": self.schema, "preset": self.preset, "info": self.info})
+        return JSONResponse(
+            {
+                "fields": self.schema,
+                "preset": self.preset,
+                "info": self.info,
+                "modes": modes.MODES,
+                "drawer_defaults": self.drawer_defaults,
+            }
+        )
 
     async def submit(self, request: Request):
+        """A job, or a sample, a sweep or the variations of an image (pixgen.serve.modes), every one
+        checked before any is queued: 202 with the first's snapshot (and all of them, `jobs`)."""
         body = await read_body(request, MAX_JOB_BYTES)
         try:
             data = parse_job(body)
-            settings = await asyncio.to_thread(settings_from_request, data, self.preset, self.root)
-            self.limits.check(settings)
-            await asyncio.to_thread(check_fits, settings, self.queue.models)  # generate()'s estimate
-            job = self.queue.submit(settings)
+            planned = await asyncio.to_thread(modes.plan, data, self.preset, self.root, self.queue.models, self.limits)
+            if len(self.queue.pending) + len(planned) > self.queue.max_queued:
+                raise QueueFull(f"{len(self.queue.pending)} jobs are waiting already; try again later")
+            jobs = [self.queue.submit(*each) for each in planned]
         except QueueFull as e:
             return error(429, str(e))
         except PixgenError as e:
+            return JSONResponse({"error": str(e), "key": modes.error_key(str(e))}, status_code=400)
+        snaps = [self.queue.snapshot(job) for job in jobs]
+        return JSONResponse(
+            dict(snaps[0], jobs=snaps), status_code=202, headers={"Location": f"/api/jobs/{jobs[0].id}"}
+        )
+
+    async def check(self, request: Request):
+        """What POST /api/jobs would say of this request, without queueing it: {"ok": true}, or the
+        400 it would get (with the setting it names, `key`). The form asks it before it submits."""
+        body = await read_body(request, MAX_JOB_BYTES)
+        try:
+            data = parse_job(body)
+            await asyncio.to_thread(modes.plan, data, self.preset, self.root, self.queue.models, self.limits)
+        except PixgenError as e:
+            return JSONResponse({"error": str(e), "key": modes.error_key(str(e))}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    async def png_info(self, request: Request):
+        """The settings of a dropped PNG, as the form shows them, and where it is kept (for vary)."""
+        body = await read_body(request, MAX_UPLOAD_BYTES)
+        try:
+            return JSONResponse(await asyncio.to_thread(modes.png_form, body, self.root, UPLOADS))
+        except PixgenError as e:
             return error(400, str(e))
-        snap = self.queue.snapshot(job)
-        return JSONResponse(snap, status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
+
+    async def delete(self, request: Request):
+        """Remove a run folder of the output folder (the page asks for a confirmation first)."""
+        busy = {j.run_dir.name for j in self.queue.active() if j.run_dir is not None}
+        try:
+            await asyncio.to_thread(modes.delete_run, self.root, request.path_params["run"], busy)
+        except PixgenError as e:
+            return error(404 if "no run" in str(e) else 409, str(e))
+        return JSONResponse({"deleted": request.path_params["run"]})
+
+    async def favicon(self, request: Request):
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     async def jobs(self, request: Request):
         return JSONResponse({"jobs": [self.queue.snapshot(j) for j in self.queue.active()]})
@@ -374,6 +337,10 @@ class Studio:
             Route("/api/jobs/{job_id}/preview.png", self.preview),
             Route("/api/jobs/{job_id}/final.png", self.final),
             Route("/api/runs", self.runs),
+            Route("/api/runs/{run}", self.delete, methods=["DELETE"]),
+            Route("/api/check", self.check, methods=["POST"]),
+            Route("/api/pnginfo", self.png_info, methods=["POST"]),
+            Route("/favicon.ico", self.favicon),
             Route("/api/uploads", self.upload, methods=["POST"]),
             Route("/files/{path:path}", self.files),
         ]

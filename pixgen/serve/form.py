@@ -68,10 +68,46 @@ def form_schema(defaults: Settings, root: Path) -> list[dict]:
                 "hi": meta["hi"],
                 "optional": "None" in str(f.type),
                 "group": "common" if key in COMMON else "advanced",
+                "applies": applies_when(key),
             }
         )
     out.sort(key=lambda e: (e["group"] != "common", COMMON.index(e["name"]) if e["name"] in COMMON else 0))
     return out
+
+
+COMPOSED_ONLY = ("init_silhouettes", "init_jitter")
+
+
+def applies_when(key: str) -> dict:
+    """When a setting has an effect, for the form to show it only then: {"drawer": name} for a
+    drawer's own settings, {"init": "prior"|"composed"} for those of one start; {} always."""
+    from pixgen.drawers import declared_settings, drawer_classes
+
+    for name, cls in drawer_classes().items():
+        if key in declared_settings(cls):
+            return {"drawer": name}
+    if key.startswith("prior_"):
+        return {"init": "prior"}
+    if key in COMPOSED_ONLY:
+        return {"init": "composed"}
+    return {}
+
+
+def drawer_defaults(preset: str | None, root: Path) -> dict:
+    """Per drawer, the form values its choice brings under the server's preset (a preset's
+    `drawers:` entries: steps, learning rate, its own settings), for every setting that some
+    drawer changes: the form puts them in when the drawer is picked."""
+    from pixgen.drawers import drawer_classes
+
+    base, chosen = server_settings(preset, str(root)), {}
+    for name in drawer_classes():
+        try:
+            chosen[name] = load_settings(preset, overrides={"prompt": "x", "drawer": name, "output_dir": str(root)})
+        except PixgenError:  # a drawer this preset cannot take: the form's check will say why
+            continue
+    skip = (*SERVER_KEYS, "prompt", "drawer")
+    keys = {k for s in chosen.values() for k in FIELDS if k not in skip and getattr(s, k) != getattr(base, k)}
+    return {name: {k: to_form(k, getattr(s, k), root) for k in sorted(keys)} for name, s in chosen.items()}
 
 
 def _relative(path: str, root: Path) -> str | None:

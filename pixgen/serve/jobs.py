@@ -78,6 +78,8 @@ class Job:
     preview_step: int = 0
     version: int = 0  # bumped on every change: the SSE stream sends a snapshot when it moves
     step_seconds: list[float] = field(default_factory=list)
+    kind: str = "generate"  # generate, sample (pixgen sample), sweep (pixgen grid)
+    extra: dict = field(default_factory=dict)  # sample: keep; sweep: grid, make_settings
 
 
 def png_bytes(image) -> bytes:
@@ -116,13 +118,13 @@ class JobQueue:
 
     # -- requests (any thread) --
 
-    def submit(self, settings: Settings) -> Job:
+    def submit(self, settings: Settings, kind: str = "generate", extra: dict | None = None) -> Job:
         with self.cond:
             if self.closing:
                 raise PixgenError("the server is shutting down")
             if len(self.pending) >= self.max_queued:
                 raise QueueFull(f"{len(self.pending)} jobs are waiting already; try again later")
-            job = Job(settings)
+            job = Job(settings, kind=kind, extra=extra or {})
             self.jobs[job.id] = job
             self.pending.append(job)
             self._forget_old()
@@ -174,9 +176,11 @@ class JobQueue:
                 "preview_step": job.preview_step,
                 "version": job.version,
                 "run": job.run_dir.name if job.run_dir else None,
+                "kind": job.kind,
+                "drawer": job.settings.drawer,
             }
-        if job.run_dir is not None and job.state in (DONE, CANCELLED):
-            out["files"] = run_files(self.root, job.run_dir)
+        if job.run_dir is not None and job.state in (DONE, CANCELLED) and job.run_dir.is_dir():
+            out.update(kind_files(self.root, job))
         return out
 
     def active(self) -> list[Job]:
@@ -244,6 +248,7 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         from pixgen.api import generate
+        from pixgen.apps.sample import sample_images
         from pixgen.outputs.writer import make_run_dir
         from pixgen.phases import Hooks
 
@@ -270,13 +275,19 @@ class JobQueue:
                 job.status = text
                 self._bump(job)
 
-        run_dir = make_run_dir(s.output_dir, s.prompt)
-        run_dir.rmdir()  # generate() creates it: a folder of its own, never reused
+        run_dir = make_run_dir(s.output_dir, ("grid " if job.kind == "sweep" else "") + s.prompt)
+        if job.kind != "sweep":
+            run_dir.rmdir()  # generate() creates it: a folder of its own, never reused
         with self.cond:
             job.run_dir = run_dir
         try:
             hooks = Hooks(on_phase=on_phase, on_step=on_step, should_stop=lambda: job.stop)
-            result = generate(s, self.models, run_dir=run_dir, hooks=hooks)
+            if job.kind == "sample":
+                result = sample_images(s, job.extra.get("keep", 4), self.models, run_dir, hooks)
+            elif job.kind == "sweep":
+                result = self._sweep(job, run_dir, hooks)
+            else:
+                result = generate(s, self.models, run_dir=run_dir, hooks=hooks)
         except Interrupted as e:
             self._cancelled(job, e.args[0] if e.args else None)
             return
@@ -289,6 +300,28 @@ class JobQueue:
         with self.cond:
             job.seed = result.seed
             self._finish(job, DONE, f"done in {result.seconds:.1f} s")
+
+    def _sweep(self, job: Job, folder: Path, hooks):
+        """A sweep's cells (pixgen.apps.grid), one generate run each on the loaded models, into
+        `folder`/cells; grid.png and index.html after each cell."""
+        from dataclasses import replace
+
+        from pixgen.api import Result, generate
+        from pixgen.apps.grid import write_grid
+
+        grid, seconds = replace(job.extra["grid"], out=folder), 0.0
+        (folder / "cells").mkdir(parents=True, exist_ok=True)
+        try:
+            for i, (cell, settings) in enumerate(zip(grid.jobs, job.extra["settings"], strict=True), 1):
+                with self.cond:
+                    job.status, job.extra["cell"] = f"cell {i} of {len(grid.jobs)}", i
+                    self._bump(job)
+                result = generate(settings, self.models, run_dir=folder / "cells" / cell.name, hooks=hooks)
+                seconds += result.seconds
+                write_grid(grid)
+        finally:
+            write_grid(grid)
+        return Result(folder, folder / "grid.png", settings.seed, seconds)
 
     def _cancelled(self, job: Job, result) -> None:
         """A job that stopped on request: before its first step (nothing kept), during its steps
@@ -306,6 +339,26 @@ class JobQueue:
                 self._finish(
                     job, CANCELLED, f"cancelled while writing; image kept, {', '.join(result.skipped)} skipped"
                 )
+
+
+def kind_files(root: Path, job: Job) -> dict:
+    """What a finished job shows: a run's files; a sample's kept images (and their settings'
+    files, for polish); a sweep's grid.png, its axes' labels and each cell's image."""
+    rel = job.run_dir.resolve().relative_to(Path(root).resolve()).as_posix()
+    if job.kind == "sample":
+        kept = sorted(job.run_dir.glob("sample-*.png"), key=lambda p: int(p.stem.split("-")[1]))
+        return {"samples": [f"{rel}/{p.name}" for p in kept]}
+    if job.kind == "sweep":
+        from dataclasses import replace
+
+        from pixgen.apps.grid import cell_images
+
+        grid = job.extra["grid"]
+        images = cell_images(replace(grid, out=job.run_dir))
+        cells = [f"/files/{p.resolve().relative_to(Path(root).resolve()).as_posix()}" if p else None for p in images]
+        axes = {a.name: [a.label(i) for i in range(len(a.values))] for a in grid.axes}
+        return {"grid": {"png": f"/files/{rel}/grid.png", "axes": axes, "cells": cells}}
+    return {"files": run_files(root, job.run_dir)}
 
 
 def run_files(root: Path, run_dir: Path) -> dict:

@@ -149,4 +149,6 @@ def validate(s: Settings) -> None:
     )
     parse_palette(s.palette)
     need(s.prior_rank <= s.prior_samples, "prior_rank", f"rank {s.prior_rank} of only {s.prior_samples} samples")
+    vary = s.vary_strength == 0 or prior_start_on(s) or bool(s.init_image)
+    need(vary, "vary_strength", "a variation redraws a start: it needs --init prior or --init-image")
     _check_capabilities(s, need)

@@ -175,6 +175,15 @@ class Settings:
     init_pixel_weight: float = setting(
         0.0, "Keep the pixels near the init image or the composed start (L1).", lo=0, panel=INIT
     )
+    vary_strength: float = setting(
+        0.0,
+        "A variation (pixgen vary): the share of the start redrawn from --vary-seed: the prior's codes"
+        " from a point of the grid on, or the init image's latent mixed with fresh noise (0: none).",
+        lo=0,
+        hi=1,
+        panel=INIT,
+    )
+    vary_seed: int = setting(0, "A variation: the seed of what it redraws.", lo=0, hi=2**63 - 1, panel=INIT)
     init_draws: int = setting(
         1,
         "Draw N starting latents (tokens, flat, mean) and start from the one CLIP likes best.",

@@ -79,6 +79,16 @@ def with_noise(run, drawer, start: Start, generator: torch.Generator, hooks: Hoo
     return Start(z, image, record, [z, *start.keyframes[1:]] if start.keyframes else [])
 
 
+def varied(image: Tensor, s) -> Tensor:
+    """A variation's start picture (`--vary-strength` > 0): `vary_strength` of fresh perlin noise
+    from `vary_seed` (its own generator) mixed into the init image; else the image itself (which
+    stays the anchor of --init-pixel-weight either way)."""
+    if s.vary_strength == 0:
+        return image
+    noise = noise_image("perlin", s.width, s.height, torch.Generator().manual_seed(s.vary_seed))
+    return mix_noise(image, noise, s.vary_strength)
+
+
 def mix_noise(picture: Tensor, noise: Tensor, share: float) -> Tensor:
     """`share` of `noise` mixed into `picture` (both in [0, 1], the same size): a linear blend."""
     return torch.lerp(picture, noise.to(picture), share).clamp(0, 1)
@@ -113,7 +123,7 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
     image = initial_image(s.init_image, s.init_fit, s.init_noise, s.width, s.height, generator)
     if image is not None:
         image = image.to(run.device)
-        z = fit_start(drawer, image, generator, hooks, "encoding the start…")
+        z = fit_start(drawer, varied(image, s), generator, hooks, "encoding the start…")
     if given is not None:
         tensor = given[0] if given[0].shape == z.shape else given[0][..., : z.shape[-2], : z.shape[-1]]
         return Start(tensor.contiguous(), given[1].to(run.device))
