@@ -19,9 +19,13 @@ import pytest
 
 from tests.conftest import SMOKE
 
-needs_ray = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'pixgen[ray]')"
-)
+NO_RAY = importlib.util.find_spec("ray") is None
+
+
+def needs_ray(test):
+    """A test that starts a real Ray (marked `ray`), skipped with the reason where Ray is missing."""
+    return pytest.mark.ray(pytest.mark.skipif(NO_RAY, reason="Ray is not installed (pip install 'pixgen[ray]')")(test))
+
 STORE = 100 * 2**20  # each node's object store (Ray's default is 30% of the memory)
 JOB = ("--set", "iterations=4", "--save-every", "2", "--set", "threads=1")  # one thread: pixels compare
 LONG = ("--set", "iterations=40", "--save-every", "2", "--set", "threads=1")
@@ -138,7 +142,8 @@ def test_a_worker_killed_mid_job_is_retried_from_its_last_checkpoint(tmp_path, l
             return
         handle = workers[int(worker.split()[-1]) - 1]
         pid = local_ray.get(handle.pid.remote())
-        killed.update(pid=pid, saved=saved, first_frame=(target / "frames" / "000002.png").stat().st_mtime_ns)
+        record = json.loads((target / "run.json").read_text())
+        killed.update(pid=pid, saved=saved, times=record["seconds_per_step"][:saved])
         os.kill(pid, signal.SIGKILL)
 
     watch = Watch(on_step=on_step, on_workers=workers.extend)
@@ -146,11 +151,11 @@ def test_a_worker_killed_mid_job_is_retried_from_its_last_checkpoint(tmp_path, l
     assert killed, "the job ended before a checkpoint reached the driver"
     assert [r.status for r in results] == ["done"] * 2
     assert results[0].resumed_from >= killed["saved"] > 0  # went on from the checkpoint, not from step 0
-    assert (target / "frames" / "000002.png").stat().st_mtime_ns == killed["first_frame"]  # kept, not redone
+    record = json.loads((target / "run.json").read_text())
+    assert record["seconds_per_step"][: killed["saved"]] == killed["times"]  # the steps before were not run again
     run_batch(f, tmp_path / "local", make_settings)
     for r in results:
         assert r.image.read_bytes() == (tmp_path / "local" / r.job.name / "final.png").read_bytes()
-    record = json.loads((target / "run.json").read_text())
     assert record["steps_done"] == 20 and len(record["losses"]) == 20
 
 
@@ -172,14 +177,14 @@ def test_driver_interrupt_keeps_what_is_done_and_resume_goes_on(tmp_path, local_
     assert code == 130 and "pixgen: interrupted" in err and "--resume" in err, err
     stopped = [job for job in out.glob("0*") if not (job / "final.png").is_file() or _steps_done(job) < 40]
     assert stopped and all((job / "state.safetensors").is_file() for job in stopped)
-    first_frames = {job.name: (job / "frames" / "000002.png").stat().st_mtime_ns for job in stopped}
+    times = {job.name: json.loads((job / "run.json").read_text())["seconds_per_step"] for job in stopped}
     code, table, err = cli(*args, "--resume")
     assert code == 0, err
     rows = _summary(table)
-    for name, mtime in first_frames.items():
-        assert rows[name]["status"] == "done" and rows[name]["note"].startswith("resumed from step")
-        assert (out / name / "frames" / "000002.png").stat().st_mtime_ns == mtime
-        assert _steps_done(out / name) == 40
+    for name, before in times.items():
+        assert rows[name]["status"] == "done" and rows[name]["note"] == f"resumed from step {len(before)}"
+        after = json.loads((out / name / "run.json").read_text())
+        assert after["steps_done"] == 40 and after["seconds_per_step"][: len(before)] == before  # went on
     assert len(list(out.glob("*/final.png"))) == 2
 
 

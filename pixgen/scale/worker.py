@@ -19,6 +19,7 @@ from pixgen.outputs.writer import write_json
 from pixgen.phases import Hooks
 from pixgen.scale.tree import Snapshot, write_tree
 
+SCRATCH = "pixgen-ray-"  # a worker's scratch folder: pixgen-ray-PID-XXXX in the temporary folder
 REPORT_EVERY = 0.5  # seconds between a worker's step reports (checkpoints are sent whenever they come)
 
 
@@ -38,7 +39,8 @@ class JobWorker:
         self.label, self.ledger, self.offline = label, ray.get_actor(ledger), offline
         self.loaded: dict[tuple, object] = {}
         self.stopping = False
-        self.scratch = Path(tempfile.mkdtemp(prefix="pixgen-ray-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
+        remove_orphans(self.scratch.parent)
         if warm is not None:
             try:
                 load_job_models(warm, self.loaded, Hooks(offline=offline))
@@ -148,3 +150,17 @@ def relocate_record(job_dir: Path, dest: str) -> None:
     record["best"] = _moved(record["best"], job_dir, dest)
     record["ranking"] = [dict(c, image=_moved(c["image"], job_dir, dest)) for c in record["ranking"]]
     write_json(path, record)
+
+
+def remove_orphans(folder: Path) -> None:
+    """The scratch folders of workers that are gone (killed: none of their code ran after)."""
+    for path in folder.glob(f"{SCRATCH}*-*"):
+        pid = path.name[len(SCRATCH) :].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, another user's
+            continue
