@@ -26,6 +26,7 @@ def needs_ray(test):
     """A test that starts a real Ray (marked `ray`), skipped with the reason where Ray is missing."""
     return pytest.mark.ray(pytest.mark.skipif(NO_RAY, reason="Ray is not installed (pip install 'pixgen[ray]')")(test))
 
+
 STORE = 100 * 2**20  # each node's object store (Ray's default is 30% of the memory)
 JOB = ("--set", "iterations=4", "--save-every", "2", "--set", "threads=1")  # one thread: pixels compare
 LONG = ("--set", "iterations=40", "--save-every", "2", "--set", "threads=1")

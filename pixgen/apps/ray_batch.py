@@ -33,7 +33,7 @@ POLL_SECONDS = 0.2  # how often the driver takes the checkpoints and steps the w
 STOP_WAIT_SECONDS = 120.0  # after Ctrl-C, how long the jobs under way get to keep what they have
 # a local Ray runs its workers at the driver's priority, as a local batch runs (Ray's default lowers it by 15)
 _LOCAL_CONFIG = {"worker_niceness": 0}
-STOPPED = "; the finished jobs are kept, and the unfinished ones' last checkpoints (go on with --resume)"
+STOPPED = "on Ray; the finished jobs are kept, with the last checkpoints of the unfinished ones (go on with --resume)"
 
 
 @dataclass
@@ -52,12 +52,14 @@ class RayOptions:
 class Watch:
     """What the driver tells its caller: `on_pool(labels, jobs)` once the workers are asked for;
     `on_step(worker, job name, step, total)` as they go; `on_job(result, jobs)` as each job ends
-    (the failed and skipped ones first); `on_workers(handles)`, the actors themselves."""
+    (the failed and skipped ones first); `on_workers(handles)`, the actors themselves;
+    `on_timing(...)`, what each job cost on the driver and inside its worker (benchmarks)."""
 
     on_pool: Callable | None = None
     on_step: Callable | None = None
     on_job: Callable | None = None
     on_workers: Callable | None = None
+    on_timing: Callable | None = None  # (job name, seconds from submission to written, seconds in run_job)
 
     def tell(self, name: str, *args) -> None:
         callback = getattr(self, name)
@@ -182,6 +184,7 @@ class RayBatch:
         self.options, self.watch, self.hooks, self.total = options, watch, hooks, total
         self.finished: set[str] = set()  # jobs whose last files are written: later checkpoints are stale
         self.steps: dict[str, tuple] = {}
+        self.submitted: dict[str, float] = {}
         self.ledger, self.workers = None, []
 
     def run(self, results: dict) -> None:
@@ -200,6 +203,7 @@ class RayBatch:
                     dest = str(self.out / job.name)
                     ref = self.workers[worker].run.remote(job, settings, self.candidates, dest)
                     running[ref] = (worker, job)
+                    self.submitted[job.name] = time.perf_counter()
                 if not queue:  # no job left for the idle: their GPUs or cores go to a worker Ray restarts
                     for worker in idle:
                         ray.kill(self.workers[worker])
@@ -272,6 +276,8 @@ class RayBatch:
         if data["files"] or data["made"]:
             job_dir.mkdir(parents=True, exist_ok=True)
             write_tree(job_dir, data["files"], exact=data["status"] != "failed")
+        wall = time.perf_counter() - self.submitted[job.name]
+        self.watch.tell("on_timing", job.name, wall, data["inside_seconds"])
         image = job_dir / data["image"] if data["image"] else None
         keep = ("seed", "score", "seconds", "error", "candidates", "worker", "resumed_from")
         return self._ended(job, JobResult(job, data["status"], image, **{k: data[k] for k in keep}))

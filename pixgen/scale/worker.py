@@ -70,10 +70,12 @@ class JobWorker:
         reporter = Reporter(self, job.name, settings.save_every, snapshot)
         self.ledger.report.remote(self.label, job.name, 0, settings.iterations)
         hooks = Hooks(on_step=reporter, should_stop=lambda: self.stopping, offline=self.offline)
+        t0 = time.perf_counter()
         try:
             result = run_job(job, job_dir, lambda _: settings, self.loaded, candidates, hooks)
         except Interrupted:
             result = JobResult(job, "interrupted", error="stopped by the driver")
+        inside = time.perf_counter() - t0
         try:
             relocate_record(job_dir, dest)
             files = snapshot.changes(everything=True, finished=True)
@@ -92,6 +94,7 @@ class JobWorker:
             "made": made,
             "worker": self.label,
             "resumed_from": steps_done(start) if start else None,
+            "inside_seconds": inside,  # the job as a local batch runs it: the rest is Ray's overhead
         }
 
 
