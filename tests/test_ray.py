@@ -29,7 +29,7 @@ def needs_ray(test):
 
 STORE = 100 * 2**20  # each node's object store (Ray's default is 30% of the memory)
 JOB = ("--set", "iterations=4", "--save-every", "2", "--set", "threads=1")  # one thread: pixels compare
-LONG = ("--set", "iterations=40", "--save-every", "2", "--set", "threads=1")
+LONG = ("--set", "iterations=24", "--save-every", "2", "--set", "threads=1")
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_driver_interrupt_keeps_what_is_done_and_resume_goes_on(tmp_path, local_
     finally:
         proc.kill()
     assert code == 130 and "pixgen: interrupted" in err and "--resume" in err, err
-    stopped = [job for job in out.glob("0*") if not (job / "final.png").is_file() or _steps_done(job) < 40]
+    stopped = [job for job in out.glob("0*") if not (job / "final.png").is_file() or _steps_done(job) < 24]
     assert stopped and all((job / "state.safetensors").is_file() for job in stopped)
     times = {job.name: json.loads((job / "run.json").read_text())["seconds_per_step"] for job in stopped}
     code, table, err = cli(*args, "--resume")
@@ -185,7 +185,7 @@ def test_driver_interrupt_keeps_what_is_done_and_resume_goes_on(tmp_path, local_
     for name, before in times.items():
         assert rows[name]["status"] == "done" and rows[name]["note"] == f"resumed from step {len(before)}"
         after = json.loads((out / name / "run.json").read_text())
-        assert after["steps_done"] == 40 and after["seconds_per_step"][: len(before)] == before  # went on
+        assert after["steps_done"] == 24 and after["seconds_per_step"][: len(before)] == before  # went on
     assert len(list(out.glob("*/final.png"))) == 2
 
 
