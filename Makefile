@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,video,serve]"
+	$(BIN)/pip install --quiet -e ".[dev,video,serve,ray]"
 	touch $(STAMP)
 
 demo: install

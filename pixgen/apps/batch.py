@@ -48,6 +48,8 @@ class JobResult:
     seconds: float = 0.0
     error: str = ""
     candidates: list = field(default_factory=list)
+    worker: str = ""  # the Ray worker that ran it (batch --ray)
+    resumed_from: int | None = None  # the step a retried job went on from (batch --ray)
 
 
 def read_jobs(path: str | Path) -> list[Job]:
@@ -311,32 +313,15 @@ def run_batch(
     check_candidates(candidates)
     out = Path(output_dir)
     mine = [j for j in jobs if j.index % n == k]
-    if not resume:
-        existing = [j.name for j in mine if (out / j.name).exists()]
-        if existing:
-            raise PixgenError(
-                f"{out / existing[0]} already exists; pass --resume to skip finished jobs "
-                "and redo unfinished ones, or choose another --output-dir"
-            )
+    check_fresh(out, mine, resume)
     loaded: dict[tuple, object] = {}
     results: list[JobResult] = []
     try:
         for job in mine:
             if hooks is not None and hooks.stop_requested():
                 raise Interrupted(STOPPED_BETWEEN_JOBS)
-            job_dir = out / job.name
-            if "__error__" in job.overrides:
-                results.append(JobResult(job, "failed", error=f"line {job.line}: {job.overrides['__error__']}"))
-            else:
-                try:
-                    record = job_record(job_dir) if resume else None
-                except PixgenError as e:  # a damaged or foreign run.json: this job fails, its folder stays
-                    results.append(JobResult(job, "failed", error=f"line {job.line}: {e}; move the folder away"))
-                else:
-                    if record is not None and run_finished(record):
-                        results.append(_finished_result(job, job_dir, record))
-                    else:
-                        results.append(_run_job(job, job_dir, make_settings, loaded, candidates, hooks or Hooks()))
+            known = triage(job, out / job.name, resume)
+            results.append(known or run_job(job, out / job.name, make_settings, loaded, candidates, hooks or Hooks()))
             if on_job:
                 on_job(results[-1], len(mine))
     finally:
@@ -378,16 +363,38 @@ def finished_jobs(out: Path, names: set[str] | None = None) -> list[JobResult]:
     return [result for _, _, result in sorted(found, key=lambda t: t[:2])]
 
 
-def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
-    """One job: its settings, its models (loaded once per distinct set), its candidates."""
-    from pixgen.api import prepare
+def check_fresh(out: Path, jobs: list[Job], resume: bool) -> None:
+    """Without --resume, a job folder already there is an error (nothing written is ever redone
+    unasked)."""
+    if not resume:
+        existing = [j.name for j in jobs if (out / j.name).exists()]
+        if existing:
+            raise PixgenError(
+                f"{out / existing[0]} already exists; pass --resume to skip finished jobs "
+                "and redo unfinished ones, or choose another --output-dir"
+            )
+
+
+def triage(job: Job, job_dir: Path, resume: bool) -> JobResult | None:
+    """What a job's line and folder settle before it runs: failed (a bad line, or with --resume
+    a damaged run.json, whose folder stays), skipped (finished before, with --resume); or None,
+    to run (or go on with) it."""
+    if "__error__" in job.overrides:
+        return JobResult(job, "failed", error=f"line {job.line}: {job.overrides['__error__']}")
+    try:
+        record = job_record(job_dir) if resume else None
+    except PixgenError as e:  # a damaged or foreign run.json: this job fails, its folder stays
+        return JobResult(job, "failed", error=f"line {job.line}: {e}; move the folder away")
+    if record is not None and run_finished(record):
+        return _finished_result(job, job_dir, record)
+    return None
+
+
+def models_key(settings) -> tuple:
+    """The settings that decide which models a job loads: jobs with the same key share them."""
     from pixgen.settings import loads_vqgan
 
-    try:
-        settings = make_settings(job.overrides)
-    except PixgenError as e:
-        return JobResult(job, "failed", error=f"line {job.line}: {e}")
-    key = (
+    return (
         loads_vqgan(settings),  # the other drawers load no VQGAN, unless for the prior start
         settings.vqgan,
         tuple(settings.clip),
@@ -396,12 +403,30 @@ def _run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks)
         settings.device,
         settings.precision,
     )
+
+
+def load_job_models(settings, loaded: dict, hooks: Hooks):
+    """The models of a job with these settings: from `loaded` (by `models_key`), else loaded and
+    kept there."""
+    from pixgen.api import prepare
+
+    key = models_key(settings)
+    loading = Hooks(should_stop=hooks.should_stop, offline=hooks.offline)  # no status line while loading
+    loaded[key] = prepare(settings, loaded.get(key), loading).models
+    return loaded[key]
+
+
+def run_job(job, job_dir, make_settings, loaded, candidates: int, hooks: Hooks) -> JobResult:
+    """One job: its settings, its models (loaded once per distinct set in `loaded`), its candidates."""
     try:
-        loading = Hooks(should_stop=hooks.should_stop, offline=hooks.offline)  # no status line while loading
-        loaded[key] = prepare(settings, loaded.get(key), loading).models
+        settings = make_settings(job.overrides)
+    except PixgenError as e:
+        return JobResult(job, "failed", error=f"line {job.line}: {e}")
+    try:
+        models = load_job_models(settings, loaded, hooks)
         seed = job_seed(settings.seed, job)
         seeds = [seed + i for i in range(candidates)]
-        info = run_candidates(settings, loaded[key], job_dir, seeds, hooks)
+        info = run_candidates(settings, models, job_dir, seeds, hooks)
     except PixgenError as e:
         return JobResult(job, "failed", error=f"line {job.line}: {e}")
     return JobResult(

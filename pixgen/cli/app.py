@@ -227,6 +227,10 @@ def _route(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 some batch jobs failed, 2 bad input, 130 interrupted)."""
     argv = _route(list(sys.argv[1:] if argv is None else argv))
+    if argv and argv[0] == "batch":
+        from pixgen.cli.scale import optional_address
+
+        argv = optional_address(argv)
     console.show_warnings()
     try:
         # standalone mode: usage errors print their usage and exit 2, typer.Exit gives its code

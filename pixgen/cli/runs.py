@@ -10,13 +10,15 @@ import typer
 
 from pixgen.cli import console
 from pixgen.cli.options import ConfigOpt, OfflineOpt, PresetOpt, QuietOpt, SetOpt, with_setting_flags
+from pixgen.cli.scale import RayCpusOpt, RayOpt, RayWorkersOpt
 from pixgen.settings import OUTPUT
 
 BATCH, RESTYLE = "Batch", "Restyle"  # the help panels of these commands' own options
 
 
 BATCH_EPILOG = (
-    "Scale out: run one shard per machine/GPU, e.g. a Slurm array with "
+    "Scale out: --ray runs the jobs on every GPU of a machine or a Ray cluster (pip install 'pixgen[ray]'); "
+    "or run one shard per machine/GPU, e.g. a Slurm array with "
     "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT and a shared --output-dir."
 )
 
@@ -38,6 +40,9 @@ def batch(
     candidates: Annotated[
         int, typer.Option("--candidates", help="Images per prompt, ranked by CLIP.", rich_help_panel=BATCH)
     ] = 1,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    ray_workers: RayWorkersOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -47,8 +52,11 @@ def batch(
 ):
     """Run a prompt file: one folder per job, resumable, shardable, with index.html at the end."""
     from pixgen.apps.batch import run_batch
+    from pixgen.cli.scale import check_ray_options, run_on_ray
     from pixgen.needs import check_run
     from pixgen.settings import load_settings
+
+    check_ray_options(ray, shard, ray_cpus, ray_workers)
 
     def make_settings(job: dict):  # the batch's flags are the defaults of each job
         job = dict(job)
@@ -61,6 +69,8 @@ def batch(
         msg = f"[{r.job.index + 1}] {r.status}: {r.job.prompt[:60]!r}{where}"
         console.note(msg + (f" ({r.error})" if r.error else ""))
 
+    if ray is not None:
+        return run_on_ray(file, output_dir, make_settings, resume, candidates, (ray, ray_cpus, ray_workers), offline)
     with console.running(False, offline) as hooks:
         results = run_batch(file, output_dir, make_settings, resume, shard, candidates, on_job, hooks)
     failed = [r for r in results if r.status == "failed"]
