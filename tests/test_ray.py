@@ -207,6 +207,19 @@ def test_a_bad_line_fails_alone_as_in_a_local_batch(tmp_path, local_ray, cli):
     assert (tmp_path / "ray" / "index.html").read_text().count("<figure>") == 2
 
 
+@needs_ray
+def test_a_grid_runs_its_cells_on_ray_as_it_runs_them_here(tmp_path, local_ray, cli, one_thread_after):
+    args = ("grid", "a red house", "--x", "seed=1..2", *SMOKE, *JOB)
+    for where, extra in (("local", ()), ("ray", ("--ray",))):
+        code, _, err = cli(*args, "-o", tmp_path / where, *extra)
+        assert code == 0 and "Traceback" not in err, err
+        assert (tmp_path / where / "grid.png").is_file()
+    local = sorted((tmp_path / "local" / "cells").glob("*/final.png"))
+    assert len(local) == 2
+    for image in local:
+        assert image.read_bytes() == (tmp_path / "ray" / image.relative_to(tmp_path / "local")).read_bytes()
+
+
 def test_ray_is_not_imported_by_help_or_other_commands(tmp_path):
     code = (
         "import sys; from pixgen.cli.app import main; main(['--help']); main(['batch', '--help']);"
@@ -235,6 +248,8 @@ def test_ray_and_shard_together_is_a_one_line_error(cli, tmp_path):
         assert code == 2 and len(err.strip().splitlines()) == 1 and "--ray and --shard" in err, err
     code, _, err = cli("batch", f, "--ray-workers", "2")
     assert code == 2 and "--ray-workers needs --ray" in err
+    code, _, err = cli("grid", "a cat", "--x", "seed=1..2", "--ray", "--shard", "0/2", "-o", tmp_path / "g")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--ray and --shard" in err, err
 
 
 def test_ray_takes_an_address_or_none():

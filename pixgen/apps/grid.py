@@ -191,9 +191,11 @@ def run_grid(
     shard: str | None = None,
     on_job: Callable | None = None,
     hooks: Hooks | None = None,
+    run_jobs: Callable[[Path, Path], list] | None = None,
 ) -> list:
-    """Run the grid's cells (this shard's) through pixgen.apps.batch.run_batch, then write
-    grid.png and index.html of every finished cell; returns the batch's JobResults."""
+    """Run the grid's cells (this shard's) through pixgen.apps.batch.run_batch, or through
+    `run_jobs(jobs_file, folder)` (a batch on Ray: pixgen.apps.ray_batch), then write grid.png and
+    index.html of every finished cell; returns the batch's JobResults."""
     out = grid.out
     jobs_file = out / "cells.jsonl"
     text = "".join(json.dumps(cell, ensure_ascii=False) + "\n" for cell in grid.cells)
@@ -202,7 +204,10 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(jobs_file, text.encode("utf-8"))
     try:
-        results = run_batch(jobs_file, out / "cells", make_settings, resume, shard, 1, on_job, hooks)
+        if run_jobs is not None:
+            results = run_jobs(jobs_file, out / "cells")
+        else:
+            results = run_batch(jobs_file, out / "cells", make_settings, resume, shard, 1, on_job, hooks)
     finally:
         write_grid(grid)
     return results

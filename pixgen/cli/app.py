@@ -227,7 +227,7 @@ def _route(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 some batch jobs failed, 2 bad input, 130 interrupted)."""
     argv = _route(list(sys.argv[1:] if argv is None else argv))
-    if argv and argv[0] == "batch":
+    if argv and argv[0] in ("batch", "grid"):
         from pixgen.cli.scale import optional_address
 
         argv = optional_address(argv)

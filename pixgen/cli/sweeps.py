@@ -10,6 +10,7 @@ import typer
 
 from pixgen.cli import console
 from pixgen.cli.options import ConfigOpt, OfflineOpt, PresetOpt, SetOpt, with_setting_flags
+from pixgen.cli.scale import RayCpusOpt, RayOpt, RayWorkersOpt, check_ray_options, run_on_ray
 from pixgen.settings import OUTPUT
 
 SWEEP = "Sweep"
@@ -65,12 +66,16 @@ def grid(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     offline: OfflineOpt = False,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
+    ray_workers: RayWorkersOpt = None,
     *,
     flags: dict,
 ):
     """Sweep settings over a labelled grid (an X/Y/Z plot): one run per cell, grid.png and index.html."""
     from pixgen.apps.grid import default_folder, parse_axes, plan_grid, run_grid
 
+    check_ray_options(ray, shard, ray_cpus, ray_workers)
     axes = parse_axes(x, y, z)
     make_settings = _layered(preset, config, flags, set_ or [])
     base = make_settings({"prompt": prompt})
@@ -81,6 +86,11 @@ def grid(
         msg = f"[{r.job.index + 1}/{len(plan.cells)}] {r.status}" + (f" ({r.error})" if r.error else "")
         console.note(msg)
 
+    if ray is not None:  # the cells as a batch on Ray: its own progress and summary
+        ray_options = (ray, ray_cpus, ray_workers)
+        on_ray = lambda jobs, folder: run_on_ray(jobs, str(folder), make_settings, resume, 1, ray_options, offline)  # noqa: E731
+        run_grid(plan, make_settings, resume, run_jobs=on_ray)
+        return
     with console.running(False, offline) as hooks:
         results = run_grid(plan, make_settings, resume, shard, on_job, hooks)
     failed = [r for r in results if r.status == "failed"]
