@@ -199,6 +199,21 @@ def test_options_apply_per_drawer_checks_come_first_and_the_preview_stays_in_vie
         assert 0 <= box["y"] and box["y"] + box["height"] <= 800
 
 
+def test_a_region_prompt_runs_and_the_preview_shows_its_boxes(page):
+    prompt = "a red circle on a white background @left | a blue square on a white background @right"
+    _generate(page, prompt)
+    page.wait_for_selector("#boxes .box")
+    boxes = page.locator("#boxes .box")
+    assert boxes.count() == 2 and boxes.nth(0).inner_text() == "a red circle on a white background"
+    left, right = (boxes.nth(i).bounding_box() for i in range(2))
+    frame = page.locator("#frame").bounding_box()
+    assert abs(left["x"] - frame["x"]) < 2 and abs(left["width"] - frame["width"] / 2) < 2
+    assert abs(right["x"] - (frame["x"] + frame["width"] / 2)) < 2
+    assert page.locator("#history img").count() >= 1
+    page.uncheck("#show-boxes")
+    assert page.locator("#boxes .box").count() == 0
+
+
 def test_a_lost_server_is_shown_and_the_page_reconnects(page):
     page.route("**/api/jobs", lambda route: route.abort())  # the server gone, as the page sees it
     page.wait_for_selector("body[data-conn='lost']", timeout=10_000)

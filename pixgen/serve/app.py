@@ -230,15 +230,16 @@ class Studio:
         )
 
     async def check(self, request: Request):
-        """What POST /api/jobs would say of this request, without queueing it: {"ok": true}, or the
-        400 it would get (with the setting it names, `key`). The form asks it before it submits."""
+        """What POST /api/jobs would say of this request, without queueing it: {"ok": true} with the
+        prompt's regions and the image's size (the preview draws the boxes), or the 400 it would get
+        (with the setting it names, `key`). The form asks it before it submits."""
         body = await read_body(request, MAX_JOB_BYTES)
         try:
             data = parse_job(body)
-            await asyncio.to_thread(modes.plan, data, self.preset, self.root, self.queue.models, self.limits)
+            jobs = await asyncio.to_thread(modes.plan, data, self.preset, self.root, self.queue.models, self.limits)
         except PixgenError as e:
             return JSONResponse({"error": str(e), "key": modes.error_key(str(e))}, status_code=400)
-        return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True, **modes.regions_of(jobs[0][0])} if jobs else {"ok": True})
 
     async def png_info(self, request: Request):
         """The settings of a dropped PNG, as the form shows them, and where it is kept (for vary)."""

@@ -49,6 +49,16 @@ def check_job(settings: Settings, models, limits) -> None:
     check_fits(settings, models)
 
 
+def regions_of(settings: Settings) -> dict:
+    """The regions of a job's prompt (its last phrase's, where the image ends), parsed as a run
+    parses them, and the image's size: {"regions": [{"text", "box": [x0, y0, x1, y1]}], "size"}."""
+    from pixgen.loop.prompts import parse_prompt_spec
+
+    final = parse_prompt_spec(settings.prompt)[-1]
+    regions = [{"text": p.text, "box": list(p.region)} for p in final if p.region is not None]
+    return {"regions": regions, "size": list(settings.size)}
+
+
 def split_request(data) -> tuple[dict, dict]:
     """A request's mode keys and its settings."""
     if not isinstance(data, dict):
