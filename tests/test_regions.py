@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,25 @@ def test_a_batch_line_with_regions(cli, tmp_path):
     assert len(finished) == 1
     record = json.loads((finished[0].parent / "run.json").read_text())
     assert record["settings"]["prompts"][0]["region"] == list(LEFT)
+
+
+def test_candidates_score_each_part_on_its_own_crop(tmp_path):
+    """--candidates ranks by clip_score: a part with a region is compared with that part of the
+    image, so the scene as asked scores above the same scene with its halves swapped."""
+    from pixgen.apps.clip_tools import clip_score
+    from pixgen.models.loading import load_scorer
+
+    scorer = load_scorer("shapes")
+    red, blue = Combo("circle", "red", "white"), Combo("square", "blue", "white")
+    Image.fromarray(render_scene([Asked(red, LEFT), Asked(blue, RIGHT)], 64)).save(tmp_path / "scene.png")
+    asked = "a red circle on a white background @left | a blue square on a white background @right"
+    swapped = "a blue square on a white background @left | a red circle on a white background @right"
+    assert clip_score(scorer, tmp_path / "scene.png", asked) > clip_score(scorer, tmp_path / "scene.png", swapped)
+
+
+def test_a_drawer_without_codes_takes_the_regions_composition(cli, tmp_path):
+    prompt = "a red circle on a white background @left | a blue square on a white background @right"
+    code, out, err = cli(prompt, "--preset", "shapes", "--drawer", "pixel", "--seed", "3", "-o", tmp_path, "--json")
+    assert code == 0, err
+    record = json.loads((Path(json.loads(out)["run_dir"]) / "run.json").read_text())
+    assert len(record["start"]["regions"]) == 2 and record["settings"]["drawer"] == "pixel"
