@@ -15,8 +15,9 @@ from PIL import Image
 from pixgen.errors import PixgenError
 from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.losses import prompt_loss, region_shares
-from pixgen.loop.prompts import MAX_REGIONS, REGIONS, Prompt, parse_prompt, parse_prompt_spec
+from pixgen.loop.prompts import MAX_REGIONS, Prompt, parse_prompt, parse_prompt_spec
 from pixgen.loop.targets import Targets
+from pixgen.regions import REGIONS
 from pixgen.shapes.scenes import TASKS, Asked, render_scene
 from pixgen.shapes.world import Combo
 from pixgen.starts.regions import letterbox, place, trim
@@ -211,3 +212,17 @@ def test_a_drawer_without_codes_takes_the_regions_composition(cli, tmp_path):
     assert code == 0, err
     record = json.loads((Path(json.loads(out)["run_dir"]) / "run.json").read_text())
     assert len(record["start"]["regions"]) == 2 and record["settings"]["drawer"] == "pixel"
+
+
+def test_a_preset_gives_a_prompt_with_regions_its_own_settings(tmp_path):
+    from pixgen.settings import load_settings
+
+    two = "a red circle on a white background @left | a blue square on a white background @right"
+    assert load_settings("shapes", overrides={"prompt": two}).size == [128, 128]
+    assert load_settings("shapes", overrides={"prompt": "a red circle"}).size == [64, 64]
+    assert load_settings("shapes", overrides={"prompt": "mail bob@example.com"}).size == [64, 64]
+    assert load_settings("shapes", overrides={"prompt": two, "size": [96, 96]}).size == [96, 96]  # flags win
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions: {sizes: [1, 1]}\n")
+    with pytest.raises(PixgenError, match="unknown setting 'sizes' in regions"):
+        load_settings(config=bad, overrides={"prompt": two})

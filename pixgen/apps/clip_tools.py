@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from pixgen.errors import PixgenError
-from pixgen.loop.prompts import parse_prompt_spec, pixel_box
+from pixgen.loop.prompts import parse_prompt_spec
 from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
 from pixgen.outputs.writer import CONTACT_SHEET, CONTACT_SHEET_MARKER
+from pixgen.regions import pixel_box
 from pixgen.runtime.device import resolve_device
 from pixgen.weights_io import write
 

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pixgen.loop.cutouts import Cutouts
-from pixgen.loop.prompts import Box, Prompt, PromptPlan
+from pixgen.loop.prompts import Prompt, PromptPlan
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
+from pixgen.regions import Box
 
 
 @dataclass

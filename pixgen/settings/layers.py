@@ -10,6 +10,7 @@ from typing import Any
 from pixgen.drawers import drawer_classes
 from pixgen.errors import PixgenError
 from pixgen.paths import PRESETS_DIR
+from pixgen.regions import has_regions
 from pixgen.settings.checks import validate
 from pixgen.settings.fields import FIELDS, Settings
 from pixgen.settings.text import flag_of, from_text
@@ -85,6 +86,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 DRAWERS = "drawers"  # a preset's or config file's settings for one drawer: {drawer name: {key: value}}
+REGIONS = "regions"  # a preset's or config file's settings for a prompt with regions: {key: value}
 
 
 @dataclass
@@ -97,11 +99,19 @@ class Layer:
     source: str
     where: str | None = None
     drawers: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)  # applied just above it when the prompt has regions
 
 
 def _file_layer(path: Path, what: str, source: str, where: str) -> Layer:
-    """A preset or config file: its settings and its `drawers:` entries (checked key by key)."""
+    """A preset or config file: its settings, its `drawers:` entries and its `regions:` entry
+    (checked key by key)."""
     data = _read_yaml(path, what)
+    regions = data.pop(REGIONS, None) or {}
+    if not isinstance(regions, dict):
+        raise PixgenError(f"{REGIONS!r} in {source} must be a mapping of setting: value")
+    for key in regions:
+        if key not in FIELDS or key in ("prompt", "preset"):
+            raise PixgenError(f"unknown setting {str(key)!r} in {REGIONS} of {source}")
     drawers = data.pop(DRAWERS, None) or {}
     if not isinstance(drawers, dict):
         raise PixgenError(f"{DRAWERS!r} in {source} must be a mapping of drawer: {{setting: value}}")
@@ -115,7 +125,7 @@ def _file_layer(path: Path, what: str, source: str, where: str) -> Layer:
             if key not in FIELDS or key in ("drawer", "preset"):
                 fields = ", ".join(k for k in FIELDS if k not in ("drawer", "preset"))
                 raise PixgenError(f"unknown setting {str(key)!r} in {DRAWERS}.{name} of {source} (known: {fields})")
-    return Layer(data, source, where, drawers)
+    return Layer(data, source, where, drawers, regions)
 
 
 def _chosen_drawer(layers: list[Layer]) -> object:
@@ -124,11 +134,22 @@ def _chosen_drawer(layers: list[Layer]) -> object:
     return given[-1] if given else FIELDS["drawer"].default
 
 
+def _asks_for_regions(layers: list[Layer]) -> bool:
+    """Whether the run's prompt (the last layer's that gives one) puts a part in a region."""
+    given = [layer.values["prompt"] for layer in layers if isinstance(layer.values.get("prompt"), str)]
+    return bool(given) and has_regions(given[-1])
+
+
 def _in_order(layers: list[Layer]) -> list[Layer]:
-    """The layers as merged, each followed by its settings for the run's drawer."""
+    """The layers as merged, each followed by its settings for a prompt with regions (when the
+    run's prompt has them) and for the run's drawer."""
     name, out = _chosen_drawer(layers), []
+    regions = any(layer.regions for layer in layers) and _asks_for_regions(layers)
     for layer in layers:
         out.append(layer)
+        if regions and layer.regions:
+            where = layer.where and f"{layer.where} ({REGIONS})"
+            out.append(Layer(layer.regions, f"{layer.source} ({REGIONS})", where))
         entry = layer.drawers.get(name) if isinstance(name, str) else None
         if entry is not None:
             where = layer.where and f"{layer.where} ({DRAWERS}.{name})"
@@ -144,8 +165,8 @@ def load_settings(
 ) -> Settings:
     """Resolve settings: defaults, then `preset`, then `config`, then `overrides`, then `sets`.
     A preset's or config file's `drawers:` entries apply just above it when the run's drawer (as
-    the layers resolve it) is theirs: below a config file's own settings (for a preset's), flags
-    and --set."""
+    the layers resolve it) is theirs, and its `regions:` entry when the run's prompt puts a part in
+    a region: below a config file's own settings (for a preset's), flags and --set."""
     from omegaconf import OmegaConf
 
     layers = []

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pixgen.loop.prompts import Box, Prompt, pixel_box
+from pixgen.loop.prompts import Prompt
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.start import codes_drawer, draw_and_rank, native_drawer, picture, prior_name
+from pixgen.regions import Box, pixel_box
 from pixgen.starts.composed import clip_scores, colour_grid, colour_pairs, compose
 
 
