@@ -277,7 +277,7 @@ def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, mon
 
     models = load_models("tiny", "tiny", torch.device("cpu"))
     plain = pixgen.api.estimate_bytes(models, 64, 64, 64)
-    low = pixgen.api.estimate_bytes(models, 64, 64, 64, low_memory=True)
+    low = pixgen.api.estimate_bytes(models, 64, 64, 64, levers=True)
     assert low < plain
     monkeypatch.setattr(pixgen.api, "available_bytes", lambda device: (low + plain) // 2)
     code, _, err = cli("a cat", *SMOKE, "-i", "1", "--cutn", "64", "-o", tmp_path / "a")

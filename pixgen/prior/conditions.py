@@ -102,7 +102,9 @@ def _class_condition(
     classes = imagenet_classes()
 
     def progress(done: int, total: int) -> None:  # a CLIP's first use embeds its class prompts once
-        hooks.report(Phase.PRIOR_CLASS, f"choosing the ImageNet class: class prompts {done}/{total} embedded (once per CLIP)…")
+        hooks.report(
+            Phase.PRIOR_CLASS, f"choosing the ImageNet class: class prompts {done}/{total} embedded (once per CLIP)…"
+        )
 
     scores = class_scores(_scorer_named(run, None), texts, weights, classes, on_progress=progress)
     top, probs = top_classes(scores, k)

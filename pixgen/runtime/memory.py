@@ -1,36 +1,142 @@
-"""Memory: a rough estimate of a run's peak, the check that refuses a run that won't fit, and
-the peak actually reached. The decoder and the scorers report their own activation sizes."""
+"""Memory: an estimate of a run's peak (`estimate_bytes`), the levers that trade speed for it and
+the choice among them for a budget (`choose_levers`), the check that refuses a run that won't
+fit, and the peak actually reached. The decoder and the scorers report their own activation sizes.
+
+The estimate is the process's peak: on a CPU its resident memory, libraries included; on CUDA
+the allocator's peak on the device. Its constants were fitted to the peaks measured on the
+real architectures and the tiny models (BENCHMARKS.md, "Memory (issue 32)")."""
 
 from __future__ import annotations
 
 import resource
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from pixgen.errors import PixgenError
 
 LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
-
+ALL_LEVELS = 99  # checkpoint every level of the decoder
+LIBRARY_BYTES = 560 * 2**20  # torch, open_clip, kornia... resident before any model (CPU)
+CUT_FLOATS = 3 * 6  # float32 values per cutout pixel: the cutout and its augmentations' intermediates
+VIDEO_BYTES = 96 * 2**20  # the video encoder's buffers beside the frames it holds (--video)
+MIB = 2**20
 
 Work = Callable[[int, int], int]  # (width, height) -> float32 values a drawer's render holds
 
 
-def estimate_bytes(
-    models, width: int, height: int, cutn: int, low_memory: bool = False, drawer: Work | None = None
-) -> int:
-    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
-    `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
-    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md). Models cast to
-    bf16 (pixgen.runtime.precision) count two bytes a value. `drawer(width, height)`: the float32 values
-    the run's drawer holds to render (Drawer.work_floats; the lines drawer's strokes)."""
-    floats = models.decoder.arch.activation_floats(width, height) if models.decoder is not None else 0
-    if low_memory:
-        floats //= 4
-    clip_floats = sum(cutn * scorer.activation_floats() for scorer in models.scorers)
-    floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
+@dataclass(frozen=True)
+class Levers:
+    """What a run trades speed for memory with: `checkpoint` decoder levels, from the
+    full-resolution one, recompute their blocks in backward; CLIP scores `clip_chunk` cutouts at a
+    time (0: all at once), each chunk's gradient taken before the next."""
+
+    checkpoint: int = 0
+    clip_chunk: int = 0
+
+    def words(self) -> str:
+        parts = []
+        if self.checkpoint:
+            top = "every level" if self.checkpoint >= ALL_LEVELS else f"the top {self.checkpoint} level(s)"
+            parts.append(f"decoder checkpointing ({top})")
+        if self.clip_chunk:
+            parts.append(f"CLIP {self.clip_chunk} cutouts at a time")
+        return " + ".join(parts) or "no levers"
+
+
+# Each lever combination with its step time against none, measured at 256x256, cutn 32 on the
+# f16 16384 decoder and ViT-B/32 in bf16 (benchmarks/memory_budget.py; BENCHMARKS.md), fastest first.
+LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
+    (Levers(), 1.00),
+    (Levers(clip_chunk=16), 1.03),
+    (Levers(checkpoint=1), 1.08),
+    (Levers(checkpoint=1, clip_chunk=8), 1.12),
+    (Levers(ALL_LEVELS, LOW_MEMORY_CHUNK), 1.22),  # --low-memory
+    (Levers(ALL_LEVELS, 4), 1.30),
+)
+LOW_MEMORY = Levers(ALL_LEVELS, LOW_MEMORY_CHUNK)
+
+
+def choose_levers(need: Callable[[Levers], int], budget: int) -> tuple[Levers, float] | None:
+    """The fastest lever combination (LEVER_CHOICES) whose estimate `need(levers)` fits in
+    `budget` bytes, with its step time against none; None when none fits."""
+    return next(((lv, cost) for lv, cost in LEVER_CHOICES if need(lv) <= budget), None)
+
+
+def smallest_need(need: Callable[[Levers], int]) -> int:
+    """The least any lever combination needs: what a budget must be at least."""
+    return min(need(lv) for lv, _ in LEVER_CHOICES)
+
+
+def decoder_floats(arch, width: int, height: int, checkpoint: int) -> int:
+    """The values the decoder keeps for backward at this size: each level's (VQGANArch), an
+    eighth of it where the level is checkpointed (the blocks' inputs) plus one block recomputed."""
+    per_level = arch.level_floats(width, height)
+    kept, again = 0, 0
+    for level, floats in enumerate(per_level):
+        if level < checkpoint:
+            kept += floats // 8
+            again = max(again, floats // (arch.ddconfig["num_res_blocks"] + 1))
+        else:
+            kept += floats
+    return kept + again
+
+
+def estimate_parts(
+    models,
+    width: int,
+    height: int,
+    cutn: int,
+    levers: Levers | bool = False,
+    drawer: Work | None = None,
+    extra: dict | None = None,
+    libraries: bool = False,
+) -> dict[str, int]:
+    """The estimate's parts in bytes: `libraries` (a CPU process's, before any model), weights, decoder and CLIP activations,
+    cutouts, the drawer's work and `extra` ({"prior": ..., "video": ...}: `prior_bytes`, VIDEO_BYTES)."""
+    levers = LOW_MEMORY if levers is True else levers or Levers()
     size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
-    return size * (floats + models.parameters) + 4 * (drawer(width, height) if drawer else 0)
+    dec = models.decoder
+    parts = {"libraries": LIBRARY_BYTES if libraries else 0, "weights": size * models.parameters}
+    parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
+    at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
+    parts["clip"] = size * at_once * sum(s.activation_floats() for s in models.scorers)
+    parts["cutouts"] = 4 * cutn * CUT_FLOATS * sum(s.input_size**2 for s in models.scorers)
+    parts["drawer"] = 4 * drawer(width, height) if drawer else 0
+    return {**parts, **(extra or {})}
+
+
+def estimate_bytes(
+    models,
+    width: int,
+    height: int,
+    cutn: int,
+    levers: Levers | bool = False,
+    drawer: Work | None = None,
+    extra: dict | None = None,
+    libraries: bool = False,
+) -> int:
+    """The run's estimated peak in bytes (the sum of `estimate_parts`). `levers` True is --low-memory."""
+    return sum(estimate_parts(models, width, height, cutn, levers, drawer, extra, libraries).values())
+
+
+def prior_bytes(arch, batch: int, itemsize: int, guided: bool = False) -> int:
+    """A prior's weights and the key/value cache of one batch (twice the rows when guided)."""
+    d, layers = arch.n_embd, arch.n_layer
+    weights = 12 * layers * d * d + (2 * arch.vocab_size + arch.block_size) * d
+    rows = batch * (2 if guided else 1)
+    return itemsize * (weights + 2 * layers * rows * arch.block_size * d)
+
+
+def prior_batch(arch, itemsize: int, budget: int | None, guided: bool = False, most: int = 16) -> int:
+    """The largest batch up to `most` whose weights and cache fit `budget` bytes (at least 1)."""
+    if budget is None:
+        return most
+    batch = most
+    while batch > 1 and prior_bytes(arch, batch, itemsize, guided) > budget:
+        batch //= 2
+    return batch
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -47,33 +153,35 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (what a CPU run has already taken of its estimate)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
 def check_memory(
-    models,
-    width: int,
-    height: int,
-    cutn: int,
+    need: Callable[[Levers], int],
+    levers: Levers,
     have: int | None,
-    low_memory: bool = False,
-    drawer: Work | None = None,
-    drawer_words: str = "the drawer",
+    words: str,
+    hint: Callable[[int], str] | None = None,
 ) -> None:
-    """Refuse, naming what would fit, a run estimated not to fit in `have` free bytes."""
-    need = estimate_bytes(models, width, height, cutn, low_memory, drawer)
-    if have is None or need <= have:
+    """Refuse a run whose estimate with `levers` is over `have` bytes, in one line: `words` (what
+    was asked), what it needs, and a way out (`hint(have)`, and --low-memory when that fits)."""
+    needed = need(levers)
+    if have is None or needed <= have:
         return
-    side = max(width, height)
-    factor = models.decoder.factor if models.decoder is not None else 1
-    while side > factor and estimate_bytes(models, side, side, cutn, low_memory, drawer) > have:
-        side = int(side * 0.8)
-    hint = f"about {side}x{side} would fit"
-    if not low_memory and estimate_bytes(models, width, height, cutn, True, drawer) <= have:
-        hint = "--low-memory would fit it (slower), or " + hint
-    drawing = 4 * drawer(width, height) if drawer else 0
-    if drawing > need / 2:  # the drawer's own work: its settings are the remedy, not the size alone
-        hint = f"{drawer_words} needs about {drawing / 2**30:.1f} GiB of it; " + hint
+    ways = []
+    if levers != LOW_MEMORY and need(LOW_MEMORY) <= have:
+        ways.append("--low-memory would fit it (slower)")
+    if hint:
+        ways.append(hint(have))
+    ways.append("--force runs it anyway")
     raise PixgenError(
-        f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
-        f"only {have / 2**30:.1f} GiB is free; {hint} (--force runs it anyway)"
+        f"{words} needs about {needed / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; {'; '.join(ways)}"
     )
 
 
