@@ -3,10 +3,10 @@ ImageNet's class names (open_clip's IMAGENET_CLASSNAMES, each the mean of its em
 SIMPLE_IMAGENET_TEMPLATES, the 7 of OpenAI's 80 templates that CLIP's authors kept for their
 zero-shot classifier), or named by the user.
 
-Embedding 1000 classes x 7 templates is CLIP's costliest text job (about half a minute for
-ViT-B/32 on two CPU cores; the 80 templates took 11x that for the same top class in most
-prompts: BENCHMARKS.md, "The first class choice"), so the class matrix is kept per scorer in memory and on disk in pixgen's cache, keyed by the CLIP's
-name, the class list and the templates, and checked against a probe text's embedding so that
+Embedding 1000 classes x 7 templates is CLIP's costliest text job (under a minute for ViT-B/32
+on two CPU cores, where the 80 templates took minutes: BENCHMARKS.md, "The first class
+choice"), so the class matrix is kept per scorer in memory and on disk in pixgen's cache, keyed
+by the CLIP's name, the class list and the templates, and checked against a probe text's embedding so that
 other weights under the same name are never served a stale matrix.
 """
 
