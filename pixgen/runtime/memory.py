@@ -94,7 +94,8 @@ def estimate_parts(
     libraries: bool = False,
 ) -> dict[str, int]:
     """The estimate's parts in bytes: `libraries` (a CPU process's, before any model), weights,
-    decoder and CLIP activations, cutouts, the drawer's work and `extra` ({"prior": ..., "video": ...}: `prior_bytes`, VIDEO_BYTES)."""
+    decoder and CLIP activations, cutouts, the drawer's work and `extra` ({"prior": ...,
+    "video": ...}: `prior_bytes`, VIDEO_BYTES)."""
     levers = LOW_MEMORY if levers is True else levers or Levers()
     size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
     dec = models.decoder
