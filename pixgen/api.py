@@ -140,11 +140,11 @@ def memory_need(settings: Settings, models, device: torch.device, libraries: boo
     extra = {"video": memory.VIDEO_BYTES} if s.video else {}
     if prior_start_on(s):
         extra["prior"] = _prior_need(s, models, device)
-    libraries = libraries and device.type == "cpu"
+    cpu = device.type == "cpu"
 
     def need(levers: Levers) -> int:
         work = lambda w, h: cls.work_floats(s, w, h)  # noqa: E731
-        return estimate_bytes(models, s.width, s.height, s.cutn, levers, work, extra, libraries)
+        return estimate_bytes(models, s.width, s.height, s.cutn, levers, work, extra, cpu, libraries)
 
     return need
 
@@ -187,6 +187,8 @@ def memory_status(settings: Settings, models, device: torch.device) -> str:
         extra["prior"] = _prior_need(s, models, device)
     work = lambda w, h: drawer_class(s.drawer).work_floats(s, w, h)  # noqa: E731
     parts = memory.estimate_parts(models, s.width, s.height, s.cutn, levers, work, extra, device.type == "cpu")
+    if "runtime" in parts:  # the process's own share (libraries, runtime), shown as one
+        parts["process"] = parts.pop("libraries") + parts.pop("runtime")
     shown = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in parts.items() if v >= 2**20 * 10)
     slower = f", about {cost:.2f}x the step time" if cost > 1 else ""
     return f"memory: about {sum(parts.values()) / 2**30:.1f} GiB at the peak ({shown} GiB); {levers.words()}{slower}…"

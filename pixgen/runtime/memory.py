@@ -19,6 +19,14 @@ from pixgen.errors import PixgenError
 LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
 ALL_LEVELS = 99  # checkpoint every level of the decoder
 LIBRARY_BYTES = 560 * 2**20  # torch, open_clip, kornia... resident before any model (CPU)
+# A CPU process's step beyond the activations (fitted to the measured peaks, BENCHMARKS.md): a
+# fixed part (lazily loaded code, oneDNN's primitives, the allocator's arenas), a part per image
+# pixel, what loading and casting leave of the weights beside them, and a quarter of CLIP's activations
+# (CLIP's are mostly freed before the decoder's backward, where the peak is)
+RUNTIME_BYTES = 250 * 2**20
+RUNTIME_PIXEL_BYTES = 3300
+LOAD_LEFT = 0.75
+CLIP_AT_PEAK = 0.25
 CUT_FLOATS = 3 * 6  # float32 values per cutout pixel: the cutout and its augmentations' intermediates
 VIDEO_BYTES = 96 * 2**20  # the video encoder's buffers beside the frames it holds (--video)
 MIB = 2**20
@@ -91,20 +99,24 @@ def estimate_parts(
     levers: Levers | bool = False,
     drawer: Work | None = None,
     extra: dict | None = None,
-    libraries: bool = False,
+    cpu: bool = False,
 ) -> dict[str, int]:
-    """The estimate's parts in bytes: `libraries` (a CPU process's, before any model), weights,
-    decoder and CLIP activations, cutouts, the drawer's work and `extra` ({"prior": ...,
-    "video": ...}: `prior_bytes`, VIDEO_BYTES)."""
+    """The estimate's parts in bytes: weights, decoder and CLIP activations (those kept at the
+    peak), cutouts, the drawer's work and `extra` ({"prior": ..., "video": ...}: `prior_bytes`,
+    VIDEO_BYTES); on a `cpu`, the process's libraries and its runtime (RUNTIME_*, LOAD_LEFT)."""
     levers = LOW_MEMORY if levers is True else levers or Levers()
     size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
-    dec = models.decoder
-    parts = {"libraries": LIBRARY_BYTES if libraries else 0, "weights": size * models.parameters}
+    dec, weights = models.decoder, size * models.parameters
+    parts = {"weights": weights}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
     at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
-    parts["clip"] = size * at_once * sum(s.activation_floats() for s in models.scorers)
+    clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
+    parts["clip"] = int(clip * (CLIP_AT_PEAK if cpu else 1))
     parts["cutouts"] = 4 * cutn * CUT_FLOATS * sum(s.input_size**2 for s in models.scorers)
     parts["drawer"] = 4 * drawer(width, height) if drawer else 0
+    if cpu:
+        parts["libraries"] = LIBRARY_BYTES
+        parts["runtime"] = RUNTIME_BYTES + RUNTIME_PIXEL_BYTES * width * height + int(LOAD_LEFT * weights)
     return {**parts, **(extra or {})}
 
 
@@ -116,10 +128,13 @@ def estimate_bytes(
     levers: Levers | bool = False,
     drawer: Work | None = None,
     extra: dict | None = None,
-    libraries: bool = False,
+    cpu: bool = False,
+    libraries: bool = True,
 ) -> int:
-    """The run's estimated peak in bytes (the sum of `estimate_parts`). `levers` True is --low-memory."""
-    return sum(estimate_parts(models, width, height, cutn, levers, drawer, extra, libraries).values())
+    """The run's estimated peak in bytes (the sum of `estimate_parts`); `levers` True is
+    --low-memory. Without `libraries`, what a CPU process needs beyond the libraries it holds."""
+    parts = estimate_parts(models, width, height, cutn, levers, drawer, extra, cpu)
+    return sum(parts.values()) - (0 if libraries else parts.get("libraries", 0))
 
 
 def prior_bytes(arch, batch: int, itemsize: int, guided: bool = False) -> int:
