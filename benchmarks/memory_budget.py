@@ -25,18 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, GroupNorm+SiLU recomputed)
-    "before": (0, 0, False),
-    "none": (0, 0, True),
-    "chunk16": (0, 16, True),
-    "top": (1, 0, True),
-    "top+chunk8": (1, 8, True),
-    "low": (99, 8, True),
-    "low+chunk4": (99, 4, True),
+ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what GroupNorm keeps: VQGANDecoder.norms)
+    "before": (0, 0, "fp32"),
+    "none": (0, 0, "bf16"),
+    "recompute": (0, 0, "recompute"),
+    "chunk16": (0, 16, "bf16"),
+    "top": (1, 0, "bf16"),
+    "top+chunk8": (1, 8, "bf16"),
+    "low": (99, 8, "bf16"),
+    "low+chunk4": (99, 4, "bf16"),
 }
 
 
-def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int) -> dict:
+def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, threads: int) -> dict:
     """One row in this process: its step times, its peak RSS and the estimate."""
     import resource
 
@@ -46,25 +47,33 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int) -
     from pixgen.runtime.memory import Levers
     from pixgen.settings import load_settings
 
-    checkpoint, chunk, recompute = ROWS[row]
+    checkpoint, chunk, norms = ROWS[row]
     s = load_settings(overrides=dict(prompt="a cat", vqgan="replica", clip=[f"ViT-B-32:{clip}"]))
     s = api.replace(s, size=[size, size], cutn=cutn, precision=precision, iterations=steps + 1, device="cpu")
+    s = api.replace(s, threads=threads)
     run = api.prepare(s, hooks=api.Hooks(offline=True))
     loop = api.make_loop(run)
     levers = Levers(checkpoint, chunk)
     run.models.set_levers(levers)
-    run.models.decoder.recompute_norms = recompute
+    run.models.decoder.norms = norms
     for term in loop.terms:
         term.chunk = chunk
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in loop.run(loop.step + 1):
             pass
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     need = api.memory_need(run.settings, run.models, torch.device("cpu"))(levers)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"times": times[1:], "peak_mb": peak, "estimate_mb": need / 2**20, "precision": run.precision.name}
+    return {
+        "times": times[1:],
+        "cpu": cpu[1:],
+        "peak_mb": peak,
+        "estimate_mb": need / 2**20,
+        "precision": run.precision.name,
+    }
 
 
 def make_or_reuse(folder: str | None) -> tuple[dict, str]:
@@ -86,12 +95,13 @@ def main() -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--cutn", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per row (0: torch's default)")
     p.add_argument("--replicas", default=None, help="a folder to keep (or reuse) the replica files in")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--clip", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, a.clip, a.steps, a.precision, a.size, a.cutn)))
+        print(json.dumps(one(a.one, a.clip, a.steps, a.precision, a.size, a.cutn, a.threads)))
         return
     from benchmarks.speed import machine_header
 
@@ -102,23 +112,35 @@ def main() -> None:
     for _ in range(a.rounds):
         for row in rows:
             cmd = [sys.executable, __file__, "--one", row, "--clip", clip, "--steps", str(a.steps)]
-            cmd += ["--precision", a.precision, "--size", str(a.size), "--cutn", str(a.cutn)]
+            cmd += [
+                "--precision",
+                a.precision,
+                "--size",
+                str(a.size),
+                "--cutn",
+                str(a.cutn),
+                "--threads",
+                str(a.threads),
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-2000:])
             got[row].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(row, got[row][-1], file=sys.stderr, flush=True)
     base = statistics.median(t for r in got[rows[0]] for t in r["times"])
+    base_cpu = statistics.median(t for r in got[rows[0]] for t in r["cpu"])
     print(f"{a.size}x{a.size}, cutn {a.cutn}, {got[rows[0]][0]['precision']}; {a.rounds} rounds x {a.steps} steps")
-    print(f"| row | levers (checkpointed levels, CLIP chunk, norms recomputed) | s/step | vs {rows[0]} "
-          "| peak RSS MB (each round) | estimate MB | estimate / peak |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print(f"| row | levers (checkpointed levels, CLIP chunk, GroupNorm keeps) | s/step | vs {rows[0]} "
+          f"| CPU s/step | vs {rows[0]} | peak RSS MB (each round) | estimate MB | estimate / peak |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         step = statistics.median(t for r in got[row] for t in r["times"])
+        cpu = statistics.median(t for r in got[row] for t in r["cpu"])
         peaks = [r["peak_mb"] for r in got[row]]
         est = got[row][0]["estimate_mb"]
         print(
-            f"| {row} | {ROWS[row]} | {step:.2f} | {step / base:.3f}x | {' / '.join(f'{x:.0f}' for x in peaks)} "
+            f"| {row} | {ROWS[row]} | {step:.2f} | {step / base:.3f}x | {cpu:.2f} | {cpu / base_cpu:.3f}x "
+            f"| {' / '.join(f'{x:.0f}' for x in peaks)} "
             f"| {est:.0f} | {est / statistics.median(peaks):.2f} |"
         )
 

@@ -131,10 +131,11 @@ class VQGANDecoder(nn.Module):
     # low memory: the residual blocks of this many top-resolution levels keep only their input for
     # backward and recompute the rest there
     checkpoint_levels: int = 0
-    # GroupNorm + SiLU keep only their input for backward and recompute the two there (the
-    # GroupNorm island's float32 copy and the SiLU's input are not kept): about a third less of
-    # the decoder's activations for a few percent of a step (BENCHMARKS.md, issue 32)
-    recompute_norms: bool = True
+    # In a reduced dtype, what a GroupNorm keeps for backward: "bf16" its input as it came (the
+    # island's float32 copy is made again in backward; the default), "fp32" that copy (before
+    # issue 32), "recompute" only its input, GroupNorm and SiLU recomputed in backward (less
+    # again, slower). The same values and gradient in all three (BENCHMARKS.md, issue 32).
+    norms: str = "bf16"
 
     def cast(self, dtype: torch.dtype) -> VQGANDecoder:
         """Cast the convolutions to `dtype` (once, at the edge); the codebook stays float32. In a
@@ -164,7 +165,9 @@ class VQGANDecoder(nn.Module):
     def _decode(self, zq: Tensor) -> Tensor:
         d = self.decoder
         h = d.conv_in(self.post_quant_conv(zq))
-        act = _norm_silu_kept if self.recompute_norms and torch.is_grad_enabled() else _norm_silu
+        act = _norm_silu_kept if self.norms == "recompute" and torch.is_grad_enabled() else _norm_silu
+        if self.norms == "bf16" and torch.is_grad_enabled() and self.dtype != torch.float32:
+            act = _norm_silu_bf16
         h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h, act))
         h = _resnet(d.mid.block_2, h, act)
         for level in reversed(range(d.num_resolutions)):
@@ -226,6 +229,48 @@ def _norm_silu_kept(norm: nn.GroupNorm, x: Tensor) -> Tensor:
     if norm.weight is not None and norm.weight.requires_grad:
         return _norm_silu(norm, x)
     return _NormSiLU.apply(x, norm)
+
+
+class _IslandNorm(torch.autograd.Function):
+    """`_norm` in a reduced dtype (GroupNorm computed in float32) keeping its input in that dtype
+    for backward, not the float32 copy: the copy is made again there. The same values and
+    gradient as the island of casts."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
+        n, c = x.shape[:2]
+        w, b = norm.weight.float(), norm.bias.float()
+        y, mean, rstd = torch.ops.aten.native_group_norm(
+            x.float(), w, b, n, c, x[0, 0].numel(), norm.num_groups, norm.eps
+        )
+        ctx.norm, ctx.dims = norm, (n, c, x[0, 0].numel())
+        ctx.save_for_backward(x, mean, rstd)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, mean, rstd = ctx.saved_tensors
+        n, c, hw = ctx.dims
+        gx = torch.ops.aten.native_group_norm_backward(
+            grad.float(),
+            x.float(),
+            mean,
+            rstd,
+            ctx.norm.weight.float(),
+            n,
+            c,
+            hw,
+            ctx.norm.num_groups,
+            [True, False, False],
+        )[0]
+        return gx.to(x.dtype), None
+
+
+def _norm_silu_bf16(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    """`_norm_silu` keeping GroupNorm's input in its own dtype (`_IslandNorm`), unless the norm is trained."""
+    if norm.weight is None or norm.weight.requires_grad or x.dtype == torch.float32:
+        return _norm_silu(norm, x)
+    return F.silu(_IslandNorm.apply(x, norm))
 
 
 def _resnet(block: nn.Module, x: Tensor, act=_norm_silu) -> Tensor:
