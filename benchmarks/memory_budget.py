@@ -53,7 +53,7 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, t
     s = api.replace(s, threads=threads)
     run = api.prepare(s, hooks=api.Hooks(offline=True))
     loop = api.make_loop(run)
-    levers = Levers(checkpoint, chunk)
+    levers = Levers(checkpoint, chunk, norms == "recompute")
     run.models.set_levers(levers)
     run.models.decoder.norms = norms
     for term in loop.terms:

@@ -42,9 +42,10 @@ class Levers:
 
     checkpoint: int = 0
     clip_chunk: int = 0
+    recompute_norms: bool = False  # GroupNorm and SiLU recomputed in backward (VQGANDecoder.norms)
 
     def words(self) -> str:
-        parts = []
+        parts = ["GroupNorm+SiLU recomputed"] if self.recompute_norms else []
         if self.checkpoint:
             top = "every level" if self.checkpoint >= ALL_LEVELS else f"the top {self.checkpoint} level(s)"
             parts.append(f"decoder checkpointing ({top})")
@@ -53,17 +54,21 @@ class Levers:
         return " + ".join(parts) or "no levers"
 
 
-# Each lever combination with its step time against none, measured at 256x256, cutn 32 on the
-# f16 16384 decoder and ViT-B/32 in bf16 (benchmarks/memory_budget.py; BENCHMARKS.md), fastest first.
+# Each lever combination with its step time against none: CPU time at one thread, measured at
+# 256x256, cutn 32 on the f16 16384 decoder and ViT-B/32 in bf16, paired in one run
+# (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
+# were not timed on their own and are the sum of their parts.
 LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
     (Levers(), 1.00),
-    (Levers(clip_chunk=16), 1.03),
+    (Levers(clip_chunk=16), 1.02),  # est.: CLIP's work is the same, in two calls
+    (Levers(recompute_norms=True), 1.04),
     (Levers(checkpoint=1), 1.08),
-    (Levers(checkpoint=1, clip_chunk=8), 1.12),
-    (Levers(ALL_LEVELS, LOW_MEMORY_CHUNK), 1.22),  # --low-memory
-    (Levers(ALL_LEVELS, 4), 1.30),
+    (Levers(1, 8, True), 1.12),  # est.
+    (Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True), 1.14),  # --low-memory; without the norms: 1.10
+    (Levers(ALL_LEVELS, 4, True), 1.18),  # est.
 )
-LOW_MEMORY = Levers(ALL_LEVELS, LOW_MEMORY_CHUNK)
+LOW_MEMORY = Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True)
+RECOMPUTED_NORMS_KEEP = 0.7  # of the decoder's activations, with GroupNorm+SiLU recomputed (measured)
 
 
 def choose_levers(need: Callable[[Levers], int], budget: int) -> tuple[Levers, float] | None:
@@ -109,6 +114,8 @@ def estimate_parts(
     dec, weights = models.decoder, size * models.parameters
     parts = {"weights": weights}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
+    if levers.recompute_norms:
+        parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)
     at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
     clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
     parts["clip"] = int(clip * (CLIP_AT_PEAK if cpu else 1))
