@@ -47,7 +47,9 @@ class Levers:
     def words(self) -> str:
         parts = ["GroupNorm+SiLU recomputed"] if self.recompute_norms else []
         if self.checkpoint:
-            top = {1: "the top level", ALL_LEVELS: "every level"}.get(self.checkpoint, f"the top {self.checkpoint} levels")
+            top = {1: "the top level", ALL_LEVELS: "every level"}.get(
+                self.checkpoint, f"the top {self.checkpoint} levels"
+            )
             parts.append(f"decoder checkpointing ({top})")
         if self.clip_chunk:
             parts.append(f"CLIP {self.clip_chunk} cutouts at a time")
