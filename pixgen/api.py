@@ -35,11 +35,21 @@ from pixgen.outputs.writer import (
     run_finished,
 )
 from pixgen.phases import Hooks, Phase
+from pixgen.runtime import memory
 from pixgen.runtime.device import resolve_device, resolve_seed, seed_everything
 from pixgen.runtime.environment import environment, warn_if_not_reproducible
-from pixgen.runtime.memory import LOW_MEMORY_CHUNK, available_bytes, check_memory, estimate_bytes, peak_memory_mb
+from pixgen.runtime.memory import Levers, available_bytes, check_memory, estimate_bytes, peak_memory_mb
 from pixgen.runtime.precision import resolve_precision
-from pixgen.settings import FIELDS, Settings, load_settings, loads_vqgan, parse_palette, prior_start_on, zoom_on
+from pixgen.settings import (
+    FIELDS,
+    Settings,
+    load_settings,
+    loads_vqgan,
+    parse_bytes,
+    parse_palette,
+    prior_start_on,
+    zoom_on,
+)
 from pixgen.starts.make import make_start, ready_to_fit
 
 log = logging.getLogger("pixgen")
@@ -80,6 +90,7 @@ class Run:
     models: object  # pixgen.models.loading.Models
     precision: object = None  # pixgen.runtime.precision.Precision, applied to the models
     start: dict = field(default_factory=dict)  # how a drawn start was chosen (--init prior), for run.json
+    levers: Levers | None = None  # the memory levers make_loop chose (pixgen.runtime.memory)
 
     def record(self) -> dict:
         """The resolved settings as written beside every output (run.json, PNG metadata), with
@@ -120,22 +131,115 @@ def check_threads(threads: int) -> None:
         raise PixgenError(f"setting 'threads': {threads} threads is too many here (at most {max_threads()})")
 
 
-def check_fits(settings: Settings, models, device: torch.device | None = None) -> None:
+def memory_need(settings: Settings, models, device: torch.device, libraries: bool = True):
+    """need(levers) -> the run's estimated peak in bytes (pixgen.runtime.memory.estimate_bytes):
+    the models, the VQGAN's activations, CLIP's cutouts, the drawer's own work (the lines
+    drawer's strokes), the prior start's prior and cache, the video encoder. `libraries`: count
+    the libraries a CPU process holds (what a budget covers; free memory is counted without them)."""
+    s, cls = settings, drawer_class(settings.drawer)
+    extra = {"video": memory.VIDEO_BYTES} if s.video else {}
+    if prior_start_on(s):
+        extra["prior"] = _prior_need(s, models, device)
+    cpu = device.type == "cpu"
+
+    def need(levers: Levers) -> int:
+        work = lambda w, h: cls.work_floats(s, w, h)  # noqa: E731
+        return estimate_bytes(models, s.width, s.height, s.cutn, levers, work, extra, cpu, libraries)
+
+    return need
+
+
+def _prior_need(s: Settings, models, device: torch.device) -> int:
+    """The prior start's prior (weights and one batch's key/value cache), by its architecture."""
+    from pixgen.prior.registry import prior_arch
+    from pixgen.prior.start import prior_name
+
+    arch = prior_arch(prior_name(s), models.priors)
+    if arch is None:
+        return 0
+    budget = parse_bytes(s.memory_budget) if s.memory_budget else None
+    batch = memory.prior_batch(arch, models.dtype.itemsize, budget, s.prior_guidance != 1)
+    return memory.prior_bytes(arch, min(batch, s.prior_samples), models.dtype.itemsize, s.prior_guidance != 1)
+
+
+def run_levers(settings: Settings, models, device: torch.device) -> tuple[Levers, float]:
+    """The memory levers of a run and their step time against none: the fastest that fit
+    --memory-budget (or, on CUDA, the device's free memory), --low-memory's, else none. When no
+    combination fits, the lightest (check_fits refuses such a run unless forced)."""
+    s = settings
+    budget = parse_bytes(s.memory_budget) if s.memory_budget else None
+    if budget is None and s.low_memory:
+        return memory.LOW_MEMORY, dict(memory.LEVER_CHOICES)[memory.LOW_MEMORY]
+    if budget is None and device.type == "cuda":
+        budget = available_bytes(device)
+    if budget is None:
+        return Levers(), 1.0
+    need = memory_need(s, models, device)
+    return memory.choose_levers(need, budget) or memory.LEVER_CHOICES[-1]
+
+
+def memory_status(settings: Settings, models, device: torch.device) -> str:
+    """The status line of a run's memory: its estimate, part by part, and the levers chosen."""
+    s = settings
+    levers, cost = run_levers(s, models, device)
+    extra = {"video": memory.VIDEO_BYTES} if s.video else {}
+    if prior_start_on(s):
+        extra["prior"] = _prior_need(s, models, device)
+    work = lambda w, h: drawer_class(s.drawer).work_floats(s, w, h)  # noqa: E731
+    parts = memory.estimate_parts(models, s.width, s.height, s.cutn, levers, work, extra, device.type == "cpu")
+    if "runtime" in parts:  # the process's own share (libraries, runtime), shown as one
+        parts["process"] = parts.pop("libraries") + parts.pop("runtime")
+    shown = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in parts.items() if v >= 2**20 * 10)
+    slower = f", about {cost:.2f}x the step time" if cost > 1 else ""
+    return f"memory: about {sum(parts.values()) / 2**30:.1f} GiB at the peak ({shown} GiB); {levers.words()}{slower}…"
+
+
+def check_fits(settings: Settings, models, device: torch.device | None = None, hooks: Hooks | None = None) -> None:
     """Refuse, in one line naming what would fit, settings whose run is estimated not to fit in
-    the free memory of `device` (by default the models'): the models, CLIP's cutouts, the VQGAN's
-    activations and the drawer's own work (the lines drawer's strokes). generate() asks it
-    before its first step and `pixgen serve` before it queues a job."""
+    --memory-budget or in the free memory of `device` (by default the models'). generate() asks
+    it before its first step and `pixgen serve` before it queues a job; `hooks` hear the estimate."""
     from pixgen.settings import flag_of
 
     s, cls = settings, drawer_class(settings.drawer)
     if device is None:
         device = next((p.device for m in models.modules for p in m.parameters()), torch.device("cpu"))
-    words = f"{cls.title} ({', '.join(flag_of(key) for key in declared_settings(cls))})"
+    if hooks:
+        hooks.report(Phase.MEMORY, memory_status(s, models, device))
+    levers, _ = run_levers(s, models, device)
+    if s.memory_budget:
+        need = memory_need(s, models, device)
+        if memory.choose_levers(need, parse_bytes(s.memory_budget)) is None:
+            least = memory.smallest_need(need) / 2**30
+            raise PixgenError(
+                f"setting 'memory_budget': {s.width}x{s.height} with cutn {s.cutn} needs at least about "
+                f"{least:.1f} GiB with every lever ({memory.LOW_MEMORY.words()}); give --memory-budget "
+                f"{least + 0.05:.1f}G or more, a smaller size or fewer cutouts (--force runs it anyway)"
+            )
+    words = f"setting 'size': {s.width}x{s.height} with cutn {s.cutn}"
+    drawer_words = f"{cls.title} ({', '.join(flag_of(key) for key in declared_settings(cls))})"
+    need = memory_need(s, models, device, libraries=False)
+    check_memory(
+        need, levers, available_bytes(device), words, lambda have: _fits_hint(s, models, device, have, drawer_words)
+    )
 
-    def work(width: int, height: int) -> int:
-        return cls.work_floats(s, width, height)
 
-    check_memory(models, s.width, s.height, s.cutn, available_bytes(device), s.low_memory, work, words)
+def _fits_hint(s: Settings, models, device: torch.device, have: int, drawer_words: str) -> str:
+    """What would fit in `have` bytes: a smaller size; first the drawer's settings when its own
+    work is most of the estimate."""
+    side = max(s.width, s.height)
+    factor = models.decoder.factor if models.decoder is not None else 1
+    levers, _ = run_levers(s, models, device)
+
+    def need_at(side: int) -> int:
+        return memory_need(replace(s, size=[side, side]), models, device, libraries=False)(levers)
+
+    while side > factor and need_at(side) > have:
+        side = int(side * 0.8)
+    hint = f"about {side}x{side} would fit"
+    drawing = 4 * drawer_class(s.drawer).work_floats(s, s.width, s.height)
+    if drawing > memory_need(s, models, device, libraries=False)(levers) / 2:
+        hint = f"{drawer_words} needs about {drawing / 2**30:.1f} GiB of it; " + hint
+    return hint
 
 
 def prepare(settings: Settings, models=None, hooks: Hooks | None = None) -> Run:
@@ -202,7 +306,7 @@ def generate(
     run = prepare(settings, models, hooks)
     s = run.settings
     if not force:
-        check_fits(s, run.models, run.device)
+        check_fits(s, run.models, run.device, hooks)
     if run_dir is None:
         run_dir = make_run_dir(s.output_dir, s.prompt)
     else:
@@ -273,7 +377,8 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     of `hooks`."""
 
     s, models, hooks = run.settings, run.models, hooks or Hooks()
-    models.set_low_memory(s.low_memory)
+    run.levers, _ = run_levers(s, models, run.device)
+    models.set_levers(run.levers)
     if s.compile:
         models.compile()
     generator = seed_everything(s.seed)
@@ -335,7 +440,7 @@ def clip_terms(run: Run) -> list:
     """One ClipTerm per CLIP model of the ensemble: its cutouts, its targets, its weight."""
 
     s = run.settings
-    chunk = LOW_MEMORY_CHUNK if s.low_memory else 0
+    chunk = (run.levers or run_levers(s, run.models, run.device)[0]).clip_chunk
     return [
         ClipTerm(
             scorer,

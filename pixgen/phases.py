@@ -24,6 +24,7 @@ class Phase(enum.Enum):
     LOADING_PRIOR = "loading the prior"
     LOADING_ENCODER = "loading the VQGAN encoder"
     NO_VQGAN = "no VQGAN needed"
+    MEMORY = "estimating the memory"
     PROMPTS = "encoding prompts"
     ENCODING_START = "encoding the start"
     DRAWING_STARTS = "drawing starts"

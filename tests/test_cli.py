@@ -274,10 +274,13 @@ def test_restyle_and_batch_help_read_like_generate(cli):
 def test_memory_check_suggests_low_memory_when_that_would_fit(cli, tmp_path, monkeypatch):
     import pixgen.api
     from pixgen.models.loading import load_models
+    from pixgen.runtime.memory import LOW_MEMORY, Levers
+    from pixgen.settings import load_settings
 
     models = load_models("tiny", "tiny", torch.device("cpu"))
-    plain = pixgen.api.estimate_bytes(models, 64, 64, 64)
-    low = pixgen.api.estimate_bytes(models, 64, 64, 64, low_memory=True)
+    s = load_settings("smoke", overrides=dict(prompt="a cat", cutn=64, iterations=1))
+    need = pixgen.api.memory_need(s, models, torch.device("cpu"), libraries=False)  # what the check compares
+    plain, low = need(Levers()), need(LOW_MEMORY)
     assert low < plain
     monkeypatch.setattr(pixgen.api, "available_bytes", lambda device: (low + plain) // 2)
     code, _, err = cli("a cat", *SMOKE, "-i", "1", "--cutn", "64", "-o", tmp_path / "a")
@@ -309,4 +312,6 @@ def test_status_before_the_first_step(tmp_path):
     heard = []
     settings = load_settings(preset="smoke", overrides=dict(prompt="a cat", iterations=1, output_dir=str(tmp_path)))
     api.generate(settings, hooks=api.Hooks(on_phase=lambda phase, text: heard.append(text)))
+    memory = heard.pop(2)  # the estimate, once the models are known (issue 32)
+    assert memory.startswith("memory: about ") and memory.endswith("no levers…")
     assert heard == ["loading VQGAN tiny…", "loading CLIP tiny…", "encoding prompts…", "writing progress.gif…"]

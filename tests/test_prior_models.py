@@ -440,3 +440,21 @@ def test_prior_class_fixes_the_class_whatever_the_top_k(cin, class_run, monkeypa
         "class_candidates": [{"index": 281, "name": "tabby cat", "probability": 1.0}],
         "class": {"index": 281, "name": "tabby cat"},
     }
+
+
+def test_the_first_class_choice_reports_its_progress_and_a_cached_one_none(cin, class_run, tmp_path, monkeypatch):
+    """A CLIP's first class choice embeds its class prompts (minutes would look like a hang): the
+    status line counts them up to all of them; from the cache it says nothing more."""
+    from pixgen.phases import Hooks, Phase
+
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    heard = []
+    hooks = Hooks(on_phase=lambda phase, text: heard.append((phase, text)))
+    condition_for(_small_grid(cin), class_run(), hooks, 1, torch.Generator().manual_seed(0))
+    counts = [t for p, t in heard if p is Phase.PRIOR_CLASS and "embedded" in t]
+    assert len(counts) >= 4 and "1000/1000 embedded" in counts[-1]  # 1000 texts in batches of 256
+    heard.clear()
+    condition_for(
+        _small_grid(cin), class_run(), hooks, 1, torch.Generator().manual_seed(0)
+    )  # a fresh CLIP, same weights
+    assert [p for p, _ in heard] == [Phase.PRIOR_CLASS]

@@ -153,3 +153,41 @@ def test_decoder_forward_and_gradient_match_taming(low_memory):
     (g_ref,) = torch.autograd.grad(ref.square().mean(), z)
     assert torch.allclose(ours, ref, atol=1e-5)
     assert torch.allclose(g_ours, g_ref, atol=1e-6, rtol=1e-4)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while `fn()` runs (each storage once)."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+@pytest.mark.parametrize(
+    ("dtype", "norms", "less"),
+    [(torch.float32, "recompute", 0.9), (torch.bfloat16, "recompute", 0.8), (torch.bfloat16, "bf16", 0.9)],
+)
+def test_lighter_norms_give_the_same_gradient_and_keep_less(dtype, norms, less):
+    """GroupNorm keeping its bf16 input (the default) or GroupNorm + SiLU recomputed in backward:
+    the same image and gradient as the float32 island of before, bit for bit, with less kept
+    for backward (issue 32)."""
+    from pixgen.models.vqgan import VQGANDecoder
+
+    torch.manual_seed(0)
+    dec = VQGANDecoder(_attn_arch()).eval().requires_grad_(False).cast(dtype)
+    z = torch.randn(1, dec.arch.embed_dim, 8, 8)
+    runs = []
+    for way in ("fp32", norms):
+        dec.norms = way
+        leaf = z.clone().requires_grad_(True)
+        image, kept = _saved_bytes(lambda leaf=leaf: dec(leaf))
+        (grad,) = torch.autograd.grad(image.square().mean(), leaf)
+        runs.append((image, grad, kept))
+    (image0, grad0, kept0), (image1, grad1, kept1) = runs
+    assert torch.equal(image0, image1) and torch.equal(grad0, grad1)
+    assert kept1 < less * kept0

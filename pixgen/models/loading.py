@@ -58,12 +58,13 @@ class Models:
         for model in self.modules:
             model.cast(dtype)
 
-    def set_low_memory(self, on: bool) -> None:
-        """Activation checkpointing in the decoder's residual blocks (the loop's CLIP terms score
-        a few cutouts at a time): about 1.2 GB less at 256x256, cutn 32, for about 1.2x the time
-        per step (BENCHMARKS.md)."""
+    def set_levers(self, levers) -> None:
+        """The decoder's share of the memory levers (pixgen.runtime.memory.Levers): activation
+        checkpointing in the residual blocks of its top `levers.checkpoint` levels (the loop's
+        CLIP terms take `levers.clip_chunk`)."""
         if self.decoder is not None:
-            self.decoder.checkpoint_levels = self.decoder.arch.levels if on else 0
+            self.decoder.checkpoint_levels = min(levers.checkpoint, self.decoder.arch.levels)
+            self.decoder.norms = "recompute" if levers.recompute_norms else "bf16"
 
     def compile(self) -> None:
         """torch.compile the decoder and each CLIP image tower, in place (once). The first step then

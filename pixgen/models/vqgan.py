@@ -50,12 +50,18 @@ class VQGANArch:
 
     def activation_floats(self, width: int, height: int) -> int:
         """Roughly how many floats one decoder forward keeps for backward at this image size."""
+        return sum(self.level_floats(width, height))
+
+    def level_floats(self, width: int, height: int) -> list[int]:
+        """`activation_floats` level by level, the full-resolution level first (level 0, the
+        first a checkpointing of the top levels recomputes): its blocks' channels x pixels, with
+        about 5 values kept per value of a block's output (GroupNorm and SiLU recomputed)."""
         dd = self.ddconfig
         latent_px = (width // self.factor) * (height // self.factor)
-        return sum(
-            (dd["num_res_blocks"] + 1) * 8 * dd["ch"] * mult * latent_px * 4 ** (self.levels - 1 - i)
+        return [
+            (dd["num_res_blocks"] + 1) * 5 * dd["ch"] * mult * latent_px * 4 ** (self.levels - 1 - i)
             for i, mult in enumerate(dd["ch_mult"])
-        )
+        ]
 
     @property
     def codebook_key(self) -> str:
@@ -125,6 +131,11 @@ class VQGANDecoder(nn.Module):
     # low memory: the residual blocks of this many top-resolution levels keep only their input for
     # backward and recompute the rest there
     checkpoint_levels: int = 0
+    # In a reduced dtype, what a GroupNorm keeps for backward: "bf16" its input as it came (the
+    # island's float32 copy is made again in backward; the default), "fp32" that copy (before
+    # issue 32), "recompute" only its input, GroupNorm and SiLU recomputed in backward (less
+    # again, slower). The same values and gradient in all three (BENCHMARKS.md, issue 32).
+    norms: str = "bf16"
 
     def cast(self, dtype: torch.dtype) -> VQGANDecoder:
         """Cast the convolutions to `dtype` (once, at the edge); the codebook stays float32. In a
@@ -154,27 +165,30 @@ class VQGANDecoder(nn.Module):
     def _decode(self, zq: Tensor) -> Tensor:
         d = self.decoder
         h = d.conv_in(self.post_quant_conv(zq))
-        h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h))
-        h = _resnet(d.mid.block_2, h)
+        act = _norm_silu_kept if self.norms == "recompute" and torch.is_grad_enabled() else _norm_silu
+        if self.norms == "bf16" and torch.is_grad_enabled() and self.dtype != torch.float32:
+            act = _norm_silu_bf16
+        h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h, act))
+        h = _resnet(d.mid.block_2, h, act)
         for level in reversed(range(d.num_resolutions)):
             up = d.up[level]
             low_memory = level < self.checkpoint_levels and torch.is_grad_enabled()
             for i, block in enumerate(up.block):
-                h = _checkpointed(_resnet, block, h) if low_memory else _resnet(block, h)
+                h = _checkpointed(_resnet, block, h, act) if low_memory else _resnet(block, h, act)
                 if len(up.attn) > 0:
                     h = _attention(up.attn[i], h)
             if level != 0:
                 h = up.upsample(h)
         if d.give_pre_end:
             return h
-        return d.conv_out(F.silu(_norm(d.norm_out, h)))
+        return d.conv_out(act(d.norm_out, h))
 
 
-def _checkpointed(fn, block: nn.Module, x: Tensor) -> Tensor:
-    """fn(block, x), keeping only x for backward and recomputing the rest there."""
+def _checkpointed(fn, block: nn.Module, x: Tensor, act) -> Tensor:
+    """fn(block, x, act), keeping only x for backward and recomputing the rest there."""
     from torch.utils.checkpoint import checkpoint
 
-    return checkpoint(fn, block, x, use_reentrant=False)
+    return checkpoint(fn, block, x, act, use_reentrant=False)
 
 
 def _norm(norm: nn.GroupNorm, x: Tensor) -> Tensor:
@@ -187,10 +201,83 @@ def _norm(norm: nn.GroupNorm, x: Tensor) -> Tensor:
     return F.group_norm(x.float(), norm.num_groups, w, b, norm.eps).to(x.dtype)
 
 
-def _resnet(block: nn.Module, x: Tensor) -> Tensor:
-    """taming's ResnetBlock without a timestep embedding (VQGAN has none)."""
-    h = block.conv1(F.silu(_norm(block.norm1, x)))
-    h = block.conv2(block.dropout(F.silu(_norm(block.norm2, h))))
+def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    return F.silu(_norm(norm, x))
+
+
+class _NormSiLU(torch.autograd.Function):
+    """`_norm_silu` that keeps only its input for backward and recomputes itself there: the
+    same values and gradient (the recomputation is the same ops on the same input)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
+        ctx.norm = norm
+        ctx.save_for_backward(x)
+        return _norm_silu(norm, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            (gx,) = torch.autograd.grad(_norm_silu(ctx.norm, leaf), leaf, grad)
+        return gx, None
+
+
+def _norm_silu_kept(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    """`_norm_silu`, recomputed in backward (`_NormSiLU`) unless the norm itself is trained."""
+    if norm.weight is not None and norm.weight.requires_grad:
+        return _norm_silu(norm, x)
+    return _NormSiLU.apply(x, norm)
+
+
+class _IslandNorm(torch.autograd.Function):
+    """`_norm` in a reduced dtype (GroupNorm computed in float32) keeping its input in that dtype
+    for backward, not the float32 copy: the copy is made again there. The same values and
+    gradient as the island of casts."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
+        n, c = x.shape[:2]
+        w, b = norm.weight.float(), norm.bias.float()
+        y, mean, rstd = torch.ops.aten.native_group_norm(
+            x.float(), w, b, n, c, x[0, 0].numel(), norm.num_groups, norm.eps
+        )
+        ctx.norm, ctx.dims = norm, (n, c, x[0, 0].numel())
+        ctx.save_for_backward(x, mean, rstd)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, mean, rstd = ctx.saved_tensors
+        n, c, hw = ctx.dims
+        gx = torch.ops.aten.native_group_norm_backward(
+            grad.float(),
+            x.float(),
+            mean,
+            rstd,
+            ctx.norm.weight.float(),
+            n,
+            c,
+            hw,
+            ctx.norm.num_groups,
+            [True, False, False],
+        )[0]
+        return gx.to(x.dtype), None
+
+
+def _norm_silu_bf16(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    """`_norm_silu` keeping GroupNorm's input in its own dtype (`_IslandNorm`), unless the norm is trained."""
+    if norm.weight is None or norm.weight.requires_grad or x.dtype == torch.float32:
+        return _norm_silu(norm, x)
+    return F.silu(_IslandNorm.apply(x, norm))
+
+
+def _resnet(block: nn.Module, x: Tensor, act=_norm_silu) -> Tensor:
+    """taming's ResnetBlock without a timestep embedding (VQGAN has none); `act(norm, h)` is
+    SiLU after GroupNorm."""
+    h = block.conv1(act(block.norm1, x))
+    h = block.conv2(block.dropout(act(block.norm2, h)))
     if block.in_channels != block.out_channels:
         x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
     return x + h

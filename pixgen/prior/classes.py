@@ -1,10 +1,12 @@
 """The condition of a class-conditional prior, chosen by CLIP: the prompt scored against
 ImageNet's class names (open_clip's IMAGENET_CLASSNAMES, each the mean of its embeddings in
-OPENAI_IMAGENET_TEMPLATES, CLIP's zero-shot classifier), or named by the user.
+SIMPLE_IMAGENET_TEMPLATES, the 7 of OpenAI's 80 templates that CLIP's authors kept for their
+zero-shot classifier), or named by the user.
 
-Embedding 1000 classes x 80 templates is CLIP's costliest text job (minutes on a CPU), so the
-class matrix is kept per scorer in memory and on disk in pixgen's cache, keyed by the CLIP's
-name, the class list and the templates, and checked against a probe text's embedding so that
+Embedding 1000 classes x 7 templates is CLIP's costliest text job (under a minute for ViT-B/32
+on two CPU cores, where the 80 templates took minutes: BENCHMARKS.md, "The first class
+choice"), so the class matrix is kept per scorer in memory and on disk in pixgen's cache, keyed
+by the CLIP's name, the class list and the templates, and checked against a probe text's embedding so that
 other weights under the same name are never served a stale matrix.
 """
 
@@ -39,7 +41,15 @@ def imagenet_classes() -> list[str]:
 
 
 def imagenet_templates() -> list[str]:
-    """OpenAI's 80 ImageNet prompt templates, as strings with {} where the class goes."""
+    """The class prompts' templates, as strings with {} where the class goes: open_clip's
+    SIMPLE_IMAGENET_TEMPLATES (7 of OpenAI's 80, the set CLIP's authors chose as nearly as good)."""
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+    return [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES]
+
+
+def openai_templates() -> list[str]:
+    """OpenAI's 80 ImageNet prompt templates (CLIP's full zero-shot ensemble), as `imagenet_templates`."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
     return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
@@ -111,7 +121,7 @@ def class_scores(
     logit scale (100 for OpenAI's CLIP), so that their softmax is CLIP's zero-shot probability.
     The prompt is the weighted mean of the unit embeddings of its positive-weight texts.
     `on_progress(done, total)` hears the texts embedded when the class matrix is not cached
-    (minutes the first time for a real CLIP on a CPU: 1000 classes x 80 templates)."""
+    (half a minute the first time for a real CLIP on a CPU: 1000 classes x 7 templates)."""
     import torch
     from torch.nn import functional as F
 

@@ -101,9 +101,16 @@ def _class_condition(
         name = imagenet_classes()[index]
         return Condition(class_condition(index), f"class {name!r} (--prior-class)", [(index, name, 1.0)])
     k = s.prior_class_top_k
-    hooks.enter(Phase.PRIOR_CLASS, "choosing the ImageNet class (a CLIP's first use embeds 80,000 prompts: minutes)…")
+    hooks.enter(Phase.PRIOR_CLASS, "choosing the ImageNet class…")
     classes = imagenet_classes()
-    top, probs = top_classes(class_scores(_scorer_named(run, None), texts, weights, classes), k)
+
+    def progress(done: int, total: int) -> None:  # a CLIP's first use embeds its class prompts once
+        hooks.report(
+            Phase.PRIOR_CLASS, f"choosing the ImageNet class: class prompts {done}/{total} embedded (once per CLIP)…"
+        )
+
+    scores = class_scores(_scorer_named(run, None), texts, weights, classes, on_progress=progress)
+    top, probs = top_classes(scores, k)
     candidates = [(int(i), classes[int(i)], float(p)) for i, p in zip(top, probs, strict=True)]
     if len(candidates) == 1:
         return Condition(class_condition(candidates[0][0]), f"class {candidates[0][1]!r} (CLIP's pick)", candidates)

@@ -43,6 +43,19 @@ def prior_for_vqgan(vqgan: str) -> str | None:
     return next((p for p, e in prior_entries().items() if e.get("vqgan") == name), None)
 
 
+def prior_arch(name: str, loaded: dict | None = None) -> PriorArch | None:
+    """The architecture of the prior `name`, without reading its weights: a loaded one's, a
+    registry entry's, or None where only its file would say (shapes, a path: a few MB at most
+    for the shapes prior)."""
+    if loaded and name in loaded:
+        return loaded[name].arch
+    if name in prior_entries():
+        from pixgen.prior.model import PriorArch
+
+        return PriorArch(**prior_entries()[name]["arch"])
+    return None
+
+
 def prior_dir(name: str) -> Path:
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise PixgenError(f"bad prior name {name!r}")

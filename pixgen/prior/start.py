@@ -18,6 +18,8 @@ from pixgen.phases import Hooks, Phase
 from pixgen.prior.conditions import Condition, condition_for
 from pixgen.prior.model import Prior, Sampling, sample
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
+from pixgen.runtime.memory import prior_batch
+from pixgen.settings import parse_bytes
 from pixgen.starts.candidates import score_starts
 
 
@@ -41,6 +43,11 @@ def load_run_prior(run, hooks: Hooks | None = None) -> Prior:
         prior = load_prior_model(name, models.decoder.codebook.shape[0], hooks.offline, say, dtype)
         models.priors[name] = prior.to(run.device)
     return models.priors[name]
+
+
+def budget_of(settings) -> int | None:
+    """--memory-budget in bytes, or None."""
+    return parse_bytes(settings.memory_budget) if settings.memory_budget else None
 
 
 def sampling_of(settings) -> Sampling:
@@ -106,7 +113,8 @@ def draw_and_rank(
         else:  # within a batch: a safe point after every token
             hooks.checkpoint()
 
-    codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), callback=progress)
+    batch = prior_batch(prior.arch, prior.tok_emb.weight.dtype.itemsize, budget_of(s), s.prior_guidance != 1)
+    codes = sample(prior, condition.value, s.prior_samples, generator, sampling_of(s), batch, progress)
     f = run.models.decoder.factor
     starts = CodeStarts(codes, run.models.decoder.codebook, drawer.size[0] // f, drawer.size[1] // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731

@@ -1,36 +1,167 @@
-"""Memory: a rough estimate of a run's peak, the check that refuses a run that won't fit, and
-the peak actually reached. The decoder and the scorers report their own activation sizes."""
+"""Memory: an estimate of a run's peak (`estimate_bytes`), the levers that trade speed for it and
+the choice among them for a budget (`choose_levers`), the check that refuses a run that won't
+fit, and the peak actually reached. The decoder and the scorers report their own activation sizes.
+
+The estimate is the process's peak: on a CPU its resident memory, libraries included; on CUDA
+the allocator's peak on the device. Its constants were fitted to the peaks measured on the
+real architectures and the tiny models (BENCHMARKS.md, "Memory (issue 32)")."""
 
 from __future__ import annotations
 
 import resource
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from pixgen.errors import PixgenError
 
 LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
-
+ALL_LEVELS = 99  # checkpoint every level of the decoder
+LIBRARY_BYTES = 560 * 2**20  # torch, open_clip, kornia... resident before any model (CPU)
+# A CPU process's step beyond the activations (fitted to the measured peaks, BENCHMARKS.md): a
+# fixed part (lazily loaded code, oneDNN's primitives, the allocator's arenas), a part per image
+# pixel, what loading and casting leave of the weights beside them, and a quarter of CLIP's activations
+# (CLIP's are mostly freed before the decoder's backward, where the peak is)
+RUNTIME_BYTES = 250 * 2**20
+RUNTIME_PIXEL_BYTES = 3300
+LOAD_LEFT = 0.75
+CLIP_AT_PEAK = 0.25
+CUT_FLOATS = 3 * 6  # float32 values per cutout pixel: the cutout and its augmentations' intermediates
+VIDEO_BYTES = 96 * 2**20  # the video encoder's buffers beside the frames it holds (--video)
+MIB = 2**20
 
 Work = Callable[[int, int], int]  # (width, height) -> float32 values a drawer's render holds
 
 
-def estimate_bytes(
-    models, width: int, height: int, cutn: int, low_memory: bool = False, drawer: Work | None = None
-) -> int:
-    """A rough peak-memory estimate for one step: decoder activations plus CLIP's per cutout.
-    `low_memory` keeps about a quarter of the decoder's (checkpointing) and CLIP's for one batch
-    of `LOW_MEMORY_CHUNK` cutouts (measured at 256x256, cutn 32: BENCHMARKS.md). Models cast to
-    bf16 (pixgen.runtime.precision) count two bytes a value. `drawer(width, height)`: the float32 values
-    the run's drawer holds to render (Drawer.work_floats; the lines drawer's strokes)."""
-    floats = models.decoder.arch.activation_floats(width, height) if models.decoder is not None else 0
-    if low_memory:
-        floats //= 4
-    clip_floats = sum(cutn * scorer.activation_floats() for scorer in models.scorers)
-    floats += clip_floats * min(cutn, LOW_MEMORY_CHUNK) // cutn if low_memory else clip_floats
+@dataclass(frozen=True)
+class Levers:
+    """What a run trades speed for memory with: `checkpoint` decoder levels, from the
+    full-resolution one, recompute their blocks in backward; CLIP scores `clip_chunk` cutouts at a
+    time (0: all at once), each chunk's gradient taken before the next."""
+
+    checkpoint: int = 0
+    clip_chunk: int = 0
+    recompute_norms: bool = False  # GroupNorm and SiLU recomputed in backward (VQGANDecoder.norms)
+
+    def words(self) -> str:
+        parts = ["GroupNorm+SiLU recomputed"] if self.recompute_norms else []
+        if self.checkpoint:
+            top = {1: "the top level", ALL_LEVELS: "every level"}.get(
+                self.checkpoint, f"the top {self.checkpoint} levels"
+            )
+            parts.append(f"decoder checkpointing ({top})")
+        if self.clip_chunk:
+            parts.append(f"CLIP {self.clip_chunk} cutouts at a time")
+        return " + ".join(parts) or "no levers"
+
+
+# Each lever combination with its step time against none: CPU time at one thread, measured at
+# 256x256, cutn 32 on the f16 16384 decoder and ViT-B/32 in bf16, paired in one run
+# (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
+# were not timed on their own and are the sum of their parts.
+LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
+    (Levers(), 1.00),
+    (Levers(clip_chunk=16), 1.02),  # est.: CLIP's work is the same, in two calls
+    (Levers(recompute_norms=True), 1.04),
+    (Levers(checkpoint=1), 1.08),
+    (Levers(1, 8, True), 1.12),  # est.
+    (Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True), 1.14),  # --low-memory; without the norms: 1.10
+    (Levers(ALL_LEVELS, 4, True), 1.18),  # est.
+)
+LOW_MEMORY = Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True)
+RECOMPUTED_NORMS_KEEP = 0.7  # of the decoder's activations, with GroupNorm+SiLU recomputed (measured)
+
+
+def choose_levers(need: Callable[[Levers], int], budget: int) -> tuple[Levers, float] | None:
+    """The fastest lever combination (LEVER_CHOICES) whose estimate `need(levers)` fits in
+    `budget` bytes, with its step time against none; None when none fits."""
+    return next(((lv, cost) for lv, cost in LEVER_CHOICES if need(lv) <= budget), None)
+
+
+def smallest_need(need: Callable[[Levers], int]) -> int:
+    """The least any lever combination needs: what a budget must be at least."""
+    return min(need(lv) for lv, _ in LEVER_CHOICES)
+
+
+def decoder_floats(arch, width: int, height: int, checkpoint: int) -> int:
+    """The values the decoder keeps for backward at this size: each level's (VQGANArch), an
+    eighth of it where the level is checkpointed (the blocks' inputs) plus one block recomputed."""
+    per_level = arch.level_floats(width, height)
+    kept, again = 0, 0
+    for level, floats in enumerate(per_level):
+        if level < checkpoint:
+            kept += floats // 8
+            again = max(again, floats // (arch.ddconfig["num_res_blocks"] + 1))
+        else:
+            kept += floats
+    return kept + again
+
+
+def estimate_parts(
+    models,
+    width: int,
+    height: int,
+    cutn: int,
+    levers: Levers | bool = False,
+    drawer: Work | None = None,
+    extra: dict | None = None,
+    cpu: bool = False,
+) -> dict[str, int]:
+    """The estimate's parts in bytes: weights, decoder and CLIP activations (those kept at the
+    peak), cutouts, the drawer's work and `extra` ({"prior": ..., "video": ...}: `prior_bytes`,
+    VIDEO_BYTES); on a `cpu`, the process's libraries and its runtime (RUNTIME_*, LOAD_LEFT)."""
+    levers = LOW_MEMORY if levers is True else levers or Levers()
     size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
-    return size * (floats + models.parameters) + 4 * (drawer(width, height) if drawer else 0)
+    dec, weights = models.decoder, size * models.parameters
+    parts = {"weights": weights}
+    parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
+    if levers.recompute_norms:
+        parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)
+    at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
+    clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
+    parts["clip"] = int(clip * (CLIP_AT_PEAK if cpu else 1))
+    parts["cutouts"] = 4 * cutn * CUT_FLOATS * sum(s.input_size**2 for s in models.scorers)
+    parts["drawer"] = 4 * drawer(width, height) if drawer else 0
+    if cpu:
+        parts["libraries"] = LIBRARY_BYTES
+        parts["runtime"] = RUNTIME_BYTES + RUNTIME_PIXEL_BYTES * width * height + int(LOAD_LEFT * weights)
+    return {**parts, **(extra or {})}
+
+
+def estimate_bytes(
+    models,
+    width: int,
+    height: int,
+    cutn: int,
+    levers: Levers | bool = False,
+    drawer: Work | None = None,
+    extra: dict | None = None,
+    cpu: bool = False,
+    libraries: bool = True,
+) -> int:
+    """The run's estimated peak in bytes (the sum of `estimate_parts`); `levers` True is
+    --low-memory. Without `libraries`, what a CPU process needs beyond the libraries it holds."""
+    parts = estimate_parts(models, width, height, cutn, levers, drawer, extra, cpu)
+    return sum(parts.values()) - (0 if libraries else parts.get("libraries", 0))
+
+
+def prior_bytes(arch, batch: int, itemsize: int, guided: bool = False) -> int:
+    """A prior's weights and the key/value cache of one batch (twice the rows when guided)."""
+    d, layers = arch.n_embd, arch.n_layer
+    weights = 12 * layers * d * d + (2 * arch.vocab_size + arch.block_size) * d
+    rows = batch * (2 if guided else 1)
+    return itemsize * (weights + 2 * layers * rows * arch.block_size * d)
+
+
+def prior_batch(arch, itemsize: int, budget: int | None, guided: bool = False, most: int = 16) -> int:
+    """The largest batch up to `most` whose weights and cache fit `budget` bytes (at least 1)."""
+    if budget is None:
+        return most
+    batch = most
+    while batch > 1 and prior_bytes(arch, batch, itemsize, guided) > budget:
+        batch //= 2
+    return batch
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -47,33 +178,35 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (what a CPU run has already taken of its estimate)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
 def check_memory(
-    models,
-    width: int,
-    height: int,
-    cutn: int,
+    need: Callable[[Levers], int],
+    levers: Levers,
     have: int | None,
-    low_memory: bool = False,
-    drawer: Work | None = None,
-    drawer_words: str = "the drawer",
+    words: str,
+    hint: Callable[[int], str] | None = None,
 ) -> None:
-    """Refuse, naming what would fit, a run estimated not to fit in `have` free bytes."""
-    need = estimate_bytes(models, width, height, cutn, low_memory, drawer)
-    if have is None or need <= have:
+    """Refuse a run whose estimate with `levers` is over `have` bytes, in one line: `words` (what
+    was asked), what it needs, and a way out (`hint(have)`, and --low-memory when that fits)."""
+    needed = need(levers)
+    if have is None or needed <= have:
         return
-    side = max(width, height)
-    factor = models.decoder.factor if models.decoder is not None else 1
-    while side > factor and estimate_bytes(models, side, side, cutn, low_memory, drawer) > have:
-        side = int(side * 0.8)
-    hint = f"about {side}x{side} would fit"
-    if not low_memory and estimate_bytes(models, width, height, cutn, True, drawer) <= have:
-        hint = "--low-memory would fit it (slower), or " + hint
-    drawing = 4 * drawer(width, height) if drawer else 0
-    if drawing > need / 2:  # the drawer's own work: its settings are the remedy, not the size alone
-        hint = f"{drawer_words} needs about {drawing / 2**30:.1f} GiB of it; " + hint
+    ways = []
+    if levers != LOW_MEMORY and need(LOW_MEMORY) <= have:
+        ways.append("--low-memory would fit it (slower)")
+    if hint:
+        ways.append(hint(have))
+    ways.append("--force runs it anyway")
     raise PixgenError(
-        f"setting 'size': {width}x{height} with cutn {cutn} needs about {need / 2**30:.1f} GiB but "
-        f"only {have / 2**30:.1f} GiB is free; {hint} (--force runs it anyway)"
+        f"{words} needs about {needed / 2**30:.1f} GiB but only {have / 2**30:.1f} GiB is free; {'; '.join(ways)}"
     )
 
 

@@ -33,6 +33,7 @@ from pixgen.declare import (
 from pixgen.settings.checks import (
     _number_error,
     loads_vqgan,
+    parse_bytes,
     parse_palette,
     prior_start_on,
     validate,
@@ -113,6 +114,7 @@ __all__ = [
     "load_settings",
     "loads_vqgan",
     "metavar_of",
+    "parse_bytes",
     "parse_palette",
     "parse_set",
     "parse_size",

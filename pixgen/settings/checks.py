@@ -5,6 +5,7 @@ only: the prompts and the prior class are checked by the stages that own them.""
 from __future__ import annotations
 
 import math
+import re
 
 from pixgen.declare import FLOAT32_TINY, MAX_SIDE
 from pixgen.drawers import drawer_class, drawer_classes
@@ -18,6 +19,18 @@ def parse_palette(colours: list[str]) -> list[tuple[float, float, float]]:
     from pixgen.drawers.palettes import palette_colours
 
     return palette_colours(colours)
+
+
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """A memory size in bytes: ``1.5G``, ``800M``, ``2GiB``, ``4096`` (K, M, G, T are powers of 1024);
+    anything else is a PixgenError naming the memory_budget setting."""
+    m = SIZE_RE.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise PixgenError(f"setting 'memory_budget': expected a size such as 1.5G or 800M, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
 
 
 def zoom_on(s: Settings) -> bool:
@@ -140,6 +153,8 @@ def validate(s: Settings) -> None:
     need(max(s.size) <= MAX_SIDE, "size", f"{s.size[0]}x{s.size[1]} is too large (max side {MAX_SIDE})")
     _check_declared(s)
     need(bool(DEVICE_RE.match(s.device)), "device", f"unknown device {s.device!r} (auto, cpu, cuda, cuda:N, mps)")
+    if s.memory_budget is not None:
+        parse_bytes(s.memory_budget)
     need(bool(s.init_silhouettes), "init_silhouettes", "give at least one silhouette (e.g. disc)")
     need(len(s.zoom_shift) == 2, "zoom_shift", f"expected [x, y] in pixels, got {s.zoom_shift}")
     need(

@@ -305,7 +305,15 @@ class Settings:
     compile: bool = setting(
         False, "torch.compile the models: slow first step, faster after (long runs).", panel=PERFORMANCE
     )
-    low_memory: bool = setting(False, "Recompute activations in backward: less memory, slower.", panel=PERFORMANCE)
+    low_memory: bool = setting(
+        False, "The levers of the smallest memory (decoder checkpointing, CLIP 8 cutouts at a time).", panel=PERFORMANCE
+    )
+    memory_budget: str | None = setting(
+        None,
+        "Peak memory to stay under (1.5G, 800M): pixgen picks the fastest levers that fit, or refuses.",
+        metavar="SIZE",
+        panel=PERFORMANCE,
+    )
     threads: int = setting(
         0,
         "CPU threads (0: torch's default, all cores or OMP_NUM_THREADS; at most 8 per core).",

@@ -1,0 +1,119 @@
+"""The memory estimate, the levers a budget chooses and the refusals (issue 32)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixgen import api
+from pixgen.errors import PixgenError
+from pixgen.runtime.memory import LEVER_CHOICES, LOW_MEMORY, Levers, choose_levers, prior_batch, prior_bytes
+from pixgen.settings import load_settings, parse_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK = """
+import json, resource, sys, torch
+from pixgen import api
+from pixgen.settings import load_settings
+s = load_settings("smoke", overrides=dict(prompt="a cat", output_dir=sys.argv[2], **json.loads(sys.argv[1])))
+run = api.prepare(s)
+levers, _ = api.run_levers(run.settings, run.models, run.device)
+need = api.memory_need(run.settings, run.models, torch.device("cpu"))(levers)
+api.generate(s, models=run.models)
+print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "estimate": need}))
+"""
+
+
+def _peak_and_estimate(tmp_path, **settings) -> dict:
+    """A whole run of the tiny models in a fresh process: its peak RSS and the estimate of it."""
+    env = {"PYTHONPATH": str(ROOT), "PIXGEN_BF16_SPEEDUP": "1.0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, json.dumps(settings), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the smoke preset: 64x64, cutn 4
+        {"size": [256, 256], "cutn": 32, "iterations": 2, "precision": "fp32"},
+        {"size": [256, 256], "cutn": 32, "iterations": 2, "low_memory": True, "precision": "fp32"},
+    ],
+)
+def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path, settings):
+    got = _peak_and_estimate(tmp_path, **settings)
+    assert 0.75 * got["peak"] <= got["estimate"] <= 1.25 * got["peak"], got
+
+
+def test_a_budget_picks_the_fastest_levers_that_fit():
+    sizes = {lv: 1000 - 100 * i for i, (lv, _) in enumerate(LEVER_CHOICES)}  # each lever set lighter, slower
+    assert choose_levers(sizes.__getitem__, 10_000) == LEVER_CHOICES[0]
+    assert choose_levers(sizes.__getitem__, 850)[0] == LEVER_CHOICES[2][0]
+    assert choose_levers(sizes.__getitem__, 100) is None
+    costs = [c for _, c in LEVER_CHOICES]
+    assert costs == sorted(costs) and LOW_MEMORY in dict(LEVER_CHOICES)
+
+
+def _tiny(**kw):
+    from pixgen.models.loading import load_models
+
+    s = load_settings("smoke", overrides=dict(prompt="a cat", **kw))
+    return s, load_models("tiny", "tiny", torch.device("cpu"))
+
+
+def test_the_levers_follow_the_budget_and_low_memory():
+    s, models = _tiny(size=[256, 256], cutn=32)
+    cpu = torch.device("cpu")
+    need = api.memory_need(s, models, cpu)
+    assert api.run_levers(s, models, cpu) == (Levers(), 1.0)  # no budget on a CPU: none
+    assert api.run_levers(api.replace(s, low_memory=True), models, cpu)[0] == LOW_MEMORY
+    assert need(LOW_MEMORY) < need(Levers(1, 8)) < need(Levers())
+    between = (need(Levers()) + need(Levers(clip_chunk=16))) // 2
+    budget = api.replace(s, memory_budget=f"{between / 2**20:.0f}M")
+    levers, cost = api.run_levers(budget, models, cpu)
+    assert levers != Levers() and need(levers) <= between and cost > 1
+
+
+def test_a_budget_too_small_is_refused_before_the_run_naming_the_least(tmp_path):
+    s = load_settings("smoke", overrides=dict(prompt="a cat", memory_budget="100M", output_dir=str(tmp_path / "o")))
+    with pytest.raises(PixgenError, match=r"setting 'memory_budget'.*needs at least about .* GiB.*--memory-budget"):
+        api.generate(s)
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_memory_status_line_names_the_estimate_and_levers():
+    heard = []
+    s, models = _tiny(memory_budget="8G")
+    run = api.prepare(s, models)
+    api.check_fits(run.settings, models, torch.device("cpu"), api.Hooks(on_phase=lambda p, t: heard.append((p, t))))
+    [(phase, text)] = heard
+    assert phase is api.Phase.MEMORY and text.startswith("memory: about ") and "no levers" in text and "process" in text
+
+
+def test_memory_budget_is_a_size():
+    assert parse_bytes("1.5G") == 3 * 2**29 and parse_bytes("800M") == 800 * 2**20 and parse_bytes("2GiB") == 2**31
+    for bad in ("lots", "-1G", "0", "1.5X"):
+        with pytest.raises(PixgenError, match="setting 'memory_budget'"):
+            load_settings(overrides=dict(memory_budget=bad))
+
+
+def test_the_prior_batch_follows_the_budget():
+    from pixgen.prior.model import PriorArch
+    from pixgen.prior.registry import prior_entries
+
+    arch = PriorArch(**prior_entries()["cin_transformer"]["arch"])
+    sixteen = prior_bytes(arch, 16, 2)
+    assert 3.5 * 2**30 < sixteen < 4.5 * 2**30  # 2.8 GB of bf16 weights and a 1.2 GB cache
+    assert prior_batch(arch, 2, None) == 16 and prior_batch(arch, 2, sixteen) == 16
+    assert prior_batch(arch, 2, sixteen - 1) == 8 and prior_batch(arch, 2, 1) == 1
