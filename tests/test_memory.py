@@ -20,17 +20,21 @@ PEAK = """
 import json, resource, sys, torch
 from pixgen import api
 from pixgen.settings import load_settings
+libraries = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 s = load_settings("smoke", overrides=dict(prompt="a cat", output_dir=sys.argv[2], **json.loads(sys.argv[1])))
 run = api.prepare(s)
 levers, _ = api.run_levers(run.settings, run.models, run.device)
-need = api.memory_need(run.settings, run.models, torch.device("cpu"))(levers)
+need = api.memory_need(run.settings, run.models, torch.device("cpu"), libraries=False)(levers)
 api.generate(s, models=run.models)
-print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "estimate": need}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "estimate": need + libraries, "libraries": libraries}))
 """
 
 
 def _peak_and_estimate(tmp_path, **settings) -> dict:
-    """A whole run of the tiny models in a fresh process: its peak RSS and the estimate of it."""
+    """A whole run of the tiny models in a fresh process: its peak RSS and the estimate of it, the
+    libraries counted as this process holds them (their resident share varies by hundreds of MB with
+    the install and the page cache: a fresh venv maps more of torch than one whose pages were evicted)."""
     env = {"PYTHONPATH": str(ROOT), "PIXGEN_BF16_SPEEDUP": "1.0", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", PEAK, json.dumps(settings), str(tmp_path / "out")],

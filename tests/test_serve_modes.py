@@ -55,7 +55,13 @@ def test_the_form_check_is_the_servers_check(client, data, key):
     assert checked.status_code == submitted.status_code == 400
     assert checked.json() == submitted.json() and checked.json()["key"] == key
     assert client.get("/api/jobs").json()["jobs"] == []  # nothing was queued
-    assert post(client, "/api/check").json() == {"ok": True}
+    assert post(client, "/api/check").json() == {"ok": True, "regions": [], "size": [64, 64]}
+    two = post(client, "/api/check", prompt="a red circle @left | a blue square @0.5,0,1,0.5").json()
+    assert two["regions"] == [
+        {"text": "a red circle", "box": [0.0, 0.0, 0.5, 1.0]},
+        {"text": "a blue square", "box": [0.5, 0.0, 1.0, 0.5]},
+    ]
+    assert two["size"] == [128, 128]  # the shapes preset's regions: entry
 
 
 def test_each_drawer_under_the_shapes_preset_runs_with_its_own_defaults(client):
