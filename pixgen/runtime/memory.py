@@ -211,7 +211,13 @@ def check_memory(
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """The peak reached so far: CUDA's allocator peak, or the process's maximum RSS."""
+    """The peak reached so far: CUDA's allocator peak, or the process's maximum RSS (Linux: this
+    process image's high-water mark, VmHWM; `ru_maxrss` keeps a parent's peak across a vfork and
+    exec, so a run started from a large process would report that process's)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
