@@ -35,22 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pixgen.api import generate  # noqa: E402
 from pixgen.models.loading import load_models  # noqa: E402
+from pixgen.regions import REGIONS, parse_region  # noqa: E402
 from pixgen.settings import load_settings  # noqa: E402
 from pixgen.shapes import world  # noqa: E402
 from pixgen.shapes.scenes import TASKS, Asked  # noqa: E402
 
-NAMED = {
-    "left": (0.0, 0.0, 0.5, 1.0),
-    "right": (0.5, 0.0, 1.0, 1.0),
-    "top": (0.0, 0.0, 1.0, 0.5),
-    "bottom": (0.0, 0.5, 1.0, 1.0),
-    "top-left": (0.0, 0.0, 0.5, 0.5),
-    "top-right": (0.5, 0.0, 1.0, 0.5),
-    "bottom-left": (0.0, 0.5, 0.5, 1.0),
-    "bottom-right": (0.5, 0.5, 1.0, 1.0),
-    "0.25,0.5,0.75,1": (0.25, 0.5, 0.75, 1.0),
-    "0.25,0,0.75,0.5": (0.25, 0.0, 0.75, 0.5),
-}
+# what each region word of a scene means, as the prompt syntax reads it
+NAMED = {**REGIONS, **{box: parse_region(box, box) for box in ("0.25,0.5,0.75,1", "0.25,0,0.75,0.5")}}
 RELATION = {  # the baseline's words for where the first subject is, relative to the second
     ("left", "right"): "to the left of",
     ("right", "left"): "to the right of",

@@ -84,6 +84,12 @@ def split_region(spec: str) -> tuple[str, Box | None, list[str]]:
     return (found["text"] or "").strip(), box, numbers
 
 
+def in_order(regions) -> list[Box | None]:
+    """The distinct regions of `regions` in one fixed order: None (the whole image) first, then
+    the boxes by their coordinates (the order a step's cutouts are shared out in)."""
+    return sorted(set(regions), key=lambda r: (r is not None, r or ()))
+
+
 def has_regions(prompt: str) -> bool:
     """Whether any part of any story phrase of `prompt` says where it goes (``@left``...). A bad
     region is the PixgenError the prompt plan would raise."""

@@ -17,7 +17,7 @@ from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
 from pixgen.outputs.writer import CONTACT_SHEET, CONTACT_SHEET_MARKER
-from pixgen.regions import pixel_box
+from pixgen.regions import in_order, pixel_box
 from pixgen.runtime.device import resolve_device
 from pixgen.weights_io import write
 
@@ -217,7 +217,7 @@ def clip_score(scorer, image_path: Path, prompt: str) -> float:
         sims = embed_images(scorer, [image]) @ scorer.encode_text([p.text for p in prompts]).float().cpu().T
         weights = torch.tensor([p.weight for p in prompts])
         return float((sims[0] * weights).sum() / weights.abs().sum())
-    regions = sorted({p.region for p in prompts}, key=lambda r: (r is not None, r or ()))
+    regions = in_order(p.region for p in prompts)
     crops = [image if r is None else image.crop(pixel_box(r, *image.size)) for r in regions]
     embeds = embed_images(scorer, crops)[[regions.index(p.region) for p in prompts]]
     sims = (embeds * scorer.encode_text([p.text for p in prompts]).float().cpu()).sum(-1)

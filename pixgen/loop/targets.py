@@ -13,7 +13,7 @@ from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.prompts import Prompt, PromptPlan
 from pixgen.models.scorer import ClipScorer
 from pixgen.outputs.images import open_rgb, to_clip_tensor
-from pixgen.regions import Box
+from pixgen.regions import Box, in_order
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Targets:
     def groups(self) -> tuple[list[Box | None], list[int]]:
         """The distinct regions of these targets (None, the whole image, first when any prompt
         has no region) and each prompt's index among them."""
-        order = sorted(set(self.regions), key=lambda r: (r is not None, r or ()))
+        order = in_order(self.regions)
         return order, [order.index(r) for r in self.regions]
 
     def select(self, keep: list[int]) -> Targets:

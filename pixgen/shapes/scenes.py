@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pixgen.regions import Box, pixel_box
 from pixgen.shapes.judge import _NAMES, MIN_BLOB, classify_shape, components, palette_labels
 from pixgen.shapes.world import Combo
 
-Box = tuple[float, float, float, float]
 SPILL_SHARE = 0.02  # of a box's area: more of another subject's colour than this is a spill
 
 
@@ -33,14 +33,9 @@ class Asked:
     box: Box
 
 
-def pixels(box: Box, height: int, width: int) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = box
-    return round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
-
-
 def read_box(labels: np.ndarray, box: Box) -> Combo:
     """(shape, colour, background) of the part of a labelled image (palette_labels) in `box`."""
-    x0, y0, x1, y1 = pixels(box, *labels.shape)
+    x0, y0, x1, y1 = pixel_box(box, labels.shape[1], labels.shape[0])
     part = labels[y0:y1, x0:x1]
     border = np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]])
     bg = np.bincount(border, minlength=len(_NAMES)).argmax()
@@ -72,12 +67,12 @@ def spills(labels: np.ndarray, scene: list[Asked]) -> bool:
     h, w = labels.shape
     for a in scene:
         mine = np.zeros((h, w), bool)
-        ax0, ay0, ax1, ay1 = pixels(a.box, h, w)
+        ax0, ay0, ax1, ay1 = pixel_box(a.box, w, h)
         mine[ay0:ay1, ax0:ax1] = True
         for b in scene:
             if b is a or a.combo.colour in (b.combo.colour, b.combo.background):
                 continue
-            x0, y0, x1, y1 = pixels(b.box, h, w)
+            x0, y0, x1, y1 = pixel_box(b.box, w, h)
             part = (labels[y0:y1, x0:x1] == _NAMES.index(a.combo.colour)) & ~mine[y0:y1, x0:x1]
             if part.sum() > SPILL_SHARE * part.size:
                 return True
@@ -108,7 +103,7 @@ def position(image: np.ndarray, scene: list[Asked]) -> dict[str, bool]:
             continue
         largest = max(found, key=lambda m: m.sum())
         ys, xs = np.nonzero(largest)
-        x0, y0, x1, y1 = pixels(a.box, h, w)
+        x0, y0, x1, y1 = pixel_box(a.box, w, h)
         placed &= bool(x0 <= xs.mean() + 0.5 <= x1 and y0 <= ys.mean() + 0.5 <= y1)
         shaped &= classify_shape(largest) == a.combo.shape
     return {"placed": placed, "shapes": shaped, "all": placed and shaped}
@@ -133,7 +128,7 @@ def render_scene(scene: list[Asked], size: int = 64) -> np.ndarray:
     image = np.empty((size, size, 3), np.uint8)
     image[:] = COLOURS[scene[0].combo.background]
     for a in scene:
-        x0, y0, x1, y1 = pixels(a.box, size, size)
+        x0, y0, x1, y1 = pixel_box(a.box, size, size)
         image[y0:y1, x0:x1] = COLOURS[a.combo.background]
         side = 0.6 * min(x1 - x0, y1 - y0)
         mask = shape_mask(a.combo.shape, (x0 + x1) / 2, (y0 + y1) / 2, side, size)

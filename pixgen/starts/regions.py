@@ -27,7 +27,7 @@ from torch import Tensor
 from pixgen.loop.prompts import Prompt
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.start import codes_drawer, draw_and_rank, native_drawer, picture, prior_name
-from pixgen.regions import Box, pixel_box
+from pixgen.regions import Box, in_order, pixel_box
 from pixgen.starts.composed import clip_scores, colour_grid, colour_pairs, compose
 
 
@@ -37,7 +37,7 @@ def phase_regions(prompts: tuple[Prompt, ...]) -> list[Box | None]:
     regions = {p.region for p in prompts if p.weight > 0}
     if regions <= {None}:
         return []
-    return sorted(regions, key=lambda r: (r is not None, r or ()))
+    return in_order(regions)
 
 
 def region_terms(terms: list, phase: int, region: Box | None) -> list:
