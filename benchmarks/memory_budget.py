@@ -25,29 +25,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what GroupNorm keeps: VQGANDecoder.norms)
-    "before": (0, 0, "fp32"),
-    "none": (0, 0, "bf16"),
-    "recompute": (0, 0, "recompute"),
-    "chunk16": (0, 16, "bf16"),
-    "top": (1, 0, "bf16"),
-    "top+chunk8": (1, 8, "bf16"),
-    "low": (99, 8, "bf16"),
-    "low+chunk4": (99, 4, "bf16"),
+ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what GroupNorm keeps:
+    # VQGANDecoder.norms, convolutions keep no input: VQGANDecoder.lean_convs, text towers released)
+    "before": (0, 0, "fp32", False, False),  # before issue 32
+    "round1": (0, 0, "bf16", False, False),  # issue 32's first round (GroupNorm keeps bf16)
+    "none": (0, 0, "bf16", True, True),  # the default now
+    "recompute": (0, 0, "recompute", True, True),
+    "chunk16": (0, 16, "bf16", True, True),
+    "top": (1, 0, "bf16", True, True),
+    "top+chunk8": (1, 8, "recompute", True, True),
+    "low": (99, 8, "recompute", True, True),
+    "low+chunk4": (99, 4, "recompute", True, True),
 }
 
 
 def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, threads: int) -> dict:
     """One row in this process: its step times, its peak RSS and the estimate."""
-    import resource
-
     import torch
 
     from pixgen import api
-    from pixgen.runtime.memory import Levers
+    from pixgen.runtime.memory import Levers, peak_memory_mb
     from pixgen.settings import load_settings
 
-    checkpoint, chunk, norms = ROWS[row]
+    checkpoint, chunk, norms, lean, release = ROWS[row]
     s = load_settings(overrides=dict(prompt="a cat", vqgan="replica", clip=[f"ViT-B-32:{clip}"]))
     s = api.replace(s, size=[size, size], cutn=cutn, precision=precision, iterations=steps + 1, device="cpu")
     s = api.replace(s, threads=threads)
@@ -56,6 +56,9 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, t
     levers = Levers(checkpoint, chunk, norms == "recompute")
     run.models.set_levers(levers)
     run.models.decoder.norms = norms
+    run.models.decoder.lean_convs = lean
+    if release:  # as a run that loaded its own models does (api.generate)
+        run.models.release_text()
     for term in loop.terms:
         term.chunk = chunk
     times, cpu = [], []
@@ -66,7 +69,7 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, t
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     need = api.memory_need(run.settings, run.models, torch.device("cpu"))(levers)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_memory_mb(torch.device("cpu"))
     return {
         "times": times[1:],
         "cpu": cpu[1:],
@@ -130,8 +133,9 @@ def main() -> None:
     base = statistics.median(t for r in got[rows[0]] for t in r["times"])
     base_cpu = statistics.median(t for r in got[rows[0]] for t in r["cpu"])
     print(f"{a.size}x{a.size}, cutn {a.cutn}, {got[rows[0]][0]['precision']}; {a.rounds} rounds x {a.steps} steps")
-    print(f"| row | levers (checkpointed levels, CLIP chunk, GroupNorm keeps) | s/step | vs {rows[0]} "
-          f"| CPU s/step | vs {rows[0]} | peak RSS MB (each round) | estimate MB | estimate / peak |")  # fmt: skip
+    print("| row | levers (checkpointed levels, CLIP chunk, GroupNorm keeps, lean convs, text released) "
+          f"| s/step | vs {rows[0]} | CPU s/step | vs {rows[0]} "
+          "| peak RSS MB (each round) | estimate MB | estimate / peak |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         step = statistics.median(t for r in got[row] for t in r["times"])

@@ -124,3 +124,48 @@ def test_the_prior_batch_follows_the_budget():
     assert 3.5 * 2**30 < sixteen < 4.5 * 2**30  # 2.8 GB of bf16 weights and a 1.2 GB cache
     assert prior_batch(arch, 2, None) == 16 and prior_batch(arch, 2, sixteen) == 16
     assert prior_batch(arch, 2, sixteen - 1) == 8 and prior_batch(arch, 2, 1) == 1
+
+
+def test_a_budget_too_small_is_refused_before_any_model_loads(tmp_path):
+    """The estimate comes from the models' shapes (the meta device) before they load: the refusal
+    is the first thing a run hears, and no loading phase comes before it."""
+    heard = []
+    s = load_settings("smoke", overrides=dict(prompt="a cat", memory_budget="100M", output_dir=str(tmp_path / "o")))
+    with pytest.raises(PixgenError, match="setting 'memory_budget'"):
+        api.generate(s, hooks=api.Hooks(on_phase=lambda p, t: heard.append(p)))
+    assert heard == [api.Phase.MEMORY]
+
+
+def test_the_estimate_is_the_first_status_line_and_the_same_as_after_loading(tmp_path):
+    from pixgen.models.loading import load_models, model_shapes
+
+    heard = []
+    s = load_settings("shapes", overrides=dict(prompt="a red circle on a blue background", output_dir=str(tmp_path)))
+    api.generate(s, hooks=api.Hooks(on_phase=lambda p, t: heard.append((p, t))))
+    assert heard[0][0] is api.Phase.MEMORY and heard[0][1].startswith("memory: about ")
+    assert [p for p, _ in heard].count(api.Phase.MEMORY) == 1
+    cpu = torch.device("cpu")
+    shapes, loaded = model_shapes(s.vqgan, s.clip), load_models(s.vqgan, s.clip, cpu)
+    assert shapes.parameters == loaded.parameters
+    assert api.memory_need(s, shapes, cpu)(Levers()) == api.memory_need(s, loaded, cpu)(Levers())
+
+
+def test_a_run_that_loaded_its_models_releases_the_text_towers(tmp_path, monkeypatch):
+    """Once its prompts are encoded a run needs only CLIP's image tower: a run that loaded its own
+    models frees the text towers (models passed in keep theirs, for the next run)."""
+    from pixgen.models import loading
+
+    loaded = []
+    real = loading.load_models
+    monkeypatch.setattr(api, "load_models", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    s = load_settings("smoke", overrides=dict(prompt="a cat", output_dir=str(tmp_path), iterations=2))
+    api.generate(s)
+    [models] = loaded
+    scorer = models.scorers[0]
+    assert scorer.text_released and scorer.text_parameters() == 0
+    assert scorer.encode_image(torch.rand(1, 3, scorer.input_size, scorer.input_size)).shape[0] == 1
+    with pytest.raises(PixgenError, match="text tower was released"):
+        scorer.encode_text(["a dog"])
+    kept = real("tiny", "tiny", torch.device("cpu"))
+    api.generate(s, models=kept)
+    assert kept.scorers[0].text_parameters() > 0 and kept.scorers[0].encode_text(["a dog"]).shape[0] == 1

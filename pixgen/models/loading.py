@@ -58,6 +58,12 @@ class Models:
         for model in self.modules:
             model.cast(dtype)
 
+    def release_text(self) -> None:
+        """Free every CLIP's text tower: for a run that loaded its models and has encoded its
+        prompts (models shared between runs keep theirs)."""
+        for scorer in self.scorers:
+            scorer.release_text()
+
     def set_levers(self, levers) -> None:
         """The decoder's share of the memory levers (pixgen.runtime.memory.Levers): activation
         checkpointing in the residual blocks of its top `levers.checkpoint` levels (the loop's
@@ -122,6 +128,51 @@ def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
 
         return shapes_clip(spec)
     return load_clip(spec, offline)
+
+
+def _decoder_arch(name: str, config: str | None, ckpt: str | None) -> vqgan.VQGANArch | None:
+    """The VQGAN's architecture as far as it is known without reading its weights: built in,
+    imported or downloaded (its file's metadata or its taming YAML), or given (the YAML); None
+    for a registry model not fetched yet."""
+    if config and ckpt:
+        return vqgan.read_config(config)
+    if name == "tiny":
+        return vqgan.TINY_ARCH
+    if name == "shapes":
+        from pixgen.shapes.models import VQGAN_FILE
+
+        return vqgan.load_safetensors_arch(VQGAN_FILE)
+    from pixgen.models.cache import canonical_vqgan, vqgan_dir
+
+    folder = vqgan_dir(canonical_vqgan(name))
+    if (folder / "decoder.safetensors").is_file():
+        return vqgan.load_safetensors_arch(folder / "decoder.safetensors")
+    if (folder / "model.yaml").is_file():
+        return vqgan.read_config(folder / "model.yaml")
+    return None
+
+
+def model_shapes(
+    vqgan_name: str | None, clip: str | list[str], vqgan_config: str | None = None, vqgan_ckpt: str | None = None
+) -> Models | None:
+    """The run's models as shapes alone, on the meta device (no weights read, no memory taken),
+    for the memory estimate before anything loads: the VQGAN's architecture (`_decoder_arch`;
+    None when it is not known yet) and each CLIP's open_clip architecture."""
+    from pixgen.models.scorer import CLIP_ARCHS, _create, parse_clip_spec
+
+    decoder = None
+    if vqgan_name is not None:
+        arch = _decoder_arch(vqgan_name, vqgan_config, vqgan_ckpt)
+        if arch is None:
+            return None
+        with torch.device("meta"), vqgan._quiet():
+            decoder = VQGANDecoder(arch)
+    specs = clip_specs([clip] if isinstance(clip, str) else clip)
+    scorers = []
+    for spec, _ in specs:
+        name = CLIP_ARCHS.get(spec) or parse_clip_spec(spec)[0]
+        scorers.append(ClipScorer(_create(name, None, meta=True), None, spec))
+    return Models(decoder, scorers, [w for _, w in specs])
 
 
 def load_models(

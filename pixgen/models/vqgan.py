@@ -55,11 +55,12 @@ class VQGANArch:
     def level_floats(self, width: int, height: int) -> list[int]:
         """`activation_floats` level by level, the full-resolution level first (level 0, the
         first a checkpointing of the top levels recomputes): its blocks' channels x pixels, with
-        about 5 values kept per value of a block's output (GroupNorm and SiLU recomputed)."""
+        about 2.75 values kept per value of a block's output (GroupNorm's input and SiLU's; the
+        convolutions keep none: `_FrozenConv`)."""
         dd = self.ddconfig
         latent_px = (width // self.factor) * (height // self.factor)
         return [
-            (dd["num_res_blocks"] + 1) * 5 * dd["ch"] * mult * latent_px * 4 ** (self.levels - 1 - i)
+            (dd["num_res_blocks"] + 1) * 11 * dd["ch"] * mult * latent_px * 4 ** (self.levels - 1 - i) // 4
             for i, mult in enumerate(dd["ch_mult"])
         ]
 
@@ -136,6 +137,10 @@ class VQGANDecoder(nn.Module):
     # issue 32), "recompute" only its input, GroupNorm and SiLU recomputed in backward (less
     # again, slower). The same values and gradient in all three (BENCHMARKS.md, issue 32).
     norms: str = "bf16"
+    # A convolution keeps nothing of its input for backward (`_FrozenConv`; the weights are not
+    # trained); False: autograd's own, which keeps it (before issue 32's second round): the same
+    # gradient, 45% more of the decoder's activations kept.
+    lean_convs: bool = True
 
     def cast(self, dtype: torch.dtype) -> VQGANDecoder:
         """Cast the convolutions to `dtype` (once, at the edge); the codebook stays float32. In a
@@ -164,31 +169,72 @@ class VQGANDecoder(nn.Module):
 
     def _decode(self, zq: Tensor) -> Tensor:
         d = self.decoder
-        h = d.conv_in(self.post_quant_conv(zq))
+        conv = _conv if self.lean_convs else _call
+        h = conv(d.conv_in, conv(self.post_quant_conv, zq))
         act = _norm_silu_kept if self.norms == "recompute" and torch.is_grad_enabled() else _norm_silu
         if self.norms == "bf16" and torch.is_grad_enabled() and self.dtype != torch.float32:
             act = _norm_silu_bf16
-        h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h, act))
-        h = _resnet(d.mid.block_2, h, act)
+        h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h, act, conv), conv)
+        h = _resnet(d.mid.block_2, h, act, conv)
         for level in reversed(range(d.num_resolutions)):
             up = d.up[level]
             low_memory = level < self.checkpoint_levels and torch.is_grad_enabled()
             for i, block in enumerate(up.block):
-                h = _checkpointed(_resnet, block, h, act) if low_memory else _resnet(block, h, act)
+                h = _checkpointed(_resnet, block, h, act, conv) if low_memory else _resnet(block, h, act, conv)
                 if len(up.attn) > 0:
-                    h = _attention(up.attn[i], h)
+                    h = _attention(up.attn[i], h, conv)
             if level != 0:
-                h = up.upsample(h)
+                h = _upsample(up.upsample, h, conv)
         if d.give_pre_end:
             return h
-        return d.conv_out(act(d.norm_out, h))
+        return conv(d.conv_out, act(d.norm_out, h))
 
 
-def _checkpointed(fn, block: nn.Module, x: Tensor, act) -> Tensor:
-    """fn(block, x, act), keeping only x for backward and recomputing the rest there."""
+class _FrozenConv(torch.autograd.Function):
+    """A convolution whose weights are not trained, keeping nothing of its input for backward:
+    autograd's own convolution keeps the whole input for a weight gradient nobody asks for (a
+    frozen Linear keeps none), where the input's gradient needs only the weight. The same values
+    and the same gradient (the same kernel, asked for the input's gradient alone)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, conv: nn.Conv2d) -> Tensor:
+        ctx.conv, ctx.like = conv, (x.shape, x.stride())
+        return conv(x)  # under autocast (fp16 on CUDA) in its dtype, as autograd's own would
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        c, (shape, stride) = ctx.conv, ctx.like
+        weight = c.weight.to(grad.dtype)  # autocast ran the convolution in the gradient's dtype
+        # the kernel reads only the input's shape and layout: an unwritten tensor of both, never touched
+        shell = torch.empty_strided(shape, stride, dtype=grad.dtype, device=grad.device)
+        gx = torch.ops.aten.convolution_backward(
+            grad, shell, weight, None, c.stride, c.padding, c.dilation, False, [0], c.groups, (True, False, False)
+        )[0]
+        return gx, None  # autograd casts it to the input's dtype
+
+
+def _call(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    return conv(x)
+
+
+def _conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """conv(x), through `_FrozenConv` when only the input's gradient is wanted."""
+    if torch.is_grad_enabled() and x.requires_grad and not conv.weight.requires_grad and conv.padding_mode == "zeros":
+        return _FrozenConv.apply(x, conv)
+    return conv(x)
+
+
+def _upsample(up: nn.Module, x: Tensor, conv=_conv) -> Tensor:
+    """taming's Upsample (nearest, twice the size, then its convolution)."""
+    x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return conv(up.conv, x) if up.with_conv else x
+
+
+def _checkpointed(fn, block: nn.Module, x: Tensor, act, conv) -> Tensor:
+    """fn(block, x, act, conv), keeping only x for backward and recomputing the rest there."""
     from torch.utils.checkpoint import checkpoint
 
-    return checkpoint(fn, block, x, act, use_reentrant=False)
+    return checkpoint(fn, block, x, act, conv, use_reentrant=False)
 
 
 def _norm(norm: nn.GroupNorm, x: Tensor) -> Tensor:
@@ -273,23 +319,23 @@ def _norm_silu_bf16(norm: nn.GroupNorm, x: Tensor) -> Tensor:
     return F.silu(_IslandNorm.apply(x, norm))
 
 
-def _resnet(block: nn.Module, x: Tensor, act=_norm_silu) -> Tensor:
+def _resnet(block: nn.Module, x: Tensor, act=_norm_silu, conv=_conv) -> Tensor:
     """taming's ResnetBlock without a timestep embedding (VQGAN has none); `act(norm, h)` is
-    SiLU after GroupNorm."""
-    h = block.conv1(act(block.norm1, x))
-    h = block.conv2(block.dropout(act(block.norm2, h)))
+    SiLU after GroupNorm, `conv(module, h)` a convolution."""
+    h = conv(block.conv1, act(block.norm1, x))
+    h = conv(block.conv2, block.dropout(act(block.norm2, h)))
     if block.in_channels != block.out_channels:
-        x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
+        x = conv(block.conv_shortcut if block.use_conv_shortcut else block.nin_shortcut, x)
     return x + h
 
 
-def _attention(block: nn.Module, x: Tensor) -> Tensor:
+def _attention(block: nn.Module, x: Tensor, conv=_conv) -> Tensor:
     """taming's AttnBlock (one head over all positions) through scaled_dot_product_attention."""
     b, c, hh, ww = x.shape
     h = _norm(block.norm, x)
-    q, k, v = (conv(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for conv in (block.q, block.k, block.v))
+    q, k, v = (conv(m, h).reshape(b, 1, c, hh * ww).transpose(2, 3) for m in (block.q, block.k, block.v))
     out = F.scaled_dot_product_attention(q, k, v)  # (b, 1, hw, c), scaled by c ** -0.5 like taming
-    return x + block.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
+    return x + conv(block.proj_out, out.transpose(2, 3).reshape(b, c, hh, ww))
 
 
 class VQGANEncoder(nn.Module):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pixgen.loop.ops import nearest_codes, quantize_st
+from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import build_clip, load_clip_file
 from pixgen.models.vqgan import (
     VQGANDecoder,
@@ -120,6 +121,71 @@ def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tenso
     return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
 
 
+def snapped(images: torch.Tensor) -> torch.Tensor:
+    """Each image of `images` (N, 3, H, W) in [-1, 1] redrawn in its two most common world
+    colours, every pixel in the nearer of the two: what a decoded picture of the world should
+    have been (one flat subject on a flat background), without its specks and smudges."""
+    palette = torch.tensor(list(world.COLOURS.values()), dtype=images.dtype) / 127.5 - 1
+    flat = images.movedim(1, -1).reshape(len(images), -1, 3)
+    labels = torch.cdist(flat, palette[None].expand(len(images), -1, -1)).argmin(-1)
+    counts = F.one_hot(labels, len(palette)).sum(1)
+    two = palette[counts.topk(2, dim=1).indices]  # (N, 2, 3)
+    nearer = torch.cdist(flat, two).argmin(-1)
+    return two.gather(1, nearer[..., None].expand(-1, -1, 3)).view_as(flat).movedim(-1, 1).reshape_as(images)
+
+
+def scene_batch(rng: np.random.Generator, n: int, size: int = 128) -> np.ndarray:
+    """n pictures (n, size, size, 3) of 2-4 subjects of training combinations on one background,
+    each inside its own half or quadrant of the picture, at a random size and place in it: the
+    scenes that region prompts ask for, which the VQGAN never saw in its own training."""
+    names = list(world.COLOURS)
+    half, quarter = size // 2, size // 2
+    layouts = {
+        2: ([(0, 0, half, size), (half, 0, size, size)], [(0, 0, size, half), (0, half, size, size)]),
+        3: ([(0, 0, half, half), (half, 0, size, half), (quarter // 2, half, size - quarter // 2, size)],),
+        4: ([(0, 0, half, half), (half, 0, size, half), (0, half, half, size), (half, half, size, size)],),
+    }
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        background = names[rng.integers(len(names))]
+        options = layouts[int(rng.integers(2, 5))]
+        boxes = options[rng.integers(len(options))]
+        out[i] = world.COLOURS[background]
+        for x0, y0, x1, y1 in boxes:
+            combos = [c for c in world.TRAIN_COMBOS if c.background == background]
+            combo = combos[rng.integers(len(combos))]
+            side = rng.uniform(0.45, 0.9) * min(x1 - x0, y1 - y0)
+            cx = rng.uniform(x0 + side / 2, x1 - side / 2)
+            cy = rng.uniform(y0 + side / 2, y1 - side / 2)
+            out[i][world.shape_mask(combo.shape, cx, cy, side, size)] = world.COLOURS[combo.colour]
+    return out
+
+
+@torch.no_grad()
+def prior_grids(n: int, seed: int, weights: Path = WEIGHTS_DIR, guidance: float = 2.0) -> torch.Tensor:
+    """n code grids (n, 8, 8) that the shipped prior draws for captions of the training
+    combinations (a random template each) at the shapes preset's guidance: the layouts the
+    decoder meets in a prior start, which the encoder never gives it."""
+    from pixgen.prior.model import Sampling, load_prior, sample
+
+    prior = load_prior(weights / "prior_clip.safetensors")
+    scorer = load_scorer("shapes")
+    rng = np.random.default_rng(seed)
+    combos = [world.TRAIN_COMBOS[i] for i in rng.integers(len(world.TRAIN_COMBOS), size=n)]
+    captions = [c.caption(int(rng.integers(len(world.TEMPLATES)))) for c in combos]
+    cond = F.normalize(torch.cat([scorer.encode_text(p).float() for p in _chunks(captions, 256)]), dim=-1)
+    generator = torch.Generator().manual_seed(seed)
+    return sample(prior, cond, n, generator, Sampling(guidance=guidance), batch=64)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _reconstruction(rec: torch.Tensor, x: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    return F.mse_loss(rec, x) + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+
+
 def finetune_decoder(
     steps: int,
     seed: int,
@@ -130,6 +196,9 @@ def finetune_decoder(
     lr: float = 2e-4,
     edge_weight: float = 1.0,
     log_every: int = 100,
+    prior_weight: float = 0.0,
+    scene_weight: float = 0.0,
+    pool: int = 2000,
 ) -> dict:
     """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
     the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
@@ -137,11 +206,22 @@ def finetune_decoder(
     colours), starting from the decoder in `start`. The encoder and the codebook stay as they
     are, so every code keeps its meaning and the prior trained on them stays valid. It removes
     the decoder's speck: a few multi-coloured pixels at the subject's top-left edge that the
-    adversarial phase of `train_vqgan` left in most reconstructions (CARD.md)."""
+    adversarial phase of `train_vqgan` left in most reconstructions (CARD.md).
+
+    `prior_weight` adds code grids that the prior draws (`prior_grids`, a pool of `pool`), each
+    to be decoded as the starting decoder decodes it, `snapped` to its two colours: the layouts
+    that carry the specks left in prior starts. `scene_weight` adds reconstructions of 128x128
+    scenes of several subjects (`scene_batch`): what region prompts draw."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
+    if prior_weight:
+        grids = prior_grids(pool, seed, start)
+        with torch.no_grad():
+            zq_pool = dec.codebook[grids].movedim(-1, 1)
+            targets = torch.cat([snapped(dec.eval()(part).clamp(-1, 1)) for part in zq_pool.split(100)])
+        dec.train()
     palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
     names = list(world.COLOURS)
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
@@ -156,7 +236,16 @@ def finetune_decoder(
             zq = quantize_st(enc(x), dec.codebook)
         rec = dec.decoder(dec.post_quant_conv(zq))
         mse = F.mse_loss(rec, x)
-        loss = mse + F.l1_loss(rec, x) + edge_weight * F.l1_loss(_edges(rec), _edges(x))
+        loss = _reconstruction(rec, x, edge_weight)
+        if prior_weight:
+            pick = torch.from_numpy(rng.integers(len(targets), size=batch // 2))
+            drawn = dec.decoder(dec.post_quant_conv(zq_pool[pick]))
+            loss = loss + prior_weight * _reconstruction(drawn, targets[pick], edge_weight)
+        if scene_weight:
+            xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
+            with torch.no_grad():
+                zs = quantize_st(enc(xs), dec.codebook)
+            loss = loss + scene_weight * _reconstruction(dec.decoder(dec.post_quant_conv(zs)), xs, edge_weight)
         if stray_weight:
             bg = palette[[names.index(c.background) for c in combos]]
             fg = palette[[names.index(c.colour) for c in combos]]
@@ -172,7 +261,7 @@ def finetune_decoder(
     if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
         save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
-    info.update(stray_weight=stray_weight, start=str(start))
+    info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, start=str(start))
     info.update(evaluate_vqgan(out))
     return info
 
@@ -452,6 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
     p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
+    p.add_argument("--prior-weight", type=float, default=0.0, help="decoder: weight of prior-drawn grids, snapped")
+    p.add_argument("--scene-weight", type=float, default=0.0, help="decoder: weight of scenes of several subjects")
+    p.add_argument("--lr", type=float, default=2e-4, help="decoder: the learning rate")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
@@ -459,7 +551,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
     elif a.model == "decoder":
-        info = finetune_decoder(a.steps or 1500, a.seed, a.out, a.start, a.stray_weight)
+        info = finetune_decoder(
+            a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, lr=a.lr,
+            prior_weight=a.prior_weight, scene_weight=a.scene_weight,
+        )  # fmt: skip
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
 
