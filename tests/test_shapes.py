@@ -170,3 +170,36 @@ def test_stray_loss_is_zero_on_blends_of_the_two_colours_and_grows_off_them():
     green[0, :, 2, 0] = torch.tensor([-1.0, 1, -1])  # one stray pixel of five
     far = float(torch.tensor([-1.0, 1, -1]).sub(torch.tensor([0.0, -1, 0])).norm())  # to the blend's midpoint
     assert float(stray_loss(green, bg, fg)) == pytest.approx((far - 0.1) ** 2 / 5, rel=1e-5)
+
+
+def test_snapped_redraws_a_picture_in_its_two_colours_without_its_speck():
+    from pixgen.shapes import world
+    from pixgen.shapes.judge import specks
+    from pixgen.shapes.train import snapped
+
+    image = world.render(world.Combo("circle", "red", "blue"), 32, 32, 30).copy()
+    image[10:13, 10:13] = (120, 200, 160)  # a speck of no world colour
+    image[40:50, 40:50] = (40, 70, 215)  # a smudge near the background's blue
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    picture, two = snapped(x)
+    out = ((picture[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    colours = {tuple(c) for c in out.reshape(-1, 3)}
+    assert colours == {world.COLOURS["red"], world.COLOURS["blue"]} and specks(out) == 0 and specks(image) > 0
+    assert {tuple(((c + 1) * 127.5).round().int().tolist()) for c in two[0]} == colours
+
+
+def test_scene_batch_draws_training_subjects_in_their_own_boxes_on_one_background():
+    from pixgen.shapes import world
+    from pixgen.shapes.judge import palette_labels
+    from pixgen.shapes.scenes import read_box
+    from pixgen.shapes.train import scene_batch
+
+    quarters = [(0, 0, 0.5, 0.5), (0.5, 0, 1, 0.5), (0, 0.5, 0.5, 1), (0.5, 0.5, 1, 1)]
+    halves = [(0, 0, 0.5, 1), (0.5, 0, 1, 1), (0, 0, 1, 0.5), (0, 0.5, 1, 1)]
+    for image in scene_batch(np.random.default_rng(0), 12):
+        labels = palette_labels(image)
+        corners = {tuple(image[y, x]) for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1))}
+        assert len(corners) == 1  # one background
+        read = [read_box(labels, box) for box in quarters + halves]
+        subjects = [c for c in read[:4] if c.shape != "none"]
+        assert len(subjects) >= 1 and all(c in world.TRAIN_COMBOS for c in subjects if c.colour != c.background)

@@ -21,6 +21,7 @@ class Models:
     scorers: list[ClipScorer]
     clip_weights: list[float] = field(default_factory=list)  # one per scorer; empty: all 1
     priors: dict = field(default_factory=dict)  # priors loaded for --init prior, by name (pixgen.prior.start)
+    owned: bool = False  # loaded by the run itself (api.prepare): it frees CLIP's text towers once they served
 
     def __post_init__(self):
         if not self.clip_weights:
@@ -57,6 +58,10 @@ class Models:
             )
         for model in self.modules:
             model.cast(dtype)
+
+    def text_parameters(self) -> int:
+        """CLIP's text towers' parameters (what release_text frees)."""
+        return sum(scorer.text_parameters() for scorer in self.scorers)
 
     def release_text(self) -> None:
         """Free every CLIP's text tower: for a run that loaded its models and has encoded its
@@ -172,7 +177,7 @@ def model_shapes(
     for spec, _ in specs:
         name = CLIP_ARCHS.get(spec) or parse_clip_spec(spec)[0]
         scorers.append(ClipScorer(_create(name, None, meta=True), None, spec))
-    return Models(decoder, scorers, [w for _, w in specs])
+    return Models(decoder, scorers, [w for _, w in specs], owned=True)
 
 
 def load_models(

@@ -115,7 +115,8 @@ def estimate_parts(
     levers = LOW_MEMORY if levers is True else levers or Levers()
     size = models.dtype.itemsize  # bf16 models keep 2-byte weights and activations
     dec, weights = models.decoder, size * models.parameters
-    parts = {"weights": weights}
+    # a run that loaded its own models has freed CLIP's text towers before its first step
+    parts = {"weights": weights - (size * models.text_parameters() if models.owned else 0)}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
     if levers.recompute_norms:
         parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)

@@ -121,17 +121,19 @@ def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tenso
     return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
 
 
-def snapped(images: torch.Tensor) -> torch.Tensor:
+def snapped(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image of `images` (N, 3, H, W) in [-1, 1] redrawn in its two most common world
     colours, every pixel in the nearer of the two: what a decoded picture of the world should
-    have been (one flat subject on a flat background), without its specks and smudges."""
+    have been (one flat subject on a flat background), without its specks and smudges; and
+    those two colours (N, 2, 3)."""
     palette = torch.tensor(list(world.COLOURS.values()), dtype=images.dtype) / 127.5 - 1
     flat = images.movedim(1, -1).reshape(len(images), -1, 3)
     labels = torch.cdist(flat, palette[None].expand(len(images), -1, -1)).argmin(-1)
     counts = F.one_hot(labels, len(palette)).sum(1)
     two = palette[counts.topk(2, dim=1).indices]  # (N, 2, 3)
     nearer = torch.cdist(flat, two).argmin(-1)
-    return two.gather(1, nearer[..., None].expand(-1, -1, 3)).view_as(flat).movedim(-1, 1).reshape_as(images)
+    picture = two.gather(1, nearer[..., None].expand(-1, -1, 3)).view_as(flat).movedim(-1, 1).reshape_as(images)
+    return picture, two
 
 
 def scene_batch(rng: np.random.Generator, n: int, size: int = 128) -> np.ndarray:
@@ -162,18 +164,25 @@ def scene_batch(rng: np.random.Generator, n: int, size: int = 128) -> np.ndarray
 
 
 @torch.no_grad()
-def prior_grids(n: int, seed: int, weights: Path = WEIGHTS_DIR, guidance: float = 2.0) -> torch.Tensor:
+def prior_grids(
+    n: int, seed: int, weights: Path = WEIGHTS_DIR, guidance: float = 2.0, mixed: float = 0.0
+) -> torch.Tensor:
     """n code grids (n, 8, 8) that the shipped prior draws for captions of the training
     combinations (a random template each) at the shapes preset's guidance: the layouts the
-    decoder meets in a prior start, which the encoder never gives it."""
+    decoder meets in a prior start, which the encoder never gives it. A share `mixed` of them
+    are drawn for the mean of two captions' embeddings: conditions the prior never saw, whose
+    uncertain grids stand in for those of new prompts (the held-out ones stay unseen)."""
     from pixgen.prior.model import Sampling, load_prior, sample
 
     prior = load_prior(weights / "prior_clip.safetensors")
     scorer = load_scorer("shapes")
     rng = np.random.default_rng(seed)
-    combos = [world.TRAIN_COMBOS[i] for i in rng.integers(len(world.TRAIN_COMBOS), size=n)]
+    combos = [world.TRAIN_COMBOS[i] for i in rng.integers(len(world.TRAIN_COMBOS), size=2 * n)]
     captions = [c.caption(int(rng.integers(len(world.TEMPLATES)))) for c in combos]
-    cond = F.normalize(torch.cat([scorer.encode_text(p).float() for p in _chunks(captions, 256)]), dim=-1)
+    embeds = F.normalize(torch.cat([scorer.encode_text(p).float() for p in _chunks(captions, 256)]), dim=-1)
+    cond, other = embeds[:n].clone(), embeds[n:]
+    mix = torch.from_numpy(rng.random(n) < mixed)
+    cond[mix] = F.normalize(cond[mix] + other[mix], dim=-1)
     generator = torch.Generator().manual_seed(seed)
     return sample(prior, cond, n, generator, Sampling(guidance=guidance), batch=64)
 
@@ -199,6 +208,8 @@ def finetune_decoder(
     prior_weight: float = 0.0,
     scene_weight: float = 0.0,
     pool: int = 2000,
+    mixed: float = 0.0,
+    prior_stray: bool = False,
 ) -> dict:
     """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
     the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
@@ -208,8 +219,9 @@ def finetune_decoder(
     the decoder's speck: a few multi-coloured pixels at the subject's top-left edge that the
     adversarial phase of `train_vqgan` left in most reconstructions (CARD.md).
 
-    `prior_weight` adds code grids that the prior draws (`prior_grids`, a pool of `pool`), each
-    to be decoded as the starting decoder decodes it, `snapped` to its two colours: the layouts
+    `prior_weight` adds code grids that the prior draws (`prior_grids`, a pool of `pool`, a share
+    `mixed` for two captions at once), each to be decoded as the starting decoder decodes it,
+    `snapped` to its two colours (with `prior_stray`, held to their blend by the stray term): the layouts
     that carry the specks left in prior starts. `scene_weight` adds reconstructions of 128x128
     scenes of several subjects (`scene_batch`): what region prompts draw."""
     torch.manual_seed(seed)
@@ -217,10 +229,11 @@ def finetune_decoder(
     enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
     if prior_weight:
-        grids = prior_grids(pool, seed, start)
+        grids = prior_grids(pool, seed, mixed=mixed)  # the shipped prior: the decoder keeps its codes
         with torch.no_grad():
             zq_pool = dec.codebook[grids].movedim(-1, 1)
-            targets = torch.cat([snapped(dec.eval()(part).clamp(-1, 1)) for part in zq_pool.split(100)])
+            snaps = [snapped(dec.eval()(part).clamp(-1, 1)) for part in zq_pool.split(100)]
+            targets, pairs = torch.cat([t for t, _ in snaps]), torch.cat([c for _, c in snaps])
         dec.train()
     palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
     names = list(world.COLOURS)
@@ -240,7 +253,10 @@ def finetune_decoder(
         if prior_weight:
             pick = torch.from_numpy(rng.integers(len(targets), size=batch // 2))
             drawn = dec.decoder(dec.post_quant_conv(zq_pool[pick]))
-            loss = loss + prior_weight * _reconstruction(drawn, targets[pick], edge_weight)
+            own = _reconstruction(drawn, targets[pick], edge_weight)
+            if prior_stray and stray_weight:  # off the blend of its two colours, as the world's images
+                own = own + stray_weight * stray_loss(drawn, pairs[pick, 0], pairs[pick, 1])
+            loss = loss + prior_weight * own
         if scene_weight:
             xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
             with torch.no_grad():
@@ -261,7 +277,9 @@ def finetune_decoder(
     if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
         save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
-    info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, start=str(start))
+    info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, mixed=mixed)
+    info.update(prior_stray=prior_stray)
+    info.update(start=str(start))
     info.update(evaluate_vqgan(out))
     return info
 
@@ -543,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
     p.add_argument("--prior-weight", type=float, default=0.0, help="decoder: weight of prior-drawn grids, snapped")
     p.add_argument("--scene-weight", type=float, default=0.0, help="decoder: weight of scenes of several subjects")
+    p.add_argument("--mixed", type=float, default=0.0, help="decoder: share of prior grids drawn for two captions")
+    p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
     p.add_argument("--lr", type=float, default=2e-4, help="decoder: the learning rate")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
@@ -553,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.model == "decoder":
         info = finetune_decoder(
             a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, lr=a.lr,
-            prior_weight=a.prior_weight, scene_weight=a.scene_weight,
+            prior_weight=a.prior_weight, scene_weight=a.scene_weight, mixed=a.mixed, prior_stray=a.prior_stray,
         )  # fmt: skip
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
