@@ -228,60 +228,86 @@ def finetune_decoder(
     rng = np.random.default_rng(seed)
     enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
-    if prior_weight:
-        grids = prior_grids(pool, seed, mixed=mixed)  # the shipped prior: the decoder keeps its codes
-        with torch.no_grad():
-            zq_pool = dec.codebook[grids].movedim(-1, 1)
-            snaps = [snapped(dec.eval()(part).clamp(-1, 1)) for part in zq_pool.split(100)]
-            targets, pairs = torch.cat([t for t, _ in snaps]), torch.cat([c for _, c in snaps])
-        dec.train()
-    palette = torch.tensor([world.COLOURS[c] for c in world.COLOURS], dtype=torch.float32) / 127.5 - 1
-    names = list(world.COLOURS)
+    terms = SimpleNamespace(
+        edge=edge_weight, stray=stray_weight, scene=scene_weight, prior_weight=prior_weight,
+        prior_stray=prior_stray, prior=_prior_targets(dec, pool, seed, mixed) if prior_weight else None,
+    )  # fmt: skip
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     t0, mse = time.time(), torch.tensor(float("nan"))
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, lr)
-        images, combos, _ = world.batch(rng, batch)
-        x = _to_tensor(images) * 2 - 1
-        with torch.no_grad():
-            zq = quantize_st(enc(x), dec.codebook)
-        rec = dec.decoder(dec.post_quant_conv(zq))
-        mse = F.mse_loss(rec, x)
-        loss = _reconstruction(rec, x, edge_weight)
-        if prior_weight:
-            pick = torch.from_numpy(rng.integers(len(targets), size=batch // 2))
-            drawn = dec.decoder(dec.post_quant_conv(zq_pool[pick]))
-            own = _reconstruction(drawn, targets[pick], edge_weight)
-            if prior_stray and stray_weight:  # off the blend of its two colours, as the world's images
-                own = own + stray_weight * stray_loss(drawn, pairs[pick, 0], pairs[pick, 1])
-            loss = loss + prior_weight * own
-        if scene_weight:
-            xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
-            with torch.no_grad():
-                zs = quantize_st(enc(xs), dec.codebook)
-            loss = loss + scene_weight * _reconstruction(dec.decoder(dec.post_quant_conv(zs)), xs, edge_weight)
-        if stray_weight:
-            bg = palette[[names.index(c.background) for c in combos]]
-            fg = palette[[names.index(c.colour) for c in combos]]
-            loss = loss + stray_weight * stray_loss(rec, bg, fg)
+        loss, mse = _world_loss(dec, enc, rng, batch, terms)
+        loss = loss + _extra_loss(dec, enc, rng, batch, terms)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if log_every and (step + 1) % log_every == 0:
             print(f"decoder step {step + 1}/{steps} mse {mse.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
-    dec.eval()
+    _save_decoder(dec.eval(), enc, out)
+    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, mixed=mixed)
+    info.update(prior_stray=prior_stray, start=str(start))
+    info.update(evaluate_vqgan(out))
+    return info
+
+
+def _world_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNamespace):
+    """A batch of world images of training combinations through the encoder and the decoder: the
+    reconstruction terms, and the stray term off the blend of each image's two colours; (loss, MSE)."""
+    images, combos, _ = world.batch(rng, batch)
+    x = _to_tensor(images) * 2 - 1
+    with torch.no_grad():
+        zq = quantize_st(enc(x), dec.codebook)
+    rec = dec.decoder(dec.post_quant_conv(zq))
+    loss = _reconstruction(rec, x, terms.edge)
+    if terms.stray:
+        palette = torch.tensor(list(world.COLOURS.values()), dtype=torch.float32) / 127.5 - 1
+        names = list(world.COLOURS)
+        bg = palette[[names.index(c.background) for c in combos]]
+        fg = palette[[names.index(c.colour) for c in combos]]
+        loss = loss + terms.stray * stray_loss(rec, bg, fg)
+    return loss, F.mse_loss(rec, x).detach()
+
+
+def _prior_targets(dec, pool: int, seed: int, mixed: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`pool` grids of the shipped prior (the decoder keeps its codes) as latents, each decoded by
+    `dec` as it is and `snapped`: (latents, snapped pictures, their two colours)."""
+    grids = prior_grids(pool, seed, mixed=mixed)
+    with torch.no_grad():
+        latents = dec.codebook[grids].movedim(-1, 1)
+        snaps = [snapped(dec.eval()(part).clamp(-1, 1)) for part in latents.split(100)]
+    dec.train()
+    return latents, torch.cat([t for t, _ in snaps]), torch.cat([c for _, c in snaps])
+
+
+def _extra_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNamespace) -> torch.Tensor | float:
+    """finetune_decoder's terms beyond the world's images: half a batch of prior grids against
+    their snapped pictures (and the stray term on them, with `prior_stray`), and a quarter batch of
+    scenes of several subjects, reconstructed."""
+    loss = 0.0
+    if terms.prior is not None:
+        latents, targets, pairs = terms.prior
+        pick = torch.from_numpy(rng.integers(len(targets), size=batch // 2))
+        drawn = dec.decoder(dec.post_quant_conv(latents[pick]))
+        own = _reconstruction(drawn, targets[pick], terms.edge)
+        if terms.prior_stray and terms.stray:  # off the blend of its two colours, as the world's images
+            own = own + terms.stray * stray_loss(drawn, pairs[pick, 0], pairs[pick, 1])
+        loss = loss + terms.prior_weight * own
+    if terms.scene:
+        xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
+        with torch.no_grad():
+            zs = quantize_st(enc(xs), dec.codebook)
+        loss = loss + terms.scene * _reconstruction(dec.decoder(dec.post_quant_conv(zs)), xs, terms.edge)
+    return loss
+
+
+def _save_decoder(dec, enc, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / "vqgan.safetensors", dec, dec.arch, torch.float16)
     if out.resolve() != WEIGHTS_DIR.resolve():  # the pair travels together
         save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
-    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
-    info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, mixed=mixed)
-    info.update(prior_stray=prior_stray)
-    info.update(start=str(start))
-    info.update(evaluate_vqgan(out))
-    return info
 
 
 def _vqgan_parts(lr: float) -> SimpleNamespace:
