@@ -137,17 +137,19 @@ def memory_need(settings: Settings, models, device: torch.device, libraries: boo
     the models, the VQGAN's activations, CLIP's cutouts, the drawer's own work (the lines
     drawer's strokes), the prior start's prior and cache, the video encoder. `libraries`: count
     the libraries a CPU process holds (what a budget covers; free memory is counted without them)."""
-    s, cls = settings, drawer_class(settings.drawer)
+    parts = _memory_parts(settings, models, device)
+    return lambda levers: estimate_bytes(parts(levers), libraries)
+
+
+def _memory_parts(s: Settings, models, device: torch.device):
+    """parts(levers) -> the run's estimate part by part (pixgen.runtime.memory.estimate_parts)."""
+    cls = drawer_class(s.drawer)
     extra = {"video": memory.VIDEO_BYTES} if s.video else {}
     if prior_start_on(s):
         extra["prior"] = _prior_need(s, models, device)
+    work = lambda w, h: cls.work_floats(s, w, h)  # noqa: E731
     cpu = device.type == "cpu"
-
-    def need(levers: Levers) -> int:
-        work = lambda w, h: cls.work_floats(s, w, h)  # noqa: E731
-        return estimate_bytes(models, s.width, s.height, s.cutn, levers, work, extra, cpu, libraries)
-
-    return need
+    return lambda levers: memory.estimate_parts(models, s.width, s.height, s.cutn, levers, work, extra, cpu)
 
 
 def _prior_need(s: Settings, models, device: torch.device) -> int:
@@ -183,11 +185,7 @@ def memory_status(settings: Settings, models, device: torch.device) -> str:
     """The status line of a run's memory: its estimate, part by part, and the levers chosen."""
     s = settings
     levers, cost = run_levers(s, models, device)
-    extra = {"video": memory.VIDEO_BYTES} if s.video else {}
-    if prior_start_on(s):
-        extra["prior"] = _prior_need(s, models, device)
-    work = lambda w, h: drawer_class(s.drawer).work_floats(s, w, h)  # noqa: E731
-    parts = memory.estimate_parts(models, s.width, s.height, s.cutn, levers, work, extra, device.type == "cpu")
+    parts = _memory_parts(s, models, device)(levers)
     if "runtime" in parts:  # the process's own share (libraries, runtime), shown as one
         parts["process"] = parts.pop("libraries") + parts.pop("runtime")
     shown = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in parts.items() if v >= 2**20 * 10)

@@ -46,6 +46,7 @@ class ClipScorer(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.fast = vit.supports(model.visual)
         self.attention = "auto"  # pixgen.models.vit.attention's kernel: auto, math or sdpa
+        self.text_released = False  # release_text freed the text tower
 
     @property
     def dtype(self) -> torch.dtype:
@@ -78,20 +79,18 @@ class ClipScorer(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
-        if getattr(self, "text_released", False):
+        if self.text_released:
             raise PixgenError(f"CLIP {self.name}: its text tower was released after the run's prompts were encoded")
         tokens = self.tokenizer(texts).to(self.mean.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
-    def release_text(self) -> int:
+    def release_text(self) -> None:
         """Free the text tower (a run that owns its models needs only the image tower once its
-        prompts are encoded: 63M of ViT-B/32's 151M parameters); how many parameters went."""
-        model, before = self.model, sum(p.numel() for p in self.model.parameters())
+        prompts are encoded: 63M of ViT-B/32's 151M parameters)."""
         for name in TEXT_PARTS:
-            if getattr(model, name, None) is not None:
-                setattr(model, name, None)
+            if getattr(self.model, name, None) is not None:
+                setattr(self.model, name, None)
         self.text_released = True
-        return before - sum(p.numel() for p in self.model.parameters())
 
     def text_parameters(self) -> int:
         """The text tower's parameters (what `release_text` frees)."""

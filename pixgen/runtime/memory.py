@@ -131,20 +131,9 @@ def estimate_parts(
     return {**parts, **(extra or {})}
 
 
-def estimate_bytes(
-    models,
-    width: int,
-    height: int,
-    cutn: int,
-    levers: Levers | bool = False,
-    drawer: Work | None = None,
-    extra: dict | None = None,
-    cpu: bool = False,
-    libraries: bool = True,
-) -> int:
-    """The run's estimated peak in bytes (the sum of `estimate_parts`); `levers` True is
-    --low-memory. Without `libraries`, what a CPU process needs beyond the libraries it holds."""
-    parts = estimate_parts(models, width, height, cutn, levers, drawer, extra, cpu)
+def estimate_bytes(parts: dict[str, int], libraries: bool = True) -> int:
+    """The run's estimated peak in bytes: the sum of its `estimate_parts`. Without `libraries`,
+    what a CPU process needs beyond the libraries it holds."""
     return sum(parts.values()) - (0 if libraries else parts.get("libraries", 0))
 
 

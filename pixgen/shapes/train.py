@@ -121,12 +121,17 @@ def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tenso
     return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
 
 
+def _palette() -> torch.Tensor:
+    """The world's six colours (6, 3) in [-1, 1], in `world.COLOURS`' order."""
+    return torch.tensor(list(world.COLOURS.values()), dtype=torch.float32) / 127.5 - 1
+
+
 def snapped(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image of `images` (N, 3, H, W) in [-1, 1] redrawn in its two most common world
     colours, every pixel in the nearer of the two: what a decoded picture of the world should
     have been (one flat subject on a flat background), without its specks and smudges; and
     those two colours (N, 2, 3)."""
-    palette = torch.tensor(list(world.COLOURS.values()), dtype=images.dtype) / 127.5 - 1
+    palette = _palette().to(images.dtype)
     flat = images.movedim(1, -1).reshape(len(images), -1, 3)
     labels = torch.cdist(flat, palette[None].expand(len(images), -1, -1)).argmin(-1)
     counts = F.one_hot(labels, len(palette)).sum(1)
@@ -179,16 +184,12 @@ def prior_grids(
     rng = np.random.default_rng(seed)
     combos = [world.TRAIN_COMBOS[i] for i in rng.integers(len(world.TRAIN_COMBOS), size=2 * n)]
     captions = [c.caption(int(rng.integers(len(world.TEMPLATES)))) for c in combos]
-    embeds = F.normalize(torch.cat([scorer.encode_text(p).float() for p in _chunks(captions, 256)]), dim=-1)
+    embeds = scorer.encode_text(captions)  # unit vectors
     cond, other = embeds[:n].clone(), embeds[n:]
     mix = torch.from_numpy(rng.random(n) < mixed)
     cond[mix] = F.normalize(cond[mix] + other[mix], dim=-1)
     generator = torch.Generator().manual_seed(seed)
     return sample(prior, cond, n, generator, Sampling(guidance=guidance), batch=64)
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _reconstruction(rec: torch.Tensor, x: torch.Tensor, edge_weight: float) -> torch.Tensor:
@@ -263,8 +264,7 @@ def _world_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNam
     rec = dec.decoder(dec.post_quant_conv(zq))
     loss = _reconstruction(rec, x, terms.edge)
     if terms.stray:
-        palette = torch.tensor(list(world.COLOURS.values()), dtype=torch.float32) / 127.5 - 1
-        names = list(world.COLOURS)
+        palette, names = _palette(), list(world.COLOURS)
         bg = palette[[names.index(c.background) for c in combos]]
         fg = palette[[names.index(c.colour) for c in combos]]
         loss = loss + terms.stray * stray_loss(rec, bg, fg)
