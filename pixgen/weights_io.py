@@ -120,12 +120,7 @@ def read(
         meta = read_metadata(path)
         arch = None
         if fmt is not None:
-            if fmt.arch_key not in meta:
-                raise PixgenError(f"{path} is not a pixgen {fmt.kind} file (no architecture metadata)")
-            try:  # the kind's own reader checks the architecture before anything is built
-                arch = fmt.arch.from_json(meta[fmt.arch_key])
-            except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
-                raise PixgenError(f"{what} {path}: its architecture is invalid: {_first_line(e)}") from None
+            arch = _arch_in(meta, fmt, path, what)
             if check is not None:
                 check(arch)
         tensors = read_tensors(path, dtype)
@@ -145,9 +140,18 @@ def read_arch(path: str | Path, fmt: Format, what: str) -> Any:
         meta = read_metadata(path)
     except Exception as e:
         raise PixgenError(f"{what} {path} is unreadable: {_first_line(e)}") from None
+    return _arch_in(meta, fmt, path, what)
+
+
+def _arch_in(meta: dict[str, str], fmt: Format, path: Path, what: str) -> Any:
+    """The architecture a file's metadata holds, read by its kind's own reader (which checks it
+    before anything is built); one PixgenError line when it is missing or invalid."""
     if fmt.arch_key not in meta:
         raise PixgenError(f"{path} is not a pixgen {fmt.kind} file (no architecture metadata)")
-    return arch_from_json(fmt.arch, meta[fmt.arch_key])
+    try:
+        return fmt.arch.from_json(meta[fmt.arch_key])
+    except (ValueError, TypeError) as e:  # json's errors are ValueErrors too
+        raise PixgenError(f"{what} {path}: its architecture is invalid: {_first_line(e)}") from None
 
 
 # ---------------------------------------------------------------- strict loading
@@ -187,6 +191,17 @@ def build(cls: Callable[[Any], nn.Module], arch: Any, sd: dict, source: str) -> 
     """`cls(arch)` holding exactly `sd`, in eval mode: built on the meta device (no random
     initialisation, nothing held twice), every tensor assigned from `sd`; a mismatch is a
     PixgenError naming `source`."""
-    with torch.device("meta"):
-        module = cls(arch)
-    return load_strict(module, sd, source).eval()
+    return load_strict(on_meta(cls, arch, source), sd, source).eval()
+
+
+def on_meta(cls: Callable[[Any], nn.Module], arch: Any, source: str) -> nn.Module:
+    """`cls(arch)` on the meta device (shapes only, no memory); an architecture it cannot be
+    built from (a NaN width, a channel count its groups do not divide) is a PixgenError naming
+    `source`, not the layer's own traceback."""
+    try:
+        with torch.device("meta"):
+            return cls(arch)
+    except PixgenError:
+        raise
+    except Exception as e:
+        raise PixgenError(f"{source}: its architecture cannot be built: {_first_line(e)}") from None

@@ -426,3 +426,31 @@ def test_models_info_describes_the_vqgans_models_list_lists(cli):
     for name in ("shapes", "tiny"):
         code, out, err = cli("models", "info", name)
         assert code == 0 and "unknown VQGAN" not in err and "codebook:" in out, err
+
+
+@pytest.mark.parametrize("damage", ["missing", "nan", "indivisible"])
+def test_crafted_vqgan_architecture_is_one_line_before_and_at_loading(cli, tmp_path, monkeypatch, damage):
+    """A cached VQGAN whose file's architecture is damaged: the memory check reads it before any
+    model loads (building its shape on the meta device), then the loading reads it again; either
+    way one line and exit 2, never the layer's traceback (a NaN width, channels GroupNorm's groups
+    do not divide, a missing field)."""
+    import json as _json
+
+    from pixgen.models.vqgan import VQGAN_FORMAT, tiny_decoder
+
+    dec = tiny_decoder()
+    arch = _json.loads(dec.arch.to_json())
+    if damage == "missing":
+        del arch["n_embed"]
+    else:
+        arch["ddconfig"]["ch"] = float("nan") if damage == "nan" else 7
+    folder = tmp_path / "cache" / "vqgan" / "evil"
+    folder.mkdir(parents=True)
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in dec.state_dict().items()}
+    save_file(tensors, str(folder / "decoder.safetensors"), metadata={VQGAN_FORMAT.arch_key: _json.dumps(arch)})
+    monkeypatch.setenv("PIXGEN_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli("a cat", "--vqgan", "evil", "--clip", "tiny", "-i", "1", "-o", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err and err.count("pixgen: error:") == 1, err
+    assert "architecture" in err and not (tmp_path / "out").exists()

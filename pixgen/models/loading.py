@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pixgen import weights_io
 from pixgen.errors import PixgenError
 from pixgen.loop.prompts import clip_specs
 from pixgen.models import vqgan
@@ -170,8 +171,7 @@ def model_shapes(
         arch = _decoder_arch(vqgan_name, vqgan_config, vqgan_ckpt)
         if arch is None:
             return None
-        with torch.device("meta"), vqgan._quiet():
-            decoder = VQGANDecoder(arch)
+        decoder = weights_io.on_meta(VQGANDecoder, arch, f"VQGAN {vqgan_config or vqgan_name}")
     specs = clip_specs([clip] if isinstance(clip, str) else clip)
     scorers = []
     for spec, _ in specs:
