@@ -46,10 +46,10 @@ from pixgen.settings import (
     load_settings,
     loads_vqgan,
     parse_bytes,
-    parse_palette,
     prior_start_on,
     zoom_on,
 )
+from pixgen.starts.candidates import picture_weights
 from pixgen.starts.make import make_start, ready_to_fit
 
 log = logging.getLogger("pixgen")
@@ -458,16 +458,7 @@ def _regulariser(s: Settings, z0: torch.Tensor, image: torch.Tensor | None):
     """The regularisers the settings turn on, as one function of (image, z), or None."""
 
     return regulariser(
-        z0,
-        image,
-        tv=s.tv_weight,
-        saturation=s.saturation_weight,
-        symmetry=s.symmetry,
-        symmetry_weight=s.symmetry_weight,
-        palette=parse_palette(s.palette) if s.palette else None,
-        palette_weight=s.palette_weight,
-        init_weight=s.init_weight,
-        init_pixel_weight=s.init_pixel_weight,
+        z0, image, **picture_weights(s), init_weight=s.init_weight, init_pixel_weight=s.init_pixel_weight
     )
 
 

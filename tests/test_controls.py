@@ -40,6 +40,21 @@ def test_palette_pulls_colours_toward_it(tmp_path):
     assert (mean_colour(pal) - red[0]).norm() < (mean_colour(plain) - red[0]).norm()
 
 
+def test_a_palette_also_chooses_the_prior_start(tmp_path):
+    """The prior's samples are ranked as a step scores them, regularisers of the picture included
+    (starts.candidates.picture_loss): with no steps at all, a palette of red and white makes the
+    pick of "a square on a background" a red square on white, which the same seed without the
+    palette does not draw."""
+    from pixgen.shapes.judge import judge
+
+    kw = dict(preset="shapes", prompt="a square on a background", iterations=0, seed=0)
+    as_array = lambda img: (img[0].permute(1, 2, 0) * 255).round().byte().numpy()  # noqa: E731
+    plain = judge(as_array(_run(tmp_path / "a", **kw)))
+    pal = judge(as_array(_run(tmp_path / "b", palette=["#e61e1e", "#fafafa"], palette_weight=5.0, **kw)))
+    assert (pal.shape, pal.colour, pal.background) == ("square", "red", "white")
+    assert (plain.colour, plain.background) != ("red", "white")
+
+
 def test_saturation_weight_desaturates(tmp_path):
     plain = _run(tmp_path / "a")
     grey = _run(tmp_path / "b", saturation_weight=50.0)

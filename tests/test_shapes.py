@@ -11,7 +11,7 @@ from pixgen.models.loading import load_decoder, load_scorer
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge
 from pixgen.shapes.models import CLIP_ARCH
-from pixgen.shapes.train import train_clip, train_vqgan
+from pixgen.shapes.train import PART_GROUPS, _part_classes, part_captions, train_clip, train_vqgan
 
 
 def test_world_is_deterministic_and_holds_out_combos():
@@ -47,6 +47,21 @@ def test_training_scripts_run_and_write_loadable_weights(tmp_path):
     assert dec(torch.randn(1, 32, 8, 8)).shape == (1, 3, 64, 64)
     scorer = load_clip_file(CLIP_ARCH, tmp_path / "clip.safetensors")
     assert scorer.encode_text(["a red circle"]).shape == (1, 64)
+
+
+def test_attribute_captions_are_all_seen_in_training_and_name_no_held_out_combination(tmp_path):
+    """The ranking CLIP's attribute captions: every one a held-out prompt needs is among the
+    training classes (each attribute and pair of them occurs in the training combinations), and
+    none of them names a held-out combination whole."""
+    classes = _part_classes()
+    assert [len(g) for g in classes] == [3, 6, 6, 18, 30]
+    for combo in world.HELD_OUT:
+        assert all(t in classes[g] for g, t in enumerate(part_captions(combo)))
+    held = {c.caption(t) for c in world.HELD_OUT for t in range(len(world.TEMPLATES))}
+    assert not held & {t for g in classes for t in g} and len(PART_GROUPS) == 5
+    assert part_captions(world.Combo("square", "blue", "black"))[3] == "a square on a black background"
+    c = train_clip(2, 0, tmp_path, batch=4, log_every=0, parts=1.0, decoded=1.0, pool=8)
+    assert np.isfinite(c["final_loss"]) and c["parts"] == 1.0
 
 
 def test_shipped_models_load_through_the_real_loaders():

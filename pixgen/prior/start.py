@@ -20,7 +20,7 @@ from pixgen.prior.model import Prior, Sampling, sample
 from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.runtime.memory import prior_batch
 from pixgen.settings import parse_bytes
-from pixgen.starts.candidates import score_starts
+from pixgen.starts.candidates import picture_loss, score_starts
 
 
 def prior_name(settings) -> str:
@@ -98,8 +98,8 @@ def draw_and_rank(
 ) -> Ranked:
     """Draw `prior_samples` code grids from the run's prior for its prompt's phrase `phase` (or
     for `prompts`, a region's: pixgen.starts.regions) from `generator`, and rank their images,
-    drawn by `drawer` (a VQGAN drawer, at its size), by the CLIP terms' first-step loss
-    (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
+    drawn by `drawer` (a VQGAN drawer, at its size), by the CLIP terms' first-step loss and the
+    regularisers of the picture (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
     s, hooks = run.settings, hooks or Hooks()
     prior = load_run_prior(run, hooks)
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
@@ -118,7 +118,7 @@ def draw_and_rank(
     f = run.models.decoder.factor
     starts = CodeStarts(codes, run.models.decoder.codebook, drawer.size[0] // f, drawer.size[1] // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
-    losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking)
+    losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking, picture=picture_loss(s))
     order = sorted(range(len(losses)), key=losses.__getitem__)
     return Ranked(starts, losses, order, condition)
 

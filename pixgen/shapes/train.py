@@ -460,6 +460,29 @@ def junk_images(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack(out)
 
 
+# Captions of one or two of a picture's attributes, each group a classification of its own:
+# the words of every attribute meet every other attribute's values in training, so a CLIP taught
+# them reads the attributes of a combination it never saw (a held-out prompt) as it reads those
+# of the ones it saw (the ranking of prior samples, issue 29). Every pair below occurs among the
+# training combinations; no held-out caption is ever seen.
+PART_GROUPS = (
+    ("a {shape}", ("shape",)),
+    ("something {colour}", ("colour",)),
+    ("a {background} background", ("background",)),
+    ("a {shape} on a {background} background", ("shape", "background")),
+    ("something {colour} on a {background} background", ("colour", "background")),
+)
+
+
+def part_captions(combo: world.Combo) -> list[str]:
+    """The caption of each of PART_GROUPS that `combo` answers to."""
+    return [t.format(**{k: getattr(combo, k) for k in keys}) for t, keys in PART_GROUPS]
+
+
+def _part_classes() -> list[list[str]]:
+    return [sorted({part_captions(c)[g] for c in world.TRAIN_COMBOS}) for g in range(len(PART_GROUPS))]
+
+
 def train_clip(
     steps: int,
     seed: int,
@@ -468,6 +491,9 @@ def train_clip(
     junk: int = 8,
     lr: float = 5e-4,
     log_every: int = 100,
+    parts: float = 0.0,
+    decoded: float = 0.0,
+    pool: int = 6000,
 ) -> dict:
     """A small open_clip model trained on image/caption pairs of the training combinations.
 
@@ -475,14 +501,17 @@ def train_clip(
     template per step), so every image meets each caption that differs from it in exactly one
     attribute (shape, colour or background swapped) as a negative, plus the usual in-batch
     text-to-image term. Images are augmented as the loop's cutouts are; a few junk images per
-    batch (see `junk_images`) are labelled with their own caption.
+    batch (see `junk_images`) are labelled with their own caption. `parts` weighs a classification
+    of each real image among the captions of each of PART_GROUPS; a share `decoded` of the steps
+    sees its images as the shipped VQGAN gives them back (encoded, quantised, decoded): the
+    pictures a prior start ranks (a pool of `pool`, made once).
     """
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scorer = build_clip(CLIP_ARCH, seed=seed)
     model = scorer.model.train().requires_grad_(True)
-    augment = _augment()
+    augment, pool = _augment(), _decoded_pool(rng, pool) if decoded else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
@@ -490,20 +519,15 @@ def train_clip(
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, lr, warmup=200)
-        template = int(rng.integers(len(world.TEMPLATES)))
-        classes = sorted({c.caption(template) for c in world.TRAIN_COMBOS}) + [JUNK_CAPTION]
         images, combos, _ = world.batch(rng, batch, unique=True)
-        labels = torch.tensor([classes.index(c.caption(template)) for c in combos] + [len(classes) - 1] * junk)
-        x = augment(_to_tensor(np.concatenate([images, junk_images(rng, junk)])))
-        img = F.normalize(model.encode_image((x - scorer.mean) / scorer.std), dim=-1)
-        txt = F.normalize(model.encode_text(scorer.tokenizer(classes)), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (batch + junk, classes)
-        # text -> image over the real images of the batch (two images may share a caption
-        # when the template omits the background: they count as one target, spread evenly)
-        real = logits[:batch].T[labels[:batch]]  # (batch, batch)
-        same = (labels[:batch, None] == labels[None, :batch]).float()
-        t2i = -(same / same.sum(1, keepdim=True) * real.log_softmax(1)).sum(1).mean()
-        loss = F.cross_entropy(logits, labels) + t2i
+        if pool is not None and rng.random() < decoded:
+            pick = rng.integers(len(pool[0]), size=batch)
+            images, combos = pool[0][pick], [pool[1][i] for i in pick]
+        x = _to_tensor(np.concatenate([images, junk_images(rng, junk)]))
+        img = F.normalize(model.encode_image((augment(x) - scorer.mean) / scorer.std), dim=-1)
+        loss = _clip_loss(scorer, img, combos, int(rng.integers(len(world.TEMPLATES))))
+        if parts:
+            loss = loss + parts * _parts_loss(scorer, img[:batch], combos)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -513,8 +537,53 @@ def train_clip(
     scorer.model.eval()
     save_clip(out / "clip.safetensors", scorer)
     info = {"steps": steps, "seed": seed, "final_loss": round(loss.item(), 4), "seconds": round(time.time() - t0)}
+    info.update(parts=parts, decoded=decoded)
     info.update(evaluate_clip(out / "clip.safetensors"))
     return info
+
+
+def _clip_loss(scorer, img: torch.Tensor, combos: list, template: int) -> torch.Tensor:
+    """The full captions' terms: each image (the real ones, then the junk) against every training
+    combination's caption in `template` and "noise", and text to image over the real ones."""
+    model, batch = scorer.model, len(combos)
+    classes = sorted({c.caption(template) for c in world.TRAIN_COMBOS}) + [JUNK_CAPTION]
+    junk = [len(classes) - 1] * (len(img) - batch)
+    labels = torch.tensor([classes.index(c.caption(template)) for c in combos] + junk)
+    txt = F.normalize(model.encode_text(scorer.tokenizer(classes)), dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (batch + junk, classes)
+    # text -> image over the real images of the batch (two images may share a caption
+    # when the template omits the background: they count as one target, spread evenly)
+    real = logits[:batch].T[labels[:batch]]  # (batch, batch)
+    same = (labels[:batch, None] == labels[None, :batch]).float()
+    t2i = -(same / same.sum(1, keepdim=True) * real.log_softmax(1)).sum(1).mean()
+    return F.cross_entropy(logits, labels) + t2i
+
+
+def _parts_loss(scorer, img: torch.Tensor, combos: list) -> torch.Tensor:
+    """Each image classified among each PART_GROUPS group's captions, the mean over groups."""
+    model, groups = scorer.model, _part_classes()
+    txt = F.normalize(model.encode_text(scorer.tokenizer([t for g in groups for t in g])), dim=-1)
+    scale, losses, at = model.logit_scale.exp().clamp(max=100), [], 0
+    for g, classes in enumerate(groups):
+        labels = torch.tensor([classes.index(part_captions(c)[g]) for c in combos])
+        losses.append(F.cross_entropy(scale * img @ txt[at : at + len(classes)].T, labels))
+        at += len(classes)
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def _decoded_pool(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list]:
+    """n world images of training combinations as the shipped VQGAN gives them back (encoded,
+    quantised to its codes, decoded; uint8), and their combinations: made once, since the round
+    trip costs ten times a CLIP step."""
+    enc = load_encoder_safetensors(WEIGHTS_DIR / "vqgan_encoder.safetensors").eval()
+    dec = load_decoder_safetensors(WEIGHTS_DIR / "vqgan.safetensors").eval()
+    images, combos, _ = world.batch(rng, n)
+    out = []
+    for part in np.array_split(images, max(1, n // 100)):
+        y = dec(quantize_st(enc(_to_tensor(part) * 2 - 1), dec.codebook)).float()
+        out.append((y.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1)).numpy())
+    return np.concatenate(out), combos
 
 
 @torch.no_grad()
@@ -542,6 +611,7 @@ def save_clip(path: Path, scorer) -> None:
     from safetensors.torch import save_file
 
     captions = [c.caption(t) for c in world.ALL_COMBOS for t in range(len(world.TEMPLATES))] + [JUNK_CAPTION]
+    captions += [t for c in world.ALL_COMBOS for t in part_captions(c)]
     ids = torch.unique(scorer.tokenizer(captions))
     sd = {k: v.detach().half().contiguous() for k, v in scorer.model.state_dict().items()}
     table = sd.pop("token_embedding.weight")
@@ -590,6 +660,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mixed", type=float, default=0.0, help="decoder: share of prior grids drawn for two captions")
     p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
     p.add_argument("--lr", type=float, default=2e-4, help="decoder: the learning rate")
+    p.add_argument("--parts", type=float, default=0.0, help="clip: weight of the attribute captions' groups")
+    p.add_argument("--decoded", type=float, default=0.0, help="clip: share of steps on VQGAN round trips")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
@@ -606,7 +678,7 @@ def main(argv: list[str] | None = None) -> None:
 
         info = train_prior(a.cond, a.steps or 4000, a.seed, a.out)
     else:
-        info = train_clip(a.steps or 6000, a.seed, a.out)
+        info = train_clip(a.steps or 6000, a.seed, a.out, parts=a.parts, decoded=a.decoded)
     name = f"prior_{a.cond}" if a.model == "prior" else a.model
     (a.out / f"{name}_train.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), file=sys.stdout)

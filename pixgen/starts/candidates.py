@@ -1,4 +1,5 @@
-"""Candidate starts and the one function that scores them by the run's CLIP terms.
+"""Candidate starts and the one function that scores them by the run's CLIP terms and the
+regularisers that judge the picture.
 
 The caller takes the best (`best_of`): the composed start, the prior's samples and `--init-draws`
 all choose this way, so a start is chosen as a step would score it."""
@@ -43,12 +44,14 @@ def score_starts(
     generator: torch.Generator,
     cutn: int | None = 8,
     checkpoint: Callable[[], None] | None = None,
+    picture: Callable[[Tensor], Tensor] | None = None,
 ) -> list[float]:
     """The CLIP terms' loss at the first step of each candidate starting tensor's image, drawn by
-    `drawer`. Each is scored on the same cutouts and the same augmentations (both random streams
-    are rewound before each), `cutn` of them (a first look is cheap: 8 cutouts of each start cost
-    about what one step's forward pass does). `checkpoint()` is called before each candidate (a
-    safe point: it may raise to stop); `starts` may be lazy (Draws)."""
+    `drawer`, plus `picture(image)` (the run's regularisers of the picture: `picture_loss`). Each
+    is scored on the same cutouts and the same augmentations (both random streams are rewound
+    before each), `cutn` of them (a first look is cheap: 8 cutouts of each start cost about what
+    one step's forward pass does). `checkpoint()` is called before each candidate (a safe point:
+    it may raise to stop); `starts` may be lazy (Draws)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
@@ -59,8 +62,35 @@ def score_starts(
         generator.set_state(state)
         torch.set_rng_state(global_state)
         image = drawer.render(z)
-        losses.append(sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms))
+        loss = sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms)
+        losses.append(loss + (float(picture(image)) if picture is not None else 0.0))
     return losses
+
+
+def picture_weights(s) -> dict:
+    """The settings' regularisers that judge the picture alone, as `loop.losses.regulariser`
+    takes them."""
+    from pixgen.settings import parse_palette
+
+    return dict(
+        tv=s.tv_weight,
+        saturation=s.saturation_weight,
+        symmetry=s.symmetry,
+        symmetry_weight=s.symmetry_weight,
+        palette=parse_palette(s.palette) if s.palette else None,
+        palette_weight=s.palette_weight,
+    )
+
+
+def picture_loss(s) -> Callable[[Tensor], Tensor] | None:
+    """The run's regularisers of the picture (smoothness, saturation, symmetry, palette) as one
+    function of an image, or None: what a step adds to the CLIP terms, so that a palette or a
+    symmetry asked for also chooses the start. The anchors to the start are left out: each
+    candidate is its own start."""
+    from pixgen.loop.losses import regulariser
+
+    reg = regulariser(None, None, **picture_weights(s))
+    return None if reg is None else (lambda image: reg(image, None))
 
 
 def best_of(losses: list[float]) -> int:

@@ -171,18 +171,20 @@ def composed_start(
     jitter: bool = False,
     hooks: Hooks | None = None,
     device: torch.device | None = None,
+    picture=None,
 ) -> tuple[Tensor, Tensor]:
     """The composed starting tensor of `drawer` (pixgen.drawers; for the VQGAN a latent snapped to
     the codebook) and the composition it draws (1, 3, height, width) in [0, 1] (the run's init
     image: `--init-pixel-weight` keeps the picture near it): the best colour pairs in pixel
     space, then, through the drawer (`drawer.fit_many(images)`), the best of them as a disc,
-    then its best silhouette. Each stage is a phase of `hooks` (a safe point: it may stop)."""
+    then its best silhouette, through the drawer scored with `picture` too (score_starts). Each
+    stage is a phase of `hooks` (a safe point: it may stop)."""
     hooks = hooks or Hooks()
 
     def best(images: list[Tensor]) -> tuple[int, Tensor]:
         starts = drawer.fit_many(torch.stack(images).to(device), generator)
         scoring = lambda: hooks.enter(Phase.COMPOSING_SCORING, "composing the start: scoring…")  # noqa: E731
-        i = best_of(score_starts(drawer, terms, starts, generator, checkpoint=scoring))
+        i = best_of(score_starts(drawer, terms, starts, generator, checkpoint=scoring, picture=picture))
         return i, starts[i]
 
     place = draw_placement(generator) if jitter else Placement()

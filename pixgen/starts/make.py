@@ -10,7 +10,7 @@ from torch import Tensor
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.start import prior_keyframes, prior_start
 from pixgen.settings import prior_start_on
-from pixgen.starts.candidates import Draws, best_of, score_starts
+from pixgen.starts.candidates import Draws, best_of, picture_loss, score_starts
 from pixgen.starts.composed import composed_start
 from pixgen.starts.images import initial_image, noise_image
 from pixgen.starts.regions import FIT_STEPS, composed_regions, phase_regions, prior_regions, refine
@@ -104,7 +104,9 @@ def composed(run, drawer, terms: list, generator: torch.Generator, hooks: Hooks)
         z = fit_start(drawer, image, generator, hooks, "encoding the regions' composition…")
         return Start(refine(drawer, z, image, hooks), image, {"regions": "composed", "fit_steps": FIT_STEPS})
     size, shapes = (s.width, s.height), s.init_silhouettes
-    z, image = composed_start(drawer, terms, generator, *size, shapes, s.init_jitter, hooks, run.device)
+    z, image = composed_start(
+        drawer, terms, generator, *size, shapes, s.init_jitter, hooks, run.device, picture=picture_loss(s)
+    )
     return Start(z, image)
 
 
@@ -135,5 +137,6 @@ def make_start(run, drawer, terms: list, generator: torch.Generator, hooks: Hook
         hooks.enter(Phase.DRAWING_STARTS, f"drawing {s.init_draws} starts…")
         draws = Draws(drawer, generator, s.init_draws - 1, first=z)
         scoring = lambda: hooks.enter(Phase.SCORING_STARTS, "scoring the starts…")  # noqa: E731
-        return Start(draws[best_of(score_starts(drawer, terms, draws, generator, checkpoint=scoring))])
+        losses = score_starts(drawer, terms, draws, generator, checkpoint=scoring, picture=picture_loss(s))
+        return Start(draws[best_of(losses)])
     return Start(z)
