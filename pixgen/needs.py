@@ -13,7 +13,7 @@ from pathlib import Path
 from pixgen.errors import PixgenError
 from pixgen.loop.prompts import PromptPlan, plan_prompts, split_weight
 from pixgen.models import cache as weights
-from pixgen.paths import cache_dir
+from pixgen.paths import SHAPES_CLIP_FILES, cache_dir
 from pixgen.prior import registry as prior_models
 from pixgen.prior.classes import check_prior_class
 from pixgen.settings import Settings
@@ -28,7 +28,7 @@ def check_run(settings: Settings) -> PromptPlan:
     return plan
 
 
-BUILT_IN = ("tiny", "shapes", "shapes-b")  # shipped or built in: never downloaded
+BUILT_IN = ("tiny", *SHAPES_CLIP_FILES)  # shipped or built in: never downloaded
 
 
 def missing_models(

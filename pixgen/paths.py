@@ -13,6 +13,8 @@ PRESETS_DIR = CONFIGS_DIR / "presets"
 REGISTRY_FILE = CONFIGS_DIR / "models.yaml"
 MODEL_CONFIGS_DIR = PACKAGE_DIR / "model_configs"  # open_clip configs of the shipped CLIPs
 SHAPES_WEIGHTS_DIR = PACKAGE_DIR / "shapes" / "weights"  # the shipped shapes models
+# the shipped shapes CLIPs by name, their files in SHAPES_WEIGHTS_DIR (pixgen/shapes/CARD.md)
+SHAPES_CLIP_FILES = {"shapes": "clip.safetensors", "shapes-b": "clip_b.safetensors"}
 
 
 def cache_dir() -> Path:

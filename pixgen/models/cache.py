@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from pixgen.errors import PixgenError
 from pixgen.files import atomic_write
-from pixgen.paths import REGISTRY_FILE, SHAPES_WEIGHTS_DIR, cache_dir
+from pixgen.paths import REGISTRY_FILE, SHAPES_CLIP_FILES, SHAPES_WEIGHTS_DIR, cache_dir
 
 CHUNK = 1 << 20
 
@@ -316,7 +316,7 @@ def vqgan_rows() -> list[tuple[str, str, str, str, str, str]]:
 def clip_rows() -> list[tuple[str, str]]:
     """(NAME:TAG, cached) of every pretrained CLIP open_clip knows, then the built-in ones."""
     rows = [(f"{arch}:{tag}", "yes" if cached else "no") for arch, tag, cached in clip_catalogue()]
-    return rows + [("shapes", "ships"), ("shapes-b", "ships"), ("tiny", "built in (random)")]
+    return rows + [(name, "ships") for name in SHAPES_CLIP_FILES] + [("tiny", "built in (random)")]
 
 
 def describe_vqgan(name: str) -> list[str]:

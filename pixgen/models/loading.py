@@ -13,6 +13,7 @@ from pixgen.loop.prompts import clip_specs
 from pixgen.models import vqgan
 from pixgen.models.scorer import ClipScorer, load_clip
 from pixgen.models.vqgan import VQGANDecoder, VQGANEncoder
+from pixgen.paths import SHAPES_CLIP_FILES
 from pixgen.phases import Hooks, Phase
 
 
@@ -129,7 +130,7 @@ def load_encoder(name: str, config: str | None = None, ckpt: str | None = None, 
 
 def load_scorer(spec: str, offline: bool = False) -> ClipScorer:
 
-    if spec in ("shapes", "shapes-b"):
+    if spec in SHAPES_CLIP_FILES:
         from pixgen.shapes.models import shapes_clip
 
         return shapes_clip(spec)

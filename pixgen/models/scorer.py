@@ -17,12 +17,12 @@ from torch import Tensor, nn
 from pixgen.errors import PixgenError
 from pixgen.models import vit
 from pixgen.models.cache import clip_weights_file
-from pixgen.paths import MODEL_CONFIGS_DIR
+from pixgen.paths import MODEL_CONFIGS_DIR, SHAPES_CLIP_FILES
 from pixgen.weights_io import load_strict
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 # the built-in CLIPs' open_clip architectures (pixgen/model_configs)
-CLIP_ARCHS = {"tiny": "pixgen-tiny", "shapes": "pixgen-shapes", "shapes-b": "pixgen-shapes"}
+CLIP_ARCHS = {"tiny": "pixgen-tiny", **dict.fromkeys(SHAPES_CLIP_FILES, "pixgen-shapes")}
 # open_clip's text tower, as attributes of its CLIP (CustomTextCLIP keeps it all under "text")
 TEXT_PARTS = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "text")
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixgen.models.vqgan import VQGANArch
-from pixgen.paths import SHAPES_WEIGHTS_DIR
+from pixgen.paths import SHAPES_CLIP_FILES, SHAPES_WEIGHTS_DIR
 
 WEIGHTS_DIR = SHAPES_WEIGHTS_DIR
 VQGAN_FILE = WEIGHTS_DIR / "vqgan.safetensors"  # pixgen.models.cache names these two files too
 ENCODER_FILE = WEIGHTS_DIR / "vqgan_encoder.safetensors"
-CLIP_FILE = WEIGHTS_DIR / "clip.safetensors"
-CLIP_B_FILE = WEIGHTS_DIR / "clip_b.safetensors"  # a second, independently trained scorer
-SHAPES_CLIPS = {"shapes": CLIP_FILE, "shapes-b": CLIP_B_FILE}
+SHAPES_CLIPS = {name: WEIGHTS_DIR / file for name, file in SHAPES_CLIP_FILES.items()}
+CLIP_FILE = SHAPES_CLIPS["shapes"]
 CLIP_ARCH = "pixgen-shapes"
 
 VQGAN_ARCH = VQGANArch(
@@ -41,7 +40,7 @@ def shapes_decoder(path: Path = VQGAN_FILE):
 
 
 def shapes_clip(name: str = "shapes"):
-    """A shipped shapes CLIP by name: "shapes" or "shapes-b" (see SHAPES_CLIPS)."""
+    """A shipped shapes CLIP by name (SHAPES_CLIPS)."""
     from pixgen.models.scorer import load_clip_file
 
     scorer = load_clip_file(CLIP_ARCH, SHAPES_CLIPS[name])
