@@ -11,7 +11,14 @@ from pixgen.models.loading import load_decoder, load_scorer
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge
 from pixgen.shapes.models import CLIP_ARCH
-from pixgen.shapes.train import PART_GROUPS, _part_classes, part_captions, train_clip, train_vqgan
+from pixgen.shapes.train import (
+    PART_GROUPS,
+    _part_classes,
+    judged_samples,
+    part_captions,
+    train_clip,
+    train_vqgan,
+)
 
 
 def test_world_is_deterministic_and_holds_out_combos():
@@ -62,6 +69,21 @@ def test_attribute_captions_are_all_seen_in_training_and_name_no_held_out_combin
     assert part_captions(world.Combo("square", "blue", "black"))[3] == "a square on a black background"
     c = train_clip(2, 0, tmp_path, batch=4, log_every=0, parts=1.0, decoded=1.0, pool=8)
     assert np.isfinite(c["final_loss"]) and c["parts"] == 1.0
+    first = tmp_path / "first.safetensors"
+    (tmp_path / "clip.safetensors").rename(first)
+    more = train_clip(1, 1, tmp_path, batch=4, log_every=0, decoded=1.0, pool=4, start=first, judged=6)
+    assert np.isfinite(more["final_loss"]) and more["start"] == str(first)
+
+
+def test_judged_samples_are_labelled_by_the_judge_and_never_held_out(monkeypatch):
+    images, combos = judged_samples(12, 3)
+    assert len(images) == len(combos) > 0 and images.dtype == np.uint8
+    assert all(c in world.TRAIN_COMBOS and judge(a) == c for a, c in zip(images, combos, strict=True))
+    # a picture the judge reads as a held-out combination is dropped
+    reads = iter([world.HELD_OUT[0], world.TRAIN_COMBOS[0]] * 6)
+    monkeypatch.setattr("pixgen.shapes.train.judge", lambda image: next(reads))
+    images, combos = judged_samples(12, 3)
+    assert len(images) == 6 and set(combos) == {world.TRAIN_COMBOS[0]}
 
 
 def test_shipped_models_load_through_the_real_loaders():

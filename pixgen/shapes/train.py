@@ -494,6 +494,8 @@ def train_clip(
     parts: float = 0.0,
     decoded: float = 0.0,
     pool: int = 6000,
+    start: Path | None = None,
+    judged: int = 0,
 ) -> dict:
     """A small open_clip model trained on image/caption pairs of the training combinations.
 
@@ -504,14 +506,19 @@ def train_clip(
     batch (see `junk_images`) are labelled with their own caption. `parts` weighs a classification
     of each real image among the captions of each of PART_GROUPS; a share `decoded` of the steps
     sees its images as the shipped VQGAN gives them back (encoded, quantised, decoded): the
-    pictures a prior start ranks (a pool of `pool`, made once).
+    pictures a prior start ranks (a pool of `pool`, made once). `start`: a CLIP file to go on
+    training from; `judged` adds that many of the prior's own pictures to the pool, each labelled
+    with what the world's pixel judge reads in it (`judged_samples`).
     """
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    scorer = build_clip(CLIP_ARCH, seed=seed)
-    model = scorer.model.train().requires_grad_(True)
+    scorer = load_clip_file(CLIP_ARCH, start) if start else build_clip(CLIP_ARCH, seed=seed)
+    model = scorer.model.float().train().requires_grad_(True)
     augment, pool = _augment(), _decoded_pool(rng, pool) if decoded else None
+    if judged and pool is not None:
+        more = judged_samples(judged, seed)
+        pool = np.concatenate([pool[0], more[0]]), pool[1] + more[1]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
@@ -537,7 +544,7 @@ def train_clip(
     scorer.model.eval()
     save_clip(out / "clip.safetensors", scorer)
     info = {"steps": steps, "seed": seed, "final_loss": round(loss.item(), 4), "seconds": round(time.time() - t0)}
-    info.update(parts=parts, decoded=decoded)
+    info.update(parts=parts, decoded=decoded, start=str(start) if start else None, judged=judged)
     info.update(evaluate_clip(out / "clip.safetensors"))
     return info
 
@@ -569,6 +576,22 @@ def _parts_loss(scorer, img: torch.Tensor, combos: list) -> torch.Tensor:
         losses.append(F.cross_entropy(scale * img @ txt[at : at + len(classes)].T, labels))
         at += len(classes)
     return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def judged_samples(n: int, seed: int) -> tuple[np.ndarray, list]:
+    """Pictures that the shipped prior draws for captions of the training combinations
+    (`prior_grids`, decoded by the shipped decoder; uint8) with what the pixel judge reads in
+    them: the blobs, half-shapes and near-misses a prior start ranks, labelled by what they show
+    rather than what was asked. Only pictures read as a training combination are kept, so no
+    held-out combination is seen, not even by accident."""
+    dec = load_decoder_safetensors(WEIGHTS_DIR / "vqgan.safetensors").eval()
+    grids = prior_grids(n, seed)
+    images = [dec(dec.codebook[part].movedim(-1, 1)).float() for part in grids.split(100)]
+    arrays = torch.cat(images).add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    read = [judge(a) for a in arrays]
+    keep = [i for i, c in enumerate(read) if c in world.TRAIN_COMBOS]
+    return arrays[keep], [read[i] for i in keep]
 
 
 @torch.no_grad()
@@ -659,9 +682,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scene-weight", type=float, default=0.0, help="decoder: weight of scenes of several subjects")
     p.add_argument("--mixed", type=float, default=0.0, help="decoder: share of prior grids drawn for two captions")
     p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
-    p.add_argument("--lr", type=float, default=2e-4, help="decoder: the learning rate")
+    p.add_argument("--lr", type=float, default=None, help="decoder, clip: the learning rate (2e-4, 5e-4)")
     p.add_argument("--parts", type=float, default=0.0, help="clip: weight of the attribute captions' groups")
     p.add_argument("--decoded", type=float, default=0.0, help="clip: share of steps on VQGAN round trips")
+    p.add_argument("--judged", type=int, default=0, help="clip: prior pictures labelled by the judge, in that pool")
+    p.add_argument("--from", dest="from_", type=Path, default=None, help="clip: a CLIP file to go on training")
     a = p.parse_args(argv)
     _writable_dir(p, a.out)
     if a.threads:
@@ -670,7 +695,7 @@ def main(argv: list[str] | None = None) -> None:
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
     elif a.model == "decoder":
         info = finetune_decoder(
-            a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, lr=a.lr,
+            a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, lr=a.lr or 2e-4,
             prior_weight=a.prior_weight, scene_weight=a.scene_weight, mixed=a.mixed, prior_stray=a.prior_stray,
         )  # fmt: skip
     elif a.model == "prior":
@@ -678,7 +703,16 @@ def main(argv: list[str] | None = None) -> None:
 
         info = train_prior(a.cond, a.steps or 4000, a.seed, a.out)
     else:
-        info = train_clip(a.steps or 6000, a.seed, a.out, parts=a.parts, decoded=a.decoded)
+        info = train_clip(
+            a.steps or 6000,
+            a.seed,
+            a.out,
+            lr=a.lr or 5e-4,
+            parts=a.parts,
+            decoded=a.decoded,
+            start=a.from_,
+            judged=a.judged,
+        )
     name = f"prior_{a.cond}" if a.model == "prior" else a.model
     (a.out / f"{name}_train.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), file=sys.stdout)
