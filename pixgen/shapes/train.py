@@ -508,17 +508,12 @@ def train_clip(
     sees its images as the shipped VQGAN gives them back (encoded, quantised, decoded): the
     pictures a prior start ranks (a pool of `pool`, made once). `start`: a CLIP file to go on
     training from; `judged` adds that many of the prior's own pictures to the pool, each labelled
-    with what the world's pixel judge reads in it (`judged_samples`).
-    """
-
+    with what the world's pixel judge reads in it (`judged_samples`)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     scorer = load_clip_file(CLIP_ARCH, start) if start else build_clip(CLIP_ARCH, seed=seed)
     model = scorer.model.float().train().requires_grad_(True)
-    augment, pool = _augment(), _decoded_pool(rng, pool) if decoded else None
-    if judged and pool is not None:
-        more = judged_samples(judged, seed)
-        pool = np.concatenate([pool[0], more[0]]), pool[1] + more[1]
+    augment, pool = _augment(), _image_pool(rng, pool, judged, seed) if decoded else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
@@ -544,7 +539,7 @@ def train_clip(
     scorer.model.eval()
     save_clip(out / "clip.safetensors", scorer)
     info = {"steps": steps, "seed": seed, "final_loss": round(loss.item(), 4), "seconds": round(time.time() - t0)}
-    info.update(parts=parts, decoded=decoded, start=str(start) if start else None, judged=judged)
+    info |= {"parts": parts, "decoded": decoded, "start": str(start) if start else None, "judged": judged}
     info.update(evaluate_clip(out / "clip.safetensors"))
     return info
 
@@ -576,6 +571,16 @@ def _parts_loss(scorer, img: torch.Tensor, combos: list) -> torch.Tensor:
         losses.append(F.cross_entropy(scale * img @ txt[at : at + len(classes)].T, labels))
         at += len(classes)
     return torch.stack(losses).mean()
+
+
+def _image_pool(rng: np.random.Generator, n: int, judged: int, seed: int) -> tuple[np.ndarray, list]:
+    """What train_clip's `decoded` share of steps draws from: n VQGAN round trips of world
+    images (`_decoded_pool`) and `judged` of the prior's pictures (`judged_samples`)."""
+    images, combos = _decoded_pool(rng, n)
+    if judged:
+        more, read = judged_samples(judged, seed)
+        images, combos = np.concatenate([images, more]), combos + read
+    return images, combos
 
 
 @torch.no_grad()
