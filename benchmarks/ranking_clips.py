@@ -3,13 +3,13 @@
 `draw` draws, for each held-out prompt and 6 seeds from --seed0, the preset's prior samples (32 at
 guidance 2; the first 16 are the preset's own) and judges every one; `rank` ranks the first --n of
 them as the preset does (starts.candidates.score_starts, the same cutout streams for every ranker)
-with the CLIPs --clips, where --spec NAME=FILE reads a shipped name's weights from another file,
-and writes the picks beside the pool; `report` pairs the picks of several rankers.
+with the CLIPs --clips (names, or a candidate's file as `pixgen-shapes:FILE`) and writes the picks
+beside the pool; `report` pairs the picks of several rankers.
 
     B=".venv/bin/python benchmarks/ranking_clips.py"
     $B draw --pool p0.pkl --seed0 0
     $B rank --pool p0.pkl --tag preset
-    $B rank --pool p0.pkl --tag new32 --spec shapes=new/clip.safetensors --clips shapes --cutn 32
+    $B rank --pool p0.pkl --tag new32 --clips pixgen-shapes:new/clip.safetensors --cutn 32
     $B report --pool p0.pkl preset new32
 """
 
@@ -31,7 +31,6 @@ from pixgen.prior.model import sample
 from pixgen.prior.start import CodeStarts, load_run_prior, sampling_of
 from pixgen.runtime.device import seed_everything
 from pixgen.settings import load_settings
-from pixgen.shapes import models as sm
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge, off_palette, specks
 from pixgen.starts.candidates import score_starts
@@ -79,10 +78,7 @@ def draw(pool: Path, seed0: int):
     pool.write_bytes(pickle.dumps(recs))
 
 
-def rank(pool: Path, spec, clips, n, cutn, tag):
-    """spec: name=path pairs to patch into SHAPES_CLIPS."""
-    for k, v in spec.items():
-        sm.SHAPES_CLIPS[k] = Path(v)
+def rank(pool: Path, clips, n, cutn, tag):
     recs = pickle.loads(pool.read_bytes())
     s = load_settings(preset="shapes", overrides={"prompt": "x", "clip": clips})
     models = load_models(s.vqgan, s.clip, torch.device("cpu"))
@@ -136,7 +132,6 @@ if __name__ == "__main__":
     p.add_argument("tags", nargs="*", help="report: the rankers' tags, the first the reference")
     p.add_argument("--pool", type=Path, required=True)
     p.add_argument("--seed0", type=int, default=0)
-    p.add_argument("--spec", nargs="*", default=[])
     p.add_argument("--clips", default="shapes,shapes-b")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--cutn", type=int, default=8)
@@ -145,6 +140,6 @@ if __name__ == "__main__":
     if a.what == "draw":
         draw(a.pool, a.seed0)
     elif a.what == "rank":
-        rank(a.pool, dict(x.split("=") for x in a.spec), a.clips.split(","), a.n, a.cutn, a.tag)
+        rank(a.pool, a.clips.split(","), a.n, a.cutn, a.tag)
     else:
         report(a.pool, a.tags)

@@ -196,6 +196,29 @@ def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message)
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--parts", "nan"], "--parts: must be a finite number at least 0, got 'nan'"),
+        (["--decoded", "inf"], "--decoded: must be a finite number between 0 and 1"),
+        (["--lr", "0"], "--lr: must be a finite number above 0"),
+        (["--judged", "5"], "give --decoded too"),
+        (["--from", "missing.safetensors"], "no such file"),
+        (["--from", "{bad}"], "are unreadable"),
+    ],
+)
+def test_training_cli_rejects_bad_clip_options_in_one_line(tmp_path, capsys, args, message):
+    from pixgen.shapes.train import main
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a safetensors file")
+    with pytest.raises(SystemExit) as e:
+        main(["clip", "--steps", "1", "--out", str(tmp_path / "out"), *(a.format(bad=bad) for a in args)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "clip.safetensors").exists()
+
+
 def test_stray_loss_is_zero_on_blends_of_the_two_colours_and_grows_off_them():
     from pixgen.shapes.train import stray_loss
 

@@ -8,6 +8,7 @@ beside them. See pixgen/shapes/CARD.md for the recipes and the figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixgen.errors import PixgenError
 from pixgen.loop.ops import nearest_codes, quantize_st
 from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import build_clip, load_clip_file
@@ -39,6 +41,11 @@ JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8: `_to_tensor`'s way back, for a decoder's output."""
+    return x.float().add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def _cosine_lr(step: int, steps: int, base: float, warmup: int = 50, floor: float = 0.05) -> float:
@@ -479,8 +486,10 @@ def part_captions(combo: world.Combo) -> list[str]:
     return [t.format(**{k: getattr(combo, k) for k in keys}) for t, keys in PART_GROUPS]
 
 
-def _part_classes() -> list[list[str]]:
-    return [sorted({part_captions(c)[g] for c in world.TRAIN_COMBOS}) for g in range(len(PART_GROUPS))]
+@functools.cache
+def _part_classes() -> tuple[tuple[str, ...], ...]:
+    """Each group's captions over the training combinations, sorted (the same every step)."""
+    return tuple(tuple(sorted({part_captions(c)[g] for c in world.TRAIN_COMBOS})) for g in range(len(PART_GROUPS)))
 
 
 def train_clip(
@@ -592,8 +601,7 @@ def judged_samples(n: int, seed: int) -> tuple[np.ndarray, list]:
     held-out combination is seen, not even by accident."""
     dec = load_decoder_safetensors(WEIGHTS_DIR / "vqgan.safetensors").eval()
     grids = prior_grids(n, seed)
-    images = [dec(dec.codebook[part].movedim(-1, 1)).float() for part in grids.split(100)]
-    arrays = torch.cat(images).add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    arrays = np.concatenate([_to_uint8(dec(dec.codebook[part].movedim(-1, 1))) for part in grids.split(100)])
     read = [judge(a) for a in arrays]
     keep = [i for i, c in enumerate(read) if c in world.TRAIN_COMBOS]
     return arrays[keep], [read[i] for i in keep]
@@ -607,11 +615,10 @@ def _decoded_pool(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list]:
     enc = load_encoder_safetensors(WEIGHTS_DIR / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(WEIGHTS_DIR / "vqgan.safetensors").eval()
     images, combos, _ = world.batch(rng, n)
-    out = []
-    for part in np.array_split(images, max(1, n // 100)):
-        y = dec(quantize_st(enc(_to_tensor(part) * 2 - 1), dec.codebook)).float()
-        out.append((y.add(1).mul(127.5).clamp(0, 255).round().byte().permute(0, 2, 3, 1)).numpy())
-    return np.concatenate(out), combos
+    parts = np.array_split(images, max(1, n // 100))
+    return np.concatenate(
+        [_to_uint8(dec(quantize_st(enc(_to_tensor(x) * 2 - 1), dec.codebook))) for x in parts]
+    ), combos
 
 
 @torch.no_grad()
@@ -659,6 +666,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _number(low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] (low excluded with `low_open`)."""
+
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            where = (
+                f"between {low:g} and {high:g}"
+                if math.isfinite(high)
+                else f"{'above' if low_open else 'at least'} {low:g}"
+            )
+            raise argparse.ArgumentTypeError(f"must be a finite number {where}, got {text!r}")
+        return value
+
+    return check
+
+
 def _writable_dir(p: argparse.ArgumentParser, out: Path) -> None:
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} exists and is not a folder")
@@ -673,29 +700,8 @@ def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
-    p.add_argument("model", choices=["vqgan", "decoder", "clip", "prior"])
-    p.add_argument("--cond", choices=["text", "clip"], default="clip", help="prior: what conditions it")
-    p.add_argument("--steps", type=_positive, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
-    p.add_argument("--stray-weight", type=float, default=0.0, help="decoder: weight of the stray-colour term")
-    p.add_argument("--prior-weight", type=float, default=0.0, help="decoder: weight of prior-drawn grids, snapped")
-    p.add_argument("--scene-weight", type=float, default=0.0, help="decoder: weight of scenes of several subjects")
-    p.add_argument("--mixed", type=float, default=0.0, help="decoder: share of prior grids drawn for two captions")
-    p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
-    p.add_argument("--lr", type=float, default=None, help="decoder, clip: the learning rate (2e-4, 5e-4)")
-    p.add_argument("--parts", type=float, default=0.0, help="clip: weight of the attribute captions' groups")
-    p.add_argument("--decoded", type=float, default=0.0, help="clip: share of steps on VQGAN round trips")
-    p.add_argument("--judged", type=int, default=0, help="clip: prior pictures labelled by the judge, in that pool")
-    p.add_argument("--from", dest="from_", type=Path, default=None, help="clip: a CLIP file to go on training")
-    a = p.parse_args(argv)
-    _writable_dir(p, a.out)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+def _train(a: argparse.Namespace) -> dict:
+    """The model `a.model`, trained as the command line asks; its training record."""
     if a.model == "vqgan":
         info = train_vqgan(a.steps or 6000, a.seed, a.out)
     elif a.model == "decoder":
@@ -718,6 +724,46 @@ def main(argv: list[str] | None = None) -> None:
             start=a.from_,
             judged=a.judged,
         )
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
+    p.add_argument("model", choices=["vqgan", "decoder", "clip", "prior"])
+    p.add_argument("--cond", choices=["text", "clip"], default="clip", help="prior: what conditions it")
+    p.add_argument("--steps", type=_positive, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
+    p.add_argument("--stray-weight", type=_number(0), default=0.0, help="decoder: weight of the stray-colour term")
+    p.add_argument("--prior-weight", type=_number(0), default=0.0, help="decoder: weight of prior-drawn grids, snapped")
+    p.add_argument("--scene-weight", type=_number(0), default=0.0, help="decoder: weight of scenes of several subjects")
+    p.add_argument(
+        "--mixed", type=_number(0, 1), default=0.0, help="decoder: share of prior grids drawn for two captions"
+    )
+    p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
+    p.add_argument(
+        "--lr", type=_number(0, low_open=True), default=None, help="decoder, clip: the learning rate (2e-4, 5e-4)"
+    )
+    p.add_argument("--parts", type=_number(0), default=0.0, help="clip: weight of the attribute captions' groups")
+    p.add_argument("--decoded", type=_number(0, 1), default=0.0, help="clip: share of steps on VQGAN round trips")
+    p.add_argument(
+        "--judged", type=_positive, default=0, help="clip: prior pictures labelled by the judge, in that pool"
+    )
+    p.add_argument("--from", dest="from_", type=Path, default=None, help="clip: a CLIP file to go on training")
+    a = p.parse_args(argv)
+    _writable_dir(p, a.out)
+    if a.judged and not a.decoded:
+        p.error("--judged adds to the pool of --decoded: give --decoded too")
+    if a.from_ is not None and not a.from_.is_file():
+        p.error(f"--from {a.from_}: no such file")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        info = _train(a)
+    except PixgenError as e:  # a damaged --from or --start file: one line
+        p.exit(2, f"{p.prog}: error: {e}\n")
     name = f"prior_{a.cond}" if a.model == "prior" else a.model
     (a.out / f"{name}_train.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), file=sys.stdout)

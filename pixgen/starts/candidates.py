@@ -11,6 +11,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from pixgen.loop.losses import regulariser
+from pixgen.settings import parse_palette
+
 
 class Draws(Sequence):
     """`first`, then `count` starting tensors drawn from `generator` one after the other as
@@ -70,8 +73,6 @@ def score_starts(
 def picture_weights(s) -> dict:
     """The settings' regularisers that judge the picture alone, as `loop.losses.regulariser`
     takes them."""
-    from pixgen.settings import parse_palette
-
     return dict(
         tv=s.tv_weight,
         saturation=s.saturation_weight,
@@ -87,8 +88,6 @@ def picture_loss(s) -> Callable[[Tensor], Tensor] | None:
     function of an image, or None: what a step adds to the CLIP terms, so that a palette or a
     symmetry asked for also chooses the start. The anchors to the start are left out: each
     candidate is its own start."""
-    from pixgen.loop.losses import regulariser
-
     reg = regulariser(None, None, **picture_weights(s))
     return None if reg is None else (lambda image: reg(image, None))
 
