@@ -29,10 +29,11 @@ ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what G
     # VQGANDecoder.norms, convolutions keep no input: VQGANDecoder.lean_convs, text towers released)
     "before": (0, 0, "fp32", False, False),  # before issue 32
     "round1": (0, 0, "bf16", False, False),  # issue 32's first round (GroupNorm keeps bf16)
-    "none": (0, 0, "bf16", True, True),  # the default now
+    "round2": (0, 0, "bf16", True, True),  # issue 32's second round (float32 decoders: autograd's GroupNorm)
+    "none": (0, 0, "auto", True, True),  # the default now
     "recompute": (0, 0, "recompute", True, True),
-    "chunk16": (0, 16, "bf16", True, True),
-    "top": (1, 0, "bf16", True, True),
+    "chunk16": (0, 16, "auto", True, True),
+    "top": (1, 0, "auto", True, True),
     "top+chunk8": (1, 8, "recompute", True, True),
     "low": (99, 8, "recompute", True, True),
     "low+chunk4": (99, 4, "recompute", True, True),

@@ -170,12 +170,18 @@ def _saved_bytes(fn) -> int:
 
 @pytest.mark.parametrize(
     ("dtype", "norms", "less"),
-    [(torch.float32, "recompute", 0.9), (torch.bfloat16, "recompute", 0.8), (torch.bfloat16, "bf16", 0.9)],
+    [
+        (torch.float32, "recompute", 0.9),
+        (torch.bfloat16, "recompute", 0.8),
+        (torch.bfloat16, "bf16", 0.9),
+        (torch.float32, "auto", 0.9),  # the default recomputes in float32
+        (torch.bfloat16, "auto", 0.9),
+    ],
 )
 def test_lighter_norms_give_the_same_gradient_and_keep_less(dtype, norms, less):
-    """GroupNorm keeping its bf16 input (the default) or GroupNorm + SiLU recomputed in backward:
-    the same image and gradient as the float32 island of before, bit for bit, with less kept
-    for backward (issue 32)."""
+    """GroupNorm keeping its bf16 input or GroupNorm + SiLU made again in backward from the
+    input and the statistics: the same image and gradient as autograd's own (float32) or the
+    float32 island of before (bf16), here bit for bit, with less kept for backward (issue 32)."""
     from pixgen.models.vqgan import VQGANDecoder
 
     torch.manual_seed(0)

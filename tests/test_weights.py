@@ -291,3 +291,48 @@ def test_output_dir_named_like_an_image_is_explained(cli, tmp_path):
     assert code == 0, err
     assert "created folder" in err and "out.png/<run>/final.png" in err
     assert (tmp_path / "out.png").is_dir()
+
+
+def test_a_cast_on_loading_gives_the_same_values_chunk_by_chunk(tmp_path, monkeypatch):
+    """Tensors cast on loading are read a few rows at a time into their new storage: the same
+    values as a whole read and a cast, whatever the chunk's size against the rows."""
+    from pixgen import weights_io
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "matrix": torch.randn(37, 5, generator=g).half(),
+        "cube": torch.randn(9, 4, 3, generator=g).half(),
+        "vector": torch.randn(11, generator=g).half(),
+        "scalar": torch.tensor(2.5).half(),
+        "index": torch.arange(7),
+        "same": torch.randn(6, 2, generator=g).bfloat16(),
+    }
+    path = tmp_path / "w.safetensors"
+    weights_io.write(path, tensors)
+    monkeypatch.setattr(weights_io, "_CHUNK_BYTES", 24)  # 2-3 rows of "matrix" at a time, 1 of "cube"
+    got = weights_io.read_tensors(path, torch.bfloat16)
+    for key, value in tensors.items():
+        assert got[key].dtype == torch.bfloat16 and torch.equal(got[key], value.to(torch.bfloat16)), key
+
+
+def test_a_cast_on_loading_never_holds_a_second_copy(tmp_path):
+    """A 64 MB fp16 tensor read into bf16 raises the process's peak by its bf16 size and a chunk,
+    not by both copies (issue 32: the 1.4B prior's loading left 360 MB beside its weights)."""
+    import subprocess
+    import sys
+
+    from pixgen import weights_io
+
+    path, small = tmp_path / "big.safetensors", tmp_path / "small.safetensors"
+    weights_io.write(path, {"w": torch.zeros(4096, 8192, dtype=torch.float16)})
+    weights_io.write(small, {"w": torch.zeros(4096, 64, dtype=torch.float16)})
+    code = (
+        "import sys, torch; from pixgen import weights_io\n"
+        "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
+        "weights_io.read_tensors(sys.argv[1], torch.bfloat16); before = hwm()  # the kernels' first use\n"
+        "t = weights_io.read_tensors(sys.argv[2], torch.bfloat16)['w']\n"
+        "print(hwm() - before, t.dtype)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, small, path], capture_output=True, text=True, check=True)
+    grew, dtype = done.stdout.split()
+    assert dtype == "torch.bfloat16" and int(grew) < 64 + 24, done.stdout

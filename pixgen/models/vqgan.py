@@ -132,11 +132,13 @@ class VQGANDecoder(nn.Module):
     # low memory: the residual blocks of this many top-resolution levels keep only their input for
     # backward and recompute the rest there
     checkpoint_levels: int = 0
-    # In a reduced dtype, what a GroupNorm keeps for backward: "bf16" its input as it came (the
-    # island's float32 copy is made again in backward; the default), "fp32" that copy (before
-    # issue 32), "recompute" only its input, GroupNorm and SiLU recomputed in backward (less
-    # again, slower). The same values and gradient in all three (BENCHMARKS.md, issue 32).
-    norms: str = "bf16"
+    # What a GroupNorm (and the SiLU after it) keeps for backward: "recompute" only its input and
+    # statistics, GroupNorm's output made again in backward (`_NormSiLU`); "bf16", in a reduced
+    # dtype, GroupNorm's input as it came and SiLU's (the island's float32 copy made again in
+    # backward); "fp32", in a reduced dtype, that copy (before issue 32), in float32 autograd's
+    # own. "auto" (the default): "recompute" in float32, where it costs nothing measurable, and
+    # "bf16" in a reduced dtype, where it costs 3.5% of a step (BENCHMARKS.md, issue 32).
+    norms: str = "auto"
     # A convolution keeps nothing of its input for backward (`_FrozenConv`; the weights are not
     # trained); False: autograd's own, which keeps it (before issue 32's second round): the same
     # gradient, 45% more of the decoder's activations kept.
@@ -171,9 +173,7 @@ class VQGANDecoder(nn.Module):
         d = self.decoder
         conv = _conv if self.lean_convs else _call
         h = conv(d.conv_in, conv(self.post_quant_conv, zq))
-        act = _norm_silu_kept if self.norms == "recompute" and torch.is_grad_enabled() else _norm_silu
-        if self.norms == "bf16" and torch.is_grad_enabled() and self.dtype != torch.float32:
-            act = _norm_silu_bf16
+        act = self._activation()
         h = _attention(d.mid.attn_1, _resnet(d.mid.block_1, h, act, conv), conv)
         h = _resnet(d.mid.block_2, h, act, conv)
         for level in reversed(range(d.num_resolutions)):
@@ -188,6 +188,17 @@ class VQGANDecoder(nn.Module):
         if d.give_pre_end:
             return h
         return conv(d.conv_out, act(d.norm_out, h))
+
+    def _activation(self):
+        """GroupNorm + SiLU as `norms` asks, when a gradient is taken."""
+        norms = self.norms
+        if norms == "auto":
+            norms = "recompute" if self.dtype == torch.float32 else "bf16"
+        if not torch.is_grad_enabled():
+            return _norm_silu
+        if norms == "recompute":
+            return _norm_silu_kept
+        return _norm_silu_bf16 if norms == "bf16" and self.dtype != torch.float32 else _norm_silu
 
 
 class _FrozenConv(torch.autograd.Function):
@@ -252,22 +263,42 @@ def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
 
 
 class _NormSiLU(torch.autograd.Function):
-    """`_norm_silu` that keeps only its input for backward and recomputes itself there: the
-    same values and gradient (the recomputation is the same ops on the same input)."""
+    """`_norm_silu` keeping only its input and GroupNorm's statistics for backward, where
+    autograd keeps GroupNorm's input and SiLU's too: backward makes GroupNorm's output again from
+    the statistics (one multiply-add per value, no reduction) for SiLU's gradient. The same values;
+    the gradient to float rounding (tests/test_vqgan_decoder.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
-        ctx.norm = norm
-        ctx.save_for_backward(x)
-        return _norm_silu(norm, x)
+        n, c, hw = x.shape[0], x.shape[1], x[0, 0].numel()
+        y, mean, rstd = torch.ops.aten.native_group_norm(
+            x.float(), norm.weight.float(), norm.bias.float(), n, c, hw, norm.num_groups, norm.eps
+        )
+        ctx.norm, ctx.dims = norm, (n, c, hw)
+        ctx.save_for_backward(x, mean, rstd)
+        return F.silu(y.to(x.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            (gx,) = torch.autograd.grad(_norm_silu(ctx.norm, leaf), leaf, grad)
-        return gx, None
+        x, mean, rstd = ctx.saved_tensors
+        (n, c, hw), norm = ctx.dims, ctx.norm
+        w = norm.weight.float()
+        scale, shift = _norm_affine(mean, rstd, w, norm.bias.float(), n, c)
+        y = torch.addcmul(shift, x, scale).to(x.dtype)  # GroupNorm's output as forward rounded it
+        gy = torch.ops.aten.silu_backward(grad, y)
+        gx = torch.ops.aten.native_group_norm_backward(
+            gy.float(), x.float(), mean, rstd, w, n, c, hw, norm.num_groups, [True, False, False]
+        )[0]
+        return gx.to(x.dtype), None
+
+
+def _norm_affine(mean: Tensor, rstd: Tensor, w: Tensor, b: Tensor, n: int, c: int) -> tuple[Tensor, Tensor]:
+    """GroupNorm as one multiply-add per channel, from its statistics (n, groups): (scale,
+    shift), each (n, c, 1, 1), with output = x * scale + shift."""
+    groups = mean.shape[1]
+    per = lambda t: t.view(n, groups, 1).expand(n, groups, c // groups).reshape(n, c, 1, 1)  # noqa: E731
+    scale = per(rstd) * w.view(1, c, 1, 1)
+    return scale, b.view(1, c, 1, 1) - per(mean) * scale
 
 
 def _norm_silu_kept(norm: nn.GroupNorm, x: Tensor) -> Tensor:

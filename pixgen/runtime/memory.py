@@ -64,14 +64,14 @@ class Levers:
 LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
     (Levers(), 1.00),
     (Levers(clip_chunk=16), 1.02),  # est.: CLIP's work is the same, in two calls
-    (Levers(recompute_norms=True), 1.05),  # bf16; 1.00 in fp32
+    (Levers(recompute_norms=True), 1.035),  # bf16; float32 decoders recompute them by default
     (Levers(checkpoint=1), 1.09),
     (Levers(1, 8, True), 1.12),  # est.
     (Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True), 1.13),  # --low-memory
     (Levers(ALL_LEVELS, 4, True), 1.17),  # est.
 )
 LOW_MEMORY = Levers(ALL_LEVELS, LOW_MEMORY_CHUNK, True)
-RECOMPUTED_NORMS_KEEP = 0.5  # of the decoder's activations, with GroupNorm+SiLU recomputed (measured)
+RECOMPUTED_NORMS_KEEP = 0.75  # of the decoder's activations at the peak, GroupNorm+SiLU recomputed (measured)
 
 
 def choose_levers(need: Callable[[Levers], int], budget: int) -> tuple[Levers, float] | None:
@@ -118,7 +118,7 @@ def estimate_parts(
     # a run that loaded its own models has freed CLIP's text towers before its first step
     parts = {"weights": weights - (size * models.text_parameters() if models.owned else 0)}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
-    if levers.recompute_norms:
+    if levers.recompute_norms or size == 4:  # a float32 decoder recomputes them by default (VQGANDecoder.norms)
         parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)
     at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
     clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
