@@ -24,7 +24,7 @@ LIBRARY_BYTES = 560 * 2**20  # torch, open_clip, kornia... resident before any m
 # pixel, what loading leaves beside the weights (the casts' leftovers and the libraries loading
 # imports: open_clip brings torchvision and timm), and a quarter of CLIP's activations (CLIP's
 # are mostly freed before the decoder's backward, where the peak is)
-RUNTIME_BYTES = 250 * 2**20
+RUNTIME_BYTES = 400 * 2**20
 RUNTIME_PIXEL_BYTES = 3300
 LOAD_LEFT = 1.25
 CLIP_AT_PEAK = 0.25
