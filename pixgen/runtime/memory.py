@@ -60,10 +60,10 @@ class Levers:
 # Each lever combination with its step time against none: CPU time at one thread, measured at
 # 256x256, cutn 32 on the f16 16384 decoder and ViT-B/32 in bf16, paired in one run
 # (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
-# were not timed on their own and are the sum of their parts.
+# were not timed on their own and are the sum of their parts. CLIP 16 cutouts at a time alone is
+# not offered: it lowered the tensors' peak but not the process's (glibc keeps what a step frees).
 LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
     (Levers(), 1.00),
-    (Levers(clip_chunk=16), 1.02),  # est.: CLIP's work is the same, in two calls
     (Levers(recompute_norms=True), 1.035),  # bf16; float32 decoders recompute them by default
     (Levers(checkpoint=1), 1.09),
     (Levers(1, 8, True), 1.12),  # est.
