@@ -183,7 +183,7 @@ def test_options_apply_per_drawer_checks_come_first_and_the_preview_stays_in_vie
     page.evaluate("document.querySelector('details').open = true")  # advanced
     assert page.locator("#box-pixel_size").is_hidden() and page.locator("#box-prior_samples").is_visible()
     page.select_option("#f-drawer", "pixel")
-    assert page.locator("#box-pixel_size").is_visible() and page.input_value("#f-iterations") == "5"
+    assert page.locator("#box-pixel_size").is_visible() and page.input_value("#f-iterations") == "15"
     page.fill("#f-prompt", "a red circle on a blue background")
     page.fill("#f-size", "5x5")
     page.click("#generate")  # the server's own check refuses it before anything is queued

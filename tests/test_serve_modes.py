@@ -72,7 +72,7 @@ def test_each_drawer_under_the_shapes_preset_runs_with_its_own_defaults(client):
     }
     assert fields["prior_temperature"]["applies"] == {"init": "prior"} and fields["cutn"]["applies"] == {}
     pixel = form["drawer_defaults"]["pixel"]
-    assert pixel["iterations"] == 5 and pixel["pixel_size"] == "16x16"
+    assert pixel["iterations"] == 15 and pixel["pixel_size"] == "16x16"  # the preset's drawers: entry
     assert form["drawer_defaults"]["vqgan"]["iterations"] == 0  # picking vqgan again puts its own back
     snap = wait(client, post(client, drawer="pixel", **{**pixel, "iterations": 1}).json()["id"])
     assert snap["state"] == "done" and snap["drawer"] == "pixel"
