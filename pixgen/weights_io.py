@@ -10,6 +10,7 @@ state and the caches of class embeddings use the plain `write` and `read` (no ar
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def _read_one(f: Any, key: str, dtype: torch.dtype | None, raw: Any, at: int) ->
     is read from `raw` at byte `at` in chunks, each cast into a tensor allocated once in `dtype`."""
     part = f.get_slice(key)
     source = _FILE_DTYPES.get(part.get_dtype())
-    if dtype is None or source in (None, dtype) or not dtype.is_floating_point:
+    # the chunks are read as this machine's bytes, and safetensors files are little-endian
+    if dtype is None or source in (None, dtype) or not dtype.is_floating_point or sys.byteorder != "little":
         t = f.get_tensor(key)
         return t.to(dtype) if dtype else t
     out = torch.empty(part.get_shape(), dtype=dtype)

@@ -265,8 +265,8 @@ def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
 class _NormSiLU(torch.autograd.Function):
     """`_norm_silu` keeping only its input and GroupNorm's statistics for backward, where
     autograd keeps GroupNorm's input and SiLU's too: backward makes GroupNorm's output again from
-    the statistics (one multiply-add per value, no reduction) for SiLU's gradient. The same values;
-    the gradient to float rounding (tests/test_vqgan_decoder.py)."""
+    the statistics (one multiply-add per value, no reduction) for SiLU's gradient. The same values
+    and, on the tests' decoder and the f16 replica, the same gradient bit for bit (tests/test_vqgan.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
