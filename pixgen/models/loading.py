@@ -77,7 +77,7 @@ class Models:
         CLIP terms take `levers.clip_chunk`)."""
         if self.decoder is not None:
             self.decoder.checkpoint_levels = min(levers.checkpoint, self.decoder.arch.levels)
-            self.decoder.norms = "recompute" if levers.recompute_norms else "auto"
+            self.decoder.norms = levers.norms
 
     def compile(self) -> None:
         """torch.compile the decoder and each CLIP image tower, in place (once). The first step then

@@ -189,16 +189,19 @@ class VQGANDecoder(nn.Module):
             return h
         return conv(d.conv_out, act(d.norm_out, h))
 
+    def resolved_norms(self, norms: str | None = None) -> str:
+        """`norms` (default: this decoder's) with "auto" decided for this decoder's dtype."""
+        norms = norms or self.norms
+        if norms != "auto":
+            return norms
+        return "recompute" if self.dtype == torch.float32 else "bf16"
+
     def _activation(self):
         """GroupNorm + SiLU as `norms` asks, when a gradient is taken."""
-        norms = self.norms
-        if norms == "auto":
-            norms = "recompute" if self.dtype == torch.float32 else "bf16"
+        norms = self.resolved_norms()
         if not torch.is_grad_enabled():
             return _norm_silu
-        if norms == "recompute":
-            return _norm_silu_kept
-        return _norm_silu_bf16 if norms == "bf16" and self.dtype != torch.float32 else _norm_silu
+        return {"recompute": _norm_silu_kept, "bf16": _norm_silu_bf16}.get(norms, _norm_silu)
 
 
 class _FrozenConv(torch.autograd.Function):
@@ -262,6 +265,28 @@ def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
     return F.silu(_norm(norm, x))
 
 
+def _group_norm_f32(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """GroupNorm of `x` computed in float32 (its output in float32), keeping `x` as it came and
+    the statistics on `ctx` for `_group_norm_grad`."""
+    n, c, hw = x.shape[0], x.shape[1], x[0, 0].numel()
+    y, mean, rstd = torch.ops.aten.native_group_norm(
+        x.float(), norm.weight.float(), norm.bias.float(), n, c, hw, norm.num_groups, norm.eps
+    )
+    ctx.norm, ctx.dims = norm, (n, c, hw)
+    ctx.save_for_backward(x, mean, rstd)
+    return y
+
+
+def _group_norm_grad(ctx, grad: Tensor, x: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
+    """The input's gradient of `_group_norm_f32` (in the input's dtype), from what it kept
+    (`ctx.saved_tensors`, read once by the caller: a checkpointed backward allows one read)."""
+    (n, c, hw), norm = ctx.dims, ctx.norm
+    gx = torch.ops.aten.native_group_norm_backward(
+        grad.float(), x.float(), mean, rstd, norm.weight.float(), n, c, hw, norm.num_groups, [True, False, False]
+    )[0]
+    return gx.to(x.dtype)
+
+
 class _NormSiLU(torch.autograd.Function):
     """`_norm_silu` keeping only its input and GroupNorm's statistics for backward, where
     autograd keeps GroupNorm's input and SiLU's too: backward makes GroupNorm's output again from
@@ -270,26 +295,15 @@ class _NormSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
-        n, c, hw = x.shape[0], x.shape[1], x[0, 0].numel()
-        y, mean, rstd = torch.ops.aten.native_group_norm(
-            x.float(), norm.weight.float(), norm.bias.float(), n, c, hw, norm.num_groups, norm.eps
-        )
-        ctx.norm, ctx.dims = norm, (n, c, hw)
-        ctx.save_for_backward(x, mean, rstd)
-        return F.silu(y.to(x.dtype))
+        return F.silu(_group_norm_f32(ctx, x, norm).to(x.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, mean, rstd = ctx.saved_tensors
-        (n, c, hw), norm = ctx.dims, ctx.norm
-        w = norm.weight.float()
-        scale, shift = _norm_affine(mean, rstd, w, norm.bias.float(), n, c)
+        (n, c, _), norm = ctx.dims, ctx.norm
+        scale, shift = _norm_affine(mean, rstd, norm.weight.float(), norm.bias.float(), n, c)
         y = torch.addcmul(shift, x, scale).to(x.dtype)  # GroupNorm's output as forward rounded it
-        gy = torch.ops.aten.silu_backward(grad, y)
-        gx = torch.ops.aten.native_group_norm_backward(
-            gy.float(), x.float(), mean, rstd, w, n, c, hw, norm.num_groups, [True, False, False]
-        )[0]
-        return gx.to(x.dtype), None
+        return _group_norm_grad(ctx, torch.ops.aten.silu_backward(grad, y), x, mean, rstd), None
 
 
 def _norm_affine(mean: Tensor, rstd: Tensor, w: Tensor, b: Tensor, n: int, c: int) -> tuple[Tensor, Tensor]:
@@ -315,32 +329,11 @@ class _IslandNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, norm: nn.GroupNorm) -> Tensor:
-        n, c = x.shape[:2]
-        w, b = norm.weight.float(), norm.bias.float()
-        y, mean, rstd = torch.ops.aten.native_group_norm(
-            x.float(), w, b, n, c, x[0, 0].numel(), norm.num_groups, norm.eps
-        )
-        ctx.norm, ctx.dims = norm, (n, c, x[0, 0].numel())
-        ctx.save_for_backward(x, mean, rstd)
-        return y.to(x.dtype)
+        return _group_norm_f32(ctx, x, norm).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, mean, rstd = ctx.saved_tensors
-        n, c, hw = ctx.dims
-        gx = torch.ops.aten.native_group_norm_backward(
-            grad.float(),
-            x.float(),
-            mean,
-            rstd,
-            ctx.norm.weight.float(),
-            n,
-            c,
-            hw,
-            ctx.norm.num_groups,
-            [True, False, False],
-        )[0]
-        return gx.to(x.dtype), None
+        return _group_norm_grad(ctx, grad, *ctx.saved_tensors), None
 
 
 def _norm_silu_bf16(norm: nn.GroupNorm, x: Tensor) -> Tensor:

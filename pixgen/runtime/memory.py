@@ -45,6 +45,11 @@ class Levers:
     clip_chunk: int = 0
     recompute_norms: bool = False  # GroupNorm and SiLU recomputed in backward (VQGANDecoder.norms)
 
+    @property
+    def norms(self) -> str:
+        """What the decoder's GroupNorms keep under these levers (VQGANDecoder.norms)."""
+        return "recompute" if self.recompute_norms else "auto"
+
     def words(self) -> str:
         parts = ["GroupNorm+SiLU recomputed"] if self.recompute_norms else []
         if self.checkpoint:
@@ -118,7 +123,7 @@ def estimate_parts(
     # a run that loaded its own models has freed CLIP's text towers before its first step
     parts = {"weights": weights - (size * models.text_parameters() if models.owned else 0)}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
-    if levers.recompute_norms or size == 4:  # a float32 decoder recomputes them by default (VQGANDecoder.norms)
+    if dec is not None and dec.resolved_norms(levers.norms) == "recompute":  # float32's default too
         parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)
     at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
     clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
