@@ -33,6 +33,8 @@ ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what G
     "none": (0, 0, "auto", True, True),  # the default now
     "recompute": (0, 0, "recompute", True, True),
     "chunk16": (0, 16, "auto", True, True),
+    "chunk8": (0, 8, "auto", True, True),
+    "recompute+chunk16": (0, 16, "recompute", True, True),
     "top": (1, 0, "auto", True, True),
     "top+chunk8": (1, 8, "recompute", True, True),
     "low": (99, 8, "recompute", True, True),
