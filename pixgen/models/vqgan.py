@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from pixgen import weights_io
 from pixgen.errors import PixgenError
 from pixgen.models.checkpoints import read_state_dict
+from pixgen.runtime.memory import resolve_norms
 from pixgen.weights_io import build
 
 TARGETS = {
@@ -189,16 +190,9 @@ class VQGANDecoder(nn.Module):
             return h
         return conv(d.conv_out, act(d.norm_out, h))
 
-    def resolved_norms(self, norms: str | None = None) -> str:
-        """`norms` (default: this decoder's) with "auto" decided for this decoder's dtype."""
-        norms = norms or self.norms
-        if norms != "auto":
-            return norms
-        return "recompute" if self.dtype == torch.float32 else "bf16"
-
     def _activation(self):
         """GroupNorm + SiLU as `norms` asks, when a gradient is taken."""
-        norms = self.resolved_norms()
+        norms = resolve_norms(self.norms, self.dtype)
         if not torch.is_grad_enabled():
             return _norm_silu
         return {"recompute": _norm_silu_kept, "bf16": _norm_silu_bf16}.get(norms, _norm_silu)

@@ -67,6 +67,15 @@ class Levers:
 # (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
 # were not timed on their own and are the sum of their parts. CLIP 16 cutouts at a time alone is
 # not offered: it lowered the tensors' peak but not the process's (glibc keeps what a step frees).
+def resolve_norms(norms: str, dtype: torch.dtype) -> str:
+    """What a decoder of `dtype` keeps for its GroupNorms (VQGANDecoder.norms) with `norms`:
+    "auto" is "recompute" in float32, where it costs nothing measurable, and "bf16" (the island
+    keeping its reduced-dtype input) in a reduced dtype, where recomputing costs about 3.5%."""
+    if norms != "auto":
+        return norms
+    return "recompute" if dtype == torch.float32 else "bf16"
+
+
 LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
     (Levers(), 1.00),
     (Levers(recompute_norms=True), 1.035),  # bf16; float32 decoders recompute them by default
@@ -123,7 +132,7 @@ def estimate_parts(
     # a run that loaded its own models has freed CLIP's text towers before its first step
     parts = {"weights": weights - (size * models.text_parameters() if models.owned else 0)}
     parts["decoder"] = size * decoder_floats(dec.arch, width, height, levers.checkpoint) if dec is not None else 0
-    if dec is not None and dec.resolved_norms(levers.norms) == "recompute":  # float32's default too
+    if dec is not None and resolve_norms(levers.norms, dec.dtype) == "recompute":  # float32's default too
         parts["decoder"] = int(parts["decoder"] * RECOMPUTED_NORMS_KEEP)
     at_once = min(cutn, levers.clip_chunk) if levers.clip_chunk else cutn
     clip = size * at_once * sum(s.activation_floats() for s in models.scorers)
