@@ -8,7 +8,7 @@ slows them alike; the s/step of a row is the median of its timed steps over the 
 "before" is the decoder keeping GroupNorm and SiLU for backward (pixgen before issue 32).
 
     PYTHONPATH=. .venv/bin/python benchmarks/memory_budget.py [--rounds 2] [--steps 3]
-        [--rows before,none,chunk16,top,top+chunk8,low,low+chunk4] [--replicas DIR]
+        [--rows before,none,default,chunk16,top,top+chunk8,low,low+chunk4] [--replicas DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ ROWS = {  # name -> (checkpointed decoder levels, CLIP cutouts at a time, what G
     "before": (0, 0, "fp32", False, False),  # before issue 32
     "round1": (0, 0, "bf16", False, False),  # issue 32's first round (GroupNorm keeps bf16)
     "round2": (0, 0, "bf16", True, True),  # issue 32's second round (float32 decoders: autograd's GroupNorm)
-    "none": (0, 0, "auto", True, True),  # the default now
+    "none": (0, 0, "auto", True, True),  # no levers: CLIP scores all the cutouts at once
+    "default": None,  # what a run picks with no budget (a float32 CPU run: CLIP 16 at a time)
     "recompute": (0, 0, "recompute", True, True),
     "chunk16": (0, 16, "auto", True, True),
     "chunk8": (0, 8, "auto", True, True),
@@ -50,13 +51,17 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, t
     from pixgen.runtime.memory import Levers, peak_memory_mb
     from pixgen.settings import load_settings
 
-    checkpoint, chunk, norms, lean, release = ROWS[row]
     s = load_settings(overrides=dict(prompt="a cat", vqgan="replica", clip=[f"ViT-B-32:{clip}"]))
     s = api.replace(s, size=[size, size], cutn=cutn, precision=precision, iterations=steps + 1, device="cpu")
     s = api.replace(s, threads=threads)
     run = api.prepare(s, hooks=api.Hooks(offline=True))
     loop = api.make_loop(run)
-    levers = Levers(checkpoint, chunk, norms == "recompute")
+    if ROWS[row] is None:  # the run's own choice
+        levers = api.run_levers(run.settings, run.models, run.device)[0]
+        checkpoint, chunk, norms, lean, release = levers.checkpoint, levers.clip_chunk, levers.norms, True, True
+    else:
+        checkpoint, chunk, norms, lean, release = ROWS[row]
+    levers = Levers(checkpoint, chunk or cutn, norms == "recompute")  # a chunk of cutn: all at once
     run.models.set_levers(levers)
     run.models.decoder.norms = norms
     run.models.decoder.lean_convs = lean
@@ -79,6 +84,7 @@ def one(row: str, clip: str, steps: int, precision: str, size: int, cutn: int, t
         "peak_mb": peak,
         "estimate_mb": need / 2**20,
         "precision": run.precision.name,
+        "levers": str((checkpoint, chunk, norms, lean, release)),
     }
 
 
@@ -146,7 +152,7 @@ def main() -> None:
         peaks = [r["peak_mb"] for r in got[row]]
         est = got[row][0]["estimate_mb"]
         print(
-            f"| {row} | {ROWS[row]} | {step:.2f} | {step / base:.3f}x | {cpu:.2f} | {cpu / base_cpu:.3f}x "
+            f"| {row} | {got[row][0]['levers']} | {step:.2f} | {step / base:.3f}x | {cpu:.2f} | {cpu / base_cpu:.3f}x "
             f"| {' / '.join(f'{x:.0f}' for x in peaks)} "
             f"| {est:.0f} | {est / statistics.median(peaks):.2f} |"
         )

@@ -137,8 +137,17 @@ def memory_need(settings: Settings, models, device: torch.device, libraries: boo
     the models, the VQGAN's activations, CLIP's cutouts, the drawer's own work (the lines
     drawer's strokes), the prior start's prior and cache, the video encoder. `libraries`: count
     the libraries a CPU process holds (what a budget covers; free memory is counted without them)."""
-    parts = _memory_parts(settings, models, device)
-    return lambda levers: estimate_bytes(parts(levers), libraries)
+    parts, here = _memory_parts(settings, models, device), _levers_here(settings, models, device)
+    return lambda levers: estimate_bytes(parts(here(levers)), libraries)
+
+
+def _levers_here(s: Settings, models, device: torch.device):
+    """levers -> what a run on `device` does with them: on a CPU, CLIP scores its cutouts in
+    chunks where all at once would keep too much (memory.cpu_chunk: float32 ViT-B/32 at 32)."""
+    if device.type != "cpu":
+        return lambda levers: levers
+    per_cutout = models.dtype.itemsize * sum(scorer.activation_floats() for scorer in models.scorers)
+    return lambda levers: memory.cpu_chunk(levers, s.cutn, per_cutout)
 
 
 def _memory_parts(s: Settings, models, device: torch.device):
@@ -168,17 +177,18 @@ def _prior_need(s: Settings, models, device: torch.device) -> int:
 def run_levers(settings: Settings, models, device: torch.device) -> tuple[Levers, float]:
     """The memory levers of a run and their step time against none: the fastest that fit
     --memory-budget (or, on CUDA, the device's free memory), --low-memory's, else none. When no
-    combination fits, the lightest (check_fits refuses such a run unless forced)."""
-    s = settings
+    combination fits, the lightest (check_fits refuses such a run unless forced). On a CPU, CLIP
+    scores its cutouts in chunks where all at once would keep too much (_levers_here)."""
+    s, here = settings, _levers_here(settings, models, device)
     budget = parse_bytes(s.memory_budget) if s.memory_budget else None
     if budget is None and s.low_memory:
         return memory.LOW_MEMORY, dict(memory.LEVER_CHOICES)[memory.LOW_MEMORY]
     if budget is None and device.type == "cuda":
         budget = available_bytes(device)
     if budget is None:
-        return Levers(), 1.0
-    need = memory_need(s, models, device)
-    return memory.choose_levers(need, budget) or memory.LEVER_CHOICES[-1]
+        return here(Levers()), 1.0
+    levers, cost = memory.choose_levers(memory_need(s, models, device), budget) or memory.LEVER_CHOICES[-1]
+    return here(levers), cost
 
 
 def memory_status(settings: Settings, models, device: torch.device) -> str:

@@ -12,7 +12,16 @@ import torch
 
 from pixgen import api
 from pixgen.errors import PixgenError
-from pixgen.runtime.memory import LEVER_CHOICES, LOW_MEMORY, Levers, choose_levers, prior_batch, prior_bytes
+from pixgen.runtime.memory import (
+    LEVER_CHOICES,
+    LOW_MEMORY,
+    Levers,
+    choose_levers,
+    cpu_chunk,
+    library_bytes,
+    prior_batch,
+    prior_bytes,
+)
 from pixgen.settings import load_settings, parse_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +88,17 @@ def _tiny(**kw):
     return s, load_models("tiny", "tiny", torch.device("cpu"))
 
 
+def test_the_estimate_counts_the_libraries_of_torchs_build(monkeypatch):
+    # torch's CUDA build holds its CUDA libraries resident on a CPU too; its CPU build does not
+    s, models = _tiny()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    cuda_build = api.memory_need(s, models, cpu)(Levers())
+    monkeypatch.setattr(torch.version, "cuda", None)
+    cpu_build = api.memory_need(s, models, cpu)(Levers())
+    assert cuda_build - cpu_build == library_bytes(True) - library_bytes(False) > 250 * 2**20
+
+
 def test_the_levers_follow_the_budget_and_low_memory():
     s, models = _tiny(size=[256, 256], cutn=32)
     cpu = torch.device("cpu")
@@ -90,6 +110,32 @@ def test_the_levers_follow_the_budget_and_low_memory():
     budget = api.replace(s, memory_budget=f"{between / 2**20:.0f}M")
     levers, cost = api.run_levers(budget, models, cpu)
     assert levers != Levers() and need(levers) <= between and cost > 1
+
+
+def test_a_cpu_run_scores_clip_in_halves_where_all_at_once_keeps_too_much():
+    # ViT-B/32 keeps about 44 MB per cutout in float32 and 22 MB in bf16; a ViT-L/14 about 600 MB
+    assert cpu_chunk(Levers(), 32, 44 * 2**20) == Levers(clip_chunk=16)
+    assert cpu_chunk(Levers(), 32, 22 * 2**20) == Levers()
+    assert cpu_chunk(Levers(), 64, 22 * 2**20) == Levers(clip_chunk=32)
+    assert cpu_chunk(Levers(), 32, 600 * 2**20) == Levers(clip_chunk=1)
+    assert cpu_chunk(Levers(1, 8), 32, 44 * 2**20) == Levers(1, 8)  # a chunk chosen stays
+
+
+def test_a_cpu_run_takes_the_chunks_into_its_levers_estimate_and_terms(monkeypatch):
+    from pixgen.runtime import memory
+
+    s, models = _tiny(size=[256, 256], cutn=32)
+    run = api.prepare(s, models)
+    per_cutout = models.dtype.itemsize * sum(scorer.activation_floats() for scorer in models.scorers)
+    need = api.memory_need(run.settings, models, torch.device("cpu"))
+    all_at_once, eight = need(Levers()), need(Levers(clip_chunk=8))
+    monkeypatch.setattr(memory, "CLIP_AT_ONCE", 8 * per_cutout)  # as if CLIP were a large one
+    levers, cost = api.run_levers(run.settings, models, run.device)
+    assert levers == Levers(clip_chunk=8) and cost == 1.0
+    assert need(Levers()) == eight < all_at_once
+    assert all(term.chunk == 8 for term in api.clip_terms(run))
+    assert "CLIP 8 cutouts at a time" in api.memory_status(run.settings, models, run.device)
+    assert api.run_levers(run.settings, models, torch.device("meta"))[0] == Levers()  # only on a CPU
 
 
 def test_a_budget_too_small_is_refused_before_the_run_naming_the_least(tmp_path):

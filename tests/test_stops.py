@@ -94,6 +94,35 @@ def test_serve_stopped_by_a_signal_exits_130_and_a_second_one_prints_no_tracebac
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
 
 
+def test_an_interrupt_python_cannot_raise_while_serving_is_a_stop_not_a_traceback():
+    """A second Ctrl-C that landed in the import lock's weakref callback printed "Exception ignored
+    in ..." and a traceback (Python cannot raise from such a callback); it is a stop."""
+    import weakref
+
+    from pixgen.cli.serve import interrupts_heard
+
+    class Thing:
+        pass
+
+    def interrupted(_):
+        raise KeyboardInterrupt
+
+    passed, heard, previous = [], [], sys.unraisablehook
+    thing = Thing()
+    ref = weakref.ref(thing, interrupted)
+    sys.unraisablehook = interrupts_heard(passed.append, heard)
+    try:
+        del thing  # the callback raises where Python cannot: its unraisable hook hears it
+        other = Thing()
+        ref2 = weakref.ref(other, lambda _: 1 / 0)
+        del other
+    finally:
+        sys.unraisablehook = previous
+    assert ref() is None and ref2() is None
+    assert [type(e) for e in heard] == [KeyboardInterrupt]
+    assert [type(u.exc_value) for u in passed] == [ZeroDivisionError]  # other errors go on as before
+
+
 def test_serve_refuses_an_output_file_before_loading_the_models(tmp_path, cli, monkeypatch):
     """-o FILE crashed after loading the models (minutes on a big preset)."""
     from pixgen.serve import jobs

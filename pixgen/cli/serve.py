@@ -8,6 +8,7 @@ import logging
 import secrets
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -133,6 +134,20 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def interrupts_heard(previous, heard: list):
+    """A `sys.unraisablehook` for while serving: a KeyboardInterrupt that `_raise_interrupt` raised
+    inside a callback Python cannot raise from (a weakref's, the import lock's: "Exception ignored
+    in ...", a traceback) is noted in `heard` (a stop, not an error); anything else goes to `previous`."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            heard.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    return hook
+
+
 def run_server(
     base, preset: str | None, host: str, sock: socket.socket, token: str | None, offline: bool, limits: dict
 ) -> None:
@@ -174,8 +189,9 @@ def run_server(
     # what uvicorn re-raises once it has shut down (on SIGINT too: asyncio.run's own handler,
     # which it installs over Python's default one, would swallow it and exit 0)
     saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signalled, quiet = False, QuietCancel()
+    signalled, quiet, heard, unraisable = False, QuietCancel(), [], sys.unraisablehook
     logging.getLogger("uvicorn.error").addFilter(quiet)
+    sys.unraisablehook = interrupts_heard(unraisable, heard)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C or SIGTERM it shut down on
@@ -184,8 +200,9 @@ def run_server(
         logging.getLogger("uvicorn.error").removeFilter(quiet)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = unraisable
         queue.close(STOP_SECONDS)
         sock.close()
     console.note("pixgen: server stopped")
-    if signalled:  # stopped by a signal: exit code 130, as a CLI run stopped by one
+    if signalled or heard:  # stopped by a signal: exit code 130, as a CLI run stopped by one
         raise typer.Exit(130)

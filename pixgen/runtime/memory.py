@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,7 +18,10 @@ from pixgen.errors import PixgenError
 
 LOW_MEMORY_CHUNK = 8  # cutouts per CLIP forward and backward with --low-memory
 ALL_LEVELS = 99  # checkpoint every level of the decoder
-LIBRARY_BYTES = 560 * 2**20  # torch, open_clip, kornia... resident before any model (CPU)
+# torch, open_clip, kornia... resident before any model (CPU), by torch's build: the CUDA build
+# loads and initialises its CUDA libraries at import, GPU or not (0.37 GB more resident here, and
+# about 0.31 GB more at a run's peak: BENCHMARKS.md, "Memory (issue 32)", fourth round)
+LIBRARY_BYTES = {"cuda": 560 * 2**20, "cpu": 240 * 2**20}
 # A CPU process's step beyond the activations (fitted to the measured peaks, BENCHMARKS.md): a
 # fixed part (lazily loaded code, oneDNN's primitives, the allocator's arenas), a part per image
 # pixel, what loading leaves beside the weights (the casts' leftovers and the libraries loading
@@ -62,11 +65,6 @@ class Levers:
         return " + ".join(parts) or "no levers"
 
 
-# Each lever combination with its step time against none: CPU time at one thread, measured at
-# 256x256, cutn 32 on the f16 16384 decoder and ViT-B/32 in bf16, paired in one run
-# (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
-# were not timed on their own and are the sum of their parts. CLIP 16 cutouts at a time alone is
-# not offered: it lowered the tensors' peak but not the process's (glibc keeps what a step frees).
 def resolve_norms(norms: str, dtype: torch.dtype) -> str:
     """What a decoder of `dtype` keeps for its GroupNorms (VQGANDecoder.norms) with `norms`:
     "auto" is "recompute" in float32, where it costs nothing measurable, and "bf16" (the island
@@ -76,6 +74,29 @@ def resolve_norms(norms: str, dtype: torch.dtype) -> str:
     return "recompute" if dtype == torch.float32 else "bf16"
 
 
+# On a CPU, the most of CLIP's activations a step keeps at once: beyond it CLIP scores the cutouts
+# in halves (quarters...) by default. ViT-B/32 at 32 cutouts keeps about 1.4 GB in float32 (16 at a
+# time: 2.7 -> 2.2-2.3 GB at the peak for 1.02x the step) and 0.7 GB in bf16, where halving lowered
+# the tensors' peak but not the process's (BENCHMARKS.md, "Memory (issue 32)")
+CLIP_AT_ONCE = 2**30
+
+
+def cpu_chunk(levers: Levers, cutn: int, bytes_per_cutout: int) -> Levers:
+    """`levers` on a CPU: where they leave CLIP all `cutn` cutouts at once and those would keep
+    more than CLIP_AT_ONCE bytes of activations (`bytes_per_cutout` each, every CLIP together),
+    CLIP scores them in the largest halving of `cutn` that keeps within it."""
+    chunk = cutn
+    while chunk > 1 and chunk * bytes_per_cutout > CLIP_AT_ONCE:
+        chunk = (chunk + 1) // 2
+    return levers if levers.clip_chunk or chunk >= cutn else replace(levers, clip_chunk=chunk)
+
+
+# Each lever combination with its step time against none: CPU time at one thread, measured at
+# 256x256, cutn 32 on the f16 16384 decoder and ViT-B/32 in bf16, paired in one run
+# (benchmarks/memory_budget.py; BENCHMARKS.md, "Memory (issue 32)"), fastest first; "est." rows
+# were not timed on their own and are the sum of their parts. CLIP 16 cutouts at a time alone is
+# not offered: in bf16 it lowered the tensors' peak but not the process's (glibc keeps what a step
+# frees); a float32 CPU run has it by default (cpu_chunk).
 LEVER_CHOICES: tuple[tuple[Levers, float], ...] = (
     (Levers(), 1.00),
     (Levers(recompute_norms=True), 1.035),  # bf16; float32 decoders recompute them by default
@@ -140,9 +161,14 @@ def estimate_parts(
     parts["cutouts"] = 4 * cutn * CUT_FLOATS * sum(s.input_size**2 for s in models.scorers)
     parts["drawer"] = 4 * drawer(width, height) if drawer else 0
     if cpu:
-        parts["libraries"] = LIBRARY_BYTES
+        parts["libraries"] = library_bytes(torch.version.cuda is not None)
         parts["runtime"] = RUNTIME_BYTES + RUNTIME_PIXEL_BYTES * width * height + int(LOAD_LEFT * weights)
     return {**parts, **(extra or {})}
+
+
+def library_bytes(cuda_build: bool) -> int:
+    """What the libraries of a CPU process hold resident with torch's CUDA build or its CPU build."""
+    return LIBRARY_BYTES["cuda" if cuda_build else "cpu"]
 
 
 def estimate_bytes(parts: dict[str, int], libraries: bool = True) -> int:
