@@ -1,4 +1,5 @@
-"""`python -m pixgen` and the `pixgen` console script. A first Ctrl-C or SIGTERM is caught from
+"""`python -m pixgen` and the `pixgen` console script. It first starts itself again with tcmalloc
+preloaded where that is installed (pixgen.allocator). A first Ctrl-C or SIGTERM is caught from
 here on, before the heavy imports (typer, the settings, torch), so that a stop while pixgen starts
 exits 130 with its usual line, not 143 with none; a run installs its own handler
 (pixgen.cli.signals.StopOnSignal) once it begins."""
@@ -14,6 +15,10 @@ def _stop(signum, frame):
 
 def main() -> int:
     import signal
+
+    from pixgen.allocator import restart_with_allocator
+
+    restart_with_allocator()  # once, with tcmalloc preloaded where it is installed (pixgen.allocator)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pixgen import allocator
 from pixgen._version import __version__
 from pixgen.drawers import declared_settings, drawer_class
 from pixgen.errors import Aborted, Interrupted, NumericalFailure, PixgenError
@@ -548,8 +549,8 @@ def _drive(run: Run, loop, writer, hooks: Hooks, t_start: float, previous: dict)
 
 
 def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, seconds: float) -> dict:
-    """What run.json records of a run beside its settings: steps, losses, times, memory, precision
-    and the environment the pixels depend on."""
+    """What run.json records of a run beside its settings: steps, losses, times, memory (and the C
+    allocator), precision and the environment the pixels depend on."""
 
     return {
         "steps_done": loop.step,
@@ -558,6 +559,7 @@ def _record(run: Run, loop, losses: list, step_seconds: list, startup: float, se
         "startup_seconds": startup,
         "seconds": seconds,
         "peak_memory_mb": peak_memory_mb(run.device),
+        "allocator": allocator.in_use(),  # the `pixgen` command preloads tcmalloc where installed
         "device": str(run.device),
         "clip_dtype": str(loop.clip_dtype or run.precision.weights).removeprefix("torch."),
         **run.precision.record(),
