@@ -6,7 +6,7 @@ exits 130 with its usual line, not 143 with none; a run installs its own handler
 
 import sys
 
-from pixgen.errors import StoppedEarly
+from pixgen.errors import PixgenError, StoppedEarly
 
 
 def _stop(signum, frame):
@@ -18,7 +18,11 @@ def main() -> int:
 
     from pixgen.allocator import restart_with_allocator
 
-    restart_with_allocator()  # once, with tcmalloc preloaded where it is installed (pixgen.allocator)
+    try:
+        restart_with_allocator()  # once, with tcmalloc preloaded where it is installed (pixgen.allocator)
+    except PixgenError as e:
+        print(f"pixgen: error: {e}", file=sys.stderr)
+        return e.exit_code
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)

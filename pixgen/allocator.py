@@ -5,13 +5,17 @@ and takes no longer per step: the default bf16 run at 256x256 peaked at 1.5 GB u
 2.2 GB (BENCHMARKS.md, "Memory (issue 32)"). So the `pixgen` command, when tcmalloc is installed,
 starts itself again once with tcmalloc preloaded, before anything heavy is imported (the way
 PyTorch's CPU launchers preload an allocator). `PIXGEN_ALLOCATOR=system` keeps glibc's;
-`PIXGEN_ALLOCATOR=/path/lib.so` names another. Library use (`import pixgen`) is left alone."""
+`PIXGEN_ALLOCATOR=/path/lib.so` names another (anything but a shared library is refused in one
+line: the loader would print its own error in every process). Library use (`import pixgen`) is
+left alone."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Callable, Mapping
+
+from pixgen.errors import PixgenError
 
 ENV = "PIXGEN_ALLOCATOR"
 TCMALLOC = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
@@ -26,14 +30,26 @@ def library_dirs() -> list[str]:
     return [*dirs, "/usr/lib64", "/lib64", "/usr/lib", "/lib"]
 
 
-def preload_env(environ: Mapping[str, str], exists: Callable[[str], bool] = os.path.isfile) -> dict | None:
+def is_library(path: str) -> bool:
+    """Whether `path` is a file that starts as a shared library does (ELF)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def preload_env(environ: Mapping[str, str], usable: Callable[[str], bool] = is_library) -> dict | None:
     """The environment to start pixgen again in, with an allocator preloaded, or None to go on as
-    it is: the allocator is turned off (`system`), already preloaded, or not installed."""
-    choice = environ.get(ENV, "auto")
+    it is: the allocator is turned off (`system`), already preloaded, or not installed. A library
+    named in PIXGEN_ALLOCATOR that is not `usable` is refused (PixgenError)."""
+    choice = environ.get(ENV) or "auto"
     if choice == "system" or not sys.platform.startswith("linux"):
         return None
+    if choice != "auto" and not usable(choice):
+        raise PixgenError(f"{ENV}={choice} is not a shared library: give the path to one, 'auto' or 'system'")
     found = [choice] if choice != "auto" else [f"{d}/{n}" for n in TCMALLOC for d in library_dirs()]
-    library = next((path for path in found if exists(path)), None)
+    library = next((path for path in found if usable(path)), None)
     preloaded = environ.get("LD_PRELOAD", "")
     if library is None or os.path.basename(library) in preloaded:
         return None
@@ -44,9 +60,6 @@ def restart_with_allocator() -> None:
     """Replace this process by itself, started again as it was, with the allocator preloaded (the
     same PID, arguments and interpreter flags); nothing happens when there is nothing to preload."""
     env = preload_env(os.environ)
-    named = os.environ.get(ENV, "auto")
-    if env is None and named not in ("auto", "system") and not os.path.isfile(named):
-        print(f"pixgen: {ENV}={named} is not a file; glibc's malloc is used", file=sys.stderr)
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -54,11 +67,11 @@ def restart_with_allocator() -> None:
 
 
 def in_use() -> str:
-    """The allocator this process runs on: "tcmalloc", "jemalloc" or "system" (glibc's, or this
-    platform's own), read from the libraries it has mapped."""
+    """The allocator this process runs on: "tcmalloc", "jemalloc", "mimalloc" or "system"
+    (glibc's, or this platform's own), read from the libraries it has mapped."""
     try:
         with open("/proc/self/maps") as f:
             maps = f.read()
     except OSError:
         return "system"
-    return next((name for name in ("tcmalloc", "jemalloc") if f"lib{name}" in maps), "system")
+    return next((name for name in ("tcmalloc", "jemalloc", "mimalloc") if f"lib{name}" in maps), "system")

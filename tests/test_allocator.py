@@ -32,8 +32,20 @@ def test_the_environment_to_start_again_in():
     assert preload_env({ENV: "/opt/my/jemalloc.so"}, there)["LD_PRELOAD"] == "/opt/my/jemalloc.so"
     assert preload_env({"LD_PRELOAD": lib}, there) is None  # already preloaded: no second start
     assert preload_env({ENV: "system"}, there) is None
+    assert preload_env({ENV: ""}, there) == {ENV: "", **QUIET, "LD_PRELOAD": lib}  # empty: as if unset
     assert preload_env({}, lambda path: False) is None  # not installed
-    assert preload_env({ENV: "/missing.so"}, there) is None
+
+
+@pytest.mark.parametrize("named", ["/missing.so", "nan", "crafted"])
+def test_a_named_allocator_that_is_no_library_is_one_line_and_exit_2(tmp_path, named):
+    if named == "crafted":
+        named = tmp_path / "libfake.so"
+        named.write_text("not a library")  # the loader would print its own error in every process
+    env = _env(**{ENV: str(named)})
+    done = subprocess.run([sys.executable, "-m", "pixgen", "presets"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.splitlines() == [f"pixgen: error: {ENV}={named} is not a shared library: give the path "
+                                        "to one, 'auto' or 'system'"]  # fmt: skip
 
 
 def _env(**extra) -> dict:
