@@ -20,7 +20,7 @@ from pixgen.loop.targets import Targets
 from pixgen.regions import REGIONS
 from pixgen.shapes.scenes import TASKS, Asked, render_scene
 from pixgen.shapes.world import Combo
-from pixgen.starts.regions import letterbox, place, trim
+from pixgen.starts.regions import codes_or_fit, letterbox, paste_codes, place, trim
 
 LEFT, RIGHT = REGIONS["left"], REGIONS["right"]
 
@@ -147,6 +147,45 @@ def test_trim_letterbox_and_place():
     assert int((place(torch.zeros(1, 3, 32, 64), [(LEFT, big)])[0, 0, 16] > 0.5).sum()) == 8
 
 
+def test_paste_codes_centres_each_grid_in_the_whole_codes_of_its_box():
+    canvas = torch.zeros(16, 16, dtype=torch.long)
+    left, right = torch.full((8, 8), 1), torch.full((8, 8), 2)
+    pasted = paste_codes(canvas, [(LEFT, left), (RIGHT, right)], 8)
+    want = torch.zeros(16, 16, dtype=torch.long)
+    want[4:12, :8], want[4:12, 8:] = 1, 2
+    assert torch.equal(pasted, want) and not canvas.any()  # the canvas's grid itself is untouched
+    box = (0.3, 0.0, 1.0, 1.0)  # x from 38.4 px: whole codes from the 5th, 11 of them; centred from the 6th
+    assert paste_codes(canvas, [(box, left)], 8)[4:12, 6:14].eq(1).all()
+    assert paste_codes(canvas, [(box, left)], 8).sum() == 64
+    assert paste_codes(torch.zeros(8, 8, dtype=torch.long), [(LEFT, left)], 8) is None  # 4 codes wide
+
+
+def test_a_composition_starts_from_what_its_clip_terms_score_better():
+    """codes_or_fit keeps the prior's pasted codes over a fit of the composition only when the
+    run's CLIP terms prefer them: pasted codes of the scene itself beat a fit of noise, and a fit of
+    the scene beats pasted codes of noise."""
+    from pixgen.api import clip_terms, make_run_drawer, prepare
+    from pixgen.loop.ops import nearest_codes
+    from pixgen.models.loading import load_models
+    from pixgen.settings import load_settings
+
+    red, blue = Combo("circle", "red", "white"), Combo("square", "blue", "white")
+    prompt = f"{red.caption(0)} @left | {blue.caption(0)} @right"
+    s = load_settings(preset="shapes", overrides={"prompt": prompt, "seed": 0})
+    run = prepare(s, load_models(s.vqgan, s.clip, torch.device("cpu")))
+    drawer, terms = make_run_drawer(run), clip_terms(run)
+    scene = torch.from_numpy(render_scene([Asked(red, LEFT), Asked(blue, RIGHT)], 128)).permute(2, 0, 1)[None] / 255
+    encoded = drawer.fit(scene.float())
+    codes = nearest_codes(encoded, drawer.decoder.codebook)[0]
+    noise = drawer.fit(torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)))
+    grids = [(LEFT, codes[4:12, 0:8]), (RIGHT, codes[4:12, 8:16])]  # the scene's own subjects
+    z, how = codes_or_fit(drawer, terms, torch.Generator().manual_seed(1), noise, encoded, grids, cutn=16)
+    assert how == "codes" and torch.equal(nearest_codes(z, drawer.decoder.codebook)[0], codes)
+    random = [(box, torch.randint(0, len(drawer.decoder.codebook), (8, 8))) for box in (LEFT, RIGHT)]
+    z, how = codes_or_fit(drawer, terms, torch.Generator().manual_seed(1), encoded, noise, random, cutn=16)
+    assert how == "fit" and z is encoded
+
+
 def test_the_scene_judge_reads_exact_scenes_and_catches_wrong_ones():
     red, blue = Combo("circle", "red", "white"), Combo("square", "blue", "white")
     scene = [Asked(red, LEFT), Asked(blue, RIGHT)]
@@ -173,6 +212,7 @@ def test_the_prior_start_draws_each_region_alone_and_reproduces(cli, tmp_path):
     first = _run(cli, tmp_path / "a", prompt)
     record = json.loads((tmp_path / "a").glob("*/run.json").__next__().read_text())
     assert [r["region"] for r in record["start"]["regions"]] == [list(LEFT), list(RIGHT)]
+    assert record["start"]["composition"] in ("codes", "fit")
     assert [p.get("region") for p in record["settings"]["prompts"]] == [list(LEFT), list(RIGHT)]
     code, out, err = cli("reproduce", first["image"], "-o", tmp_path / "b", "--json")
     assert code == 0, err

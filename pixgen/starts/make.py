@@ -13,7 +13,7 @@ from pixgen.settings import prior_start_on
 from pixgen.starts.candidates import Draws, best_of, picture_loss, score_starts
 from pixgen.starts.composed import composed_start
 from pixgen.starts.images import initial_image, noise_image
-from pixgen.starts.regions import FIT_STEPS, composed_regions, phase_regions, prior_regions, refine
+from pixgen.starts.regions import FIT_STEPS, codes_or_fit, composed_regions, phase_regions, prior_regions, refine
 
 NOISE_MIX = 0.3  # the share of the noise image in a drawn start's picture (--init-noise)
 
@@ -50,9 +50,12 @@ def start_from_prior(run, drawer, terms: list, generator: torch.Generator, hooks
     phrase with regions draws each region's subject alone and fits their composition
     (pixgen.starts.regions)."""
     if phase_regions(run.plan.phases[0]):
-        image, record = prior_regions(run, terms, generator, hooks)
+        image, record, grids = prior_regions(run, terms, generator, hooks)
         z = fit_start(drawer, image, generator, hooks, f"fitting the regions' pictures into {drawer.title}…")
-        return Start(refine(drawer, z, image, hooks), image, dict(record, fit_steps=FIT_STEPS))
+        fitted = refine(drawer, z, image, hooks)
+        score = dict(cutn=run.settings.cutn, checkpoint=hooks.checkpoint, picture=picture_loss(run.settings))
+        z, how = codes_or_fit(drawer, terms, generator, fitted, z, grids, **score)
+        return Start(z, image, dict(record, fit_steps=FIT_STEPS, composition=how))
     z, record, image = prior_start(run, drawer, terms, generator, hooks)
     if image is not None:
         z = fit_start(drawer, image, generator, hooks, f"fitting the prior's sample into {drawer.title}…")

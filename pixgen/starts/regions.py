@@ -13,21 +13,28 @@ any, the canvas takes the border colour of the largest region's picture.
 
 The drawer's fit of the composition is then refined (`refine`): the shapes VQGAN, trained on
 pictures of one subject, encodes two subjects of two colours as a muddy second one, and a few
-steps toward the composition's pixels bring its colour back.
+steps toward the composition's pixels bring its colour back. Encoding blurs what the prior drew,
+so a drawer that takes codes is also offered the prior's own codes: each region's sample's code
+grid pasted into its box (`paste_codes`), and the run's CLIP terms choose between the two
+(`codes_or_fit`). Pasted codes keep each subject's edges as drawn; the decoder draws them in the
+whole canvas's context, which can shift a subject's colour where the subjects differ in colour.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from math import ceil
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pixgen.loop.ops import codes_to_latent, nearest_codes
 from pixgen.loop.prompts import Prompt
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.start import codes_drawer, draw_and_rank, native_drawer, picture, prior_name
 from pixgen.regions import Box, in_order, pixel_box
+from pixgen.starts.candidates import score_starts
 from pixgen.starts.composed import clip_scores, colour_grid, colour_pairs, compose
 
 
@@ -131,20 +138,57 @@ def refine(drawer, z: Tensor, image: Tensor, hooks: Hooks, steps: int = FIT_STEP
     return z.detach()
 
 
+def paste_codes(codes: Tensor, grids: list[tuple[Box, Tensor]], factor: int) -> Tensor | None:
+    """The canvas's code grid `codes` (rows, columns) with each region's code grid (h, w) pasted
+    at the centre of the whole codes inside its box, in order (a later one covers an earlier one),
+    for a picture `factor` pixels per code; None when a box does not hold its grid."""
+    out = codes.clone()
+    rows, columns = out.shape
+    for box, grid in grids:
+        x0, y0, x1, y1 = pixel_box(box, columns * factor, rows * factor)
+        x0, y0, x1, y1 = ceil(x0 / factor), ceil(y0 / factor), x1 // factor, y1 // factor
+        h, w = grid.shape
+        if y1 - y0 < h or x1 - x0 < w:
+            return None
+        top, left = y0 + (y1 - y0 - h) // 2, x0 + (x1 - x0 - w) // 2
+        out[top : top + h, left : left + w] = grid
+    return out
+
+
 @torch.no_grad()
-def prior_regions(run, terms: list, generator: torch.Generator, hooks: Hooks, phase: int = 0) -> tuple[Tensor, dict]:
-    """The prior start of a phrase with regions: the picture (1, 3, H, W) in [0, 1] and what
-    run.json records. Each region's samples are drawn from its own prompts at the prior's own
-    size and ranked by its own terms; the `prior_rank`th best is placed in the box."""
+def codes_or_fit(drawer, terms: list, generator: torch.Generator, fitted: Tensor, encoded: Tensor, grids, **score):
+    """The start of a composition and how it was made: the drawer's refined fit of the composed
+    picture (`fitted`, "fit"), or, for a drawer that takes codes, the composed picture's encoding
+    (`encoded`) snapped to the codebook with each region's sample's codes pasted into its box
+    (`paste_codes`, "codes"), whichever the CLIP terms and `score`'s regularisers (score_starts)
+    score better; the fit where the codes do not fit their boxes."""
+    if not drawer.takes_codes or not grids:
+        return fitted, "fit"
+    codebook = drawer.decoder.codebook
+    pasted = paste_codes(nearest_codes(encoded, codebook)[0], grids, drawer.factor)
+    if pasted is None:
+        return fitted, "fit"
+    codes = codes_to_latent(pasted[None], codebook).to(fitted.dtype)
+    losses = score_starts(drawer, terms, [fitted, codes], generator, **score)
+    return (fitted, "fit") if losses[0] <= losses[1] else (codes, "codes")
+
+
+@torch.no_grad()
+def prior_regions(run, terms: list, generator: torch.Generator, hooks: Hooks, phase: int = 0):
+    """The prior start of a phrase with regions: the picture (1, 3, H, W) in [0, 1], what
+    run.json records, and each boxed region's sample as a code grid [(box, (h, w))]. Each
+    region's samples are drawn from its own prompts at the prior's own size and ranked by its own
+    terms; the `prior_rank`th best is placed in the box."""
     s, name = run.settings, prior_name(run.settings)
     prompts = run.plan.phases[phase]
-    pictures, records, background = [], [], None
+    pictures, records, grids, background = [], [], [], None
     for region in phase_regions(prompts):
         own = tuple(p for p in prompts if p.region == region and p.weight > 0)
         hooks.enter(Phase.PRIOR_REGION, f"drawing {' | '.join(p.text for p in own)!r} for its region…")
         ranker = native_drawer(run) if region is not None else codes_drawer(run)
         ranked = draw_and_rank(run, ranker, region_terms(terms, phase, region), generator, hooks, phase, own)
-        z = ranked.starts[ranked.order[s.prior_rank - 1]]
+        best = ranked.order[s.prior_rank - 1]
+        z = ranked.starts[best]
         size = (s.width, s.height) if region is None else (ranker.size[1], ranker.size[0])
         image = picture(ranker, z, *size)
         records.append(dict(ranked.record(name, s.prior_rank), region=list(region) if region else None))
@@ -152,8 +196,9 @@ def prior_regions(run, terms: list, generator: torch.Generator, hooks: Hooks, ph
             background = image
         else:
             pictures.append((region, image))
+            grids.append((region, ranked.starts.codes[best]))
     canvas = place(canvas_for(pictures, background, s.width, s.height), pictures)
-    return canvas.to(run.device), {"prior": name, "regions": records}
+    return canvas.to(run.device), {"prior": name, "regions": records}, grids
 
 
 @torch.no_grad()
