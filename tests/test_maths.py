@@ -86,3 +86,33 @@ def test_cosine_distance_orders_like_spherical():
     assert set(DISTANCES) == {"spherical", "cosine"}
     w, s = torch.tensor([1.0]), torch.tensor([-math.inf])
     assert prompt_loss(a, b[1:2], w, s, "cosine") == pytest.approx(1 - math.sqrt(0.5), abs=1e-6)
+
+
+def _flat_picture():
+    """A red square on blue (3, 32, 32) in [0, 1], with a soft edge: a column of their blend."""
+    image = torch.tensor([0.1, 0.2, 0.9]).view(3, 1, 1).repeat(1, 32, 32)
+    image[:, 8:24, 8:24] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1)
+    image[:, 8:24, 24] = torch.tensor([0.5, 0.15, 0.5]).view(3, 1)
+    return image
+
+
+def test_two_colours_are_the_ones_most_pixels_share():
+    from pixgen.starts.specks import two_colours
+
+    image = _flat_picture()
+    image[:, 7, 8:24] = torch.tensor([0.75, 0.1, 0.1]).view(3, 1)  # a darker rim, in red's coarse colour
+    a, b = two_colours(image)  # the median of the pixels near each, not the mean of its coarse colour
+    assert torch.allclose(a, torch.tensor([0.1, 0.2, 0.9])) and torch.allclose(b, torch.tensor([0.9, 0.1, 0.1]))
+
+
+def test_a_speck_is_a_small_group_of_no_blend_of_the_two_colours():
+    from pixgen.starts.specks import group_sizes, speck_count, stray_pixels
+
+    image = _flat_picture()
+    assert speck_count(image) == 0 and not stray_pixels(image).any()  # the soft edge is no speck
+    image[:, 2:4, 2:5] = torch.tensor([0.2, 0.9, 0.3]).view(3, 1, 1)  # 6 green pixels
+    image[:, 28, 28] = image[:, 29, 29] = torch.tensor([0.9, 0.9, 0.2])  # 2 yellow, touching corners
+    image[:, 26:32, 0:6] = torch.tensor([0.2, 0.9, 0.3]).view(3, 1, 1)  # 36 pixels: a region, no speck
+    image[:, 30, 20] = torch.tensor([0.2, 0.9, 0.3])  # one pixel: no speck
+    assert sorted(group_sizes(stray_pixels(image)).tolist()) == [1, 2, 6, 36]
+    assert speck_count(image) == 2

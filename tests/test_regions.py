@@ -214,6 +214,8 @@ def test_the_prior_start_draws_each_region_alone_and_reproduces(cli, tmp_path):
     assert [r["region"] for r in record["start"]["regions"]] == [list(LEFT), list(RIGHT)]
     assert record["start"]["composition"] in ("codes", "fit")
     assert [p.get("region") for p in record["settings"]["prompts"]] == [list(LEFT), list(RIGHT)]
+    assert record["settings"]["prior_speck_free"]  # the preset's, for whole pictures; subjects rank by loss
+    assert all("ranked_last_for_a_speck" not in r for r in record["start"]["regions"])
     code, out, err = cli("reproduce", first["image"], "-o", tmp_path / "b", "--json")
     assert code == 0, err
     again = json.loads(out)["image"]

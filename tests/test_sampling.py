@@ -186,3 +186,29 @@ def test_a_class_conditional_prior_records_the_classes_it_drew(cli, tmp_path, mo
         assert kept["class"]["index"] == drawn[kept["sample"]]
     record = read_png_metadata(run_dir / "sample-2.png")["start"]
     assert record["class"] == scores["kept"][1]["class"] and record["classes_drawn"] == drawn
+
+
+def test_the_speck_free_ranking_puts_the_samples_with_a_speck_after_the_rest(tmp_path):
+    from pixgen.api import clip_terms, make_run_drawer, prepare
+    from pixgen.prior.start import draw_and_rank
+    from pixgen.runtime.device import seed_everything
+    from pixgen.settings import load_settings
+    from pixgen.starts.specks import speck_count
+
+    picks = {}
+    for free in (False, True):
+        prompt = {"prompt": "a green square on a yellow background", "seed": 0, "output_dir": str(tmp_path)}
+        s = load_settings(preset="shapes", overrides=prompt, sets=[f"prior_speck_free={free}"])
+        run = prepare(s)
+        drawer = make_run_drawer(run)
+        ranked = draw_and_rank(run, drawer, clip_terms(run), seed_everything(0))
+        with torch.no_grad():
+            speckled = {i for i in range(16) if speck_count(drawer.render(ranked.starts[i])[0].clamp(0, 1))}
+        by_loss = sorted(range(16), key=ranked.losses.__getitem__)
+        picks[free] = ranked.order[0]
+        if free:
+            assert ranked.order == [i for i in by_loss if i not in speckled] + [i for i in by_loss if i in speckled]
+            assert ranked.record("shapes", 1)["ranked_last_for_a_speck"] == len(speckled) < 16
+        else:
+            assert ranked.order == by_loss and by_loss[0] in speckled  # the best by loss has a speck
+    assert picks[True] != picks[False]

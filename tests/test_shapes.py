@@ -248,6 +248,22 @@ def test_snapped_redraws_a_picture_in_its_two_colours_without_its_speck():
     assert {tuple(((c + 1) * 127.5).round().int().tolist()) for c in two[0]} == colours
 
 
+def test_despecked_changes_a_speck_and_its_rim_and_keeps_the_soft_edges_and_the_rest():
+    from pixgen.shapes import world
+    from pixgen.shapes.judge import specks
+    from pixgen.shapes.train import despecked
+
+    image = world.render(world.Combo("circle", "red", "blue"), 32, 32, 30).copy()
+    image[:, 31] = (160, 20, 70)  # a soft edge: a blend of red and blue, a column long
+    image[10:13, 10:13] = (120, 200, 160)  # a speck of no world colour
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    out, mask = despecked(x)
+    assert mask[0, 0, 9:14, 9:14].all() and mask.sum() == 25  # the speck, grown by a pixel
+    assert torch.equal(out[~mask.expand_as(out)], x[~mask.expand_as(x)])  # the rest as it was
+    back = ((out[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    assert specks(image) > 0 and specks(back) == 0
+
+
 def test_scene_batch_draws_training_subjects_in_their_own_boxes_on_one_background():
     from pixgen.shapes import world
     from pixgen.shapes.judge import palette_labels

@@ -21,6 +21,7 @@ from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.runtime.memory import prior_batch
 from pixgen.settings import parse_bytes
 from pixgen.starts.candidates import picture_loss, score_starts
+from pixgen.starts.specks import speck_count
 
 
 def prior_name(settings) -> str:
@@ -80,10 +81,15 @@ class Ranked:
     losses: list[float]
     order: list[int]
     condition: Condition
+    speckled: int | None = None  # samples ranked last for a speck (prior_speck_free), None: not looked
 
     def record(self, name: str, rank: int) -> dict:
-        """What run.json says of the start (and of the classes, for a class-conditional prior)."""
-        out = {"prior": name, "condition": self.condition.text, "rank": rank, "losses": sorted(self.losses)}
+        """What run.json says of the start (and of the classes, for a class-conditional prior):
+        the losses in the order of the ranking."""
+        losses = [self.losses[i] for i in self.order]
+        out = {"prior": name, "condition": self.condition.text, "rank": rank, "losses": losses}
+        if self.speckled is not None:
+            out["ranked_last_for_a_speck"] = self.speckled
         return out | self.condition.record(self.order[rank - 1])
 
 
@@ -95,12 +101,16 @@ def draw_and_rank(
     hooks: Hooks | None = None,
     phase: int = 0,
     prompts: tuple | None = None,
+    speck_free: bool | None = None,
 ) -> Ranked:
     """Draw `prior_samples` code grids from the run's prior for its prompt's phrase `phase` (or
     for `prompts`, a region's: pixgen.starts.regions) from `generator`, and rank their images,
     drawn by `drawer` (a VQGAN drawer, at its size), by the CLIP terms' first-step loss and the
-    regularisers of the picture (starts.candidates.score_starts). Between batches of samples a stop is honoured."""
+    regularisers of the picture (starts.candidates.score_starts); with `speck_free` (by default
+    the setting prior_speck_free) a sample whose picture has a speck ranks after those without.
+    Between batches of samples a stop is honoured."""
     s, hooks = run.settings, hooks or Hooks()
+    speck_free = s.prior_speck_free if speck_free is None else speck_free
     prior = load_run_prior(run, hooks)
     hooks.enter(Phase.PRIOR_DRAWING, f"drawing {s.prior_samples} samples from the prior…")
     if s.prior_guidance != 1 and not prior.arch.guidance:
@@ -118,9 +128,14 @@ def draw_and_rank(
     f = run.models.decoder.factor
     starts = CodeStarts(codes, run.models.decoder.codebook, drawer.size[0] // f, drawer.size[1] // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
-    losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking, picture=picture_loss(s))
+    speckled = []  # with prior_speck_free: whether each sample's picture has a speck
+    look = (lambda image: speckled.append(speck_count(image[0].clamp(0, 1)) > 0)) if speck_free else None
+    losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking, picture=picture_loss(s), look=look)
     order = sorted(range(len(losses)), key=losses.__getitem__)
-    return Ranked(starts, losses, order, condition)
+    if not speck_free:
+        return Ranked(starts, losses, order, condition)
+    order = [i for i in order if not speckled[i]] + [i for i in order if speckled[i]]
+    return Ranked(starts, losses, order, condition, sum(speckled))
 
 
 def codes_drawer(run):

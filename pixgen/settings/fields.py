@@ -136,6 +136,13 @@ class Settings:
         hi=MAX_PRIOR_SAMPLES,
         panel=INIT,
     )
+    prior_speck_free: bool = setting(
+        False,
+        "--init prior: rank the samples whose picture has specks (a few pixels of no blend of its two"
+        " main colours: for pictures of flat colours) after the rest; a region's subjects rank by"
+        " loss alone.",
+        panel=INIT,
+    )
     prior_temperature: float = setting(1.0, "--init prior: sampling temperature.", lo=0, open_lo=True, panel=INIT)
     prior_top_k: int = setting(
         0, "--init prior: draw from the K likeliest codes (0: all).", lo=0, hi=MAX_PRIOR_CODES, panel=INIT

@@ -32,7 +32,7 @@ from pixgen.models.vqgan import (
     save_safetensors,
 )
 from pixgen.shapes import world
-from pixgen.shapes.judge import judge, off_palette
+from pixgen.shapes.judge import judge, off_palette, specks
 from pixgen.shapes.models import CLIP_ARCH, VQGAN_ARCH, WEIGHTS_DIR
 
 JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one flat shape
@@ -148,6 +148,20 @@ def snapped(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return picture, two
 
 
+def despecked(pictures: torch.Tensor, margin: float = 0.3, grow: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each picture of `pictures` (N, 3, H, W) in [-1, 1] as it is, except its stray pixels: those
+    further than `margin` from every blend of its two most common world colours (`snapped`), and
+    `grow` pixels around them, set to their nearest blend. What the picture would be without its
+    specks, every soft edge and shape kept; and the mask of the pixels changed (N, 1, H, W)."""
+    _, two = snapped(pictures)
+    a, ab = two[:, 0, :, None, None], (two[:, 1] - two[:, 0])[:, :, None, None]
+    t = (((pictures - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+    blend = a + t * ab
+    far = ((pictures - blend).norm(dim=1, keepdim=True) > margin).float()
+    mask = F.max_pool2d(far, 2 * grow + 1, stride=1, padding=grow) > 0
+    return torch.where(mask, blend, pictures), mask
+
+
 def scene_batch(rng: np.random.Generator, n: int, size: int = 128) -> np.ndarray:
     """n pictures (n, size, size, 3) of 2-4 subjects of training combinations on one background,
     each inside its own half or quadrant of the picture, at a random size and place in it: the
@@ -218,6 +232,8 @@ def finetune_decoder(
     pool: int = 2000,
     mixed: float = 0.0,
     prior_stray: bool = False,
+    prior_target: str = "snapped",
+    speck_weight: float = 0.0,
 ) -> dict:
     """Fine-tune the shipped decoder alone on the codes the shipped encoder gives world images of
     the training combinations, by the reconstruction terms only (MSE + L1 + Sobel edges, no
@@ -230,15 +246,17 @@ def finetune_decoder(
     `prior_weight` adds code grids that the prior draws (`prior_grids`, a pool of `pool`, a share
     `mixed` for two captions at once), each to be decoded as the starting decoder decodes it,
     `snapped` to its two colours (with `prior_stray`, held to their blend by the stray term): the layouts
-    that carry the specks left in prior starts. `scene_weight` adds reconstructions of 128x128
-    scenes of several subjects (`scene_batch`): what region prompts draw."""
+    that carry the specks left in prior starts; for `prior_target` "own", `despecked` instead, and
+    `speck_weight` adds the error on the despecked pixels alone (half the grids among those with
+    a speck). `scene_weight` adds reconstructions of 128x128 scenes of several subjects."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
     terms = SimpleNamespace(
         edge=edge_weight, stray=stray_weight, scene=scene_weight, prior_weight=prior_weight,
-        prior_stray=prior_stray, prior=_prior_targets(dec, pool, seed, mixed) if prior_weight else None,
+        prior_stray=prior_stray, prior=_prior_targets(dec, pool, seed, mixed, prior_target) if prior_weight else None,
+        speck=speck_weight,
     )  # fmt: skip
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
@@ -256,7 +274,7 @@ def finetune_decoder(
     _save_decoder(dec.eval(), enc, out)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
     info.update(stray_weight=stray_weight, prior_weight=prior_weight, scene_weight=scene_weight, mixed=mixed)
-    info.update(prior_stray=prior_stray, start=str(start))
+    info.update(prior_stray=prior_stray, prior_target=prior_target, speck_weight=speck_weight, start=str(start))
     info.update(evaluate_vqgan(out))
     return info
 
@@ -278,15 +296,22 @@ def _world_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNam
     return loss, F.mse_loss(rec, x).detach()
 
 
-def _prior_targets(dec, pool: int, seed: int, mixed: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _prior_targets(dec, pool: int, seed: int, mixed: float, target: str = "snapped") -> tuple[torch.Tensor, ...]:
     """`pool` grids of the shipped prior (the decoder keeps its codes) as latents, each decoded by
-    `dec` as it is and `snapped`: (latents, snapped pictures, their two colours)."""
+    `dec` as it is and `snapped` (or, for `target` "own", `despecked`): (latents, target pictures,
+    their two colours, the masks of the pixels the target changed)."""
     grids = prior_grids(pool, seed, mixed=mixed)
     with torch.no_grad():
         latents = dec.codebook[grids].movedim(-1, 1)
-        snaps = [snapped(dec.eval()(part).clamp(-1, 1)) for part in latents.split(100)]
+        drawn = torch.cat([dec.eval()(part).clamp(-1, 1) for part in latents.split(100)])
     dec.train()
-    return latents, torch.cat([t for t, _ in snaps]), torch.cat([c for _, c in snaps])
+    pictures, pairs = snapped(drawn)
+    if target == "own":
+        pictures, masks = despecked(drawn)
+    else:
+        masks = torch.ones_like(drawn[:, :1], dtype=torch.bool)
+    with_speck = torch.tensor([specks(a) > 0 for a in _to_uint8(drawn)])
+    return latents, pictures, pairs, masks, with_speck.nonzero()[:, 0]
 
 
 def _extra_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNamespace) -> torch.Tensor | float:
@@ -295,10 +320,15 @@ def _extra_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNam
     scenes of several subjects, reconstructed."""
     loss = 0.0
     if terms.prior is not None:
-        latents, targets, pairs = terms.prior
+        latents, targets, pairs, masks, speckled = terms.prior
         pick = torch.from_numpy(rng.integers(len(targets), size=batch // 2))
+        if terms.speck and len(speckled):  # half of them among the grids drawn with a speck
+            pick[: len(pick) // 2] = speckled[torch.from_numpy(rng.integers(len(speckled), size=len(pick) // 2))]
         drawn = dec.decoder(dec.post_quant_conv(latents[pick]))
         own = _reconstruction(drawn, targets[pick], terms.edge)
+        if terms.speck:  # the changed pixels alone, averaged over them
+            mask = masks[pick].to(drawn.dtype)
+            own = own + terms.speck * ((drawn - targets[pick]).pow(2) * mask).sum() / (3 * mask.sum()).clamp_min(1)
         if terms.prior_stray and terms.stray:  # off the blend of its two colours, as the world's images
             own = own + terms.stray * stray_loss(drawn, pairs[pick, 0], pairs[pick, 1])
         loss = loss + terms.prior_weight * own
@@ -708,6 +738,7 @@ def _train(a: argparse.Namespace) -> dict:
         info = finetune_decoder(
             a.steps or 1500, a.seed, a.out, a.start, a.stray_weight, lr=a.lr or 2e-4,
             prior_weight=a.prior_weight, scene_weight=a.scene_weight, mixed=a.mixed, prior_stray=a.prior_stray,
+            prior_target=a.prior_target, speck_weight=a.speck_weight,
         )  # fmt: skip
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
@@ -743,6 +774,13 @@ def main(argv: list[str] | None = None) -> None:
         "--mixed", type=_number(0, 1), default=0.0, help="decoder: share of prior grids drawn for two captions"
     )
     p.add_argument("--prior-stray", action="store_true", help="decoder: the stray term on prior grids too")
+    p.add_argument(
+        "--prior-target", choices=["snapped", "own"], default="snapped",
+        help="decoder: a prior grid's target, its picture snapped to two colours or its own picture despecked",
+    )  # fmt: skip
+    p.add_argument(
+        "--speck-weight", type=_number(0), default=0.0, help="decoder: weight of the despecked pixels' own error"
+    )
     p.add_argument(
         "--lr", type=_number(0, low_open=True), default=None, help="decoder, clip: the learning rate (2e-4, 5e-4)"
     )

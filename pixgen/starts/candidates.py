@@ -48,13 +48,15 @@ def score_starts(
     cutn: int | None = 8,
     checkpoint: Callable[[], None] | None = None,
     picture: Callable[[Tensor], Tensor] | None = None,
+    look: Callable[[Tensor], None] | None = None,
 ) -> list[float]:
     """The CLIP terms' loss at the first step of each candidate starting tensor's image, drawn by
     `drawer`, plus `picture(image)` (the run's regularisers of the picture: `picture_loss`). Each
     is scored on the same cutouts and the same augmentations (both random streams are rewound
     before each), `cutn` of them (a first look is cheap: 8 cutouts of each start cost about what
     one step's forward pass does). `checkpoint()` is called before each candidate (a safe point:
-    it may raise to stop); `starts` may be lazy (Draws)."""
+    it may raise to stop); `starts` may be lazy (Draws). `look(image)` sees each image as it is
+    scored (the prior's speck-free ranking looks for specks there)."""
     total = sum(t.weight for t in terms)
     state, global_state = generator.get_state(), torch.get_rng_state()
     losses = []
@@ -65,6 +67,8 @@ def score_starts(
         generator.set_state(state)
         torch.set_rng_state(global_state)
         image = drawer.render(z)
+        if look is not None:
+            look(image)
         loss = sum(t.weight / total * float(t.loss(image, 1, generator, None, cutn)) for t in terms)
         losses.append(loss + (float(picture(image)) if picture is not None else 0.0))
     return losses

@@ -186,7 +186,10 @@ def prior_regions(run, terms: list, generator: torch.Generator, hooks: Hooks, ph
         own = tuple(p for p in prompts if p.region == region and p.weight > 0)
         hooks.enter(Phase.PRIOR_REGION, f"drawing {' | '.join(p.text for p in own)!r} for its region…")
         ranker = native_drawer(run) if region is not None else codes_drawer(run)
-        ranked = draw_and_rank(run, ranker, region_terms(terms, phase, region), generator, hooks, phase, own)
+        # by loss alone: ranking a subject with a speck last cost two-object scenes 13 right and
+        # gained 2 of 120, paired (BENCHMARKS.md, issue 29), where the whole picture's start lost none
+        terms_here = region_terms(terms, phase, region)
+        ranked = draw_and_rank(run, ranker, terms_here, generator, hooks, phase, own, speck_free=False)
         best = ranked.order[s.prior_rank - 1]
         z = ranked.starts[best]
         size = (s.width, s.height) if region is None else (ranker.size[1], ranker.size[0])

@@ -1,0 +1,67 @@
+"""Specks: a few pixels of a colour that is no blend of a flat picture's two colours.
+
+A decoder can leave a small multi-coloured group of pixels at a subject's edge (the shapes
+VQGAN's decoder does on some of the code layouts its prior draws: BENCHMARKS.md, issue 29). A
+person sees it at once; a loss over the whole picture hardly does. These functions find such
+groups in the picture alone, with no knowledge of the world it belongs to, so that a ranking of
+pictures of flat colours can put a picture with specks after those without (`prior_speck_free`).
+They mean nothing for a photograph, whose colours are no blend of two.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+STRAY_DISTANCE = 50 / 255  # a colour further than this from every blend of the two is stray
+SPECK_PIXELS = (2, 24)  # a speck has this many pixels at least and at most; more is a region
+LEVELS = 6  # per channel, for finding the two colours that most pixels share
+
+
+def two_colours(image: Tensor) -> tuple[Tensor, Tensor]:
+    """The colours (3,) of `image` (3, H, W) in [0, 1] that most of its pixels share: the mean of
+    the most common coarse colour's pixels, and of the most common one among the pixels far from
+    it (the first again for a picture of one colour)."""
+    flat = image.flatten(1).T  # (H*W, 3)
+    bins = (flat * (LEVELS - 1)).round().long().clamp(0, LEVELS - 1)
+    keys = (bins * torch.tensor([LEVELS * LEVELS, LEVELS, 1])).sum(1)
+    first = flat[keys == keys.bincount().argmax()].mean(0)
+    rest = (flat - first).norm(dim=1) > 2 * STRAY_DISTANCE
+    if not rest.any():
+        return first, first
+    second = flat[rest][keys[rest] == keys[rest].bincount().argmax()].mean(0)
+    for _ in range(2):  # each the median of the pixels close to it
+        pair = torch.stack([first, second])
+        near = torch.cdist(flat, pair)
+        first, second = (flat[near[:, i] < STRAY_DISTANCE].median(0).values for i in (0, 1))
+    return first, second
+
+
+def stray_pixels(image: Tensor) -> Tensor:
+    """(H, W) bool: the pixels of `image` (3, H, W) in [0, 1] further than STRAY_DISTANCE from
+    every blend of its two colours (`two_colours`); a soft edge between the two is no stray."""
+    a, b = two_colours(image)
+    x, ab = image.movedim(0, -1), b - a
+    t = (((x - a) @ ab) / (ab @ ab).clamp_min(1e-12)).clamp(0, 1)
+    return (x - (a + t[..., None] * ab)).norm(dim=-1) > STRAY_DISTANCE
+
+
+def group_sizes(mask: Tensor) -> Tensor:
+    """The sizes of the 8-connected groups of a boolean mask (H, W), in no particular order."""
+    h, w = mask.shape
+    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(h, w), 0.0)
+    while True:  # every pixel of a group takes the group's largest label
+        grown = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    counts = labels[mask].long().bincount()
+    return counts[counts > 0]
+
+
+def speck_count(image: Tensor) -> int:
+    """How many specks `image` (3, H, W) in [0, 1] carries: groups of SPECK_PIXELS stray pixels."""
+    sizes = group_sizes(stray_pixels(image.float()))
+    lo, hi = SPECK_PIXELS
+    return int(((sizes >= lo) & (sizes <= hi)).sum())
