@@ -106,7 +106,7 @@ def test_two_colours_are_the_ones_most_pixels_share():
 
 
 def test_a_speck_is_a_small_group_of_no_blend_of_the_two_colours():
-    from pixgen.starts.specks import group_sizes, speck_count, stray_pixels
+    from pixgen.starts.specks import group_sizes, speck_count, speck_counts, stray_pixels
 
     image = _flat_picture()
     assert speck_count(image) == 0 and not stray_pixels(image).any()  # the soft edge is no speck
@@ -114,5 +114,8 @@ def test_a_speck_is_a_small_group_of_no_blend_of_the_two_colours():
     image[:, 28, 28] = image[:, 29, 29] = torch.tensor([0.9, 0.9, 0.2])  # 2 yellow, touching corners
     image[:, 26:32, 0:6] = torch.tensor([0.2, 0.9, 0.3]).view(3, 1, 1)  # 36 pixels: a region, no speck
     image[:, 30, 20] = torch.tensor([0.2, 0.9, 0.3])  # one pixel: no speck
-    assert sorted(group_sizes(stray_pixels(image)).tolist()) == [1, 2, 6, 36]
+    sizes = group_sizes(stray_pixels(image)[None])[0]
+    assert sorted(sizes[sizes > 0].tolist()) == [1, 2, 6, 36]
     assert speck_count(image) == 2
+    masks = torch.stack([stray_pixels(image), stray_pixels(_flat_picture()), stray_pixels(image)])
+    assert speck_counts(masks).tolist() == [2, 0, 2]  # each mask its own groups, all at once

@@ -21,7 +21,7 @@ from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.runtime.memory import prior_batch
 from pixgen.settings import parse_bytes
 from pixgen.starts.candidates import picture_loss, score_starts
-from pixgen.starts.specks import speck_count
+from pixgen.starts.specks import speck_counts, stray_pixels
 
 
 def prior_name(settings) -> str:
@@ -128,12 +128,13 @@ def draw_and_rank(
     f = run.models.decoder.factor
     starts = CodeStarts(codes, run.models.decoder.codebook, drawer.size[0] // f, drawer.size[1] // f)
     ranking = lambda: hooks.enter(Phase.PRIOR_RANKING, "ranking the samples…")  # noqa: E731
-    speckled = []  # with prior_speck_free: whether each sample's picture has a speck
-    look = (lambda image: speckled.append(speck_count(image[0].clamp(0, 1)) > 0)) if speck_free else None
+    stray = []  # with prior_speck_free: each sample's stray pixels, their groups counted at once after
+    look = (lambda image: stray.append(stray_pixels(image[0].clamp(0, 1).float()))) if speck_free else None
     losses = score_starts(drawer, terms, starts, generator, checkpoint=ranking, picture=picture_loss(s), look=look)
     order = sorted(range(len(losses)), key=losses.__getitem__)
     if not speck_free:
         return Ranked(starts, losses, order, condition)
+    speckled = (speck_counts(torch.stack(stray)) > 0).tolist()
     order = [i for i in order if not speckled[i]] + [i for i in order if speckled[i]]
     return Ranked(starts, losses, order, condition, sum(speckled))
 

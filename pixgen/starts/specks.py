@@ -47,21 +47,27 @@ def stray_pixels(image: Tensor) -> Tensor:
     return (x - (a + t[..., None] * ab)).norm(dim=-1) > STRAY_DISTANCE
 
 
-def group_sizes(mask: Tensor) -> Tensor:
-    """The sizes of the 8-connected groups of a boolean mask (H, W), in no particular order."""
-    h, w = mask.shape
-    labels = torch.where(mask, torch.arange(1, h * w + 1, dtype=torch.float32).view(h, w), 0.0)
+def group_sizes(masks: Tensor) -> Tensor:
+    """The sizes of the 8-connected groups of boolean masks (N, H, W): (N, H*W + 1), the size of
+    each group at its label's place, zero elsewhere. All the masks are labelled at once."""
+    n, h, w = masks.shape
+    labels = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w) * masks
     while True:  # every pixel of a group takes the group's largest label
-        grown = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * mask
+        grown = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * masks
         if torch.equal(grown, labels):
             break
         labels = grown
-    counts = labels[mask].long().bincount()
-    return counts[counts > 0]
+    offset = (torch.arange(n) * (h * w + 1)).view(n, 1, 1)
+    return (labels.long() + offset)[masks].bincount(minlength=n * (h * w + 1)).view(n, -1)
+
+
+def speck_counts(masks: Tensor) -> Tensor:
+    """How many specks each of the stray-pixel masks (N, H, W) (`stray_pixels`) holds: groups of
+    SPECK_PIXELS pixels; (N,)."""
+    sizes, (lo, hi) = group_sizes(masks), SPECK_PIXELS
+    return ((sizes >= lo) & (sizes <= hi)).sum(1)
 
 
 def speck_count(image: Tensor) -> int:
-    """How many specks `image` (3, H, W) in [0, 1] carries: groups of SPECK_PIXELS stray pixels."""
-    sizes = group_sizes(stray_pixels(image.float()))
-    lo, hi = SPECK_PIXELS
-    return int(((sizes >= lo) & (sizes <= hi)).sum())
+    """How many specks `image` (3, H, W) in [0, 1] carries."""
+    return int(speck_counts(stray_pixels(image.float())[None])[0])
