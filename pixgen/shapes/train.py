@@ -34,6 +34,7 @@ from pixgen.models.vqgan import (
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge, off_palette, specks
 from pixgen.shapes.models import CLIP_ARCH, VQGAN_ARCH, WEIGHTS_DIR
+from pixgen.starts.specks import nearest_blend
 
 JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one flat shape
 
@@ -123,9 +124,7 @@ def stray_loss(rec: torch.Tensor, background: torch.Tensor, subject: torch.Tenso
     """How far each pixel of `rec` (N, 3, H, W) lies from the segment of colours between its
     image's background and subject colours (N, 3), past `margin`, squared and averaged: zero for
     any blend of the two (a soft edge), large for a stray colour (a speck). All in [-1, 1]."""
-    a, ab = background[:, :, None, None], (subject - background)[:, :, None, None]
-    t = (((rec - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
-    return F.relu((rec - (a + t * ab)).norm(dim=1) - margin).pow(2).mean()
+    return F.relu((rec - nearest_blend(rec, background, subject)).norm(dim=1) - margin).pow(2).mean()
 
 
 def _palette() -> torch.Tensor:
@@ -154,9 +153,7 @@ def despecked(pictures: torch.Tensor, margin: float = 0.3, grow: int = 1) -> tup
     `grow` pixels around them, set to their nearest blend. What the picture would be without its
     specks, every soft edge and shape kept; and the mask of the pixels changed (N, 1, H, W)."""
     _, two = snapped(pictures)
-    a, ab = two[:, 0, :, None, None], (two[:, 1] - two[:, 0])[:, :, None, None]
-    t = (((pictures - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
-    blend = a + t * ab
+    blend = nearest_blend(pictures, two[:, 0], two[:, 1])
     far = ((pictures - blend).norm(dim=1, keepdim=True) > margin).float()
     mask = F.max_pool2d(far, 2 * grow + 1, stride=1, padding=grow) > 0
     return torch.where(mask, blend, pictures), mask
@@ -253,10 +250,10 @@ def finetune_decoder(
     rng = np.random.default_rng(seed)
     enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").train()
+    prior = _prior_targets(dec, pool, seed, mixed, prior_target, speck_weight > 0) if prior_weight else None
     terms = SimpleNamespace(
         edge=edge_weight, stray=stray_weight, scene=scene_weight, prior_weight=prior_weight,
-        prior_stray=prior_stray, prior=_prior_targets(dec, pool, seed, mixed, prior_target) if prior_weight else None,
-        speck=speck_weight,
+        prior_stray=prior_stray, prior=prior, speck=speck_weight,
     )  # fmt: skip
     params = [*dec.post_quant_conv.parameters(), *dec.decoder.parameters()]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
@@ -296,10 +293,13 @@ def _world_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNam
     return loss, F.mse_loss(rec, x).detach()
 
 
-def _prior_targets(dec, pool: int, seed: int, mixed: float, target: str = "snapped") -> tuple[torch.Tensor, ...]:
+def _prior_targets(
+    dec, pool: int, seed: int, mixed: float, target: str = "snapped", find_specks: bool = False
+) -> tuple[torch.Tensor, ...]:
     """`pool` grids of the shipped prior (the decoder keeps its codes) as latents, each decoded by
     `dec` as it is and `snapped` (or, for `target` "own", `despecked`): (latents, target pictures,
-    their two colours, the masks of the pixels the target changed)."""
+    their two colours, the masks of the pixels the target changed, and with `find_specks` the
+    indices of the grids drawn with a speck, else none)."""
     grids = prior_grids(pool, seed, mixed=mixed)
     with torch.no_grad():
         latents = dec.codebook[grids].movedim(-1, 1)
@@ -310,8 +310,8 @@ def _prior_targets(dec, pool: int, seed: int, mixed: float, target: str = "snapp
         pictures, masks = despecked(drawn)
     else:
         masks = torch.ones_like(drawn[:, :1], dtype=torch.bool)
-    with_speck = torch.tensor([specks(a) > 0 for a in _to_uint8(drawn)])
-    return latents, pictures, pairs, masks, with_speck.nonzero()[:, 0]
+    found = [i for i, a in enumerate(_to_uint8(drawn)) if specks(a)] if find_specks else []
+    return latents, pictures, pairs, masks, torch.tensor(found, dtype=torch.long)
 
 
 def _extra_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNamespace) -> torch.Tensor | float:

@@ -38,13 +38,19 @@ def two_colours(image: Tensor) -> tuple[Tensor, Tensor]:
     return first, second
 
 
+def nearest_blend(images: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """Each pixel of `images` (N, 3, H, W) replaced by the nearest blend of its picture's two
+    colours `a` and `b` (N, 3): the nearest point of the segment of colours between them."""
+    a, ab = a[:, :, None, None], (b - a)[:, :, None, None]
+    t = ((images - a) * ab).sum(1, keepdim=True) / (ab * ab).sum(1, keepdim=True).clamp_min(1e-12)
+    return a + t.clamp(0, 1) * ab
+
+
 def stray_pixels(image: Tensor) -> Tensor:
     """(H, W) bool: the pixels of `image` (3, H, W) in [0, 1] further than STRAY_DISTANCE from
     every blend of its two colours (`two_colours`); a soft edge between the two is no stray."""
     a, b = two_colours(image)
-    x, ab = image.movedim(0, -1), b - a
-    t = (((x - a) @ ab) / (ab @ ab).clamp_min(1e-12)).clamp(0, 1)
-    return (x - (a + t[..., None] * ab)).norm(dim=-1) > STRAY_DISTANCE
+    return (image - nearest_blend(image[None], a[None], b[None])[0]).norm(dim=0) > STRAY_DISTANCE
 
 
 def group_sizes(masks: Tensor) -> Tensor:
