@@ -450,6 +450,7 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
         s.optimizer,
         save_best=s.save_best,
         ema=s.ema,
+        speck_guard=s.speck_guard,
     )
     zoom = None
     if zoom_active(s):

@@ -203,6 +203,7 @@ def test_wrapping_cutouts_roll_the_image():
         (("--tile", "--zoom-scale", "1.1"), "tile"),
         (("--drawer", "fft", "--zoom-rotate", "3"), "needs --drawer vqgan"),
         (("--drawer", "fft", "--schedule", "progressive"), "needs --drawer vqgan"),
+        (("--drawer", "lines", "--speck-guard"), "it holds a drawer's cells back: --drawer vqgan or pixel"),
         (("--drawer", "crayon"), "drawer"),
     ],
 )

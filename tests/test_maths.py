@@ -97,7 +97,7 @@ def _flat_picture():
 
 
 def test_two_colours_are_the_ones_most_pixels_share():
-    from pixgen.starts.specks import two_colours
+    from pixgen.loop.specks import two_colours
 
     image = _flat_picture()
     image[:, 7, 8:24] = torch.tensor([0.75, 0.1, 0.1]).view(3, 1)  # a darker rim, in red's coarse colour
@@ -106,7 +106,7 @@ def test_two_colours_are_the_ones_most_pixels_share():
 
 
 def test_a_speck_is_a_small_group_of_no_blend_of_the_two_colours():
-    from pixgen.starts.specks import group_sizes, speck_count, speck_counts, stray_pixels
+    from pixgen.loop.specks import group_sizes, speck_count, speck_counts, stray_pixels
 
     image = _flat_picture()
     assert speck_count(image) == 0 and not stray_pixels(image).any()  # the soft edge is no speck
@@ -119,3 +119,46 @@ def test_a_speck_is_a_small_group_of_no_blend_of_the_two_colours():
     assert speck_count(image) == 2
     masks = torch.stack([stray_pixels(image), stray_pixels(_flat_picture()), stray_pixels(image)])
     assert speck_counts(masks).tolist() == [2, 0, 2]  # each mask its own groups, all at once
+    from pixgen.loop.specks import speck_pixels
+
+    want = torch.zeros(32, 32, dtype=torch.bool)
+    want[2:4, 2:5] = want[28, 28] = want[29, 29] = True
+    assert torch.equal(speck_pixels(image), want)  # the specks' pixels, not the region's or the lone one
+
+
+def _guard_setup(cells: int = 16):
+    """A pixel drawer of one pixel per cell and a red square on blue as its tensor."""
+    from pixgen.drawers.pixel import PixelDrawer
+    from pixgen.loop.specks import SpeckGuard
+
+    drawer = PixelDrawer((cells, cells), (cells, cells), None, torch.device("cpu"))
+    z = torch.tensor([0.1, 0.2, 0.9]).view(1, 3, 1, 1).repeat(1, 1, cells, cells)
+    z[..., 4:12, 4:12] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
+    return drawer, z, SpeckGuard(drawer, z)
+
+
+def test_the_speck_guard_holds_back_the_cells_of_a_speck_a_step_adds():
+    drawer, z, guard = _guard_setup()
+    assert torch.equal(guard.check(z, drawer.render(z), drawer.render), drawer.render(z))  # nothing to hold
+    step = z.clone()
+    step[..., 12, 8] = torch.tensor([0.5, 0.15, 0.5])  # a step softens the square's edge...
+    step[..., 1:3, 1:3] = torch.tensor([0.2, 0.9, 0.3]).view(1, 3, 1, 1)  # ...and adds a green speck
+    image = guard.check(step, drawer.render(step), drawer.render)
+    want = z.clone()
+    want[..., 12, 8] = step[..., 12, 8]  # the cells far from the speck keep their step
+    assert torch.equal(step, want) and torch.equal(image, drawer.render(want))
+    assert torch.equal(guard.clean, want) and not guard.seen.any()
+
+
+def test_the_speck_guard_lets_through_a_speck_that_was_there_already():
+    drawer, start, guard = _guard_setup()
+    start[..., 1:3, 1:3] = torch.tensor([0.2, 0.9, 0.3]).view(1, 3, 1, 1)  # the start has a speck
+    guard.reset(start)
+    z = start.clone()
+    guard.check(z, drawer.render(z), drawer.render)  # nothing clean to go back to: it stays
+    assert torch.equal(z, start) and guard.seen[..., 1:3, 1:3].all()
+    z[..., 1, 1] = torch.tensor([0.2, 0.8, 0.3])  # a step moves it: seen before, so let through
+    moved = z.clone()
+    guard.check(z, drawer.render(z), drawer.render)
+    assert torch.equal(z, moved)
+    assert torch.equal(guard.final(z, drawer.render), moved)

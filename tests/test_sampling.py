@@ -190,10 +190,10 @@ def test_a_class_conditional_prior_records_the_classes_it_drew(cli, tmp_path, mo
 
 def test_the_speck_free_ranking_puts_the_samples_with_a_speck_after_the_rest(tmp_path):
     from pixgen.api import clip_terms, make_run_drawer, prepare
+    from pixgen.loop.specks import speck_count
     from pixgen.prior.start import draw_and_rank
     from pixgen.runtime.device import seed_everything
     from pixgen.settings import load_settings
-    from pixgen.starts.specks import speck_count
 
     picks = {}
     for free in (False, True):

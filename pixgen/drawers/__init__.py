@@ -70,6 +70,7 @@ class Drawer:
     takes_codes = False  # its tensor is a VQGAN latent: --init prior and --init-draws N work
     can_halve = False  # the progressive schedule halves its tensor
     can_zoom = False  # the zoom video mode re-encodes its image
+    local_cells = False  # each cell of its tensor draws its own patch of pixels: speck_guard holds cells back
     min_side = 1  # the smallest width and height it draws (the VQGAN's: its factor, see size_factor)
     size: tuple[int, int] = (0, 0)
 
@@ -143,6 +144,14 @@ class Drawer:
     def image_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """The (height, width) of the image a tensor of `shape` draws."""
         return self.size
+
+    def cells_under(self, pixels: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """(1, 1, rows, cols) bool: the cells of a tensor of `shape` (..., rows, cols) that draw any of
+        the `pixels` (H, W) bool of its image (only where `local_cells`: a grid of cells, each of
+        which draws its own patch of the image)."""
+        import torch.nn.functional as F
+
+        return F.adaptive_max_pool2d(pixels[None, None].float(), tuple(shape[-2:])) > 0
 
     def extras(self, params: Tensor) -> dict[str, bytes]:
         """Files written beside final.png at the end of a run (name -> contents)."""

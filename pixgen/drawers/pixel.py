@@ -55,6 +55,7 @@ class PixelDrawer(Drawer):
     name = "pixel"
     summary = "a grid of flat cells"
     lr = 0.05
+    local_cells = True
     min_side = 8  # smaller images leave CLIP nothing to see and the smoothness terms nothing to compare
 
     class Fields:

@@ -93,6 +93,7 @@ class VQGANDrawer(Drawer):
     takes_codes = True
     can_halve = True
     can_zoom = True
+    local_cells = True
 
     @classmethod
     def from_settings(cls, settings, decoder, device) -> VQGANDrawer:

@@ -7,4 +7,6 @@ losses    pure loss functions and the regulariser sum
 targets   CLIP targets for each story phase (PromptSchedule)
 prompts   all prompt syntax, parsed once into a PromptPlan
 ops       straight-through quantisation, clamp with gradient, latent resizing
+specks    specks (a few pixels of no blend of a flat picture's two colours) and the guard that keeps
+          the steps from adding one
 """

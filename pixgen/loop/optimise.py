@@ -14,6 +14,7 @@ from torch import Tensor
 from pixgen.errors import NumericalFailure
 from pixgen.loop.cutouts import Cutouts
 from pixgen.loop.losses import prompt_loss, region_shares
+from pixgen.loop.specks import SpeckGuard
 from pixgen.loop.targets import Targets
 from pixgen.models.scorer import ClipScorer
 
@@ -190,7 +191,8 @@ class Loop:
     every step needs: the optimiser, the clamp to the drawer's range (the codebook's), the NaN
     rollback (a non-finite loss or latent rolls z back to the last good value and halves the
     learning rate; `max_failures` in a row raise NumericalFailure), what the run keeps
-    (`save_best`: the lowest-loss step's latent; `ema`: a moving average; else the last), and
+    (`save_best`: the lowest-loss step's latent; `ema`: a moving average; else the last), the
+    speck guard (`speck_guard`: a step may not add a speck, pixgen.loop.specks), and
     `state_dict()`, everything needed to continue bit-identically. Changing the latent between
     steps (the progressive switch, the zoom mode) is `restart(z)`, called from outside; moving it
     part of the way to another latent, keeping the optimiser's moments (story mode's keyframes), is
@@ -209,6 +211,7 @@ class Loop:
         max_failures: int = 5,
         save_best: bool = False,
         ema: float = 0.0,
+        speck_guard: bool = False,
     ):
         self.drawer, self.loss, self.generator = drawer, loss, generator
         self.decoder = getattr(self.drawer, "decoder", None)
@@ -222,6 +225,7 @@ class Loop:
         self.save_best, self.ema = save_best, ema
         self.kept_loss, self.kept_z = math.inf, None
         self.ema_z = self.z.detach().clone() if ema else None
+        self.guard = SpeckGuard(drawer, self.z) if speck_guard else None
 
     @property
     def lr(self) -> float:
@@ -234,6 +238,8 @@ class Loop:
                 group["lr"] = self.base_lr * self.scale * self.schedule[self.step]
             self.opt.zero_grad(set_to_none=True)
             image = self.drawer.render(self.z)
+            if self.guard is not None:
+                image = self.guard.check(self.z, image, self.drawer.render)
             loss = self.loss(image, self.z, self.step + 1)
             ok = bool(torch.isfinite(loss))
             if ok and self.save_best and loss.item() < self.kept_loss:  # `loss` scores z before this update
@@ -258,12 +264,14 @@ class Loop:
         self.good.copy_(self.z.detach())
 
     def result(self) -> Tensor:
-        """The latent the run keeps: the best step's, the moving average, or the last."""
+        """The latent the run keeps: the best step's, the moving average, or the last (held back
+        where it adds a speck, with the speck guard)."""
         if self.kept_z is not None:
             return self.kept_z
-        if self.ema_z is not None:
-            return self.ema_z
-        return self.z.detach()
+        z = self.ema_z if self.ema_z is not None else self.z.detach()
+        if self.guard is not None and self.step > 0:  # (the best step's was held back when it was scored)
+            return self.guard.final(z, self.drawer.render)
+        return z
 
     def restart(self, z: Tensor) -> None:
         """Continue from a new latent, with fresh optimiser moments. A new shape (the progressive
@@ -272,6 +280,8 @@ class Loop:
         self.kept_loss, self.kept_z = math.inf, None
         if self.ema_z is not None:
             self.ema_z = z.detach().clone()
+        if self.guard is not None:
+            self.guard.reset(z)
         if z.shape == self.z.shape:
             with torch.no_grad():
                 self.z.copy_(z)
@@ -321,6 +331,8 @@ class Loop:
             state["kept_z"], state["kept_loss"] = self.kept_z.cpu(), torch.tensor(self.kept_loss, dtype=torch.float64)
         if self.ema_z is not None:
             state["ema_z"] = self.ema_z.cpu()
+        if self.guard is not None:
+            state["speck_clean"], state["speck_seen"] = self.guard.clean.cpu(), self.guard.seen.cpu()
         for k, v in self.opt.state.get(self.z, {}).items():
             state[f"opt.{k}"] = v.detach().cpu() if torch.is_tensor(v) else torch.tensor(v)
         if torch.cuda.is_available():
@@ -337,6 +349,8 @@ class Loop:
             self.kept_z, self.kept_loss = state["kept_z"].to(self.z), float(state["kept_loss"])
         if "ema_z" in state and self.ema_z is not None:
             self.ema_z = state["ema_z"].to(self.z)
+        if "speck_clean" in state and self.guard is not None:
+            self.guard.clean, self.guard.seen = state["speck_clean"].to(self.z), state["speck_seen"].to(self.z.device)
         self.step = int(state["step"])
         self.scale, best, stale = state["lr_state"].tolist()
         self.schedule.best, self.schedule.stale = best, int(stale)

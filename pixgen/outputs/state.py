@@ -29,7 +29,7 @@ STATE_TENSORS = {
     "generator": (torch.uint8, 1),  # CPU generators' states (the run's stream, torch's global one)
     "torch_rng": (torch.uint8, 1),
 }
-LATENT_COPIES = ("kept_z", "ema_z")  # saved beside z, of its shape
+LATENT_COPIES = ("kept_z", "ema_z", "speck_clean")  # saved beside z, of its shape
 
 
 def check_state(state: dict[str, torch.Tensor], shapes: set[tuple[int, ...]], planned: int, path: Path) -> None:
@@ -59,6 +59,12 @@ def check_state(state: dict[str, torch.Tensor], shapes: set[tuple[int, ...]], pl
     for key, value in state.items():
         if (key in LATENT_COPIES or (key.startswith("opt.") and key != "opt.step")) and value.shape != z.shape:
             bad(f"{key!r} is {list(value.shape)}, not the latent's {list(z.shape)}")
+    seen = state.get("speck_seen")  # the speck guard's cells under specks: one per cell of the latent
+    if seen is not None and (seen.dtype != torch.bool or tuple(seen.shape) != (1, 1, *z.shape[-2:])):
+        want = [1, 1, *z.shape[-2:]]
+        bad(f"'speck_seen' is a {list(seen.shape)} {seen.dtype} tensor, not a {want} bool")
+    if "speck_clean" in state and seen is None:
+        bad("the speck guard's memory is incomplete: 'speck_clean' without 'speck_seen'")
     size = torch.Generator().get_state().numel()
     for key in ("generator", "torch_rng"):
         if state[key].numel() != size:

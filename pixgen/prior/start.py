@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from pixgen.errors import PixgenError
 from pixgen.loop.ops import codes_to_latent
+from pixgen.loop.specks import speck_counts, stray_pixels
 from pixgen.phases import Hooks, Phase
 from pixgen.prior.conditions import Condition, condition_for
 from pixgen.prior.model import Prior, Sampling, sample
@@ -21,7 +22,6 @@ from pixgen.prior.registry import load_prior_model, prior_for_vqgan
 from pixgen.runtime.memory import prior_batch
 from pixgen.settings import parse_bytes
 from pixgen.starts.candidates import picture_loss, score_starts
-from pixgen.starts.specks import speck_counts, stray_pixels
 
 
 def prior_name(settings) -> str:

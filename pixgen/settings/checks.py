@@ -67,6 +67,9 @@ def _check_capabilities(s: Settings, need) -> None:
         need(not zoom_on(s), "drawer", f"the zoom video mode re-encodes through the VQGAN: it {needs('can_zoom')}")
     if not cls.can_halve:
         need(s.schedule == "plain", "schedule", f"progressive halves the VQGAN latent: it {needs('can_halve')}")
+    if not cls.local_cells:
+        cells = " or ".join(name for name, c in drawer_classes().items() if c.local_cells)
+        need(not s.speck_guard, "speck_guard", f"it holds a drawer's cells back: --drawer {cells}, not {s.drawer}")
     if not cls.takes_codes:
         need(s.init_draws == 1, "init_draws", f"drawing several starting latents {needs('takes_codes')}")
 

@@ -236,6 +236,12 @@ class Settings:
         panel=REGULARISERS,
     )
     palette_weight: float = setting(0.0, "How strongly to pull toward the palette.", lo=0, panel=REGULARISERS)
+    speck_guard: bool = setting(
+        False,
+        "Steps may not add specks (a few pixels of no blend of the picture's two main colours: for"
+        " pictures of flat colours): the cells under one go back to their last values without it.",
+        panel=REGULARISERS,
+    )
     drawer: str = setting("vqgan", "", panel=DRAWER)  # its choices: the drawers (_drawer_setting)
     # here, as Settings is built: each drawer's own settings (pixel_size, strokes...: pixgen.drawers)
     tile: bool = setting(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pixgen.errors import PixgenError
 from pixgen.loop.ops import nearest_codes, quantize_st
+from pixgen.loop.specks import nearest_blend
 from pixgen.models.loading import load_scorer
 from pixgen.models.scorer import build_clip, load_clip_file
 from pixgen.models.vqgan import (
@@ -34,7 +35,6 @@ from pixgen.models.vqgan import (
 from pixgen.shapes import world
 from pixgen.shapes.judge import judge, off_palette, specks
 from pixgen.shapes.models import CLIP_ARCH, VQGAN_ARCH, WEIGHTS_DIR
-from pixgen.starts.specks import nearest_blend
 
 JUNK_CAPTION = "noise"  # what the CLIP learns to call an image that is not one flat shape
 
