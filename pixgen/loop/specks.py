@@ -96,15 +96,17 @@ def speck_pixels(image: Tensor) -> Tensor:
 class SpeckGuard:
     """Steps that may not add a speck (the setting speck_guard), for a drawer of `local_cells`.
 
-    Before a step scores the picture of its tensor `z`, the cells under each speck that the
-    picture before did not have go back to their last values that drew none (`clean`), with the
-    cells around them: one cell away, then 2, 4, then every cell, until the picture shows no new
-    speck (a decoder reads its neighbours, and one with attention every cell). The step goes on
-    from the picture held back. A speck the step did not add (one already in the start, one that
-    going back did not clear) is let through, so that a noisy start can still move. Steps that
-    keep pushing the picture through speckled layouts (a palette far from its colours, say) are
-    slowed down or held: that is the price of the guard (`--no-speck-guard`). `clean` and `seen`
-    (the cells under specks in the last picture) are part of the loop's state."""
+    It keeps a picture without a speck without one. Before a step scores the picture of its
+    tensor `z`, if the picture before had no speck, the cells under each speck go back to their
+    last values (`clean`: the picture before's), with the cells around them: one cell away, then
+    2, 4 (a decoder reads its neighbours), then every cell (a decoder with attention reads them
+    all), until the picture shows no speck. The step goes on from the picture held back. While
+    the picture has a speck the guard waits (a start with one, a noisy or random start, a zoom's
+    re-encoded picture): going back to a picture with specks would win nothing, and it would
+    hold every step of a noisy start, each of which draws new specks. Steps that keep pushing a
+    clean picture through speckled layouts (a palette far from its colours, say) are slowed down
+    or held: that is the price of the guard (`--no-speck-guard`). `clean` and `seen` (the cells
+    under specks in the last picture) are part of the loop's state."""
 
     REACHES = (1, 2, 4)  # then every cell
 
@@ -113,27 +115,27 @@ class SpeckGuard:
         self.reset(z)
 
     def reset(self, z: Tensor) -> None:
-        """Forget the memory: `z` (of a new shape, perhaps) is clean."""
+        """Start again from `z` (of a new shape, perhaps), whose picture is not looked at yet: the
+        first step looks and holds nothing back."""
         self.clean = z.detach().clone()
-        self.seen = torch.zeros(1, 1, *z.shape[-2:], dtype=torch.bool, device=z.device)
+        self.seen = torch.ones(1, 1, *z.shape[-2:], dtype=torch.bool, device=z.device)
 
     def flagged(self, image: Tensor, shape: tuple[int, ...]) -> Tensor:
         """(1, 1, rows, cols) bool: the cells under the specks of `image` (1, 3, H, W)."""
         return self.drawer.cells_under(speck_pixels(image[0].detach().cpu()), shape).to(self.seen.device)
 
     def held(self, z: Tensor, clean: Tensor, image: Tensor, seen: Tensor, render) -> tuple[Tensor, Tensor]:
-        """`z` held back where its picture `image` has specks not in `seen` (the tensor, with the
-        same as `z`'s if nothing is new), and the cells held back (1, 1, rows, cols) bool."""
-        new = self.flagged(image, z.shape) & ~seen
-        cells = torch.zeros_like(new)
-        if not new.any():
-            return z, cells
-        for reach in (*self.REACHES, max(new.shape[-2:])):
-            cells = F.max_pool2d(new.float(), 2 * reach + 1, 1, reach) > 0
-            held = torch.where(cells, clean, z)
-            if not (self.flagged(render(held), z.shape) & ~seen).any():
-                break
-        return held, cells
+        """`z` held back where its picture `image` has specks, if the picture before had none
+        (`seen`, the cells under its specks, is empty), and the cells held back (1, 1, rows, cols)."""
+        new = self.flagged(image, z.shape)
+        if new.any() and not seen.any():
+            for reach in (*self.REACHES, max(new.shape[-2:])):
+                cells = F.max_pool2d(new.float(), 2 * reach + 1, 1, reach) > 0
+                held = torch.where(cells, clean, z)
+                if not self.flagged(render(held), z.shape).any():
+                    break
+            return held, cells
+        return z, torch.zeros_like(new)
 
     @torch.no_grad()
     def check(self, z: Tensor, image: Tensor, render) -> Tensor:
