@@ -73,11 +73,16 @@ def group_sizes(masks: Tensor) -> Tensor:
     return (group_labels(masks) + offset)[masks].bincount(minlength=n * (h * w + 1)).view(n, -1)
 
 
+def _speck_sized(sizes: Tensor) -> Tensor:
+    """Whether each group size is a speck's (SPECK_PIXELS)."""
+    lo, hi = SPECK_PIXELS
+    return (sizes >= lo) & (sizes <= hi)
+
+
 def speck_counts(masks: Tensor) -> Tensor:
     """How many specks each of the stray-pixel masks (N, H, W) (`stray_pixels`) holds: groups of
     SPECK_PIXELS pixels; (N,)."""
-    sizes, (lo, hi) = group_sizes(masks), SPECK_PIXELS
-    return ((sizes >= lo) & (sizes <= hi)).sum(1)
+    return _speck_sized(group_sizes(masks)).sum(1)
 
 
 def speck_count(image: Tensor) -> int:
@@ -89,8 +94,7 @@ def speck_pixels(image: Tensor) -> Tensor:
     """(H, W) bool: the pixels of the specks `image` (3, H, W) in [0, 1] carries."""
     stray = stray_pixels(image.float())
     labels = group_labels(stray[None])[0]
-    sizes, (lo, hi) = labels[stray].bincount(minlength=stray.numel() + 1), SPECK_PIXELS
-    return stray & (sizes[labels] >= lo) & (sizes[labels] <= hi)
+    return stray & _speck_sized(labels[stray].bincount(minlength=stray.numel() + 1))[labels]
 
 
 class SpeckGuard:
@@ -98,15 +102,15 @@ class SpeckGuard:
 
     It keeps a picture without a speck without one. Before a step scores the picture of its
     tensor `z`, if the picture before had no speck, the cells under each speck go back to their
-    last values (`clean`: the picture before's), with the cells around them: one cell away, then
-    2, 4 (a decoder reads its neighbours), then every cell (a decoder with attention reads them
-    all), until the picture shows no speck. The step goes on from the picture held back. While
+    values in the tensor the last step scored (`clean`), with the cells around them: one cell
+    away, then 2, 4 (a decoder reads its neighbours), then every cell (a decoder with attention
+    reads them all), until the picture shows no speck. The step goes on from the picture held back. While
     the picture has a speck the guard waits (a start with one, a noisy or random start, a zoom's
     re-encoded picture): going back to a picture with specks would win nothing, and it would
     hold every step of a noisy start, each of which draws new specks. Steps that keep pushing a
     clean picture through speckled layouts (a palette far from its colours, say) are slowed down
-    or held: that is the price of the guard (`--no-speck-guard`). `clean` and `seen` (the cells
-    under specks in the last picture) are part of the loop's state."""
+    or held: that is the price of the guard (`--no-speck-guard`). `clean` (the tensor the last
+    step scored) and `seen` (the cells under its picture's specks) are part of the loop's state."""
 
     REACHES = (1, 2, 4)  # then every cell
 
@@ -124,34 +128,35 @@ class SpeckGuard:
         """(1, 1, rows, cols) bool: the cells under the specks of `image` (1, 3, H, W)."""
         return self.drawer.cells_under(speck_pixels(image[0].detach().cpu()), shape).to(self.seen.device)
 
-    def held(self, z: Tensor, clean: Tensor, image: Tensor, seen: Tensor, render) -> tuple[Tensor, Tensor]:
-        """`z` held back where its picture `image` has specks, if the picture before had none
-        (`seen`, the cells under its specks, is empty), and the cells held back (1, 1, rows, cols)."""
-        new = self.flagged(image, z.shape)
-        if new.any() and not seen.any():
-            for reach in (*self.REACHES, max(new.shape[-2:])):
-                cells = F.max_pool2d(new.float(), 2 * reach + 1, 1, reach) > 0
-                held = torch.where(cells, clean, z)
-                if not self.flagged(render(held), z.shape).any():
-                    break
-            return held, cells
-        return z, torch.zeros_like(new)
+    def held(self, z: Tensor, flags: Tensor, render) -> tuple[Tensor, Tensor, Tensor]:
+        """`z` held back where `flags` (the cells under the specks of its picture) are, if the
+        picture before had none (`seen` is empty); the cells held back (1, 1, rows, cols); and the
+        cells under the specks of the picture the tensor returned draws."""
+        cells = torch.zeros_like(flags)
+        if not flags.any() or self.seen.any():
+            return z, cells, flags
+        for reach in (*self.REACHES, max(flags.shape[-2:])):
+            cells = F.max_pool2d(flags.float(), 2 * reach + 1, 1, reach) > 0
+            held = torch.where(cells, self.clean, z)
+            after = self.flagged(render(held), z.shape)
+            if not after.any():
+                break
+        return held, cells, after
 
     @torch.no_grad()
     def check(self, z: Tensor, image: Tensor, render) -> Tensor:
         """The picture the step scores: `image` (of `z`), or, where the step added a speck, the
         picture of `z` held back there (`z` changed in place, `render(z)` drawing it again)."""
-        held, cells = self.held(z.detach(), self.clean, image, self.seen, render)
-        self.clean = torch.where(cells, self.clean, z.detach())
+        held, cells, self.seen = self.held(z.detach(), self.flagged(image, z.shape), render)
         if cells.any():
             z.copy_(held)
             with torch.enable_grad():
                 image = render(z)
-        self.seen = self.flagged(image, z.shape)
+        self.clean = z.detach().clone()
         return image
 
     @torch.no_grad()
     def final(self, z: Tensor, render) -> Tensor:
         """The tensor the run keeps, `z` (after the last step, unchecked), held back where it adds
         a speck; the guard's memory is left as it is (a resumed run goes on from it)."""
-        return self.held(z.detach(), self.clean, render(z), self.seen, render)[0]
+        return self.held(z.detach(), self.flagged(render(z), z.shape), render)[0]
