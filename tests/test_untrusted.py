@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import string
 from pathlib import Path
@@ -308,9 +309,9 @@ def test_resume_refuses_the_state_of_another_drawer(cli, tmp_path):
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
 
 
-def test_resume_refuses_a_speck_guard_memory_of_another_shape(cli, tmp_path):
+def test_resume_refuses_a_speck_guard_memory_of_another_shape_and_non_finite_latents(cli, tmp_path):
     """The speck guard's memory in a state file (its clean latent, its cells under specks) is
-    checked as the latent is: one line, nothing changed."""
+    checked as the latent is, and neither may hold nan or inf: one line, nothing changed."""
     import torch
 
     from pixgen.outputs.state import load_state, save_state
@@ -319,17 +320,19 @@ def test_resume_refuses_a_speck_guard_memory_of_another_shape(cli, tmp_path):
     state = load_state(run / "state.safetensors")
     rows, cols = state["z"].shape[-2:]
     bad = (
-        dict(speck_clean=torch.rand(1, 3, 8, 8)),
-        dict(speck_seen=torch.zeros(1, 1, rows + 1, cols, dtype=torch.bool)),
-        dict(speck_seen=torch.zeros(1, 1, rows, cols)),  # not bool
-        None,  # its clean latent without its cells under specks
+        (dict(speck_clean=torch.rand(1, 3, 8, 8)), "speck_clean"),
+        (dict(speck_seen=torch.zeros(1, 1, rows + 1, cols, dtype=torch.bool)), "speck_seen"),
+        (dict(speck_seen=torch.zeros(1, 1, rows, cols)), "speck_seen"),  # not bool
+        (None, "speck_seen"),  # its clean latent without its cells under specks
+        (dict(speck_clean=torch.full_like(state["speck_clean"], math.nan)), "non-finite"),
+        (dict(z=torch.full_like(state["z"], math.inf)), "non-finite"),
     )
     without_seen = {k: v for k, v in state.items() if k != "speck_seen"}
-    for each in bad:
+    for each, needle in bad:
         save_state(run / "state.safetensors", dict(without_seen if each is None else state, **(each or {})), 2)
         files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
         code, _, err = cli("resume", run)
-        assert code == 2 and "Traceback" not in err and "speck_" in err and len(err.strip().splitlines()) == 1, err
+        assert code == 2 and "Traceback" not in err and needle in err and len(err.strip().splitlines()) == 1, err
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
 
 

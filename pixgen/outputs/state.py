@@ -57,8 +57,11 @@ def check_state(state: dict[str, torch.Tensor], shapes: set[tuple[int, ...]], pl
             "the state is of another drawer or size"
         )
     for key, value in state.items():
-        if (key in LATENT_COPIES or (key.startswith("opt.") and key != "opt.step")) and value.shape != z.shape:
-            bad(f"{key!r} is {list(value.shape)}, not the latent's {list(z.shape)}")
+        if key == "z" or key in LATENT_COPIES or (key.startswith("opt.") and key != "opt.step"):
+            if value.shape != z.shape:
+                bad(f"{key!r} is {list(value.shape)}, not the latent's {list(z.shape)}")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                bad(f"{key!r} holds non-finite numbers (nan or inf): the state is damaged")
     seen = state.get("speck_seen")  # the speck guard's cells under specks: one per cell of the latent
     if seen is not None and (seen.dtype != torch.bool or tuple(seen.shape) != (1, 1, *z.shape[-2:])):
         want = [1, 1, *z.shape[-2:]]
