@@ -2,8 +2,13 @@
 preloaded where that is installed (pixgen.allocator). A first Ctrl-C or SIGTERM is caught from
 here on, before the heavy imports (typer, the settings, torch), so that a stop while pixgen starts
 exits 130 with its usual line, not 143 with none; a run installs its own handler
-(pixgen.cli.signals.StopOnSignal) once it begins."""
+(pixgen.cli.signals.StopOnSignal) once it begins. Once the command has returned, a Ctrl-C or
+SIGTERM ends the process at once with the command's exit code while Python waits for threads and
+runs its exit functions, and is ignored after them (while the interpreter tears down, Python has
+put back the default handler: the signal killed pixgen, -2, half a second after its last line)."""
 
+import atexit
+import os
 import sys
 
 from pixgen.errors import PixgenError, StoppedEarly
@@ -26,12 +31,33 @@ def main() -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop)
+    atexit.register(_ignore_signals)  # registered first: it runs after every other exit function
     try:
         from pixgen.cli.app import main as cli_main
     except KeyboardInterrupt:  # pixgen.cli.console may be half-imported: its line, written here
         print(f"pixgen: interrupted {StoppedEarly.where}", file=sys.stderr)
         return 130
-    return cli_main()
+    code = cli_main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: _leave(code))
+    return code
+
+
+def _leave(code: int) -> None:
+    """End the process now, with `code` (a signal once the command has returned)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _ignore_signals() -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
