@@ -9,6 +9,7 @@ put back the default handler: the signal killed pixgen, -2, half a second after 
 
 import atexit
 import os
+import signal
 import sys
 
 from pixgen.errors import PixgenError, StoppedEarly
@@ -18,9 +19,13 @@ def _stop(signum, frame):
     raise StoppedEarly
 
 
-def main() -> int:
-    import signal
+def _on_stop(handler) -> None:
+    """Handle Ctrl-C and SIGTERM with `handler` (a function, or signal.SIG_IGN)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
+
+def main() -> int:
     from pixgen.allocator import restart_with_allocator
 
     try:
@@ -29,17 +34,15 @@ def main() -> int:
         print(f"pixgen: error: {e}", file=sys.stderr)
         return e.exit_code
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop)
-    atexit.register(_ignore_signals)  # registered first: it runs after every other exit function
+    _on_stop(_stop)
+    atexit.register(_on_stop, signal.SIG_IGN)  # registered first: it runs after every other exit function
     try:
         from pixgen.cli.app import main as cli_main
     except KeyboardInterrupt:  # pixgen.cli.console may be half-imported: its line, written here
         print(f"pixgen: interrupted {StoppedEarly.where}", file=sys.stderr)
         return 130
     code = cli_main()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: _leave(code))
+    _on_stop(lambda signum, frame: _leave(code))
     return code
 
 
@@ -51,13 +54,6 @@ def _leave(code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
-
-
-def _ignore_signals() -> None:
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

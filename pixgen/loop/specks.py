@@ -4,7 +4,8 @@ A decoder can leave a small multi-coloured group of pixels at a subject's edge (
 VQGAN's decoder does on some of the code layouts its prior draws: BENCHMARKS.md, issue 29). A
 person sees it at once; a loss over the whole picture hardly does. These functions find such
 groups in the picture alone, with no knowledge of the world it belongs to, so that a ranking of
-pictures of flat colours can put a picture with specks after those without (`prior_speck_free`).
+pictures of flat colours can put a picture with specks after those without (`prior_speck_free`),
+and so that the steps may not add one to a picture without (`SpeckGuard`, `speck_guard`).
 They mean nothing for a photograph, whose colours are no blend of two.
 """
 
