@@ -13,7 +13,8 @@ and shape.
         --variant "regions|" --variant "64|size=[64,64]"
     .venv/bin/python benchmarks/composition.py --report composition.jsonl
 
-Each variant is `LABEL|key=value ...` (as --set) applied to the region prompts; `--baseline`
+Each variant is `LABEL|key=value ...` (as --set) applied to the region prompts, `encoder=FILE` among
+them for another shapes VQGAN encoder (as in shapes_adherence.py); `--baseline`
 (on by default) also runs every scene as one sentence at the preset.
 """
 
@@ -100,9 +101,14 @@ def sentence(task: str, names: list[str], combos: list[world.Combo]) -> str:
 
 
 def run(a) -> None:
+    from shapes_adherence import split_encoder  # the benchmarks' folder is the script's
+
+    from pixgen.shapes import models as shapes_models
+
     variants = [(v.partition("|")[0].strip(), v.partition("|")[2].split()) for v in a.variant] or [("regions", [])]
     if a.baseline:
         variants.append(("sentence", []))
+    encoders = {label: split_encoder(sets) for label, sets in variants}
     out = Path(tempfile.mkdtemp(prefix="pixgen-composition-"))
     models, done = {}, set()
     if a.jsonl and Path(a.jsonl).is_file():
@@ -114,6 +120,7 @@ def run(a) -> None:
                 for label, sets in variants:
                     if (label, task, n, seed) in done:
                         continue
+                    sets, shapes_models.ENCODER_FILE = encoders[label]  # loaded lazily, by the run that fits
                     text = sentence(task, names, combos) if label == "sentence" else region_prompt(names, combos)
                     over = {"prompt": text, "seed": seed, "output_dir": str(out), "gif": False}
                     s = load_settings(preset="shapes", overrides=over, sets=sets)

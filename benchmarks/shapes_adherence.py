@@ -17,7 +17,9 @@ world colour and from the blend of the image's two colours), "specks" all of the
         --variant "preset" --variant "no save-best|save_best=false" [--combos train --first 10]
     .venv/bin/python benchmarks/shapes_adherence.py --report run1.jsonl run2.jsonl
 
-Each variant is `LABEL|key=value key=value ...` (values as in --set). `--frames N` also grades
+Each variant is `LABEL|key=value key=value ...` (values as in --set); `encoder=FILE` among them
+runs that variant with another shapes VQGAN encoder (a trained candidate against the shipped one,
+`python -m pixgen.shapes.train encoder`). `--frames N` also grades
 each run's progress frame every N steps, as "LABEL @ K steps": with a constant learning rate
 (and no save-best or EMA) that frame is what a K-step run would end on (to within one step), so one long run
 gives the adherence-against-budget curve. `--jsonl FILE` appends one
@@ -84,6 +86,17 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return label.strip(), rest.split()
 
 
+def split_encoder(sets: list[str]) -> tuple[list[str], Path]:
+    """A variant's settings without its `encoder=FILE`, and the shapes encoder file it runs with."""
+    from pixgen.shapes import models as shapes_models
+
+    files = [Path(x.partition("=")[2]) for x in sets if x.startswith("encoder=")]
+    for f in files:
+        if not f.is_file():
+            sys.exit(f"{Path(sys.argv[0]).stem}: encoder={f}: no such file")
+    return [x for x in sets if not x.startswith("encoder=")], (files[-1] if files else shapes_models.ENCODER_FILE)
+
+
 def combos_of(name: str, first: int) -> list[world.Combo]:
     combos = list(world.HELD_OUT if name == "held-out" else world.TRAIN_COMBOS)
     if name == "train":  # a fixed, spread-out sample of the training combinations
@@ -92,7 +105,10 @@ def combos_of(name: str, first: int) -> list[world.Combo]:
 
 
 def run(a) -> list[dict]:
+    from pixgen.shapes import models as shapes_models
+
     variants = [parse_variant(v) for v in a.variant] or [("preset", [])]
+    encoders = {label: split_encoder(sets) for label, sets in variants}
     models_cache: dict = {}
     out = Path(tempfile.mkdtemp(prefix="pixgen-adherence-"))
     records, done = [], set()
@@ -106,6 +122,7 @@ def run(a) -> list[dict]:
             for label, sets in variants:
                 if (label, combo.caption(0), seed) in done:
                     continue
+                sets, shapes_models.ENCODER_FILE = encoders[label]  # loaded lazily, by the run that fits
                 s = load_settings(
                     preset=a.preset,
                     overrides={

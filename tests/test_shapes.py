@@ -184,7 +184,12 @@ def test_specks_counts_small_stray_groups_not_soft_edges_or_world_images():
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["clip", "--steps", "0"], "at least 1"), (["vqgan", "--steps", "x"], "whole number"), (["clip"], "not a folder")],
+    [
+        (["clip", "--steps", "0"], "at least 1"),
+        (["vqgan", "--steps", "x"], "whole number"),
+        (["clip"], "not a folder"),
+        (["encoder", "--lr", "nan"], "must be a finite number"),
+    ],
 )
 def test_training_cli_rejects_bad_steps_and_out(tmp_path, capsys, args, message):
     from pixgen.shapes.train import main
@@ -279,3 +284,48 @@ def test_scene_batch_draws_training_subjects_in_their_own_boxes_on_one_backgroun
         read = [read_box(labels, box) for box in quarters + halves]
         subjects = [c for c in read[:4] if c.shape != "none"]
         assert len(subjects) >= 1 and all(c in world.TRAIN_COMBOS for c in subjects if c.colour != c.background)
+
+
+def test_moved_pictures_are_the_world_pictures_moved_as_the_zoom_moves_them_drawn_sharp():
+    from pixgen.drawers.vqgan import warp
+    from pixgen.shapes.train import moved_pictures
+
+    small, moves, sharp, combos = moved_pictures(np.random.default_rng(1), 24)
+    assert small.shape == sharp.shape == (24, 3, 64, 64) and len(moves) == len(combos) == 24
+    assert all(c in world.TRAIN_COMBOS for c in combos)
+    still = [i for i, m in enumerate(moves) if m == (1.0, (0.0, 0.0), 0.0)]
+    moved = [i for i, m in enumerate(moves) if m[0] != 1.0]
+    assert still and moved
+    for i in still:  # the same picture, only its edge antialiased
+        assert (sharp[i] - small[i]).abs().amax(0).gt(0.02).float().mean() < 0.1
+
+    def centre(x, combo):  # the subject's centre of mass, its pixels weighted by how near its colour
+        subject, background = (torch.tensor(world.COLOURS[c]) / 255 for c in (combo.colour, combo.background))
+        near = 1 - (x - subject[:, None, None]).norm(dim=0) / (background - subject).norm()
+        w = near.clamp(0, 1)
+        ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        return torch.stack([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+    off = []  # where the 64 px warp puts it, drawn sharp (to a fraction of a pixel; the reflected
+    for i in moved:  # edges differ by up to a pixel and a half)
+        blurred = warp(small[i : i + 1], *moves[i]).clamp(0, 1)[0]
+        assert (sharp[i] - blurred).abs().mean() < 0.03
+        off.append(float((centre(sharp[i], combos[i]) - centre(blurred, combos[i])).abs().max()))
+    assert np.median(off) < 0.2 and max(off) < 1.5
+
+
+def test_finetune_encoder_changes_the_encoder_and_keeps_the_decoder(tmp_path):
+    from pixgen.models.vqgan import load_decoder_safetensors, load_encoder_safetensors
+    from pixgen.shapes.models import ENCODER_FILE, VQGAN_FILE
+    from pixgen.shapes.train import finetune_encoder
+
+    info = finetune_encoder(2, 0, tmp_path, batch=2, pool=4, log_every=0, evaluate=8)
+    assert np.isfinite(info["final_mse"]) and info["held_out_drawn_moved_with_a_speck"].endswith("/8")
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+    assert same(load_decoder_safetensors(tmp_path / "vqgan.safetensors"), load_decoder_safetensors(VQGAN_FILE))
+    assert not same(
+        load_encoder_safetensors(tmp_path / "vqgan_encoder.safetensors"), load_encoder_safetensors(ENCODER_FILE)
+    )

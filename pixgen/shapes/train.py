@@ -1,4 +1,5 @@
-"""Train the shapes models: ``python -m pixgen.shapes.train vqgan|clip [--steps N] [--seed S] [--out DIR]``.
+"""Train the shapes models: ``python -m pixgen.shapes.train vqgan|decoder|encoder|clip|prior [--steps N]
+[--seed S] [--out DIR]``.
 
 Both are reproducible from the seed (single process, fixed thread count, seeded streams) and
 write fp16 safetensors into pixgen/shapes/weights/ (or --out) with a JSON of their evaluation
@@ -274,6 +275,206 @@ def finetune_decoder(
     info.update(prior_stray=prior_stray, prior_target=prior_target, speck_weight=speck_weight, start=str(start))
     info.update(evaluate_vqgan(out))
     return info
+
+
+# How `finetune_encoder` moves its pictures: a share left still, the rest scaled about the centre,
+# shifted (x and y each up to `shift` px) and, a share of them, turned (up to `rotate` degrees): the
+# zoom video mode's movements (`--zoom-scale/-shift/-rotate`) and a margin around them.
+CODE_TEMPERATURE = 0.05  # finetune_encoder's code logits: minus the squared distance over this
+MOVES = SimpleNamespace(still=0.3, scale=(0.9, 1.35), shift=8.0, rotate=10.0, turned=0.25)
+
+
+def random_move(rng: np.random.Generator) -> tuple[float, tuple[float, float], float]:
+    """One movement (scale, (x, y) shift, rotate) drawn as `MOVES` says, for `warp`."""
+    if rng.random() < MOVES.still:
+        return 1.0, (0.0, 0.0), 0.0
+    turn = rng.uniform(-MOVES.rotate, MOVES.rotate) if rng.random() < MOVES.turned else 0.0
+    dx, dy = rng.uniform(-MOVES.shift, MOVES.shift, size=2)
+    return float(rng.uniform(*MOVES.scale)), (float(dx), float(dy)), float(turn)
+
+
+def moved_pictures(rng: np.random.Generator, n: int, supersample: int = 4, combos=world.TRAIN_COMBOS):
+    """n world pictures of `combos` and the same pictures moved as the zoom video mode
+    moves a picture (`warp`): (the pictures (n, 3, 64, 64) in [0, 1], the moves as (scale, shift,
+    rotate), the moved pictures drawn sharp, their combos). A sharp moved picture is the move
+    applied to the picture rendered `supersample` times larger, then averaged back to 64 px: what
+    the moved picture is, where the warp of the 64 px picture blurs its edges."""
+    from pixgen.drawers.vqgan import warp
+
+    k, size = supersample, world.SIZE
+    chosen = [combos[i] for i in rng.integers(len(combos), size=n)]
+    small, sharp, moves = [], [], []
+    for combo in chosen:
+        side = rng.uniform(*world.SIZE_RANGE)
+        cx, cy = rng.uniform(side / 2, size - side / 2, size=2)
+        small.append(world.render(combo, cx, cy, side))
+        large = _to_tensor(world.render(combo, cx * k, cy * k, side * k, size * k)[None])
+        move = random_move(rng)
+        moves.append(move)
+        scale, (dx, dy), turn = move
+        sharp.append(F.avg_pool2d(warp(large, scale, (dx * k, dy * k), turn).clamp(0, 1), k))
+    return _to_tensor(np.stack(small)), moves, torch.cat(sharp), chosen
+
+
+def finetune_encoder(
+    steps: int,
+    seed: int,
+    out: Path,
+    start: Path = WEIGHTS_DIR,
+    batch: int = 16,
+    lr: float = 1e-4,
+    edge_weight: float = 1.0,
+    stray_weight: float = 100.0,
+    scene_weight: float = 1.0,
+    commitment: float = 0.25,
+    drawn: float = 0.5,
+    prior_weight: float = 1.0,
+    pool: int = 2000,
+    code_weight: float = 0.0,
+    log_every: int = 50,
+    evaluate: int = 300,
+) -> dict:
+    """Fine-tune the shipped encoder alone, the decoder and its codebook frozen (the prior and every
+    code's picture stay as they are), toward a moved picture encoding to codes that the decoder
+    draws as that picture moved, sharp and without a speck: the zoom video mode's round trip
+    (BENCHMARKS.md, "Zoom re-encodings"). Tried, not shipped (CARD.md).
+
+    Each step encodes world pictures moved as `moved_pictures` moves them, a share `drawn` of them
+    first drawn by the VQGAN in `start` (a decoder's picture, as the zoom moves), snaps the
+    encoding to the codebook with the gradient passed straight through, decodes it, and asks for
+    the sharp moved picture: the reconstruction terms, `stray_weight` x `stray_loss` and
+    `commitment` x the encoding's distance to its codes (as VQ-VAE's). `prior_weight` adds half a
+    batch of the decoder's pictures of prior grids (`prior_grids`, a pool of `pool`: what a zoom
+    run's first movement meets), moved, against their `snapped` pictures moved. `code_weight` asks
+    the pictures left still for codes by name (a cross-entropy over the codebook, minus each
+    code's squared distance over CODE_TEMPERATURE its logit): a world picture (or its drawing) for
+    the codes `start`'s encoder gives the picture itself, a prior picture without a speck for its
+    own grid. A quarter batch of scenes of several subjects (`scene_batch`, for themselves and
+    `start`'s codes) keeps the region prompts' pictures encodable."""
+    from pixgen.drawers.vqgan import warp
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    first = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval().requires_grad_(False)
+    enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").train()
+    dec = load_decoder_safetensors(start / "vqgan.safetensors").eval().requires_grad_(False)
+    palette, names = _palette(), list(world.COLOURS)
+    prior = _drawn_prior(dec, pool, seed) if prior_weight else None
+    opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.5, 0.9))
+    unmoved = (1.0, (0.0, 0.0), 0.0)
+
+    def through(x: torch.Tensor, target: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor, two=None):
+        """x encoded, snapped and decoded: its loss against `target` (and off the blend of `two`
+        colours), and the cross-entropy of its encoding against `codes` on the pictures `keep`."""
+        z = enc(x)
+        zq = quantize_st(z, dec.codebook)
+        rec = dec.decoder(dec.post_quant_conv(zq))
+        loss = _reconstruction(rec, target, edge_weight) + commitment * F.mse_loss(z, zq.detach())
+        if two is not None:
+            loss = loss + stray_weight * stray_loss(rec, two[:, 0], two[:, 1])
+        named = torch.zeros(())
+        if code_weight and keep.any():
+            flat = z[keep].movedim(1, -1).reshape(-1, z.shape[1])
+            named = F.cross_entropy(-torch.cdist(flat, dec.codebook).pow(2) / CODE_TEMPERATURE, codes[keep].flatten())
+        return loss + code_weight * named, F.mse_loss(rec.detach(), target), named.detach()
+
+    t0, mse, named = time.time(), torch.tensor(float("nan")), torch.tensor(float("nan"))
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _cosine_lr(step, steps, lr)
+        small, moves, sharp, combos = moved_pictures(rng, batch)
+        with torch.no_grad():
+            codes = nearest_codes(first(small * 2 - 1), dec.codebook)
+            redraw = torch.from_numpy(rng.random(batch) < drawn)
+            if redraw.any():
+                small[redraw] = dec(quantize_st(first(small[redraw] * 2 - 1), dec.codebook)).clamp(-1, 1).add(1).div(2)
+        x = torch.cat([warp(small[i : i + 1], *moves[i]) for i in range(batch)]).clamp(0, 1)
+        two = torch.stack(
+            [palette[[names.index(c.background) for c in combos]], palette[[names.index(c.colour) for c in combos]]], 1
+        )
+        still = torch.tensor([m == unmoved for m in moves])
+        loss, mse, named = through(x * 2 - 1, sharp * 2 - 1, codes, still, two)
+        if prior is not None:
+            pictures, sharp_p, pairs, grids, clean = prior
+            pick = rng.integers(len(pictures), size=max(1, batch // 2))
+            moves_p = [random_move(rng) for _ in pick]
+            x_p = torch.cat([warp(pictures[i : i + 1], *m) for i, m in zip(pick, moves_p, strict=True)])
+            t_p = torch.cat([warp(sharp_p[i : i + 1], *m) for i, m in zip(pick, moves_p, strict=True)])
+            keep = torch.tensor([m == unmoved for m in moves_p]) & clean[pick]
+            part, _, _ = through(x_p.clamp(0, 1) * 2 - 1, t_p.clamp(0, 1) * 2 - 1, grids[pick], keep, pairs[pick])
+            loss = loss + prior_weight * part
+        if scene_weight:
+            xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
+            with torch.no_grad():
+                codes_s = nearest_codes(first(xs), dec.codebook)
+            part, _, _ = through(xs, xs, codes_s, torch.ones(len(xs), dtype=torch.bool))
+            loss = loss + scene_weight * part
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"encoder step {step + 1}/{steps} mse {mse.item():.4f} codes {named.item():.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    enc.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
+    if out.resolve() != start.resolve():  # the pair travels together
+        save_safetensors(out / "vqgan.safetensors", dec, dec.arch, torch.float16)
+    info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
+    info.update(lr=lr, stray_weight=stray_weight, scene_weight=scene_weight, commitment=commitment, drawn=drawn)
+    info.update(prior_weight=prior_weight, pool=pool, code_weight=code_weight)
+    info.update(start=str(start), **evaluate_vqgan(out), **evaluate_moves(out, evaluate))
+    return info
+
+
+@torch.no_grad()
+def _drawn_prior(dec, n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """n code grids of the prior (`prior_grids`) as the decoder draws them, in [0, 1], the same
+    pictures `snapped` to their two colours, in [0, 1], those two colours (n, 2, 3) in [-1, 1], the
+    grids (n, 8, 8), and which pictures have no speck (n,)."""
+    grids = prior_grids(n, seed)
+    latents = dec.codebook[grids].movedim(-1, 1)
+    drawn = torch.cat([dec(part).clamp(-1, 1) for part in latents.split(100)])
+    sharp, pairs = snapped(drawn)
+    clean = torch.tensor([not specks(a) for a in _to_uint8(drawn)])
+    return drawn.add(1).div(2), sharp.add(1).div(2), pairs, grids, clean
+
+
+@torch.no_grad()
+def evaluate_moves(weights: Path, n: int = 300, seed: int = 321) -> dict:
+    """The zoom video mode's round trip through the VQGAN in `weights`, on n world pictures of the
+    training combinations and n of the held-out ones, moved as `moved_pictures` moves them: how
+    many pictures carry a speck (`specks`) once encoded, snapped and decoded as they are
+    ("round_trip"), moved ("moved"), and drawn by the VQGAN first, then moved ("drawn_moved", the
+    zoom's case), with that last one's MSE against the sharp moved pictures; and the same for the
+    decoder's pictures of prior grids of training captions without a speck ("prior_moved")."""
+    from pixgen.drawers.vqgan import warp
+
+    dec = load_decoder_safetensors(weights / "vqgan.safetensors")
+    enc = load_encoder_safetensors(weights / "vqgan_encoder.safetensors")
+
+    def again(x01: torch.Tensor) -> torch.Tensor:
+        return torch.cat([dec(quantize_st(enc(part * 2 - 1), dec.codebook)) for part in x01.split(100)]).clamp(-1, 1)
+
+    def moved(x01: torch.Tensor, moves: list) -> torch.Tensor:
+        return torch.cat([warp(x01[i : i + 1], *m) for i, m in enumerate(moves)]).clamp(0, 1)
+
+    def speckled(x: torch.Tensor) -> str:
+        return f"{sum(bool(specks(a)) for a in _to_uint8(x))}/{len(x)}"
+
+    found, rng = {}, np.random.default_rng(seed)
+    for name, combos in (("training", world.TRAIN_COMBOS), ("held_out", world.HELD_OUT)):
+        small, moves, sharp, _ = moved_pictures(rng, n, combos=combos)
+        drawn = again(small).add(1).div(2)
+        last = again(moved(drawn, moves))
+        found[f"{name}_round_trip_with_a_speck"] = speckled(again(small))
+        found[f"{name}_moved_with_a_speck"] = speckled(again(moved(small, moves)))
+        found[f"{name}_drawn_moved_with_a_speck"] = speckled(last)
+        found[f"{name}_drawn_moved_mse"] = round(F.mse_loss(last, sharp * 2 - 1).item(), 5)
+    pictures, _, _, _, clean = _drawn_prior(dec, n, seed)
+    pictures = pictures[clean]
+    found["prior_moved_with_a_speck"] = speckled(again(moved(pictures, [random_move(rng) for _ in pictures])))
+    return found
 
 
 def _world_loss(dec, enc, rng: np.random.Generator, batch: int, terms: SimpleNamespace):
@@ -740,6 +941,8 @@ def _train(a: argparse.Namespace) -> dict:
             prior_weight=a.prior_weight, scene_weight=a.scene_weight, mixed=a.mixed, prior_stray=a.prior_stray,
             prior_target=a.prior_target, speck_weight=a.speck_weight,
         )  # fmt: skip
+    elif a.model == "encoder":
+        info = finetune_encoder(a.steps or 1000, a.seed, a.out, a.start, lr=a.lr or 1e-4, code_weight=a.code_weight)
     elif a.model == "prior":
         from pixgen.shapes.train_prior import train_prior
 
@@ -760,13 +963,13 @@ def _train(a: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m pixgen.shapes.train", description=__doc__)
-    p.add_argument("model", choices=["vqgan", "decoder", "clip", "prior"])
+    p.add_argument("model", choices=["vqgan", "decoder", "encoder", "clip", "prior"])
     p.add_argument("--cond", choices=["text", "clip"], default="clip", help="prior: what conditions it")
     p.add_argument("--steps", type=_positive, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder: the VQGAN pair to fine-tune")
+    p.add_argument("--start", type=Path, default=WEIGHTS_DIR, help="decoder, encoder: the VQGAN pair to fine-tune")
     p.add_argument("--stray-weight", type=_number(0), default=0.0, help="decoder: weight of the stray-colour term")
     p.add_argument("--prior-weight", type=_number(0), default=0.0, help="decoder: weight of prior-drawn grids, snapped")
     p.add_argument("--scene-weight", type=_number(0), default=0.0, help="decoder: weight of scenes of several subjects")
@@ -782,7 +985,11 @@ def main(argv: list[str] | None = None) -> None:
         "--speck-weight", type=_number(0), default=0.0, help="decoder: weight of the despecked pixels' own error"
     )
     p.add_argument(
-        "--lr", type=_number(0, low_open=True), default=None, help="decoder, clip: the learning rate (2e-4, 5e-4)"
+        "--lr", type=_number(0, low_open=True), default=None,
+        help="decoder, encoder, clip: the learning rate (2e-4, 1e-4, 5e-4)",
+    )  # fmt: skip
+    p.add_argument(
+        "--code-weight", type=_number(0), default=0.0, help="encoder: weight of the still pictures' codes by name"
     )
     p.add_argument("--parts", type=_number(0), default=0.0, help="clip: weight of the attribute captions' groups")
     p.add_argument("--decoded", type=_number(0, 1), default=0.0, help="clip: share of steps on VQGAN round trips")
