@@ -334,90 +334,41 @@ def finetune_encoder(
     log_every: int = 50,
     evaluate: int = 300,
 ) -> dict:
-    """Fine-tune the shipped encoder alone, the decoder and its codebook frozen (the prior and every
-    code's picture stay as they are), toward a moved picture encoding to codes that the decoder
-    draws as that picture moved, sharp and without a speck: the zoom video mode's round trip
-    (BENCHMARKS.md, "Zoom re-encodings"). Tried, not shipped (CARD.md).
-
-    Each step encodes world pictures moved as `moved_pictures` moves them, a share `drawn` of them
-    first drawn by the VQGAN in `start` (a decoder's picture, as the zoom moves), snaps the
-    encoding to the codebook with the gradient passed straight through, decodes it, and asks for
-    the sharp moved picture: the reconstruction terms, `stray_weight` x `stray_loss` and
-    `commitment` x the encoding's distance to its codes (as VQ-VAE's). `prior_weight` adds half a
-    batch of the decoder's pictures of prior grids (`prior_grids`, a pool of `pool`: what a zoom
-    run's first movement meets), moved, against their `snapped` pictures moved. `code_weight` asks
-    the pictures left still for codes by name (a cross-entropy over the codebook, minus each
-    code's squared distance over CODE_TEMPERATURE its logit): a world picture (or its drawing) for
-    the codes `start`'s encoder gives the picture itself, a prior picture without a speck for its
-    own grid. A quarter batch of scenes of several subjects (`scene_batch`, for themselves and
-    `start`'s codes) keeps the region prompts' pictures encodable."""
-    from pixgen.drawers.vqgan import warp
-
+    """Fine-tune the encoder alone (decoder, codebook and prior kept) so that a moved picture encodes
+    to codes the decoder draws as that picture moved, sharp and without a speck: the zoom's round
+    trip. Tried, not shipped (CARD.md). Each step (`_encoder_loss`): world pictures moved by
+    `moved_pictures` (a share `drawn` first drawn by the VQGAN), encoded, snapped with the gradient
+    passed straight through and decoded, against the sharp moved picture by the reconstruction
+    terms, `stray_weight` x `stray_loss` and `commitment` x the distance to the codes (VQ-VAE's);
+    `prior_weight` x half a batch of prior pictures (a pool of `pool`) moved, against their
+    `snapped` pictures moved; `scene_weight` x a quarter batch of scenes (`scene_batch`).
+    `code_weight` asks still pictures for codes by name (cross-entropy, logits minus the squared
+    distance over CODE_TEMPERATURE): the codes `start` gives a world picture or a scene, a clean
+    prior picture's own grid."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    first = load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval().requires_grad_(False)
-    enc = load_encoder_safetensors(start / "vqgan_encoder.safetensors").train()
     dec = load_decoder_safetensors(start / "vqgan.safetensors").eval().requires_grad_(False)
-    palette, names = _palette(), list(world.COLOURS)
-    prior = _drawn_prior(dec, pool, seed) if prior_weight else None
-    opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.5, 0.9))
-    unmoved = (1.0, (0.0, 0.0), 0.0)
-
-    def through(x: torch.Tensor, target: torch.Tensor, codes: torch.Tensor, keep: torch.Tensor, two=None):
-        """x encoded, snapped and decoded: its loss against `target` (and off the blend of `two`
-        colours), and the cross-entropy of its encoding against `codes` on the pictures `keep`."""
-        z = enc(x)
-        zq = quantize_st(z, dec.codebook)
-        rec = dec.decoder(dec.post_quant_conv(zq))
-        loss = _reconstruction(rec, target, edge_weight) + commitment * F.mse_loss(z, zq.detach())
-        if two is not None:
-            loss = loss + stray_weight * stray_loss(rec, two[:, 0], two[:, 1])
-        named = torch.zeros(())
-        if code_weight and keep.any():
-            flat = z[keep].movedim(1, -1).reshape(-1, z.shape[1])
-            named = F.cross_entropy(-torch.cdist(flat, dec.codebook).pow(2) / CODE_TEMPERATURE, codes[keep].flatten())
-        return loss + code_weight * named, F.mse_loss(rec.detach(), target), named.detach()
-
+    m = SimpleNamespace(
+        enc=load_encoder_safetensors(start / "vqgan_encoder.safetensors").train(),
+        first=load_encoder_safetensors(start / "vqgan_encoder.safetensors").eval().requires_grad_(False),
+        dec=dec, prior=_drawn_prior(dec, pool, seed) if prior_weight else None, edge=edge_weight,
+        stray=stray_weight, scene=scene_weight, commitment=commitment, drawn=drawn, prior_weight=prior_weight,
+        codes=code_weight,
+    )  # fmt: skip
+    opt = torch.optim.Adam(m.enc.parameters(), lr=lr, betas=(0.5, 0.9))
     t0, mse, named = time.time(), torch.tensor(float("nan")), torch.tensor(float("nan"))
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, lr)
-        small, moves, sharp, combos = moved_pictures(rng, batch)
-        with torch.no_grad():
-            codes = nearest_codes(first(small * 2 - 1), dec.codebook)
-            redraw = torch.from_numpy(rng.random(batch) < drawn)
-            if redraw.any():
-                small[redraw] = dec(quantize_st(first(small[redraw] * 2 - 1), dec.codebook)).clamp(-1, 1).add(1).div(2)
-        x = torch.cat([warp(small[i : i + 1], *moves[i]) for i in range(batch)]).clamp(0, 1)
-        two = torch.stack(
-            [palette[[names.index(c.background) for c in combos]], palette[[names.index(c.colour) for c in combos]]], 1
-        )
-        still = torch.tensor([m == unmoved for m in moves])
-        loss, mse, named = through(x * 2 - 1, sharp * 2 - 1, codes, still, two)
-        if prior is not None:
-            pictures, sharp_p, pairs, grids, clean = prior
-            pick = rng.integers(len(pictures), size=max(1, batch // 2))
-            moves_p = [random_move(rng) for _ in pick]
-            x_p = torch.cat([warp(pictures[i : i + 1], *m) for i, m in zip(pick, moves_p, strict=True)])
-            t_p = torch.cat([warp(sharp_p[i : i + 1], *m) for i, m in zip(pick, moves_p, strict=True)])
-            keep = torch.tensor([m == unmoved for m in moves_p]) & clean[pick]
-            part, _, _ = through(x_p.clamp(0, 1) * 2 - 1, t_p.clamp(0, 1) * 2 - 1, grids[pick], keep, pairs[pick])
-            loss = loss + prior_weight * part
-        if scene_weight:
-            xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
-            with torch.no_grad():
-                codes_s = nearest_codes(first(xs), dec.codebook)
-            part, _, _ = through(xs, xs, codes_s, torch.ones(len(xs), dtype=torch.bool))
-            loss = loss + scene_weight * part
+        loss, mse, named = _encoder_loss(m, rng, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if log_every and (step + 1) % log_every == 0:
             print(f"encoder step {step + 1}/{steps} mse {mse.item():.4f} codes {named.item():.3f} "
                   f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
-    enc.eval()
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(out / "vqgan_encoder.safetensors", enc, dec.arch, torch.float16)
+    save_safetensors(out / "vqgan_encoder.safetensors", m.enc.eval(), dec.arch, torch.float16)
     if out.resolve() != start.resolve():  # the pair travels together
         save_safetensors(out / "vqgan.safetensors", dec, dec.arch, torch.float16)
     info = {"steps": steps, "seed": seed, "final_mse": mse.item(), "seconds": round(time.time() - t0)}
@@ -425,6 +376,63 @@ def finetune_encoder(
     info.update(prior_weight=prior_weight, pool=pool, code_weight=code_weight)
     info.update(start=str(start), **evaluate_vqgan(out), **evaluate_moves(out, evaluate))
     return info
+
+
+_UNMOVED = (1.0, (0.0, 0.0), 0.0)
+
+
+def _encoder_loss(m: SimpleNamespace, rng: np.random.Generator, batch: int):
+    """One batch of `finetune_encoder`: moved world pictures (a share drawn by the VQGAN first),
+    half a batch of moved prior pictures, a quarter batch of scenes; (loss, the world pictures'
+    MSE, their codes' cross-entropy)."""
+    from pixgen.drawers.vqgan import warp
+
+    small, moves, sharp, combos = moved_pictures(rng, batch)
+    with torch.no_grad():
+        codes = nearest_codes(m.first(small * 2 - 1), m.dec.codebook)
+        redraw = torch.from_numpy(rng.random(batch) < m.drawn)
+        if redraw.any():
+            small[redraw] = (
+                m.dec(quantize_st(m.first(small[redraw] * 2 - 1), m.dec.codebook)).clamp(-1, 1).add(1).div(2)
+            )
+    x = torch.cat([warp(small[i : i + 1], *moves[i]) for i in range(batch)]).clamp(0, 1)
+    palette, names = _palette(), list(world.COLOURS)
+    two = torch.stack([palette[[names.index(getattr(c, k)) for c in combos]] for k in ("background", "colour")], 1)
+    still = torch.tensor([move == _UNMOVED for move in moves])
+    loss, mse, named = _through(m, x * 2 - 1, sharp * 2 - 1, codes, still, two)
+    if m.prior is not None:
+        pictures, sharp_p, pairs, grids, clean = m.prior
+        pick = rng.integers(len(pictures), size=max(1, batch // 2))
+        moves_p = [random_move(rng) for _ in pick]
+        x_p = torch.cat([warp(pictures[i : i + 1], *mv) for i, mv in zip(pick, moves_p, strict=True)])
+        t_p = torch.cat([warp(sharp_p[i : i + 1], *mv) for i, mv in zip(pick, moves_p, strict=True)])
+        keep = torch.tensor([mv == _UNMOVED for mv in moves_p]) & clean[pick]
+        part, _, _ = _through(m, x_p.clamp(0, 1) * 2 - 1, t_p.clamp(0, 1) * 2 - 1, grids[pick], keep, pairs[pick])
+        loss = loss + m.prior_weight * part
+    if m.scene:
+        xs = _to_tensor(scene_batch(rng, max(1, batch // 4))) * 2 - 1
+        with torch.no_grad():
+            codes_s = nearest_codes(m.first(xs), m.dec.codebook)
+        part, _, _ = _through(m, xs, xs, codes_s, torch.ones(len(xs), dtype=torch.bool))
+        loss = loss + m.scene * part
+    return loss, mse, named
+
+
+def _through(m: SimpleNamespace, x: torch.Tensor, target: torch.Tensor, codes: torch.Tensor, keep, two=None):
+    """x encoded by the encoder in training, snapped and decoded: its loss against `target` (and off
+    the blend of each picture's `two` colours), with the cross-entropy of its encoding against
+    `codes` on the pictures `keep`; (loss, MSE, that cross-entropy)."""
+    z = m.enc(x)
+    zq = quantize_st(z, m.dec.codebook)
+    rec = m.dec.decoder(m.dec.post_quant_conv(zq))
+    loss = _reconstruction(rec, target, m.edge) + m.commitment * F.mse_loss(z, zq.detach())
+    if two is not None:
+        loss = loss + m.stray * stray_loss(rec, two[:, 0], two[:, 1])
+    named = torch.zeros(())
+    if m.codes and keep.any():
+        flat = z[keep].movedim(1, -1).reshape(-1, z.shape[1])
+        named = F.cross_entropy(-torch.cdist(flat, m.dec.codebook).pow(2) / CODE_TEMPERATURE, codes[keep].flatten())
+    return loss + m.codes * named, F.mse_loss(rec.detach(), target), named.detach()
 
 
 @torch.no_grad()
