@@ -454,7 +454,10 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     )
     zoom = None
     if zoom_active(s):
-        zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate)  # noqa: E731
+        from pixgen.loop.specks import speck_count
+
+        specks = speck_count if s.speck_guard else None  # the guard's re-encodings are tried for one without
+        zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate, specks)  # noqa: E731
     story = None
     if begin.keyframes:  # story mode on the prior start: each phrase has its picture
         story = Story(begin.keyframes, phase_spans(len(run.plan.phases), s.change_prompt_every, s.iterations))

@@ -232,6 +232,40 @@ def test_the_speck_guard_resumes_bit_identically():
     assert torch.equal(c.z, a.z) and torch.equal(c.result(), a.result())
 
 
+# a start without a speck whose picture the encoder gives back with one (a zoom of 1: the round trip)
+ROUND_TRIP = dict(prompt="a blue triangle on a white background", schedule="plain", seed=7, zoom_scale=1.0001)
+
+
+def test_the_zoom_under_the_speck_guard_keeps_a_re_encoding_without_a_speck():
+    from pixgen.loop.specks import speck_count
+
+    plain, _ = _shapes_loop(**ROUND_TRIP, speck_guard=False)
+    z = plain.z.detach()
+    assert speck_count(plain.drawer.render(z)[0]) == 0 and speck_count(plain.drawer.render(plain.zoom(z))[0]) > 0
+    guarded, _ = _shapes_loop(**ROUND_TRIP)
+    assert torch.equal(guarded.z, z) and speck_count(guarded.drawer.render(guarded.zoom(z))[0]) == 0
+
+
+def test_the_zoom_tries_half_pixel_offsets_in_turn_and_keeps_the_first_clean_or_the_fewest():
+    from pixgen.drawers.vqgan import ZOOM_OFFSETS, encode, render, warp
+
+    loop, _ = _shapes_loop(**ROUND_TRIP)
+    d, z = loop.drawer, loop.z.detach()
+    plain = d.zoom(z, 1.2, (1, 0))
+
+    def at(k):  # the encoding of the picture moved by the k-th offset more
+        return encode(
+            d.encoder, warp(render(d.decoder, z), 1.2, (1 + ZOOM_OFFSETS[k][0], ZOOM_OFFSETS[k][1])).clamp(0, 1)
+        )
+
+    assert torch.equal(plain, at(0))
+    counts = iter([3, 2, 0, 5])
+    assert torch.equal(d.zoom(z, 1.2, (1, 0), specks=lambda p: next(counts)), at(2))
+    counts = iter([3, 1, 2, 4, 5, 6, 7, 8, 9])
+    assert torch.equal(d.zoom(z, 1.2, (1, 0), specks=lambda p: next(counts)), at(1))
+    assert next(counts, None) is None  # all nine tried
+
+
 def test_the_best_scored_start_is_the_one_the_prompt_scores_best():
     from pixgen.drawers.vqgan import VQGANDrawer
     from pixgen.starts.candidates import best_of, score_starts

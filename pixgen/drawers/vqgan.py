@@ -68,6 +68,10 @@ def set_tile(module, on: bool) -> None:
             conv.padding_mode = "circular" if on else "zeros"
 
 
+# where the zoom also tries the moved picture, in pixels (x, y), when it must not draw a speck
+ZOOM_OFFSETS = ((0, 0), (0.5, 0), (0, 0.5), (-0.5, 0), (0, -0.5), (0.5, 0.5), (-0.5, -0.5), (0.5, -0.5), (-0.5, 0.5))
+
+
 def warp(image: Tensor, scale: float = 1.0, shift: tuple[float, float] = (0.0, 0.0), rotate: float = 0.0) -> Tensor:
     """(N, C, H, W) -> the same size, content scaled by `scale` and rotated by `rotate` degrees
     (counter-clockwise) about the centre, then moved by `shift` = (x, y) pixels (right, down).
@@ -171,12 +175,27 @@ class VQGANDrawer(Drawer):
     def image_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
         return shape[-2] * self.factor, shape[-1] * self.factor
 
-    def zoom(self, z: Tensor, scale: float = 1.0, shift=(0.0, 0.0), rotate: float = 0.0) -> Tensor:
-        """The latent of the drawn image after one zoom/pan movement (the zoom video mode)."""
+    def zoom(self, z: Tensor, scale: float = 1.0, shift=(0.0, 0.0), rotate: float = 0.0, specks=None) -> Tensor:
+        """The latent of the drawn image after one zoom/pan movement (the zoom video mode). With
+        `specks` (a picture (3, H, W) -> how many specks it carries), the moved picture is
+        also encoded moved by half a pixel more (ZOOM_OFFSETS, in turn) until an encoding draws
+        without a speck, else the one with the fewest: the encoder gives some moved pictures a code
+        layout the decoder draws with a speck, and the same picture half a pixel away another."""
         self.prepare_fit()
+        best = None
         with torch.no_grad():
-            image = warp(render(self.decoder, z), scale, tuple(shift), rotate).clamp(0, 1)
-            return encode(self.encoder, image)[..., : z.shape[-2], : z.shape[-1]]
+            picture = render(self.decoder, z)
+            for dx, dy in ZOOM_OFFSETS if specks is not None else ZOOM_OFFSETS[:1]:
+                image = warp(picture, scale, (shift[0] + dx, shift[1] + dy), rotate).clamp(0, 1)
+                out = encode(self.encoder, image)[..., : z.shape[-2], : z.shape[-1]]
+                if specks is None:
+                    return out
+                found = specks(render(self.decoder, out)[0])
+                if best is None or found < best[0]:
+                    best = (found, out)
+                if found == 0:
+                    break
+        return best[1]
 
     def halve(self, z: Tensor) -> Tensor:
         """A latent at half the height and width (the progressive schedule's coarse part)."""

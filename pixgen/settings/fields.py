@@ -239,7 +239,8 @@ class Settings:
     speck_guard: bool = setting(
         False,
         "Steps may not add specks (a few pixels of no blend of the picture's two main colours: for"
-        " pictures of flat colours): the cells under one go back to their last values without it.",
+        " pictures of flat colours): the cells under one go back to their last values without it, and the"
+        " zoom video mode tries its re-encoding half a pixel away for one without.",
         panel=REGULARISERS,
     )
     drawer: str = setting("vqgan", "", panel=DRAWER)  # its choices: the drawers (_drawer_setting)
