@@ -130,8 +130,10 @@ class Drawer:
         """The tensor at half resolution (only where `can_halve`)."""
         raise NotImplementedError(f"{self.title} cannot be halved")
 
-    def zoom(self, params: Tensor, scale: float, shift, rotate: float) -> Tensor:
-        """The tensor of the drawn image after one zoom/pan movement (only where `can_zoom`)."""
+    def zoom(self, params: Tensor, scale: float, shift, rotate: float, specks=None) -> Tensor:
+        """The tensor of the drawn image after one zoom/pan movement (only where `can_zoom`); with
+        `specks` (a picture (3, H, W) -> how many specks it carries: the speck guard's test), one
+        whose picture carries as few as the drawer can find."""
         raise NotImplementedError(f"{self.title} cannot zoom")
 
     def render(self, params: Tensor) -> Tensor:
