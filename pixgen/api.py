@@ -456,8 +456,10 @@ def make_loop(run: Run, start=None, hooks: Hooks | None = None, drawer=None):
     if zoom_active(s):
         from pixgen.loop.specks import speck_count
 
-        specks = speck_count if s.speck_guard else None  # the guard's re-encodings are tried for one without
-        zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate, specks)  # noqa: E731
+        # under the guard, the re-encodings are tried for one without a speck (a drawer written
+        # before the counter existed is called as it was)
+        guard = {"specks": speck_count} if s.speck_guard else {}
+        zoom = lambda z: drawer.zoom(z, s.zoom_scale, s.zoom_shift, s.zoom_rotate, **guard)  # noqa: E731
     story = None
     if begin.keyframes:  # story mode on the prior start: each phrase has its picture
         story = Story(begin.keyframes, phase_spans(len(run.plan.phases), s.change_prompt_every, s.iterations))
