@@ -172,9 +172,6 @@ def run_server(
     app = build_app(queue, preset, host, token, info, Limits(**limits))
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
-    console.note(f"pixgen: serving on {url}  (runs in {root}; Ctrl-C to stop)")
-    if token:
-        console.note(f"pixgen: token: {token}")
     # no lifespan: the queue is closed below, and a forced exit (a second signal) would cancel the
     # lifespan task, which uvicorn reports as a traceback in a plain message
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="off")
@@ -188,11 +185,14 @@ def run_server(
     server.handle_exit = handle_exit
     # what uvicorn re-raises once it has shut down (on SIGINT too: asyncio.run's own handler,
     # which it installs over Python's default one, would swallow it and exit 0)
-    saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     signalled, quiet, heard, unraisable = False, QuietCancel(), [], sys.unraisablehook
     logging.getLogger("uvicorn.error").addFilter(quiet)
     sys.unraisablehook = interrupts_heard(unraisable, heard)
-    try:
+    saved = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:  # "serving on" once a signal is the server's to handle (before, it met the start-up handler)
+        console.note(f"pixgen: serving on {url}  (runs in {root}; Ctrl-C to stop)")
+        if token:
+            console.note(f"pixgen: token: {token}")
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C or SIGTERM it shut down on
         signalled = True
