@@ -473,9 +473,9 @@ def evaluate_moves(weights: Path, n: int = 300, seed: int = 321) -> dict:
     found, rng = {}, np.random.default_rng(seed)
     for name, combos in (("training", world.TRAIN_COMBOS), ("held_out", world.HELD_OUT)):
         small, moves, sharp, _ = moved_pictures(rng, n, combos=combos)
-        drawn = again(small).add(1).div(2)
-        last = again(moved(drawn, moves))
-        found[f"{name}_round_trip_with_a_speck"] = speckled(again(small))
+        round_trip = again(small)
+        last = again(moved(round_trip.add(1).div(2), moves))
+        found[f"{name}_round_trip_with_a_speck"] = speckled(round_trip)
         found[f"{name}_moved_with_a_speck"] = speckled(again(moved(small, moves)))
         found[f"{name}_drawn_moved_with_a_speck"] = speckled(last)
         found[f"{name}_drawn_moved_mse"] = round(F.mse_loss(last, sharp * 2 - 1).item(), 5)
